@@ -1,0 +1,57 @@
+//! loopback: brings `lo` up inside the container.
+
+use crate::cni::{Applet, CniContext, CniError, CniResult, Command, Interface, IpConfig};
+use crate::netlink::{NetNs, Netlink};
+
+pub struct Loopback;
+
+fn container(cmd: &Command) -> Result<(NetNs, Netlink), CniError> {
+    let ns = NetNs::open(&cmd.netns).cni(crate::cni::error::INVALID_ENV, "cannot open the container netns")?;
+    let nl = Netlink::in_netns(&ns)?;
+    Ok((ns, nl))
+}
+
+impl Applet for Loopback {
+    fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
+        let (_ns, nl) = container(cmd)?;
+        let lo = nl.require_link("lo")?;
+        nl.set_up(lo.index)?;
+        if let Some(prev) = cmd.prev_result()? {
+            return Ok(prev);
+        }
+        let ips = nl
+            .addrs(Some(lo.index))?
+            .into_iter()
+            .map(|a| IpConfig { address: a.net, gateway: None, interface: Some(0) })
+            .collect();
+        Ok(CniResult {
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                mac: "00:00:00:00:00:00".into(),
+                sandbox: cmd.netns.clone(),
+                ..Default::default()
+            }],
+            ips,
+            ..Default::default()
+        })
+    }
+
+    fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        // The container may be gone already; nothing then remains to undo.
+        let Ok(ns) = NetNs::open(&cmd.netns) else { return Ok(()) };
+        let nl = Netlink::in_netns(&ns)?;
+        if let Some(lo) = nl.link("lo")? {
+            nl.set_down(lo.index)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, cmd: &Command) -> Result<(), CniError> {
+        let (_ns, nl) = container(cmd)?;
+        let lo = nl.require_link("lo")?;
+        if !lo.up {
+            return Err(CniError::internal("loopback interface is down"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! cnibox: the CNI plugin suite in one binary.
+
+pub mod applets;
+pub mod cni;
+pub mod netlink;

@@ -1,0 +1,39 @@
+//! /proc/sys access. /proc/sys/net follows the netns of the thread that
+//! opens the file: call these inside `NetNs::run` for a container's values.
+
+use std::path::PathBuf;
+
+use super::{Error, Result};
+
+fn path_of(key: &str) -> Result<PathBuf> {
+    // A key with slashes is a path already (interface names may hold dots).
+    let rel = if key.contains('/') { key.to_string() } else { key.replace('.', "/") };
+    if rel.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Err(Error::new(0, format!("invalid sysctl key {key:?}")));
+    }
+    Ok(PathBuf::from("/proc/sys").join(rel))
+}
+
+/// Reads `net.ipv4.ip_forward` style keys (dots or slashes).
+pub fn read(key: &str) -> Result<String> {
+    let p = path_of(key)?;
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Error::new(e.raw_os_error().unwrap_or(0), format!("reading {}: {e}", p.display())))
+}
+
+/// Writes `value` unless the key already holds it (saves a write on hot paths).
+pub fn write(key: &str, value: &str) -> Result<()> {
+    let p = path_of(key)?;
+    if read(key).is_ok_and(|cur| cur == value) {
+        return Ok(());
+    }
+    std::fs::write(&p, value)
+        .map_err(|e| Error::new(e.raw_os_error().unwrap_or(0), format!("writing {}: {e}", p.display())))
+}
+
+/// The key for an interface-level setting: `net.ipv4.conf.<if>.<name>`.
+/// Interface names may contain dots, which sysctl writes as '/'.
+pub fn iface_key(family: &str, ifname: &str, name: &str) -> String {
+    format!("net/{family}/conf/{ifname}/{name}")
+}

@@ -1,0 +1,202 @@
+//! Shared helpers for integration tests: run the built binary as a runtime
+//! would, inside network namespaces the test creates and removes.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cnibox");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test process: `<prefix><pid>-<n>`, at most 15 bytes
+/// when the prefix is short (so it also fits interface names).
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{}{n}", std::process::id() % 100000)
+}
+
+/// A directory holding a link to the built binary under every applet name,
+/// standing in for /opt/cni/bin.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cnibox-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = Command::new(BIN).arg("--list").output().unwrap();
+        for name in String::from_utf8(list.stdout).unwrap().lines() {
+            let link = dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(BIN, &link).unwrap();
+        }
+        dir
+    })
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(&format!("cnibox-{prefix}-")));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Netns { name }
+    }
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+    /// Runs a shell command inside the netns; panics on failure.
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+    /// Runs a shell command inside the netns; returns whether it succeeded.
+    pub fn try_exec(&self, cmd: &str) -> bool {
+        try_sh(&format!("ip netns exec {} {cmd}", self.name)).is_some()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = try_sh(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Runs `cmd` with sh; panics with its output on failure.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn try_sh(cmd: &str) -> Option<String> {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One plugin call as a runtime makes it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub plugin: String,
+    pub env: Vec<(String, String)>,
+    /// Run the plugin inside this netns (the "host" side), if any.
+    pub host_netns: Option<String>,
+}
+
+/// What a plugin call returned.
+#[derive(Debug)]
+pub struct Reply {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {:?}: {e}", self.stdout))
+    }
+    /// Panics unless the call succeeded; returns its JSON (Null when empty).
+    pub fn ok(self) -> Value {
+        assert_eq!(self.code, 0, "plugin failed: {}\n{}", self.stdout, self.stderr);
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+    /// Panics unless the call failed; returns the CNI error code.
+    pub fn err_code(self) -> u64 {
+        assert_ne!(self.code, 0, "plugin unexpectedly succeeded: {}", self.stdout);
+        self.json()["code"].as_u64().unwrap()
+    }
+}
+
+impl Call {
+    pub fn new(plugin: &str) -> Call {
+        Call { plugin: plugin.to_string(), env: Vec::new(), host_netns: None }
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Call {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+    /// The usual ADD/DEL/CHECK environment.
+    pub fn container(self, id: &str, netns: &str, ifname: &str) -> Call {
+        self.env("CNI_CONTAINERID", id).env("CNI_NETNS", netns).env("CNI_IFNAME", ifname)
+    }
+    pub fn in_netns(mut self, ns: &Netns) -> Call {
+        self.host_netns = Some(ns.name.clone());
+        self
+    }
+    pub fn run(&self, verb: &str, stdin: &str) -> Reply {
+        let exe = plugin_dir().join(&self.plugin);
+        let mut cmd = match &self.host_netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", verb)
+            .env("CNI_PATH", plugin_dir())
+            .env("CNIBOX_LOG", std::env::var("CNIBOX_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        Reply {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Skips a test (returns true) when not running as root.
+pub fn not_root() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return false;
+    }
+    eprintln!("skipped: needs root");
+    true
+}

@@ -1,0 +1,59 @@
+mod common;
+use common::*;
+
+const CONF: &str = r#"{"cniVersion":"1.0.0","name":"lo-test","type":"loopback"}"#;
+
+#[test]
+fn add_check_del() {
+    if not_root() {
+        return;
+    }
+    let ns = Netns::new("lo");
+    ns.exec("ip link set lo down");
+    let call = Call::new("loopback").container("c1", &ns.path(), "lo");
+    let result = call.run("ADD", CONF).ok();
+    assert_eq!(result["interfaces"][0]["name"], "lo");
+    assert!(result["ips"].as_array().unwrap().iter().any(|ip| ip["address"] == "127.0.0.1/8"));
+    assert!(ns.exec("ip link show lo").contains(",UP"));
+    call.run("CHECK", CONF).ok();
+    call.run("DEL", CONF).ok();
+    assert!(!ns.exec("ip link show lo").contains(",UP"));
+    call.run("CHECK", CONF).err_code();
+    call.run("DEL", CONF).ok();
+}
+
+#[test]
+fn del_with_the_netns_gone() {
+    if not_root() {
+        return;
+    }
+    let call = Call::new("loopback").container("c2", "/run/netns/does-not-exist", "lo");
+    call.run("DEL", CONF).ok();
+    let call = Call::new("loopback").container("c2", "", "lo");
+    call.run("DEL", CONF).ok();
+}
+
+#[test]
+fn add_in_a_missing_netns_fails_cleanly() {
+    if not_root() {
+        return;
+    }
+    let call = Call::new("loopback").container("c3", "/run/netns/does-not-exist", "lo");
+    let code = call.run("ADD", CONF).err_code();
+    assert!(code > 0);
+    // A path that is not a namespace is refused too.
+    let call = Call::new("loopback").container("c3", "/etc/hostname", "lo");
+    call.run("ADD", CONF).err_code();
+}
+
+#[test]
+fn legacy_versions() {
+    if not_root() {
+        return;
+    }
+    let ns = Netns::new("lo");
+    let conf = r#"{"cniVersion":"0.2.0","name":"lo-test","type":"loopback"}"#;
+    let result = Call::new("loopback").container("c4", &ns.path(), "lo").run("ADD", conf).ok();
+    assert_eq!(result["cniVersion"], "0.2.0");
+    assert_eq!(result["ip4"]["ip"], "127.0.0.1/8");
+}
