@@ -1,7 +1,6 @@
 //! flock(2)-based file locks, compatible with the reference's host-local store lock.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsFd;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};

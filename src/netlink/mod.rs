@@ -6,9 +6,11 @@
 //! netns and then drives it from the caller's thread.
 
 pub mod addr;
+pub mod iface;
 pub mod link;
 pub mod mac;
 pub mod netns;
+pub mod nft;
 pub mod route;
 pub mod sysctl;
 
