@@ -3,6 +3,7 @@
 
 use crate::cni::Applet;
 
+mod cnitool;
 mod loopback;
 
 /// How an applet is entered.
@@ -23,13 +24,22 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "cnitool",
+        about: "Runs a network's plugin chain by hand (add, check, del, gc, status), like the reference cnitool",
+        keys: &[],
+        entry: Entry::Tool(cnitool::main),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])

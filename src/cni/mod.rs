@@ -1,10 +1,12 @@
 //! The CNI protocol, shared by every applet.
 
 pub mod args;
+pub mod digest;
 pub mod error;
 pub mod ipam;
 pub mod lenient;
 pub mod lock;
+pub mod runtime;
 pub mod skel;
 pub mod types;
 pub mod version;
