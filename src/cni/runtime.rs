@@ -277,7 +277,12 @@ pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
 /// and version, the previous result, and `runtimeConfig` holding exactly
 /// the capability args the plugin declares (libcni's rules: the injected
 /// object replaces the plugin's own only when there is something to inject).
-pub fn plugin_config(list: &NetworkList, plugin: &Value, prev_result: Option<&Value>, caps: &Map<String, Value>) -> Value {
+pub fn plugin_config(
+    list: &NetworkList,
+    plugin: &Value,
+    prev_result: Option<&Value>,
+    caps: &Map<String, Value>,
+) -> Value {
     let mut conf = plugin.clone();
     let Some(obj) = conf.as_object_mut() else {
         return conf;
@@ -385,14 +390,21 @@ impl Cache {
             result: Some(result.clone()),
         };
         let path = self.path(&list.name, &att.container_id, &att.ifname);
-        let io = |e: std::io::Error| CniError::io(format!("cannot write cache file {}", path.display())).with_details(e.to_string());
+        let io = |e: std::io::Error| {
+            CniError::io(format!("cannot write cache file {}", path.display())).with_details(e.to_string())
+        };
         std::fs::create_dir_all(self.results_dir()).map_err(io)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let bytes = serde_json::to_vec(&entry).map_err(|e| CniError::internal(e.to_string()))?;
         {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f =
-                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
             f.write_all(&bytes).map_err(io)?;
         }
         std::fs::rename(&tmp, &path).map_err(io)
@@ -500,7 +512,9 @@ impl Runtime {
         });
         let output = match rx.recv_timeout(self.timeout) {
             Ok(Ok(output)) => output,
-            Ok(Err(e)) => return Err(CniError::io(format!("waiting for {plugin_type} failed")).with_details(e.to_string())),
+            Ok(Err(e)) => {
+                return Err(CniError::io(format!("waiting for {plugin_type} failed")).with_details(e.to_string()))
+            }
             Err(_) => {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
                 return Err(CniError::new(
@@ -568,7 +582,8 @@ impl Runtime {
         })?;
         for plugin in &list.plugins {
             let conf = plugin_config(list, plugin, cached.result.as_ref(), &att.capability_args);
-            self.exec(NetworkList::plugin_type(plugin), Verb::Check, att, &conf).map_err(|e| in_plugin(e, plugin, "check"))?;
+            self.exec(NetworkList::plugin_type(plugin), Verb::Check, att, &conf)
+                .map_err(|e| in_plugin(e, plugin, "check"))?;
         }
         Ok(())
     }
@@ -613,7 +628,10 @@ impl Runtime {
                         continue;
                     }
                     Err(e) => errors.push(CniError {
-                        msg: format!("failed to delete stale attachment {} {}: {}", att.container_id, att.ifname, e.msg),
+                        msg: format!(
+                            "failed to delete stale attachment {} {}: {}",
+                            att.container_id, att.ifname, e.msg
+                        ),
                         ..e
                     }),
                 }
