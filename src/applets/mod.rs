@@ -4,6 +4,7 @@
 use crate::cni::Applet;
 
 mod cnitool;
+mod flannel;
 mod loopback;
 
 /// How an applet is entered.
@@ -30,6 +31,19 @@ pub static APPLETS: &[AppletInfo] = &[
         about: "Runs a network's plugin chain by hand (add, check, del, gc, status), like the reference cnitool",
         keys: &[],
         entry: Entry::Tool(cnitool::main),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "flannel",
+        about: "Meta plugin: turns flanneld's subnet lease into a delegate config (bridge + host-local by default)",
+        keys: &[
+            ("subnetFile", "flanneld's lease file (default /run/flannel/subnet.env)"),
+            ("dataDir", "where delegate configs are saved per container (default /var/lib/cni/flannel)"),
+            ("delegate", "the delegate's config; flannel fills name, type, ipMasq, mtu, isGateway, ipam"),
+            ("ipam", "base of the delegate's IPAM section (type host-local; ranges and routes are added)"),
+            ("runtimeConfig", "passed through to the delegate"),
+        ],
+        entry: Entry::Plugin(&flannel::Flannel),
         args_main: None,
     },
     AppletInfo {
