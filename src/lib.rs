@@ -2,4 +2,5 @@
 
 pub mod applets;
 pub mod cni;
+pub mod doctor;
 pub mod netlink;

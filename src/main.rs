@@ -83,6 +83,11 @@ fn run_applet(info: &AppletInfo, args: &[String]) -> i32 {
 }
 
 fn front_door(argv: &[String]) -> i32 {
+    // A node check, not a plugin: handled here so it is never in the applet
+    // table (and so never installed as a plugin link).
+    if argv.get(1).map(String::as_str) == Some("doctor") {
+        return cnibox::doctor::main(&argv[2..]);
+    }
     // `cnibox APPLET ...` hands every later argument (--help included) to the applet.
     if let Some(info) = argv.get(1).and_then(|a| applets::find(a)) {
         return run_applet(info, &argv[2..]);
@@ -105,7 +110,10 @@ fn front_door(argv: &[String]) -> i32 {
                 .allow_hyphen_values(true)
                 .help("Arguments for the applet"),
         )
-        .after_help(format!("Applets: {}", applets::APPLETS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")));
+        .after_help(format!(
+            "Applets: {}\n\n`cnibox doctor --help`: check this node's plugins, configs, kernel and leaked state.",
+            applets::APPLETS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+        ));
     let matches = match cli.try_get_matches_from(argv) {
         Ok(m) => m,
         Err(e) => {

@@ -1,0 +1,601 @@
+//! `cnibox doctor`: checks a node for what makes CNI fail in practice:
+//! plugin links, configs naming missing plugins, kernel features and
+//! sysctls the configs need, and state leaked by containers that are gone.
+//! It is a front-door subcommand, never installed as a plugin link.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::applets;
+use crate::cni::runtime::{self, Cache, NetworkList};
+
+const USAGE: &str = "\
+usage: cnibox doctor [--bin-dir DIR] [--conf-dir DIR] [--cache-dir DIR] [--ipam-dir DIR]
+
+Checks this node and prints a report; exits 1 when it finds problems.
+  --bin-dir DIR    plugin directory (default /opt/cni/bin)
+  --conf-dir DIR   network configs (default /etc/cni/net.d)
+  --cache-dir DIR  libcni result cache (default $CNI_CACHE_DIR or /var/lib/cni)
+  --ipam-dir DIR   host-local's default data dir (default /var/lib/cni/networks)
+";
+
+const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+const DEFAULT_IPAM_DIR: &str = "/var/lib/cni/networks";
+
+#[derive(Debug, Clone)]
+struct Options {
+    bin_dir: PathBuf,
+    conf_dir: PathBuf,
+    cache_dir: PathBuf,
+    ipam_dir: PathBuf,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let cache_default = std::env::var("CNI_CACHE_DIR").ok().filter(|d| !d.is_empty());
+    let mut o = Options {
+        bin_dir: DEFAULT_BIN_DIR.into(),
+        conf_dir: runtime::DEFAULT_CONF_DIR.into(),
+        cache_dir: cache_default.unwrap_or_else(|| runtime::DEFAULT_CACHE_DIR.into()).into(),
+        ipam_dir: DEFAULT_IPAM_DIR.into(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let slot = match flag {
+            "--bin-dir" => &mut o.bin_dir,
+            "--conf-dir" => &mut o.conf_dir,
+            "--cache-dir" => &mut o.cache_dir,
+            "--ipam-dir" => &mut o.ipam_dir,
+            _ => return Err(format!("unknown argument {arg:?}")),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().cloned().ok_or(format!("{flag} needs a directory"))?,
+        };
+        *slot = value.into();
+    }
+    Ok(o)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// The findings, section by section, as they are printed.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    problems: usize,
+    warnings: usize,
+}
+
+impl Report {
+    fn section(&mut self, title: String) {
+        self.lines.push(format!("== {title}"));
+    }
+    fn add(&mut self, level: Level, text: String) {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => {
+                self.warnings += 1;
+                "WARN"
+            }
+            Level::Fail => {
+                self.problems += 1;
+                "FAIL"
+            }
+        };
+        self.lines.push(format!("  {tag}  {text}"));
+    }
+}
+
+/// The file that applet links should resolve to: the plugin directory's
+/// own `cnibox` when there is one, else the running binary.
+fn cnibox_binary(bin_dir: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(bin_dir.join("cnibox")).or_else(|_| std::fs::canonicalize("/proc/self/exe")).ok()
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+fn plugin_applets() -> impl Iterator<Item = &'static str> {
+    applets::APPLETS.iter().filter(|a| matches!(a.entry, applets::Entry::Plugin(_))).map(|a| a.name)
+}
+
+/// What a name in the plugin directory is.
+#[derive(Debug, PartialEq)]
+enum Installed {
+    Missing,
+    Cnibox,
+    Other(PathBuf),
+    Broken(PathBuf),
+}
+
+fn installed(bin_dir: &Path, name: &str, cnibox: Option<&Path>) -> Installed {
+    let path = bin_dir.join(name);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return Installed::Missing;
+    };
+    let target = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
+    match std::fs::canonicalize(&path) {
+        Err(_) => Installed::Broken(target),
+        Ok(real) if cnibox.is_some_and(|c| real == c || same_file(&real, c)) => Installed::Cnibox,
+        Ok(real) if !meta.file_type().is_symlink() => Installed::Other(real),
+        Ok(_) => Installed::Other(target),
+    }
+}
+
+fn check_bin_dir(o: &Options, r: &mut Report) {
+    r.section(format!("plugin directory {}", o.bin_dir.display()));
+    if !o.bin_dir.is_dir() {
+        r.add(Level::Fail, "does not exist (install with install.sh or pass --bin-dir)".into());
+        return;
+    }
+    let cnibox = cnibox_binary(&o.bin_dir);
+    let mut linked = 0;
+    let mut missing = Vec::new();
+    for name in plugin_applets() {
+        match installed(&o.bin_dir, name, cnibox.as_deref()) {
+            Installed::Cnibox => linked += 1,
+            Installed::Missing => missing.push(name),
+            Installed::Broken(t) => r.add(Level::Fail, format!("{name} -> {}: broken link", t.display())),
+            Installed::Other(t) => r.add(Level::Warn, format!("{name} is not cnibox ({})", t.display())),
+        }
+    }
+    // Links to cnibox under names it has no applet for (an old version's?).
+    let mut entries: Vec<_> = std::fs::read_dir(&o.bin_dir).into_iter().flatten().flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "cnibox" || applets::find(&name).is_some() {
+            continue;
+        }
+        match installed(&o.bin_dir, &name, cnibox.as_deref()) {
+            Installed::Cnibox => r.add(Level::Fail, format!("{name} links to cnibox, which has no applet {name:?}")),
+            Installed::Broken(t) => r.add(Level::Fail, format!("{name} -> {}: broken link", t.display())),
+            _ => {}
+        }
+    }
+    let target = cnibox.map(|c| c.display().to_string()).unwrap_or_else(|| "?".into());
+    r.add(Level::Ok, format!("{linked} applet links point to {target}"));
+    if !missing.is_empty() {
+        r.add(Level::Warn, format!("not installed: {}", missing.join(", ")));
+    }
+}
+
+/// Every plugin binary a network needs: each plugin's type, its IPAM type,
+/// and for flannel its delegate (bridge + host-local unless configured).
+fn needed_binaries(list: &NetworkList) -> Vec<String> {
+    let mut names = Vec::new();
+    for plugin in &list.plugins {
+        let kind = NetworkList::plugin_type(plugin);
+        names.push(kind.to_string());
+        let ipam_type = |p: &Value| p.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str).map(String::from);
+        if let Some(t) = ipam_type(plugin) {
+            names.push(t);
+        }
+        if kind == "flannel" {
+            let delegate = plugin.get("delegate");
+            names.push(delegate.and_then(|d| d.get("type")).and_then(Value::as_str).unwrap_or("bridge").to_string());
+            names.push(ipam_type(plugin).unwrap_or_else(|| "host-local".into()));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+/// What the configs ask of the node, gathered while checking them.
+#[derive(Default)]
+struct Needs {
+    kinds: BTreeSet<String>,
+    masquerade: bool,
+    ipam_dirs: BTreeSet<PathBuf>,
+}
+
+fn check_configs(o: &Options, r: &mut Report) -> Needs {
+    r.section(format!("network configs {}", o.conf_dir.display()));
+    let mut needs = Needs::default();
+    let all = runtime::load_all(&o.conf_dir);
+    if all.is_empty() {
+        r.add(Level::Warn, "no .conf, .conflist or .json files: the node has no pod network".into());
+    }
+    let cnibox = cnibox_binary(&o.bin_dir);
+    let mut seen = BTreeSet::new();
+    for (file, parsed) in all {
+        let fname = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let list = match parsed {
+            Ok(list) => list,
+            Err(e) => {
+                r.add(Level::Fail, format!("{fname}: cannot be used: {e}"));
+                continue;
+            }
+        };
+        if !seen.insert(list.name.clone()) {
+            r.add(Level::Warn, format!("{fname}: network {:?} is already defined by an earlier file", list.name));
+        }
+        let mut problems = 0;
+        for name in needed_binaries(&list) {
+            let why = match installed(&o.bin_dir, &name, cnibox.as_deref()) {
+                Installed::Missing => Some(format!("plugin {name:?} is not installed in {}", o.bin_dir.display())),
+                Installed::Broken(t) => Some(format!("plugin {name:?} is a broken link to {}", t.display())),
+                Installed::Cnibox if applets::plugin(&name).is_none() => {
+                    Some(format!("plugin {name:?} links to cnibox, which has no such applet"))
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                r.add(Level::Fail, format!("{fname}: network {:?}: {why}", list.name));
+                problems += 1;
+            }
+        }
+        for plugin in &list.plugins {
+            gather_needs(plugin, &mut needs);
+        }
+        if problems == 0 {
+            let kinds: Vec<&str> = list.plugins.iter().map(NetworkList::plugin_type).collect();
+            let version = if list.cni_version.is_empty() { "0.1.0" } else { &list.cni_version };
+            r.add(Level::Ok, format!("{fname}: network {:?} ({}), cniVersion {version}", list.name, kinds.join(", ")));
+        }
+    }
+    needs
+}
+
+fn gather_needs(plugin: &Value, needs: &mut Needs) {
+    let kind = NetworkList::plugin_type(plugin);
+    needs.kinds.insert(kind.to_string());
+    let flag = |key: &str| plugin.get(key).and_then(Value::as_bool).unwrap_or(false);
+    if flag("ipMasq") || kind == "flannel" || kind == "portmap" || kind == "firewall" {
+        needs.masquerade = true;
+    }
+    let ipam = if kind == "flannel" { plugin.get("ipam").or(Some(&Value::Null)) } else { plugin.get("ipam") };
+    if let Some(ipam) = ipam {
+        let ipam_type =
+            ipam.get("type").and_then(Value::as_str).unwrap_or(if kind == "flannel" { "host-local" } else { "" });
+        if ipam_type == "host-local" {
+            if let Some(dir) = ipam.get("dataDir").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+                needs.ipam_dirs.insert(dir.into());
+            }
+        }
+    }
+    if kind == "flannel" {
+        if let Some(delegate) = plugin.get("delegate") {
+            let mut d = delegate.clone();
+            if d.get("type").is_none() {
+                d["type"] = "bridge".into();
+            }
+            gather_needs(&d, needs);
+        } else {
+            needs.kinds.insert("bridge".into());
+        }
+    }
+}
+
+/// Where kernel features are looked up. Built-in code without parameters
+/// has no /sys/module entry, so kernel symbols tell built-in from missing.
+struct Kernel {
+    /// The symbols asked about that the kernel has.
+    symbols: BTreeSet<String>,
+    modules_dir: PathBuf,
+}
+
+impl Kernel {
+    /// Reads /proc/kallsyms once, keeping only the `wanted` symbols.
+    fn probe(wanted: &[&str]) -> Kernel {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let all = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let symbols = all
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter(|s| wanted.contains(s))
+            .map(String::from)
+            .collect();
+        Kernel { symbols, modules_dir: Path::new("/lib/modules").join(release.trim()) }
+    }
+
+    /// "loaded", "built in", "loadable", or None when it cannot be found.
+    fn feature(&self, module: &str, symbol: &str) -> Option<&'static str> {
+        if Path::new("/sys/module").join(module).exists() {
+            return Some("loaded");
+        }
+        if self.symbols.contains(symbol) {
+            return Some("built in");
+        }
+        let listed = |file: &str| {
+            std::fs::read_to_string(self.modules_dir.join(file))
+                .map(|t| t.lines().any(|l| l.contains(&format!("/{module}.ko"))))
+                .unwrap_or(false)
+        };
+        if listed("modules.builtin") {
+            return Some("built in");
+        }
+        if listed("modules.dep") {
+            return Some("loadable (loads on first use)");
+        }
+        None
+    }
+}
+
+fn read_sysctl(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn nft_works() -> Result<(), String> {
+    match std::process::Command::new("nft").args(["list", "tables"]).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Err(e) => Err(format!("cannot run nft: {e}")),
+    }
+}
+
+fn check_kernel(needs: &Needs, r: &mut Report) {
+    r.section("kernel".into());
+    let uses = |kinds: &[&str]| kinds.iter().any(|k| needs.kinds.contains(*k));
+    let features: &[(&str, &str, &[&str])] = &[
+        ("bridge", "br_dev_setup", &["bridge"]),
+        ("veth", "veth_setup", &["bridge", "ptp"]),
+        ("macvlan", "macvlan_common_newlink", &["macvlan"]),
+        ("ipvlan", "ipvlan_link_new", &["ipvlan"]),
+        ("8021q", "register_vlan_dev", &["vlan"]),
+        ("vrf", "vrf_dev_init", &["vrf"]),
+        ("ifb", "ifb_setup", &["bandwidth"]),
+        ("sch_tbf", "tbf_enqueue", &["bandwidth"]),
+    ];
+    let wanted: Vec<&str> = features.iter().map(|(_, symbol, _)| *symbol).collect();
+    let kernel = Kernel::probe(&wanted);
+    for (module, symbol, kinds) in features {
+        let needed = uses(kinds);
+        match kernel.feature(module, symbol) {
+            Some(state) => r.add(Level::Ok, format!("{module}: {state}")),
+            None if needed => {
+                r.add(Level::Fail, format!("{module}: not available, but {} configs need it", kinds.join("/")))
+            }
+            None => {}
+        }
+    }
+    match nft_works() {
+        Ok(()) => r.add(Level::Ok, "nftables: working (nft list tables)".into()),
+        Err(e) if needs.masquerade => {
+            r.add(Level::Fail, format!("nftables: not usable, but configs masquerade or map ports: {e}"))
+        }
+        Err(e) => r.add(Level::Warn, format!("nftables: not usable: {e}")),
+    }
+    let routed = uses(&["bridge", "ptp", "flannel", "portmap", "macvlan", "ipvlan"]);
+    match read_sysctl("/proc/sys/net/ipv4/ip_forward").as_deref() {
+        Some("1") => r.add(Level::Ok, "net.ipv4.ip_forward = 1".into()),
+        Some(v) if routed => r.add(
+            Level::Warn,
+            format!("net.ipv4.ip_forward = {v}: pods cannot reach beyond the node until a gateway plugin enables it"),
+        ),
+        Some(v) => r.add(Level::Ok, format!("net.ipv4.ip_forward = {v} (no config needs forwarding)")),
+        None => r.add(Level::Warn, "net.ipv4.ip_forward cannot be read".into()),
+    }
+    // The sysctl exists exactly when br_netfilter is active.
+    match read_sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables").as_deref() {
+        Some("1") => r.add(Level::Ok, "net.bridge.bridge-nf-call-iptables = 1".into()),
+        Some(v) if uses(&["bridge", "flannel"]) => r.add(
+            Level::Warn,
+            format!(
+                "net.bridge.bridge-nf-call-iptables = {v}: bridged pod traffic bypasses kube-proxy and network policy"
+            ),
+        ),
+        Some(v) => r.add(Level::Ok, format!("net.bridge.bridge-nf-call-iptables = {v}")),
+        None => r.add(Level::Ok, "br_netfilter not loaded (bridge-nf-call-iptables does not apply)".into()),
+    }
+}
+
+/// Container IDs the node still knows: cached attachments, and netns named
+/// after a container.
+struct Known {
+    containers: BTreeSet<String>,
+}
+
+impl Known {
+    fn load(cache: &Cache) -> Known {
+        Known { containers: cache.list().into_iter().map(|e| e.container_id).collect() }
+    }
+    fn alive(&self, container_id: &str) -> bool {
+        self.containers.contains(container_id) || Path::new("/run/netns").join(container_id).exists()
+    }
+}
+
+/// host-local's reservation files: `<dir>/<network>/<ip>` holding the
+/// container ID on the first line.
+fn leaked_reservations(dir: &Path, known: &Known) -> Vec<(PathBuf, String)> {
+    let mut leaks = Vec::new();
+    for network in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !network.path().is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(network.path()).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.parse::<std::net::IpAddr>().is_err() {
+                continue; // lock, last_reserved_ip.N
+            }
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let id = text.lines().next().unwrap_or("").trim().to_string();
+            if !id.is_empty() && !known.alive(&id) {
+                leaks.push((file, id));
+            }
+        }
+    }
+    leaks
+}
+
+/// Comments of elements and rules in cnibox's nft tables: plugins mark what
+/// an attachment owns with `<network> <containerID> <ifname>`.
+fn owner_comments(listing: &Value, out: &mut Vec<String>) {
+    for obj in listing.get("nftables").and_then(Value::as_array).into_iter().flatten() {
+        for kind in ["set", "map"] {
+            let elems = obj.get(kind).and_then(|s| s.get("elem")).and_then(Value::as_array);
+            for e in elems.into_iter().flatten() {
+                // Map elements are listed as [key, value] pairs.
+                let key = e.as_array().and_then(|pair| pair.first()).unwrap_or(e);
+                if let Some(c) = key.get("elem").and_then(|e| e.get("comment")).and_then(Value::as_str) {
+                    out.push(c.to_string());
+                }
+            }
+        }
+        if let Some(c) = obj.get("rule").and_then(|r| r.get("comment")).and_then(Value::as_str) {
+            out.push(c.to_string());
+        }
+    }
+}
+
+fn nft_json(args: &[&str]) -> Option<Value> {
+    let out = std::process::Command::new("nft").arg("-j").args(args).output().ok()?;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+/// (table, comment, container ID) of nft objects owned by unknown containers.
+fn leaked_nft(known: &Known) -> Vec<(String, String, String)> {
+    let mut leaks = Vec::new();
+    let Some(tables) = nft_json(&["list", "tables"]) else {
+        return leaks;
+    };
+    for t in tables.get("nftables").and_then(Value::as_array).into_iter().flatten().filter_map(|o| o.get("table")) {
+        let (Some(family), Some(name)) =
+            (t.get("family").and_then(Value::as_str), t.get("name").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        if !name.starts_with("cnibox-") {
+            continue;
+        }
+        let Some(listing) = nft_json(&["list", "table", family, name]) else {
+            continue;
+        };
+        let mut comments = Vec::new();
+        owner_comments(&listing, &mut comments);
+        for comment in comments {
+            let mut parts = comment.split(' ');
+            // A hashed owner (`#...`) cannot be matched to a container here.
+            let Some(id) = parts.nth(1).filter(|id| !id.is_empty() && !id.starts_with('#')) else {
+                continue;
+            };
+            if !known.alive(id) {
+                leaks.push((format!("{family} {name}"), comment.clone(), id.to_string()));
+            }
+        }
+    }
+    leaks
+}
+
+fn check_leaks(o: &Options, needs: &Needs, r: &mut Report) {
+    r.section("leaked state".into());
+    let cache = Cache::new(&o.cache_dir);
+    let known = Known::load(&cache);
+    r.add(Level::Ok, format!("{} cached attachments in {}", known.containers.len(), cache.results_dir().display()));
+    let mut dirs: BTreeSet<PathBuf> = needs.ipam_dirs.clone();
+    dirs.insert(o.ipam_dir.clone());
+    let mut reservations = 0;
+    for dir in &dirs {
+        for (file, id) in leaked_reservations(dir, &known) {
+            r.add(
+                Level::Fail,
+                format!("host-local reservation {} held by container {id}, which is in no cached attachment and has no netns", file.display()),
+            );
+            reservations += 1;
+        }
+    }
+    if reservations == 0 {
+        let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        r.add(Level::Ok, format!("no leaked host-local reservations in {}", list.join(", ")));
+    }
+    let nft = leaked_nft(&known);
+    for (table, comment, id) in &nft {
+        r.add(
+            Level::Fail,
+            format!("nft table {table}: element/rule {comment:?} belongs to container {id}, which is gone"),
+        );
+    }
+    if nft.is_empty() {
+        r.add(Level::Ok, "no leaked elements in cnibox-* nft tables".into());
+    }
+}
+
+pub fn main(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return 0;
+    }
+    let o = match parse_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprint!("cnibox doctor: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    let mut r = Report::default();
+    check_bin_dir(&o, &mut r);
+    let needs = check_configs(&o, &mut r);
+    check_kernel(&needs, &mut r);
+    check_leaks(&o, &needs, &mut r);
+    println!("cnibox doctor v{}", env!("CARGO_PKG_VERSION"));
+    for line in &r.lines {
+        println!("{line}");
+    }
+    println!("{} problem(s), {} warning(s)", r.problems, r.warnings);
+    i32::from(r.problems > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let args: Vec<String> = ["--bin-dir", "/b", "--conf-dir=/c"].iter().map(|s| s.to_string()).collect();
+        let o = parse_options(&args).unwrap();
+        assert_eq!((o.bin_dir, o.conf_dir), (PathBuf::from("/b"), PathBuf::from("/c")));
+        assert!(parse_options(&["--bogus".to_string()]).is_err());
+        assert!(parse_options(&["--bin-dir".to_string()]).is_err());
+    }
+
+    #[test]
+    fn binaries_a_network_needs() {
+        let list = NetworkList::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"n","plugins":[
+                {"type":"flannel","delegate":{"hairpinMode":true}},
+                {"type":"portmap","capabilities":{"portMappings":true}},
+                {"type":"bridge","ipam":{"type":"static"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(needed_binaries(&list), ["flannel", "bridge", "host-local", "portmap", "static"]);
+        let mut needs = Needs::default();
+        for p in &list.plugins {
+            gather_needs(p, &mut needs);
+        }
+        assert!(needs.masquerade && needs.kinds.contains("bridge"));
+    }
+
+    #[test]
+    fn owner_comments_from_a_listing() {
+        let listing = serde_json::json!({"nftables": [
+            {"table": {"family": "inet", "name": "cnibox-x"}},
+            {"set": {"name": "s", "comment": "not an owner", "elem": [
+                {"elem": {"val": "10.0.0.1", "comment": "net c1 eth0"}}, "10.0.0.2"]}},
+            {"map": {"name": "m", "elem": [[{"elem": {"val": 80, "comment": "net c2 eth0"}}, "x"]]}},
+            {"rule": {"chain": "c", "comment": "net c3 eth0"}}
+        ]});
+        let mut out = Vec::new();
+        owner_comments(&listing, &mut out);
+        assert_eq!(out, ["net c1 eth0", "net c2 eth0", "net c3 eth0"]);
+    }
+}
