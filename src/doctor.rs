@@ -228,6 +228,10 @@ fn check_configs(o: &Options, r: &mut Report) -> Needs {
             r.add(Level::Warn, format!("{fname}: network {:?} is already defined by an earlier file", list.name));
         }
         let mut problems = 0;
+        if let Err(e) = runtime::validate_network_name(&list.name) {
+            r.add(Level::Fail, format!("{fname}: {}", e.msg));
+            problems += 1;
+        }
         for name in needed_binaries(&list) {
             let why = match installed(&o.bin_dir, &name, cnibox.as_deref()) {
                 Installed::Missing => Some(format!("plugin {name:?} is not installed in {}", o.bin_dir.display())),

@@ -263,6 +263,25 @@ impl Attachment {
     }
 }
 
+/// Network names as libcni accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (the
+/// name is part of cache file names, so nothing else may pass).
+pub fn validate_network_name(name: &str) -> Result<(), CniError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("invalid characters in network name {name:?}")))
+    }
+}
+
+fn validate_attachment(list: &NetworkList, att: &Attachment) -> Result<(), CniError> {
+    validate_network_name(&list.name)?;
+    validate_container_id(&att.container_id)?;
+    validate_ifname(&att.ifname)
+}
+
 /// Parses CNI_ARGS as the reference cnitool does: `K=V;K=V`, no empty parts.
 pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
     args.split(';')
@@ -541,8 +560,7 @@ impl Runtime {
     /// the final result is cached. A failed ADD runs DEL on the plugins
     /// that ran, in reverse, so nothing is left behind.
     pub fn add(&self, list: &NetworkList, att: &Attachment) -> Result<Value, CniError> {
-        validate_container_id(&att.container_id)?;
-        validate_ifname(&att.ifname)?;
+        validate_attachment(list, att)?;
         let mut result: Option<Value> = None;
         for (i, plugin) in list.plugins.iter().enumerate() {
             let conf = plugin_config(list, plugin, result.as_ref(), &att.capability_args);
@@ -565,6 +583,7 @@ impl Runtime {
 
     /// CHECK: every plugin in order with the cached result as prevResult.
     pub fn check(&self, list: &NetworkList, att: &Attachment) -> Result<(), CniError> {
+        validate_attachment(list, att)?;
         if !version::at_least(&list.cni_version, "0.4.0") {
             return Err(CniError::new(
                 INCOMPATIBLE_VERSION,
@@ -591,6 +610,7 @@ impl Runtime {
     /// DEL: every plugin in reverse with the cached result (if any). Keeps
     /// going past failures; the cache entry goes only when all succeeded.
     pub fn del(&self, list: &NetworkList, att: &Attachment) -> Result<(), CniError> {
+        validate_attachment(list, att)?;
         let cached = self.cache.read(&list.name, att).and_then(|c| c.result);
         let prev = if version::at_least(&list.cni_version, "0.4.0") { cached } else { None };
         self.del_chain(list, att, prev.as_ref())?;
@@ -854,5 +874,9 @@ mod tests {
         assert_eq!(parse_cni_args("A=1;B=2").unwrap(), vec![("A".into(), "1".into()), ("B".into(), "2".into())]);
         assert!(parse_cni_args("A=").is_err());
         assert!(parse_cni_args("A=1=2").is_err());
+        validate_network_name("my-net_1.0").unwrap();
+        for bad in ["", "../x", "a/b", "-a", "a b"] {
+            assert!(validate_network_name(bad).is_err(), "{bad:?}");
+        }
     }
 }
