@@ -150,3 +150,31 @@ fn check_is_forwarded_to_the_delegate() {
     call.run("DEL", &conf.to_string()).ok();
     assert!(!lease.data_dir().join(&id).exists());
 }
+
+#[test]
+fn gc_and_status_reach_the_delegate_and_prune_saved_configs() {
+    if not_root() {
+        return;
+    }
+    let lease = Lease::new();
+    lease.write_env();
+    let host = Netns::new("fh");
+    let (ctr1, ctr2) = (Netns::new("fc"), Netns::new("fc"));
+    let (id1, id2) = (unique("ctr"), unique("ctr"));
+    let mut conf = lease.conf("1.1.0");
+    conf["delegate"] = json!({"type": "loopback"});
+    call(&host, &id1, &ctr1.path()).run("ADD", &conf.to_string()).ok();
+    call(&host, &id2, &ctr2.path()).run("ADD", &conf.to_string()).ok();
+    assert!(lease.data_dir().join(&id1).exists() && lease.data_dir().join(&id2).exists());
+
+    let gc = Call::new("flannel").in_netns(&host).env("CNI_PATH", &format!("{}:{REFERENCE}", plugin_dir().display()));
+    let mut gc_conf = conf.clone();
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": id1, "ifname": "eth0"}]);
+    gc.run("GC", &gc_conf.to_string()).ok();
+    assert!(lease.data_dir().join(&id1).exists());
+    assert!(!lease.data_dir().join(&id2).exists(), "the saved config of a gone attachment is pruned");
+
+    gc.run("STATUS", &conf.to_string()).ok();
+    std::fs::remove_file(lease.subnet_file()).unwrap();
+    assert_eq!(gc.run("STATUS", &conf.to_string()).err_code(), 50);
+}
