@@ -167,12 +167,16 @@ fn gc_and_status_reach_the_delegate_and_prune_saved_configs() {
     call(&host, &id2, &ctr2.path()).run("ADD", &conf.to_string()).ok();
     assert!(lease.data_dir().join(&id1).exists() && lease.data_dir().join(&id2).exists());
 
+    // Another network's saved config in the same data dir is left alone.
+    let foreign = lease.data_dir().join("other-container");
+    std::fs::write(&foreign, r#"{"name":"another-net","type":"loopback"}"#).unwrap();
     let gc = Call::new("flannel").in_netns(&host).env("CNI_PATH", &format!("{}:{REFERENCE}", plugin_dir().display()));
     let mut gc_conf = conf.clone();
     gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": id1, "ifname": "eth0"}]);
     gc.run("GC", &gc_conf.to_string()).ok();
     assert!(lease.data_dir().join(&id1).exists());
     assert!(!lease.data_dir().join(&id2).exists(), "the saved config of a gone attachment is pruned");
+    assert!(foreign.exists());
 
     gc.run("STATUS", &conf.to_string()).ok();
     std::fs::remove_file(lease.subnet_file()).unwrap();

@@ -279,9 +279,18 @@ impl Applet for Flannel {
         };
         let keep: Vec<&str> = valid.iter().filter_map(|a| a.get("containerID").and_then(Value::as_str)).collect();
         for entry in std::fs::read_dir(&conf.data_dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name.as_str()) && entry.path().is_file() {
-                log::info!("gc: removing the saved delegate config of {name}");
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&id.as_str()) {
+                continue;
+            }
+            // The data dir may be shared by several flannel networks: only
+            // this network's configs are ours to prune.
+            let ours = load_saved(&entry.path())
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.get("name").and_then(Value::as_str) == Some(cmd.conf.name.as_str()));
+            if ours {
+                log::info!("gc: removing the saved delegate config of {id}");
                 let _ = std::fs::remove_file(entry.path());
             }
         }
