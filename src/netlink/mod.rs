@@ -7,8 +7,10 @@
 
 pub mod addr;
 pub mod iface;
+pub mod iface_check;
 pub mod link;
 pub mod mac;
+pub mod moved_link;
 pub mod netns;
 pub mod nft;
 pub mod route;
