@@ -24,6 +24,12 @@ deps:
 
 test: deps
 	$(CARGO) test --all-targets
+	$(MAKE) vmtest
+
+# The applets this kernel lacks (ipvlan, vlan, vrf, dummy, ...) tested in a
+# qemu VM booting Debian's kernel; see vmtest/README.md.
+vmtest: static
+	./vmtest/run.sh $(STATIC_BIN)
 
 unit:
 	$(CARGO) test --lib
