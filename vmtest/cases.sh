@@ -8,7 +8,7 @@
 # "network" the master is plugged into):
 #   out: m0p 10.1.0.1/24 + 10.30.0.1/32 on lo, m0p.100 (VLAN 100) 10.2.0.1/24,
 #        routes to the ipvlan l3/l3s container subnets via the host 10.1.0.254
-#   host: m0 10.1.0.254/24
+#   host: m0 10.1.0.254/24, default route via 10.1.0.1
 
 CNI_PATH=/opt/cni/bin:/opt/cni/ref
 export CNIBOX_LOG=${CNIBOX_LOG:-warn}
@@ -72,8 +72,10 @@ setup_world() {
     ip -n out route add 10.1.3.0/24 via 10.1.0.254
     ip -n out route add 10.1.4.0/24 via 10.1.0.254
     ip -n out route add 10.1.5.0/24 via 10.1.0.254
-    # The host forwards for the l3 modes' return traffic checks.
-    echo 1 > /proc/sys/net/ipv4/ip_forward
+    # The host's default route: ipvlan without "master" takes its link (m0).
+    ip route add default via 10.1.0.1 dev m0
+    ip -n out addr add fd00:1::1/64 dev m0p nodad
+    ip -n out addr add fd00:30::1/128 dev lo
 }
 
 static_ipam() { printf '{"type":"static","addresses":[{"address":"%s"}]%s}' "$1" "${2:+,\"routes\":$2}"; }
@@ -89,7 +91,10 @@ case_ipvlan() {
     else
         ipam=$(static_ipam "$addr/24" '[{"dst":"0.0.0.0/0","gw":"'"${addr%.*}"'.1"}]')
     fi
-    conf='{"cniVersion":"1.0.0","name":"ipv-'$mode'","type":"ipvlan","master":"m0","mode":"'$mode'","ipam":'$ipam'}'
+    # l3s leaves "master" out: the host's default-route link (m0) it is.
+    local master='"master":"m0",'
+    [ "$mode" = l3s ] && master=""
+    conf='{"cniVersion":"1.0.0","name":"ipv-'$mode'","type":"ipvlan",'$master'"mode":"'$mode'","ipam":'$ipam'}'
     cni ADD ipvlan "id-$mode" "c-$mode" eth0 "$conf" || return 1
     result=$OUT
     echo "$result" | grep -q '"name":"eth0"' || fail "ADD result names no eth0: $result" || return 1
@@ -126,6 +131,43 @@ case_ipvlan_in_container() {
     cni DEL ipvlan id-lic c-lic eth0 "$conf" || return 1
     link_gone c-lic eth0 || return 1
     ip netns del c-lic
+}
+
+# ipvlan chained without IPAM: the master is the prevResult's only
+# interface and the addresses are the prevResult's.
+case_ipvlan_chained() {
+    local conf prev
+    ip netns add c-chain
+    prev='{"cniVersion":"1.0.0","interfaces":[{"name":"m0"}],"ips":[{"address":"10.1.0.60/24","gateway":"10.1.0.1"}],"routes":[{"dst":"10.30.0.0/24"}]}'
+    conf='{"cniVersion":"1.0.0","name":"ipv-chain","type":"ipvlan","prevResult":'$prev'}'
+    cni ADD ipvlan id-chain c-chain eth0 "$conf" || return 1
+    echo "$OUT" | grep -q '"sandbox":"/run/netns/c-chain"' || fail "result lacks the container interface: $OUT" || return 1
+    ip -n c-chain route show | grep -q "10.30.0.0/24 via 10.1.0.1" || fail "prevResult route missing" || return 1
+    pings c-chain 10.30.0.1 || return 1
+    cni DEL ipvlan id-chain c-chain eth0 "$conf" || return 1
+    link_gone c-chain eth0 || return 1
+    ip netns del c-chain
+}
+
+case_vlan_in_container() {
+    local conf
+    ip netns add c-vlic
+    ip link add vlic0 type veth peer name vlic0p
+    ip link set vlic0 netns c-vlic
+    ip link set vlic0p netns out
+    ip -n out link set vlic0p up
+    ip -n out link add link vlic0p name vlic0p.7 type vlan id 7
+    ip -n out link set vlic0p.7 up
+    ip -n out addr add 10.7.7.1/24 dev vlic0p.7
+    ip -n c-vlic link set vlic0 up
+    conf='{"cniVersion":"1.0.0","name":"vlan7","type":"vlan","master":"vlic0","vlanId":7,"linkInContainer":true,"ipam":'"$(static_ipam 10.7.7.2/24)"'}'
+    cni ADD vlan id-vlic c-vlic eth0 "$conf" || return 1
+    cni CHECK vlan id-vlic c-vlic eth0 "$(with_prev "$conf" "$OUT")" || return 1
+    pings c-vlic 10.7.7.1 || return 1
+    cni DEL vlan id-vlic c-vlic eth0 "$conf" || return 1
+    link_gone c-vlic eth0 || return 1
+    ip -n c-vlic link show vlic0 >/dev/null || fail "DEL removed the master" || return 1
+    ip netns del c-vlic
 }
 
 case_vlan() {
@@ -175,7 +217,7 @@ case_dummy() {
 case_vrf() {
     local ipv vrf r0 r1 table
     ip netns add c-vrf
-    ipv='{"cniVersion":"1.0.0","name":"vrfnet","type":"ipvlan","master":"m0","ipam":'"$(static_ipam 10.1.0.40/24 '[{"dst":"10.30.0.0/24","gw":"10.1.0.1"}]')"'}'
+    ipv='{"cniVersion":"1.0.0","name":"vrfnet","type":"ipvlan","master":"m0","ipam":{"type":"static","addresses":[{"address":"10.1.0.40/24"},{"address":"fd00:1::40/64"}],"routes":[{"dst":"10.30.0.0/24","gw":"10.1.0.1"},{"dst":"fd00:30::/64","gw":"fd00:1::1"}]}}'
     vrf='{"cniVersion":"1.0.0","name":"vrfnet","type":"vrf","vrfname":"blue"}'
     cni ADD ipvlan id-vrf c-vrf eth0 "$ipv" || return 1
     cni ADD vrf id-vrf c-vrf eth0 "$(with_prev "$vrf" "$OUT")" || return 1
@@ -187,6 +229,11 @@ case_vrf() {
         fail "route not moved to table $table: $(ip -n c-vrf route show table "$table")" || return 1
     if ip -n c-vrf route show | grep -q 10.30.0.0; then fail "route still in main table"; return 1; fi
     in_ns c-vrf ping -c 1 -W 2 -I blue 10.30.0.1 >/dev/null 2>&1 || fail "no ping through the VRF" || return 1
+    # The global IPv6 address survives the enslaving, its route moved too.
+    ip -n c-vrf -6 addr show dev eth0 | grep -q "fd00:1::40/64" || fail "IPv6 address lost: $(ip -n c-vrf -6 addr show dev eth0)" || return 1
+    ip -n c-vrf -6 route show table "$table" | grep -q "fd00:30::/64 via fd00:1::1" ||
+        fail "IPv6 route not moved: $(ip -n c-vrf -6 route show table "$table")" || return 1
+    in_ns c-vrf ping -c 1 -W 3 -I blue fd00:30::1 >/dev/null 2>&1 || fail "no IPv6 ping through the VRF" || return 1
     cni CHECK vrf id-vrf c-vrf eth0 "$(with_prev "$vrf" "$r0")" || return 1
     # A second interface joins the existing VRF.
     cni ADD dummy id-vrf c-vrf eth1 '{"cniVersion":"1.0.0","name":"vrfnet","type":"dummy","ipam":'"$(static_ipam 10.7.0.2/24)"'}' || return 1
@@ -250,8 +297,12 @@ run_case() {
     local name=$1 out rc
     shift
     if [ -n "$selected" ] && ! echo " $selected " | grep -q " $name "; then return; fi
+    local t0 t1
+    t0=$(cut -d' ' -f1 /proc/uptime)
     out=$("$@" 2>&1)
     rc=$?
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    echo "INFO $name took $(echo "$t1 $t0" | awk '{printf "%.1f", $1 - $2}')s"
     if [ $rc = 0 ]; then
         echo "PASS $name"
         passed=$((passed + 1))
@@ -265,12 +316,15 @@ run_case() {
 }
 
 selected="$*"
+echo "INFO cases start at $(cut -d' ' -f1 /proc/uptime)s of uptime"
 setup_world
 run_case ipvlan-l2 case_ipvlan l2
 run_case ipvlan-l3 case_ipvlan l3 10.1.3.2
 run_case ipvlan-l3s case_ipvlan l3s 10.1.4.2
 run_case ipvlan-in-container case_ipvlan_in_container
+run_case ipvlan-chained case_ipvlan_chained
 run_case vlan case_vlan
+run_case vlan-in-container case_vlan_in_container
 run_case dummy case_dummy
 run_case vrf case_vrf
 run_case macvlan case_macvlan
