@@ -6,7 +6,8 @@
 # usage: vmtest/run.sh [STATIC_CNIBOX]   (default: the `make static` binary)
 # env:   VMTEST_TIMEOUT (seconds, default 300), VMTEST_KEEP=1 keeps the work
 #        directory, VMTEST_CASES="ipvlan-l2 vrf" runs only those cases,
-#        VMTEST_KERNEL / VMTEST_MODULES override the kernel and its modules.
+#        VMTEST_KERNEL / VMTEST_MODULES override the kernel and its modules,
+#        VMTEST_REF="vrf vlan" runs those plugins from /usr/lib/cni instead.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,6 +55,13 @@ if command -v nft >/dev/null; then copy_with_libs "$(command -v nft)" /sbin/nft;
 cp "$bin" "$root/opt/cni/bin/cnibox"
 applets=$("$bin" --list)
 for a in $applets; do ln -s cnibox "$root/opt/cni/bin/$a"; done
+# VMTEST_REF="ipvlan vrf": run those plugins from the reference suite
+# instead (to check the cases themselves against the reference behaviour).
+for ref in ${VMTEST_REF:-}; do
+    [ -x "/usr/lib/cni/$ref" ] || die "no reference plugin /usr/lib/cni/$ref"
+    rm -f "$root/opt/cni/bin/$ref"
+    copy_with_libs "/usr/lib/cni/$ref" "/opt/cni/bin/$ref"
+done
 # IPAM fallbacks from the reference plugins, for applets cnibox lacks yet;
 # CNI_PATH lists /opt/cni/bin first, so cnibox's own always win.
 for ref in host-local static; do
