@@ -109,6 +109,18 @@ case_ipvlan() {
     # A second ADD of the same name must fail and leave the first alone.
     cni_fails ADD ipvlan "id-$mode-b" "c-$mode" eth0 "$conf" || return 1
     ip -n "c-$mode" link show eth0 >/dev/null || fail "a failed ADD removed eth0" || return 1
+    if [ "$mode" = l2 ]; then
+        # Rollback: a route the kernel refuses fails the ADD after IPAM; the
+        # link and the host-local reservation must both be gone.
+        local bad
+        bad=$(echo "$conf" | sed 's/"name":"ipv-l2"/"name":"ipv-bad"/; s|"routes":\[{"dst":"0.0.0.0/0"}\]|"routes":[{"dst":"10.50.0.0/16","gw":"10.99.0.1"}]|')
+        cni_fails ADD ipvlan id-bad "c-$mode" eth1 "$bad" || return 1
+        link_gone "c-$mode" eth1 || return 1
+        if ls /run/ipam-l2/ipv-bad 2>/dev/null | grep -q '^10\.'; then
+            fail "IPAM reservation kept after a failed ADD: $(ls /run/ipam-l2/ipv-bad)"
+            return 1
+        fi
+    fi
     ip -n "c-$mode" addr flush dev eth0
     cni_fails CHECK ipvlan "id-$mode" "c-$mode" eth0 "$(with_prev "$conf" "$result")" || return 1
     cni DEL ipvlan "id-$mode" "c-$mode" eth0 "$conf" || return 1
