@@ -200,3 +200,21 @@ fn status_and_gc_forward_to_ipam() {
         call(plugin).in_netns(&host).run("GC", &conf).ok();
     }
 }
+
+/// Without "master", ipvlan takes the link of the host's default route: on
+/// this kernel it then fails creating the ipvlan, past the master lookup.
+#[test]
+fn ipvlan_master_defaults_to_the_default_route_link() {
+    if not_root() {
+        return;
+    }
+    let (host, cont) = world();
+    host.exec("ip addr add 10.9.9.2/24 dev m0");
+    host.exec("ip route add default via 10.9.9.1 dev m0");
+    let conf = format!(r#"{{"cniVersion":"1.0.0","name":"i","type":"ipvlan","mtu":9000,"ipam":{STATIC_IPAM}}}"#);
+    let reply = call("ipvlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", &conf);
+    let out = reply.json();
+    // The MTU check ran against m0 (1500), so m0 was found as the master.
+    assert_eq!(out["code"], 7, "{out}");
+    assert!(out["msg"].as_str().unwrap().contains("master MTU(1500)"), "{out}");
+}

@@ -140,6 +140,13 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_lenient() {
+        let v = serde_json::json!({"Master": "eth1", "MODE": "l3", "mtu": 1400, "linkincontainer": true});
+        let c: Conf = crate::cni::lenient::parse_config(&v, "test").unwrap();
+        assert_eq!((c.master.as_str(), c.mode.as_str(), c.mtu, c.link_in_container), ("eth1", "l3", 1400, true));
+    }
+
+    #[test]
     fn chained_master() {
         let conf = Conf::default();
         let one = CniResult {

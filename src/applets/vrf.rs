@@ -316,6 +316,13 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_lenient() {
+        let v = serde_json::json!({"VRFName": "red", "Table": 42});
+        let c: Conf = crate::cni::lenient::parse_config(&v, "test").unwrap();
+        assert_eq!((c.vrfname.as_str(), c.table()), ("red", 42));
+    }
+
+    #[test]
     fn free_tables() {
         assert_eq!(free_table(&[]).unwrap(), 1);
         assert_eq!(free_table(&[1, 2, 4]).unwrap(), 3);
