@@ -252,6 +252,8 @@ case_vrf() {
         fail "IPv6 route not moved: $(ip -n c-vrf -6 route show table "$table")" || return 1
     in_ns c-vrf ping -c 1 -W 3 -I blue fd00:30::1 >/dev/null 2>&1 || fail "no IPv6 ping through the VRF" || return 1
     cni CHECK vrf id-vrf c-vrf eth0 "$(with_prev "$vrf" "$r0")" || return 1
+    # The chain's CHECK runs ipvlan's too, with the routes now in the VRF table.
+    cni CHECK ipvlan id-vrf c-vrf eth0 "$(with_prev "$ipv" "$r0")" || return 1
     # A second interface joins the existing VRF.
     cni ADD dummy id-vrf c-vrf eth1 '{"cniVersion":"1.0.0","name":"vrfnet","type":"dummy","ipam":'"$(static_ipam 10.7.0.2/24)"'}' || return 1
     cni ADD vrf id-vrf c-vrf eth1 "$(with_prev "$vrf" "$OUT")" || return 1

@@ -47,7 +47,11 @@ pub fn check_ips(nl: &Netlink, link: &Link, ips: &[&IpConfig]) -> Result<(), Cni
     Ok(())
 }
 
-/// Every route of the result is in the routing table (its own table, or main).
+const MAIN_TABLE: u32 = 254;
+const LOCAL_TABLE: u32 = 255;
+
+/// Every route of the result is in the routing table (its own table if it
+/// names one, else any table but the local one).
 pub fn check_routes(nl: &Netlink, routes: &[Route]) -> Result<(), CniError> {
     let mut tables = [None, None];
     for r in routes {
@@ -56,11 +60,14 @@ pub fn check_routes(nl: &Netlink, routes: &[Route]) -> Result<(), CniError> {
         if slot.is_none() {
             *slot = Some(nl.routes(v6)?);
         }
-        let table = r.table.unwrap_or(254);
+        // A route without a table may live in any table but the local one: a
+        // later plugin (vrf) may have moved it into its own.
+        let table_ok = |t: Option<u32>| match r.table {
+            Some(want) => t.unwrap_or(MAIN_TABLE) == want,
+            None => t != Some(LOCAL_TABLE),
+        };
         let found = slot.as_ref().is_some_and(|have| {
-            have.iter().any(|h| {
-                h.dst == Some(r.dst.trunc()) && h.table.unwrap_or(254) == table && (r.gw.is_none() || h.gw == r.gw)
-            })
+            have.iter().any(|h| h.dst == Some(r.dst.trunc()) && table_ok(h.table) && (r.gw.is_none() || h.gw == r.gw))
         });
         if !found {
             let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
