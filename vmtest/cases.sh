@@ -166,6 +166,31 @@ case_ipvlan_chained() {
     ip netns del c-chain
 }
 
+# Concurrent ADDs on one master: distinct links and addresses, no clash of
+# the temporary link names.
+case_ipvlan_parallel() {
+    local conf i addrs
+    have host-local || fail "no host-local IPAM" || return 1
+    conf='{"cniVersion":"1.0.0","name":"ipv-par","type":"ipvlan","master":"m0","ipam":{"type":"host-local","dataDir":"/run/ipam-par","ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.100","rangeEnd":"10.1.0.120"}]]}}'
+    for i in 1 2 3 4 5 6; do ip netns add "c-par$i"; done
+    for i in 1 2 3 4 5 6; do
+        (cni ADD ipvlan "id-par$i" "c-par$i" eth0 "$conf" >"/tmp/par$i.out" 2>&1 || echo "ADD $i: $OUT" >>"/tmp/par$i.out") &
+    done
+    wait
+    for i in 1 2 3 4 5 6; do
+        if [ -s "/tmp/par$i.out" ]; then fail "$(cat "/tmp/par$i.out")"; return 1; fi
+        ip -n "c-par$i" link show eth0 >/dev/null 2>&1 || fail "c-par$i has no eth0" || return 1
+    done
+    addrs=$(for i in 1 2 3 4 5 6; do ip -n "c-par$i" -4 -o addr show eth0 | sed -n 's/.*inet \([0-9.]*\).*/\1/p'; done | sort -u | wc -l)
+    [ "$addrs" = 6 ] || fail "expected 6 distinct addresses, got $addrs" || return 1
+    pings c-par6 10.1.0.1 || return 1
+    for i in 1 2 3 4 5 6; do
+        cni DEL ipvlan "id-par$i" "c-par$i" eth0 "$conf" || return 1
+        ip netns del "c-par$i"
+    done
+    if ip -o link show | grep -q '^[0-9]*: cni'; then fail "temporary links left in the host"; return 1; fi
+}
+
 case_vlan_in_container() {
     local conf
     ip netns add c-vlic
@@ -344,6 +369,7 @@ run_case ipvlan-l3 case_ipvlan l3 10.1.3.2
 run_case ipvlan-l3s case_ipvlan l3s 10.1.4.2
 run_case ipvlan-in-container case_ipvlan_in_container
 run_case ipvlan-chained case_ipvlan_chained
+run_case ipvlan-parallel case_ipvlan_parallel
 run_case vlan case_vlan
 run_case vlan-in-container case_vlan_in_container
 run_case dummy case_dummy
