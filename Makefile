@@ -31,6 +31,13 @@ unit:
 demo: deps release
 	./scripts/demo.sh target/release/cnibox
 
+# Side by side with the reference plugins; writes BENCHMARKS.md. Needs root.
+bench: deps static
+	cc -O2 -static -o target/noop-plugin bench/noop.c
+	rm -rf target/bench-bin
+	./install.sh --bin $(STATIC_BIN) target/bench-bin >/dev/null
+	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin BENCHMARKS.md
+
 install: release
 	./install.sh $(DESTDIR)
 
