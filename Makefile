@@ -23,7 +23,7 @@ deps:
 	./scripts/deps.sh
 
 test: deps
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets --features fault-injection
 
 unit:
 	$(CARGO) test --lib

@@ -144,6 +144,7 @@ fn parallel_add_del(suite: &Suite, list: &ConfList, containers: &[String]) -> Du
 }
 
 /// Peak RSS (KiB) of one plugin process, from wait4's rusage.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot do with rusage
 fn peak_rss_kib(suite: &Suite, list: &ConfList, container: &str) -> i64 {
     let conf = plugin_conf(list, 0, &Value::Null);
     let plugin = conf["type"].as_str().unwrap();
