@@ -3,6 +3,7 @@
 
 use crate::cni::Applet;
 
+mod host_local;
 mod loopback;
 mod static_ipam;
 
@@ -25,6 +26,13 @@ pub struct AppletInfo {
 }
 
 pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "host-local",
+        about: "IPAM: allocates addresses from configured ranges, reservations kept in files on the host",
+        keys: host_local::KEYS,
+        entry: Entry::Plugin(&host_local::HostLocal),
+        args_main: None,
+    },
     AppletInfo {
         name: "loopback",
         about: "Brings up the loopback interface of the container",
