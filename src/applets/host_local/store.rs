@@ -107,6 +107,8 @@ impl Store for DiskStore {
             .create(true)
             .truncate(true)
             .mode(0o600)
+            // Never write through a link planted in the store.
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&last)
             .and_then(|mut f| f.write_all(ip.to_string().as_bytes()));
         if let Err(e) = written {
