@@ -418,3 +418,32 @@ fn mixed_concurrent_adds_with_the_reference() {
     assert_eq!(ips.len(), 30);
     assert_eq!(reserved(&net_dir(&data, &name)).len(), 30);
 }
+
+/// Same config, separate stores: the same results as the reference, in every result version.
+#[test]
+fn same_results_as_the_reference() {
+    if not_root() || !have_reference() {
+        return;
+    }
+    let ns = Netns::new("hl");
+    let data = TempDir::new("hl");
+    let resolv = data.path().join("resolv.conf");
+    fs::write(&resolv, "nameserver 10.84.0.53\nsearch example\noptions ndots:3\n").unwrap();
+    let ipam = json!({
+        "ranges": [[{"subnet": "10.84.0.0/24", "rangeStart": "10.84.0.10", "gateway": "10.84.0.254"}],
+                   [{"subnet": "fd00:84::/64"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.168.0.0/16", "gw": "10.84.0.1"}],
+        "resolvConf": resolv,
+    });
+    for version in ["0.3.1", "0.4.0", "1.0.0"] {
+        let name = unique("net");
+        let ours = conf(version, &name, &data.path().join("ours"), ipam.clone());
+        let theirs = conf(version, &name, &data.path().join("theirs"), ipam.clone());
+        assert_eq!(call("c1", &ns).run("ADD", &ours).ok(), reference("c1", &ns).run("ADD", &theirs).ok(), "{version}");
+    }
+    let legacy = json!({"subnet": "10.84.1.0/24", "resolvConf": resolv});
+    let name = unique("net");
+    let ours = conf("0.2.0", &name, &data.path().join("ours"), legacy.clone());
+    let theirs = conf("0.2.0", &name, &data.path().join("theirs"), legacy);
+    assert_eq!(call("c1", &ns).run("ADD", &ours).ok(), reference("c1", &ns).run("ADD", &theirs).ok());
+}
