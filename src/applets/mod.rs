@@ -3,7 +3,9 @@
 
 use crate::cni::Applet;
 
+mod host_local;
 mod loopback;
+mod static_ipam;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -23,13 +25,36 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "host-local",
+        about: "IPAM: allocates addresses from configured ranges, reservations kept in files on the host",
+        keys: host_local::KEYS,
+        entry: Entry::Plugin(&host_local::HostLocal),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "static",
+        about: "IPAM: hands out the addresses given in the configuration or by the runtime",
+        keys: &[
+            ("ipam.addresses", "list of {address (CIDR), gateway}"),
+            ("ipam.routes", "list of {dst, gw} returned in the result"),
+            ("ipam.dns", "{nameservers, domain, search, options} returned in the result"),
+            ("CNI_ARGS IP, GATEWAY", "comma-separated CIDRs appended / gateways set on matching addresses"),
+            ("args.cni.ips", "CIDRs replacing the configured addresses"),
+            ("runtimeConfig.ips", "capability \"ips\": CIDRs replacing all of the above"),
+        ],
+        entry: Entry::Plugin(&static_ipam::Static),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])
