@@ -4,6 +4,7 @@
 use crate::cni::Applet;
 
 mod loopback;
+mod macvlan;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -23,13 +24,30 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "macvlan",
+        about: "Gives the container a macvlan link on a host interface",
+        keys: &[
+            ("master", "parent interface (default: the interface of the default route)"),
+            ("mode", "bridge (default), private, vepa or passthru"),
+            ("mtu", "MTU, at most the master's (default: the master's)"),
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac)"),
+            ("linkInContainer", "the master lives in the container netns"),
+            ("bcqueuelen", "broadcast/multicast queue length"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])
