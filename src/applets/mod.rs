@@ -3,6 +3,7 @@
 
 use crate::cni::Applet;
 
+mod host_device;
 mod loopback;
 mod macvlan;
 
@@ -25,6 +26,19 @@ pub struct AppletInfo {
 }
 
 pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "host-device",
+        about: "Moves an existing host interface into the container",
+        keys: &[
+            ("device", "name of the host interface"),
+            ("hwaddr", "MAC address of the host interface"),
+            ("kernelpath", "its /sys/devices/... path"),
+            ("pciBusID", "its PCI address (also runtimeConfig.deviceID)"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&host_device::HostDevice),
+        args_main: None,
+    },
     AppletInfo {
         name: "loopback",
         about: "Brings up the loopback interface of the container",
