@@ -6,6 +6,7 @@ use crate::cni::Applet;
 mod host_device;
 mod loopback;
 mod macvlan;
+mod tap;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -59,6 +60,22 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam", "IPAM plugin configuration"),
         ],
         entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "tap",
+        about: "Creates a tap device in the container",
+        keys: &[
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac)"),
+            ("mtu", "MTU"),
+            ("multiQueue", "create a multi-queue tap"),
+            ("owner", "uid allowed to attach to the tap"),
+            ("group", "gid allowed to attach to the tap"),
+            ("bridge", "bridge in the container netns to make the tap a port of"),
+            ("selinuxContext", "accepted, not applied"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&tap::Tap),
         args_main: None,
     },
 ];

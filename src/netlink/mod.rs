@@ -16,6 +16,7 @@ pub mod nft;
 pub mod route;
 pub mod rule;
 pub mod sysctl;
+pub mod tuntap;
 pub mod verify;
 
 use std::fmt;
