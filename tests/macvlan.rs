@@ -46,7 +46,7 @@ fn two_containers(mode: &str) -> bool {
     // A positive control: the ping tool works (its own address answers).
     assert!(c1.try_exec("busybox ping -c1 -W1 10.77.0.11"));
     let reached = c1.try_exec("busybox ping -c1 -W2 10.77.0.12");
-    call(&host, "c1", &c1).run("CHECK", &format!(r#"{}"#, with_prev(&conf1, &r))).ok();
+    call(&host, "c1", &c1).run("CHECK", &with_prev(&conf1, &r)).ok();
     call(&host, "c1", &c1).run("DEL", &conf1).ok();
     call(&host, "c2", &c2).run("DEL", &conf2).ok();
     assert!(!c1.try_exec("ip link show eth0"));

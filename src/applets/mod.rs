@@ -6,6 +6,7 @@ use crate::cni::Applet;
 mod host_device;
 mod loopback;
 mod macvlan;
+mod sbr;
 mod tap;
 
 /// How an applet is entered.
@@ -60,6 +61,17 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam", "IPAM plugin configuration"),
         ],
         entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "sbr",
+        about: "Source-based routing for the interface of a chained result",
+        keys: &[
+            ("table", "table for the rules (default: a free table from 100 on per IP, routes moved into it)"),
+            ("gateways", "one IPv4 and/or one IPv6 gateway used instead of the result's"),
+            ("addSourceHints", "keep subnet routes in the main table with the IP as source hint"),
+        ],
+        entry: Entry::Plugin(&sbr::Sbr),
         args_main: None,
     },
     AppletInfo {
