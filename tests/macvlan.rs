@@ -204,3 +204,33 @@ fn del_twice_and_with_the_netns_gone() {
         .ok();
     Call::new("macvlan").container("c1", "", "eth0").in_netns(&host).env("CNI_PATH", &cni_path()).run("DEL", &cfg).ok();
 }
+
+#[test]
+fn link_in_container() {
+    if not_root() {
+        return;
+    }
+    let host = Netns::new("mvh");
+    let c = Netns::new("mva");
+    c.exec("ip link add br9 type bridge");
+    c.exec("ip link set br9 up");
+    let cfg = r#"{"cniVersion":"1.0.0","name":"mv","type":"macvlan","master":"br9","linkInContainer":true}"#;
+    call(&host, "c1", &c).run("ADD", cfg).ok();
+    assert!(c.exec("ip -d link show eth0").contains("macvlan mode bridge"));
+    assert!(c.exec("ip link show eth0").contains("eth0@br9"));
+    call(&host, "c1", &c).run("DEL", cfg).ok();
+    assert!(!c.try_exec("ip link show eth0"));
+    assert!(c.try_exec("ip link show br9"));
+}
+
+#[test]
+fn status_needs_the_master() {
+    if not_root() {
+        return;
+    }
+    let host = host_with_bridge();
+    let ok = r#"{"cniVersion":"1.1.0","name":"mv","type":"macvlan","master":"br0"}"#;
+    Call::new("macvlan").in_netns(&host).run("STATUS", ok).ok();
+    let missing = r#"{"cniVersion":"1.1.0","name":"mv","type":"macvlan","master":"gone0"}"#;
+    assert_eq!(Call::new("macvlan").in_netns(&host).run("STATUS", missing).err_code(), 50);
+}

@@ -137,3 +137,34 @@ fn del_with_the_netns_gone() {
     Call::new("sbr").container("c1", &gone, "eth0").in_netns(&host).run("DEL", &cfg).ok();
     Call::new("sbr").container("c1", "", "eth0").in_netns(&host).run("DEL", &cfg).ok();
 }
+
+#[test]
+fn dual_stack_gets_a_table_per_ip() {
+    if not_root() {
+        return;
+    }
+    let (host, c) = setup();
+    c.exec("ip addr add fd50::2/64 dev eth0 nodad");
+    let cfg = json!({
+        "cniVersion": "1.0.0", "name": "sbr-test", "type": "sbr",
+        "prevResult": {
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": c.path()}],
+            "ips": [{"address": "10.50.0.2/24", "gateway": "10.50.0.1", "interface": 0},
+                    {"address": "fd50::2/64", "gateway": "fd50::1", "interface": 0}]
+        }
+    })
+    .to_string();
+    call(&host, &c, "eth0").run("ADD", &cfg).ok();
+    assert!(c.exec("ip -4 rule").contains("from 10.50.0.2 lookup 100"));
+    let rules6 = c.exec("ip -6 rule");
+    assert!(rules6.contains("from fd50::2 lookup 101"), "{rules6}");
+    let t101 = c.exec("ip -6 route show table 101");
+    assert!(t101.contains("default via fd50::1 dev eth0"), "{t101}");
+    assert!(t101.contains("fd50::/64 dev eth0"), "{t101}");
+    call(&host, &c, "eth0").run("CHECK", &cfg).ok();
+    call(&host, &c, "eth0").run("DEL", &cfg).ok();
+    assert!(!c.exec("ip -6 rule").contains("lookup 101"));
+    assert_eq!(c.exec("ip -6 route show table 101").trim(), "");
+    assert_eq!(c.exec("ip -4 route show table 100").trim(), "");
+}

@@ -113,7 +113,16 @@ impl Applet for Macvlan {
         Ok(())
     }
 
+    /// The network can take containers when its master exists (a master in
+    /// the container's netns cannot be checked without a container).
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        if !conf.link_in_container {
+            let nl = Netlink::new()?;
+            let master = moved_link::find_master(&nl, &conf.master)
+                .map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
+            log::debug!("master {} is present", master.name);
+        }
         if ipam::has_ipam(cmd) {
             ipam::status(cmd)?;
         }
