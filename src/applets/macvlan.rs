@@ -58,7 +58,7 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
 impl Applet for Macvlan {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf: Conf = cmd.parse_config()?;
-        cmd.args.check_known(&["MAC"])?;
+        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
         let mode = parse_mode(&conf.mode)?;
         let mac = requested_mac(cmd, &conf.mac)?;
         let (ns, ctr_nl) = open_container(cmd)?;

@@ -57,7 +57,7 @@ fn configure(
 impl Applet for Tap {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf: Conf = cmd.parse_config()?;
-        cmd.args.check_known(&["MAC"])?;
+        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
         if conf.mtu < 0 || conf.mtu > 65535 {
             return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
         }

@@ -7,6 +7,10 @@ use crate::cni::{ipam, CniContext, CniError, CniResult, Command, Interface, IpCo
 
 use super::{iface, mac, moved_link, verify, Link, NetNs, Netlink};
 
+/// CNI_ARGS keys main plugins accept: their own MAC, and what the static
+/// IPAM they delegate to reads (so `IP=...` needs no IgnoreUnknown).
+pub const KNOWN_ARGS: &[&str] = &["MAC", "IP", "GATEWAY"];
+
 /// The MAC to give the link: config `mac`, overridden by CNI_ARGS `MAC`,
 /// overridden by runtimeConfig `mac` (the reference's order).
 pub fn requested_mac(cmd: &Command, configured: &str) -> Result<Option<Vec<u8>>, CniError> {
