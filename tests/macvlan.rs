@@ -234,3 +234,45 @@ fn status_needs_the_master() {
     let missing = r#"{"cniVersion":"1.1.0","name":"mv","type":"macvlan","master":"gone0"}"#;
     assert_eq!(Call::new("macvlan").in_netns(&host).run("STATUS", missing).err_code(), 50);
 }
+
+#[test]
+fn ipv6_static_address() {
+    if not_root() {
+        return;
+    }
+    let host = host_with_bridge();
+    let c = Netns::new("mva");
+    let cfg = r#"{"cniVersion":"1.0.0","name":"mv","type":"macvlan","master":"br0",
+        "ipam":{"type":"static","addresses":[{"address":"fd77::11/64","gateway":"fd77::1"}],"routes":[{"dst":"::/0"}]}}"#;
+    let r = call(&host, "c1", &c).run("ADD", cfg).ok();
+    assert_eq!(r["ips"][0]["address"], "fd77::11/64");
+    assert!(c.exec("ip -6 addr show eth0").contains("fd77::11/64"));
+    assert!(c.exec("ip -6 route").contains("default via fd77::1 dev eth0"));
+    assert_eq!(c.exec("cat /proc/sys/net/ipv6/conf/eth0/ndisc_notify").trim(), "1");
+    call(&host, "c1", &c).run("DEL", cfg).ok();
+    assert!(!c.try_exec("ip link show eth0"));
+}
+
+#[test]
+fn parallel_adds_and_dels_on_one_master() {
+    if not_root() {
+        return;
+    }
+    let host = host_with_bridge();
+    let containers: Vec<Netns> = (0..6).map(|_| Netns::new("mvp")).collect();
+    std::thread::scope(|s| {
+        for (i, c) in containers.iter().enumerate() {
+            let host = &host;
+            s.spawn(move || {
+                let cfg = conf("bridge", &format!("10.77.0.{}/24", 20 + i), "");
+                call(host, &format!("p{i}"), c).run("ADD", &cfg).ok();
+                call(host, &format!("p{i}"), c).run("DEL", &cfg).ok();
+                call(host, &format!("p{i}"), c).run("ADD", &cfg).ok();
+            });
+        }
+    });
+    for c in &containers {
+        assert!(c.exec("ip -d link show eth0").contains("macvlan"));
+    }
+    assert_eq!(host.exec("ip -o link").lines().count(), 4, "host keeps lo, br0 and the veth pair only");
+}
