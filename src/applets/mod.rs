@@ -3,9 +3,13 @@
 
 use crate::cni::Applet;
 
+mod host_device;
 mod host_local;
 mod loopback;
+mod macvlan;
+mod sbr;
 mod static_ipam;
+mod tap;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -27,6 +31,19 @@ pub struct AppletInfo {
 
 pub static APPLETS: &[AppletInfo] = &[
     AppletInfo {
+        name: "host-device",
+        about: "Moves an existing host interface into the container",
+        keys: &[
+            ("device", "name of the host interface"),
+            ("hwaddr", "MAC address of the host interface"),
+            ("kernelpath", "its /sys/devices/... path"),
+            ("pciBusID", "its PCI address (also runtimeConfig.deviceID)"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&host_device::HostDevice),
+        args_main: None,
+    },
+    AppletInfo {
         name: "host-local",
         about: "IPAM: allocates addresses from configured ranges, reservations kept in files on the host",
         keys: host_local::KEYS,
@@ -41,6 +58,32 @@ pub static APPLETS: &[AppletInfo] = &[
         args_main: None,
     },
     AppletInfo {
+        name: "macvlan",
+        about: "Gives the container a macvlan link on a host interface",
+        keys: &[
+            ("master", "parent interface (default: the interface of the default route)"),
+            ("mode", "bridge (default), private, vepa or passthru"),
+            ("mtu", "MTU, at most the master's (default: the master's)"),
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac)"),
+            ("linkInContainer", "the master lives in the container netns"),
+            ("bcqueuelen", "broadcast/multicast queue length"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "sbr",
+        about: "Source-based routing for the interface of a chained result",
+        keys: &[
+            ("table", "table for the rules (default: a free table from 100 on per IP, routes moved into it)"),
+            ("gateways", "one IPv4 and/or one IPv6 gateway used instead of the result's"),
+            ("addSourceHints", "keep subnet routes in the main table with the IP as source hint"),
+        ],
+        entry: Entry::Plugin(&sbr::Sbr),
+        args_main: None,
+    },
+    AppletInfo {
         name: "static",
         about: "IPAM: hands out the addresses given in the configuration or by the runtime",
         keys: &[
@@ -52,6 +95,22 @@ pub static APPLETS: &[AppletInfo] = &[
             ("runtimeConfig.ips", "capability \"ips\": CIDRs replacing all of the above"),
         ],
         entry: Entry::Plugin(&static_ipam::Static),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "tap",
+        about: "Creates a tap device in the container",
+        keys: &[
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac)"),
+            ("mtu", "MTU"),
+            ("multiQueue", "create a multi-queue tap"),
+            ("owner", "uid allowed to attach to the tap"),
+            ("group", "gid allowed to attach to the tap"),
+            ("bridge", "bridge in the container netns to make the tap a port of"),
+            ("selinuxContext", "accepted, not applied"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&tap::Tap),
         args_main: None,
     },
 ];

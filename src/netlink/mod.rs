@@ -9,10 +9,15 @@ pub mod addr;
 pub mod iface;
 pub mod link;
 pub mod mac;
+pub mod main_plugin;
+pub mod moved_link;
 pub mod netns;
 pub mod nft;
 pub mod route;
+pub mod rule;
 pub mod sysctl;
+pub mod tuntap;
+pub mod verify;
 
 use std::fmt;
 use std::future::Future;
