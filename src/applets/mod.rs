@@ -3,7 +3,11 @@
 
 use crate::cni::Applet;
 
+mod bridge;
+mod container;
 mod loopback;
+mod masq;
+mod ptp;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -23,13 +27,55 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "bridge",
+        about: "Connects the container to a Linux bridge on the host through a veth pair",
+        keys: &[
+            ("bridge", "bridge name (default cni0)"),
+            ("isGateway", "put the gateway address on the bridge and enable forwarding"),
+            ("isDefaultGateway", "also route the container's default traffic via the bridge (implies isGateway)"),
+            ("forceAddress", "replace a different address already on the bridge"),
+            ("ipMasq", "masquerade traffic leaving the subnet (nftables)"),
+            ("ipMasqBackend", "\"nftables\" or \"iptables\" (both written with nftables)"),
+            ("mtu", "MTU of the bridge and the veth pair"),
+            ("hairpinMode", "let frames go back out the port they came in"),
+            ("promiscMode", "set the bridge promiscuous (not with hairpinMode)"),
+            ("vlan", "VLAN id of the container's port (untagged, pvid)"),
+            ("vlanTrunk", "tagged VLANs of the port: [{\"id\"}, {\"minID\", \"maxID\"}]"),
+            ("preserveDefaultVlan", "keep the port in the default VLAN with vlan/vlanTrunk (default true)"),
+            ("enabledad", "run IPv6 duplicate address detection on the container interface"),
+            ("macspoofchk", "drop frames from the container whose source MAC is not its own"),
+            ("disableContainerInterface", "leave the container interface down (no IPAM)"),
+            ("portIsolation", "isolate the port from other isolated ports"),
+            ("dns", "DNS settings for the result"),
+            ("ipam", "IPAM plugin configuration ({} or absent: layer 2 only)"),
+            ("runtimeConfig.mac / args.cni.mac / CNI_ARGS MAC", "MAC address of the container interface"),
+        ],
+        entry: Entry::Plugin(&bridge::Bridge),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "ptp",
+        about: "Connects the container to the host with a point-to-point veth pair",
+        keys: &[
+            ("ipMasq", "masquerade traffic leaving the subnet (nftables)"),
+            ("ipMasqBackend", "\"nftables\" or \"iptables\" (both written with nftables)"),
+            ("mtu", "MTU of the veth pair"),
+            ("dns", "DNS settings for the result"),
+            ("ipam", "IPAM plugin configuration (required)"),
+        ],
+        entry: Entry::Plugin(&ptp::Ptp),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])

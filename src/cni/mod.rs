@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod error;
+pub mod hash;
 pub mod ipam;
 pub mod lenient;
 pub mod lock;

@@ -6,6 +6,7 @@
 //! netns and then drives it from the caller's thread.
 
 pub mod addr;
+pub mod brport;
 pub mod iface;
 pub mod link;
 pub mod mac;
@@ -13,6 +14,7 @@ pub mod netns;
 pub mod nft;
 pub mod route;
 pub mod sysctl;
+pub mod veth;
 
 use std::fmt;
 use std::future::Future;

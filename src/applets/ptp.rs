@@ -1,0 +1,220 @@
+//! ptp: a point-to-point veth between the host and the container. The host
+//! end holds the gateway as a host address (/32, /128) and a host route to
+//! the container; the container reaches everything through the gateway.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::container::{attachment, check_container_iface, check_container_l3, enable_forwarding, first_host};
+use super::masq;
+use crate::cni::error::INVALID_ENV;
+use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
+use crate::netlink::route::{RouteEntry, SCOPE_LINK};
+use crate::netlink::veth::{self, VethPair};
+use crate::netlink::{iface, NetNs, Netlink};
+
+pub struct Ptp;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Conf {
+    ip_masq: bool,
+    ip_masq_backend: Option<String>,
+    mtu: u32,
+}
+
+fn host_prefix(ip: &IpNet) -> u8 {
+    if ip.addr().is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+impl Applet for Ptp {
+    fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let host = Netlink::new()?;
+        let cont = Netlink::in_netns(&ns)?;
+        ipam::add_then(cmd, |ipam_result| {
+            let mut made = (None, false);
+            let res = setup(cmd, &conf, &host, &ns, &cont, ipam_result, &mut made);
+            if res.is_err() {
+                if made.1 {
+                    if let Err(e) = masq::del(&attachment(cmd), true, false) {
+                        log::warn!("rollback: removing nftables elements: {e}");
+                    }
+                }
+                if made.0.is_some() {
+                    if let Err(e) = veth::delete_container_veth(&host, Some(&ns), &cmd.container_id, &cmd.ifname) {
+                        log::warn!("rollback: deleting the veth pair: {e}");
+                    }
+                }
+            }
+            res
+        })
+    }
+
+    fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        let mut errors: Vec<CniError> = Vec::new();
+        if conf.ip_masq {
+            if let Err(e) = masq::del(&attachment(cmd), true, false) {
+                errors.push(e);
+            }
+        }
+        // The host routes go with the host end of the pair.
+        let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
+        if let Err(e) = Netlink::new()
+            .and_then(|host| veth::delete_container_veth(&host, ns.as_ref(), &cmd.container_id, &cmd.ifname))
+        {
+            errors.push(e.into());
+        }
+        if ipam::has_ipam(cmd) {
+            if let Err(e) = ipam::del(cmd) {
+                errors.push(e);
+            }
+        }
+        errors.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    fn check(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        ipam::check(cmd)?;
+        let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
+        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let cont = Netlink::in_netns(&ns)?;
+        let link = check_container_iface(cmd, &prev, &cont)?;
+        check_container_l3(cmd, &prev, &cont, &link)?;
+        if conf.ip_masq {
+            let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
+            masq::check(&attachment(cmd), &ips)?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        let mut first_err = None;
+        if conf.ip_masq {
+            first_err = masq::gc(&cmd.conf.name, &masq::valid_attachments(&cmd.config), true, false).err();
+        }
+        if let Err(e) = ipam::gc(cmd) {
+            first_err = first_err.or(Some(e));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        ipam::status(cmd)
+    }
+}
+
+fn setup(
+    cmd: &Command,
+    conf: &Conf,
+    host: &Netlink,
+    ns: &NetNs,
+    cont: &Netlink,
+    ipam_result: CniResult,
+    made: &mut (Option<VethPair>, bool),
+) -> Result<CniResult, CniError> {
+    let mut result = ipam_result;
+    for ip in &mut result.ips {
+        ip.interface = Some(1);
+        if ip.gateway.is_none() {
+            ip.gateway = Some(first_host(&ip.address));
+        }
+    }
+    let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+    enable_forwarding(&addrs)?;
+
+    let mtu = (conf.mtu > 0).then_some(conf.mtu);
+    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None)?;
+    made.0 = Some(pair.clone());
+    result.interfaces = vec![
+        Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
+        Interface {
+            name: cmd.ifname.clone(),
+            mac: pair.container.mac.clone(),
+            sandbox: cmd.netns.clone(),
+            ..Default::default()
+        },
+    ];
+
+    // Container side: the addresses and IPAM routes, then every packet is
+    // sent to the gateway: the on-link subnet route the kernel added is
+    // replaced by "gw/32 dev if" plus "subnet via gw".
+    veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
+    iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
+    let index = pair.container.index;
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let subnet = ip.address.trunc();
+        let full = host_prefix(&ip.address);
+        if ip.address.prefix_len() < full {
+            let auto = RouteEntry { dst: Some(subnet), oif: Some(index), ..Default::default() };
+            match cont.del_route(&auto) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let to_gw = RouteEntry {
+            dst: IpNet::new(gw, full).ok(),
+            oif: Some(index),
+            scope: Some(SCOPE_LINK),
+            src: Some(ip.address.addr()),
+            ..Default::default()
+        };
+        add_route(cont, &to_gw)?;
+        if ip.address.prefix_len() < full {
+            let via_gw = RouteEntry {
+                dst: Some(subnet),
+                gw: Some(gw),
+                oif: Some(index),
+                src: Some(ip.address.addr()),
+                ..Default::default()
+            };
+            add_route(cont, &via_gw)?;
+        }
+    }
+
+    // Host side: the gateway as a host address, and the container behind it.
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let full = host_prefix(&ip.address);
+        let gw_net = IpNet::new(gw, full).map_err(|e| CniError::internal(e.to_string()))?;
+        match host.add_addr(pair.host.index, gw_net, true) {
+            Err(e) if !e.is_exists() => return Err(e.into()),
+            _ => {}
+        }
+        let to_container = RouteEntry {
+            dst: IpNet::new(ip.address.addr(), full).ok(),
+            oif: Some(pair.host.index),
+            scope: Some(SCOPE_LINK),
+            ..Default::default()
+        };
+        // The host end must be up before a route can use it.
+        host.set_up(pair.host.index)?;
+        add_route(host, &to_container)?;
+    }
+    host.set_up(pair.host.index)?;
+
+    if conf.ip_masq {
+        made.1 = true;
+        masq::apply(&cmd.conf.name, masq::masq_add_commands(&attachment(cmd), &addrs))?;
+    }
+    if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+    Ok(result)
+}
+
+fn add_route(nl: &Netlink, r: &RouteEntry) -> Result<(), CniError> {
+    match nl.add_route(r) {
+        Err(e) if !e.is_exists() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
