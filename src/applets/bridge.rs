@@ -166,15 +166,24 @@ fn plan(cmd: &Command) -> Result<Plan, CniError> {
 fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link, CniError> {
     let name = &conf.bridge;
     let existing = nl.link(name)?;
+    let mut created = false;
     if existing.is_none() {
         match nl.add_bridge(name, (conf.mtu > 0).then_some(conf.mtu), vlan_filtering) {
             Err(e) if !e.is_exists() => {
                 return Err(CniError::internal(format!("failed to create bridge {name:?}: {e}")))
             }
-            _ => {}
+            Err(_) => {}
+            Ok(()) => created = true,
         }
     }
     let br = nl.require_link(name)?;
+    if created && br.kind == "bridge" {
+        // Setting the bridge's own MAC pins it; otherwise the kernel gives the
+        // bridge the lowest port MAC, which changes as containers come and go.
+        if let Some(m) = mac::parse(&br.mac) {
+            nl.set_mac(br.index, &m)?;
+        }
+    }
     if br.kind != "bridge" {
         return Err(CniError::internal(format!("{name:?} already exists but is not a bridge")));
     }

@@ -202,6 +202,8 @@ fn list(family: &str, table: &str) -> Result<Vec<Value>, CniError> {
 /// A set as listed: its name and its elements (value, comment).
 struct ListedSet {
     name: String,
+    /// The set's type as listed (a delete must name it too).
+    set_type: Value,
     elems: Vec<(Value, String)>,
 }
 
@@ -211,6 +213,7 @@ fn sets_of(listing: &[Value]) -> Vec<ListedSet> {
         .filter_map(|o| o.get("set"))
         .map(|s| ListedSet {
             name: s["name"].as_str().unwrap_or_default().to_string(),
+            set_type: s["type"].clone(),
             elems: s["elem"]
                 .as_array()
                 .map(|es| {
@@ -238,8 +241,9 @@ fn masq_del_commands(listing: &[Value], network: &str, doomed: impl Fn(&str, &st
             set.elems.iter().partition(|(_, c)| owner_of(c, network).is_some_and(|(id, ifname)| doomed(id, ifname)));
         let obj = json!({"family": "inet", "table": MASQ_TABLE, "name": set.name});
         if kept.is_empty() {
+            let set_obj = json!({"family": "inet", "table": MASQ_TABLE, "name": set.name, "type": set.set_type});
             cmds.push(json!({"delete": {"chain": obj}}));
-            cmds.push(json!({"delete": {"set": obj}}));
+            cmds.push(json!({"delete": {"set": set_obj}}));
         } else if !gone.is_empty() {
             let mut o = obj.clone();
             o["elem"] = Value::Array(gone.iter().map(|(v, _)| v.clone()).collect());
@@ -393,7 +397,7 @@ mod tests {
     fn del_commands_pick_owned_elements() {
         let name = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
         let other = Attachment { container_id: "c2", ..att() }.comment();
-        let listing = vec![json!({"set": {"name": name, "elem": [
+        let listing = vec![json!({"set": {"name": name, "type": "ipv4_addr", "elem": [
             {"elem": {"val": "10.1.0.5", "comment": att().comment()}},
             {"elem": {"val": "10.1.0.6", "comment": other}}
         ]}})];
@@ -403,6 +407,14 @@ mod tests {
         // The last element takes the set and chain with it.
         let cmds = masq_del_commands(&listing, "net1", |_, _| true);
         assert_eq!(cmds.len(), 2);
+        let spoof = vec![json!({"set": {"name": SPOOF_ALLOWED, "type": ["ifname", "ether_addr"], "elem": [
+            {"elem": {"val": {"concat": ["veth1", "0a:58:0a:01:00:05"]}, "comment": att().comment()}}
+        ]}})];
+        let mut all = cmds.clone();
+        all.extend(spoof_del_commands(&spoof, "net1", |_, _| true));
+        assert_eq!(all.len(), 3);
+        let doc: nftables::schema::Nftables = serde_json::from_value(json!({ "nftables": all })).unwrap();
+        assert_eq!(doc.objects.len(), 3);
         assert!(masq_del_commands(&listing, "net2", |_, _| true).is_empty());
     }
 
