@@ -147,7 +147,8 @@ fn masquerade_outside_the_subnet_and_clean_del() {
     s.host.exec(&format!("ip link set {h_if} up"));
     outside.exec(&format!("ip addr add 172.31.9.2/24 dev {o_if}"));
     outside.exec(&format!("ip link set {o_if} up"));
-    let conf = s.conf(&["10.14.0.0/24"], json!({"isDefaultGateway": true, "ipMasq": true, "ipMasqBackend": "iptables"}));
+    let conf =
+        s.conf(&["10.14.0.0/24"], json!({"isDefaultGateway": true, "ipMasq": true, "ipMasqBackend": "iptables"}));
     let (a, b, c) = (Netns::new("cma"), Netns::new("cmb"), Netns::new("cmc"));
     let ida = unique("masqa");
     let idb = unique("masqb");
@@ -277,10 +278,8 @@ fn port_settings_show_in_the_kernel() {
         return;
     }
     let s = Setup::new();
-    let conf = s.conf(
-        &["10.16.0.0/24"],
-        json!({"hairpinMode": true, "mtu": 1400, "portIsolation": true, "isGateway": true}),
-    );
+    let conf =
+        s.conf(&["10.16.0.0/24"], json!({"hairpinMode": true, "mtu": 1400, "portIsolation": true, "isGateway": true}));
     let a = Netns::new("cv");
     let ra = s.call("cv", &a).run("ADD", &conf.to_string()).ok();
     let port = ra["interfaces"][1]["name"].as_str().unwrap().to_string();
@@ -323,7 +322,8 @@ fn layer2_only_mac_and_spoof_check() {
     conf["runtimeConfig"] = json!({"mac": "0a:58:0a:01:02:03"});
     let a = Netns::new("cl2");
     let id = unique("l2");
-    let ra = s.call(&id, &a).env("CNI_ARGS", "IgnoreUnknown=1;MAC=0a:58:0a:09:09:09").run("ADD", &conf.to_string()).ok();
+    let ra =
+        s.call(&id, &a).env("CNI_ARGS", "IgnoreUnknown=1;MAC=0a:58:0a:09:09:09").run("ADD", &conf.to_string()).ok();
     assert!(ra.get("ips").is_none());
     assert_eq!(ra["interfaces"][2]["mac"], "0a:58:0a:01:02:03");
     assert!(a.exec("ip link show eth0").contains("state UP"));
@@ -337,7 +337,8 @@ fn layer2_only_mac_and_spoof_check() {
     // The CNI_ARGS MAC applies when nothing else names one.
     let mut conf = s.conf(&[], json!({}));
     conf["ipam"] = json!({});
-    let rb = s.call("l2b", &a).env("CNI_ARGS", "IgnoreUnknown=1;MAC=0a:58:0a:09:09:09").run("ADD", &conf.to_string()).ok();
+    let rb =
+        s.call("l2b", &a).env("CNI_ARGS", "IgnoreUnknown=1;MAC=0a:58:0a:09:09:09").run("ADD", &conf.to_string()).ok();
     assert_eq!(rb["interfaces"][2]["mac"], "0a:58:0a:09:09:09");
     s.call("l2b", &a).run("DEL", &conf.to_string()).ok();
 }
@@ -386,11 +387,11 @@ fn check_notices_removed_pieces() {
     a.exec(&format!("ip addr del {addr} dev eth0"));
     s.call("cc", &a).run("CHECK", &check).err_code();
     a.exec(&format!("ip addr add {addr} dev eth0"));
-    a.exec(&format!("ip route add default via 10.19.0.1"));
+    a.exec("ip route add default via 10.19.0.1");
     s.call("cc", &a).run("CHECK", &check).ok();
     a.exec("ip route del default");
     s.call("cc", &a).run("CHECK", &check).err_code();
-    a.exec(&format!("ip route add default via 10.19.0.1"));
+    a.exec("ip route add default via 10.19.0.1");
     // The masquerade element.
     let set = {
         let v: Value = serde_json::from_str(&ruleset(&s.host)).unwrap();

@@ -467,7 +467,9 @@ fn setup(
         let gateways = calc_gateways(&mut result, conf);
         veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
         iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
-        if conf.enabledad && result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
+        // Even without DAD the kernel clears "tentative" asynchronously after
+        // the link comes up; with DAD it takes a second or more.
+        if result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
             veth::wait_addresses_settled(cont, pair.container.index, Duration::from_secs(10))?;
         }
         if conf.is_gateway && !gateways.is_empty() {

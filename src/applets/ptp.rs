@@ -150,6 +150,11 @@ fn setup(
     veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
     iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
     let index = pair.container.index;
+    // A tentative address cannot be a route's source: wait for the kernel
+    // to clear the flag (asynchronous after link-up even without DAD).
+    if addrs.iter().any(|a| a.addr().is_ipv6()) {
+        veth::wait_addresses_settled(cont, index, std::time::Duration::from_secs(10))?;
+    }
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let subnet = ip.address.trunc();

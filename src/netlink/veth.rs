@@ -95,6 +95,7 @@ pub fn prepare_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> 
 /// fails when DAD found a duplicate or `limit` passed.
 pub fn wait_addresses_settled(nl: &Netlink, index: u32, limit: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
     loop {
         let addrs = nl.addrs(Some(index))?;
         if let Some(a) = addrs.iter().find(|a| a.dad_failed) {
@@ -108,7 +109,8 @@ pub fn wait_addresses_settled(nl: &Netlink, index: u32, limit: std::time::Durati
         if start.elapsed() >= limit {
             return Err(Error::new(0, format!("addresses on link #{index} still tentative after {limit:?}")));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
     }
 }
 
