@@ -341,6 +341,16 @@ fn layer2_only_mac_and_spoof_check() {
         s.call("l2b", &a).env("CNI_ARGS", "IgnoreUnknown=1;MAC=0a:58:0a:09:09:09").run("ADD", &conf.to_string()).ok();
     assert_eq!(rb["interfaces"][2]["mac"], "0a:58:0a:09:09:09");
     s.call("l2b", &a).run("DEL", &conf.to_string()).ok();
+
+    // disableContainerInterface leaves the container side down, and refuses IPAM.
+    let mut conf = s.conf(&[], json!({"disableContainerInterface": true}));
+    conf["ipam"] = json!({});
+    s.call("l2c", &a).run("ADD", &conf.to_string()).ok();
+    assert!(!a.exec("ip link show eth0").contains("state UP"));
+    s.call("l2c", &a).run("DEL", &conf.to_string()).ok();
+    let conf = s.conf(&["10.24.0.0/24"], json!({"disableContainerInterface": true}));
+    assert_eq!(s.call("l2d", &a).run("ADD", &conf.to_string()).err_code(), 7);
+    assert!(s.host_veths().is_empty());
 }
 
 #[test]
@@ -444,6 +454,18 @@ fn failed_ipam_leaves_nothing_behind() {
     assert!(s.call("rc", &c).run("ADD", &conf.to_string()).err_code() > 0);
     assert_eq!(s.host_veths(), before);
     assert_eq!(s.reservations().len(), 1);
+    // A step after the veth and IPAM failing: the bridge already holds a
+    // different IPv4 gateway (no forceAddress).
+    let other = Setup { host: Netns { name: s.host.name.clone() }, data: TempDir::new("bridge2"), name: unique("brnet"), br: s.br.clone() };
+    let conf2 = other.conf(&["10.23.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
+    let d = Netns::new("crd");
+    let reply = other.call("rd", &d).run("ADD", &conf2.to_string());
+    assert!(reply.stdout.contains("already has an IP address"), "{}", reply.stdout);
+    assert_eq!(s.host_veths(), before);
+    assert!(other.reservations().is_empty());
+    assert!(d.exec("ip -o link show").lines().all(|l| !l.contains("eth0")));
+    assert!(!ruleset(&s.host).contains(" rd "));
+    std::mem::forget(other.host);
     s.call("ra", &a).run("DEL", &conf.to_string()).ok();
     assert!(s.reservations().is_empty());
 }
@@ -483,4 +505,32 @@ fn concurrent_adds_and_dels() {
     assert!(s.host_veths().is_empty());
     assert!(s.reservations().is_empty());
     assert!(!ruleset(&s.host).contains("masquerade"));
+}
+
+#[test]
+fn masquerade_dual_stack() {
+    if not_root() {
+        return;
+    }
+    let s = Setup::new();
+    let outside = Netns::new("out6");
+    let (h_if, o_if) = (unique("ho"), unique("oo"));
+    s.host.exec(&format!("ip link add {h_if} type veth peer name {o_if} netns {}", outside.name));
+    s.host.exec(&format!("ip addr add 172.31.10.1/24 dev {h_if}"));
+    s.host.exec(&format!("ip addr add fd00:99::1/64 dev {h_if} nodad"));
+    s.host.exec(&format!("ip link set {h_if} up"));
+    outside.exec(&format!("ip addr add 172.31.10.2/24 dev {o_if}"));
+    outside.exec(&format!("ip addr add fd00:99::2/64 dev {o_if} nodad"));
+    outside.exec(&format!("ip link set {o_if} up"));
+    let conf = s.conf(&["10.25.0.0/24", "fd00:25::/64"], json!({"isDefaultGateway": true, "ipMasq": true}));
+    let a = Netns::new("cm6");
+    let id = unique("m6");
+    let ra = s.call(&id, &a).run("ADD", &conf.to_string()).ok();
+    assert!(a.exec("ip -6 route show default").contains("via fd00:25::1"));
+    assert_eq!(probe(&a, &outside, "fd00:99::2".parse().unwrap()), Some("fd00:99::1".parse().unwrap()));
+    assert_eq!(probe(&a, &outside, "172.31.10.2".parse().unwrap()), Some("172.31.10.1".parse().unwrap()));
+    s.call(&id, &a).run("CHECK", &with_prev(&conf, &ra)).ok();
+    s.call(&id, &a).run("DEL", &conf.to_string()).ok();
+    let rules = ruleset(&s.host);
+    assert!(!rules.contains(&id) && !rules.contains("masquerade"), "{rules}");
 }

@@ -20,9 +20,14 @@ pub enum PortState {
 }
 
 impl Netlink {
-    /// Sets the port's hairpin (reflective relay) and isolation flags.
+    /// Sets the port's hairpin (reflective relay) flag, and isolation when
+    /// asked for (left out otherwise: kernels before 4.18 do not know it).
     pub fn set_bridge_port_flags(&self, index: u32, hairpin: bool, isolated: bool) -> Result<()> {
-        let msg = LinkBridgePort::new(index).hairpin(hairpin).isolated(isolated).build();
+        let mut b = LinkBridgePort::new(index).hairpin(hairpin);
+        if isolated {
+            b = b.isolated(true);
+        }
+        let msg = b.build();
         self.exec(self.handle().link().set_port(msg).execute(), &format!("setting bridge port flags on link #{index}"))
     }
 
