@@ -456,7 +456,12 @@ fn failed_ipam_leaves_nothing_behind() {
     assert_eq!(s.reservations().len(), 1);
     // A step after the veth and IPAM failing: the bridge already holds a
     // different IPv4 gateway (no forceAddress).
-    let other = Setup { host: Netns { name: s.host.name.clone() }, data: TempDir::new("bridge2"), name: unique("brnet"), br: s.br.clone() };
+    let other = Setup {
+        host: Netns { name: s.host.name.clone() },
+        data: TempDir::new("bridge2"),
+        name: unique("brnet"),
+        br: s.br.clone(),
+    };
     let conf2 = other.conf(&["10.23.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
     let d = Netns::new("crd");
     let reply = other.call("rd", &d).run("ADD", &conf2.to_string());

@@ -7,12 +7,14 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::container::{attachment, check_container_iface, check_container_l3, enable_forwarding, first_host};
+use super::container::{
+    self, attachment, check_container_iface, check_container_l3, enable_forwarding, first_host, rollback, Made, NftUse,
+};
 use super::masq;
 use crate::cni::error::INVALID_ENV;
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::PortState;
-use crate::netlink::veth::{self, VethPair};
+use crate::netlink::veth;
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
 
 pub struct Bridge;
@@ -123,6 +125,10 @@ fn trunk_ranges(trunk: &[VlanTrunk]) -> Result<Vec<(u16, u16)>, CniError> {
         }
     }
     Ok(ranges)
+}
+
+fn nft_use(conf: &Conf) -> NftUse {
+    NftUse { masq: conf.ip_masq, spoof: conf.macspoofchk }
 }
 
 fn plan(cmd: &Command) -> Result<Plan, CniError> {
@@ -293,11 +299,6 @@ fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, Cni
     Ok(gw)
 }
 
-struct Made {
-    pair: Option<VethPair>,
-    nft: bool,
-}
-
 impl Applet for Bridge {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let plan = plan(cmd)?;
@@ -315,10 +316,10 @@ impl Applet for Bridge {
         let cont = Netlink::in_netns(&ns)?;
 
         let run = |ipam_result: Option<CniResult>| {
-            let mut made = Made { pair: None, nft: false };
+            let mut made = Made::default();
             let res = setup(cmd, &plan, &host, &br, &ns, &cont, ipam_result, &mut made);
             if res.is_err() {
-                rollback(cmd, &plan.conf, &host, &ns, &made);
+                rollback(cmd, &host, &ns, &made, nft_use(&plan.conf));
             }
             res
         };
@@ -331,24 +332,16 @@ impl Applet for Bridge {
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        let mut errors: Vec<CniError> = Vec::new();
-        if conf.ip_masq || conf.macspoofchk {
-            if let Err(e) = masq::del(&attachment(cmd), conf.ip_masq, conf.macspoofchk) {
-                errors.push(e);
-            }
-        }
-        let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
-        if let Err(e) = Netlink::new()
-            .and_then(|host| veth::delete_container_veth(&host, ns.as_ref(), &cmd.container_id, &cmd.ifname))
-        {
-            errors.push(e.into());
-        }
-        if ipam::has_ipam(cmd) {
-            if let Err(e) = ipam::del(cmd) {
-                errors.push(e);
-            }
-        }
-        errors.into_iter().next().map_or(Ok(()), Err)
+        container::del(cmd, nft_use(&conf))
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        container::gc(cmd, nft_use(&conf))
+    }
+
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        container::status(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -402,28 +395,6 @@ impl Applet for Bridge {
         }
         Ok(())
     }
-
-    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        let mut first_err = None;
-        if conf.ip_masq || conf.macspoofchk {
-            let valid = masq::valid_attachments(&cmd.config);
-            first_err = masq::gc(&cmd.conf.name, &valid, conf.ip_masq, conf.macspoofchk).err();
-        }
-        if ipam::has_ipam(cmd) {
-            if let Err(e) = ipam::gc(cmd) {
-                first_err = first_err.or(Some(e));
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::status(cmd)?;
-        }
-        Ok(())
-    }
 }
 
 /// Everything ADD does after IPAM; records what it made in `made` so that
@@ -442,7 +413,7 @@ fn setup(
     let conf = &plan.conf;
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone())?;
-    made.pair = Some(pair.clone());
+    made.veth = true;
     attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
 
     let mut result = CniResult {
@@ -553,21 +524,6 @@ fn calc_gateways(result: &mut CniResult, conf: &Conf) -> Vec<IpNet> {
         }
     }
     gateways
-}
-
-/// Undoes a failed ADD's steps in reverse. The bridge and its gateway
-/// addresses are shared with other containers and stay.
-fn rollback(cmd: &Command, conf: &Conf, host: &Netlink, ns: &NetNs, made: &Made) {
-    if made.nft {
-        if let Err(e) = masq::del(&attachment(cmd), conf.ip_masq, conf.macspoofchk) {
-            log::warn!("rollback: removing nftables elements: {e}");
-        }
-    }
-    if made.pair.is_some() {
-        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname) {
-            log::warn!("rollback: deleting the veth pair: {e}");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::masq::Attachment;
-use crate::cni::{CniError, CniResult, Command, Route};
-use crate::netlink::{iface, sysctl, Link, Netlink};
+use super::masq::{self, Attachment};
+use crate::cni::{ipam, CniError, CniResult, Command, Route};
+use crate::netlink::{iface, sysctl, veth, Link, NetNs, Netlink};
 
 /// The attachment `cmd` is about, as the nftables elements name it.
 pub fn attachment(cmd: &Command) -> Attachment<'_> {
@@ -83,6 +83,89 @@ pub fn check_container_l3(cmd: &Command, prev: &CniResult, cont: &Netlink, link:
                 return Err(CniError::internal(format!("route to {} not found in the container", r.dst)));
             }
         }
+    }
+    Ok(())
+}
+
+/// Which nftables pieces an attachment has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NftUse {
+    pub masq: bool,
+    pub spoof: bool,
+}
+
+impl NftUse {
+    fn any(self) -> bool {
+        self.masq || self.spoof
+    }
+}
+
+/// What a failing ADD has made so far, for `rollback`.
+#[derive(Debug, Default)]
+pub struct Made {
+    pub veth: bool,
+    pub nft: bool,
+}
+
+/// Undoes a failed ADD's steps in reverse (IPAM is released by
+/// `ipam::add_then`). Shared objects (a bridge, its gateway) stay.
+pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: NftUse) {
+    if made.nft {
+        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof) {
+            log::warn!("rollback: removing nftables elements: {e}");
+        }
+    }
+    if made.veth {
+        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname) {
+            log::warn!("rollback: deleting the veth pair: {e}");
+        }
+    }
+}
+
+/// DEL of a veth attachment: its nftables elements (found by container ID),
+/// the veth pair (the container's end, or the derived host end when the
+/// netns is gone), then the IPAM reservation. Keeps going past errors and
+/// reports the first.
+pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
+    let mut errors: Vec<CniError> = Vec::new();
+    if nft.any() {
+        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof) {
+            errors.push(e);
+        }
+    }
+    let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
+    let host = Netlink::new();
+    if let Err(e) = host.and_then(|h| veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname)) {
+        errors.push(e.into());
+    }
+    if ipam::has_ipam(cmd) {
+        if let Err(e) = ipam::del(cmd) {
+            errors.push(e);
+        }
+    }
+    errors.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// GC: nftables elements of attachments not in `cni.dev/valid-attachments`,
+/// then the IPAM delegate's GC.
+pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
+    let mut first_err = None;
+    if nft.any() {
+        let valid = masq::valid_attachments(&cmd.config);
+        first_err = masq::gc(&cmd.conf.name, &valid, nft.masq, nft.spoof).err();
+    }
+    if ipam::has_ipam(cmd) {
+        if let Err(e) = ipam::gc(cmd) {
+            first_err = first_err.or(Some(e));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// STATUS: the IPAM delegate's, when there is one.
+pub fn status(cmd: &Command) -> Result<(), CniError> {
+    if ipam::has_ipam(cmd) {
+        ipam::status(cmd)?;
     }
     Ok(())
 }

@@ -5,12 +5,14 @@
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::container::{attachment, check_container_iface, check_container_l3, enable_forwarding, first_host};
+use super::container::{
+    self, attachment, check_container_iface, check_container_l3, enable_forwarding, first_host, rollback, Made, NftUse,
+};
 use super::masq;
 use crate::cni::error::INVALID_ENV;
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
-use crate::netlink::veth::{self, VethPair};
+use crate::netlink::veth;
 use crate::netlink::{iface, NetNs, Netlink};
 
 pub struct Ptp;
@@ -39,19 +41,10 @@ impl Applet for Ptp {
         let host = Netlink::new()?;
         let cont = Netlink::in_netns(&ns)?;
         ipam::add_then(cmd, |ipam_result| {
-            let mut made = (None, false);
+            let mut made = Made::default();
             let res = setup(cmd, &conf, &host, &ns, &cont, ipam_result, &mut made);
             if res.is_err() {
-                if made.1 {
-                    if let Err(e) = masq::del(&attachment(cmd), true, false) {
-                        log::warn!("rollback: removing nftables elements: {e}");
-                    }
-                }
-                if made.0.is_some() {
-                    if let Err(e) = veth::delete_container_veth(&host, Some(&ns), &cmd.container_id, &cmd.ifname) {
-                        log::warn!("rollback: deleting the veth pair: {e}");
-                    }
-                }
+                rollback(cmd, &host, &ns, &made, NftUse { masq: conf.ip_masq, spoof: false });
             }
             res
         })
@@ -59,25 +52,17 @@ impl Applet for Ptp {
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        let mut errors: Vec<CniError> = Vec::new();
-        if conf.ip_masq {
-            if let Err(e) = masq::del(&attachment(cmd), true, false) {
-                errors.push(e);
-            }
-        }
         // The host routes go with the host end of the pair.
-        let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
-        if let Err(e) = Netlink::new()
-            .and_then(|host| veth::delete_container_veth(&host, ns.as_ref(), &cmd.container_id, &cmd.ifname))
-        {
-            errors.push(e.into());
-        }
-        if ipam::has_ipam(cmd) {
-            if let Err(e) = ipam::del(cmd) {
-                errors.push(e);
-            }
-        }
-        errors.into_iter().next().map_or(Ok(()), Err)
+        container::del(cmd, NftUse { masq: conf.ip_masq, spoof: false })
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        container::gc(cmd, NftUse { masq: conf.ip_masq, spoof: false })
+    }
+
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        container::status(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -94,22 +79,6 @@ impl Applet for Ptp {
         }
         Ok(())
     }
-
-    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        let mut first_err = None;
-        if conf.ip_masq {
-            first_err = masq::gc(&cmd.conf.name, &masq::valid_attachments(&cmd.config), true, false).err();
-        }
-        if let Err(e) = ipam::gc(cmd) {
-            first_err = first_err.or(Some(e));
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        ipam::status(cmd)
-    }
 }
 
 fn setup(
@@ -119,7 +88,7 @@ fn setup(
     ns: &NetNs,
     cont: &Netlink,
     ipam_result: CniResult,
-    made: &mut (Option<VethPair>, bool),
+    made: &mut Made,
 ) -> Result<CniResult, CniError> {
     let mut result = ipam_result;
     for ip in &mut result.ips {
@@ -133,7 +102,7 @@ fn setup(
 
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None)?;
-    made.0 = Some(pair.clone());
+    made.veth = true;
     result.interfaces = vec![
         Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
         Interface {
@@ -208,7 +177,7 @@ fn setup(
     host.set_up(pair.host.index)?;
 
     if conf.ip_masq {
-        made.1 = true;
+        made.nft = true;
         masq::apply(&cmd.conf.name, masq::masq_add_commands(&attachment(cmd), &addrs))?;
     }
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
