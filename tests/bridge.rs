@@ -39,14 +39,18 @@ impl Setup {
     }
     /// Reserved IPs in the host-local store of this network.
     fn reservations(&self) -> Vec<String> {
-        let dir = self.data.path().join(&self.name);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
-        entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.parse::<IpAddr>().is_ok())
-            .collect()
+        reserved_ips(&self.data.path().join(&self.name))
     }
+}
+
+/// The reservation files of a host-local store (one file per reserved IP).
+fn reserved_ips(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<IpAddr>().is_ok())
+        .collect()
 }
 
 #[test]
@@ -456,21 +460,16 @@ fn failed_ipam_leaves_nothing_behind() {
     assert_eq!(s.reservations().len(), 1);
     // A step after the veth and IPAM failing: the bridge already holds a
     // different IPv4 gateway (no forceAddress).
-    let other = Setup {
-        host: Netns { name: s.host.name.clone() },
-        data: TempDir::new("bridge2"),
-        name: unique("brnet"),
-        br: s.br.clone(),
-    };
-    let conf2 = other.conf(&["10.23.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
+    let (data2, name2) = (TempDir::new("bridge2"), unique("brnet"));
+    let ipam2 = host_local(&data2, &["10.23.0.0/24"], json!([]));
+    let conf2 = net_conf("bridge", &name2, ipam2, json!({"bridge": s.br, "isGateway": true, "ipMasq": true}));
     let d = Netns::new("crd");
-    let reply = other.call("rd", &d).run("ADD", &conf2.to_string());
+    let reply = call("bridge", &s.host, "rd", &d.path(), "eth0").run("ADD", &conf2.to_string());
     assert!(reply.stdout.contains("already has an IP address"), "{}", reply.stdout);
     assert_eq!(s.host_veths(), before);
-    assert!(other.reservations().is_empty());
+    assert!(reserved_ips(&data2.path().join(&name2)).is_empty());
     assert!(d.exec("ip -o link show").lines().all(|l| !l.contains("eth0")));
     assert!(!ruleset(&s.host).contains(" rd "));
-    std::mem::forget(other.host);
     s.call("ra", &a).run("DEL", &conf.to_string()).ok();
     assert!(s.reservations().is_empty());
 }
