@@ -472,6 +472,13 @@ fn failed_ipam_leaves_nothing_behind() {
     assert!(!ruleset(&s.host).contains(" rd "));
     s.call("ra", &a).run("DEL", &conf.to_string()).ok();
     assert!(s.reservations().is_empty());
+    // The last step failing: nftables refuses the masquerade transaction.
+    let e = Netns::new("cre");
+    let reply = s.call("re", &e).env("CNIBOX_NFT", "/bin/false").run("ADD", &conf.to_string());
+    assert_ne!(reply.code, 0);
+    assert!(s.host_veths().is_empty());
+    assert!(s.reservations().is_empty());
+    assert!(e.exec("ip -o link show").lines().all(|l| !l.contains("eth0")));
 }
 
 #[test]

@@ -138,4 +138,11 @@ fn failed_ipam_leaves_nothing_behind() {
     assert_eq!(s.host_veths(), 0);
     assert_eq!(s.reservations(), 0);
     assert!(!ruleset(&s.host).contains("masquerade"));
+    // The last step failing: nftables refuses the masquerade transaction.
+    let e = Netns::new("pre");
+    let reply = s.call("re", &e).env("CNIBOX_NFT", "/bin/false").run("ADD", &conf.to_string());
+    assert_ne!(reply.code, 0);
+    assert_eq!(s.host_veths(), 0);
+    assert_eq!(s.reservations(), 0);
+    assert!(!s.host.exec("ip route show").contains("10.34.0."));
 }
