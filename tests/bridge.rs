@@ -545,3 +545,28 @@ fn masquerade_dual_stack() {
     let rules = ruleset(&s.host);
     assert!(!rules.contains(&id) && !rules.contains("masquerade"), "{rules}");
 }
+
+#[test]
+fn legacy_versions() {
+    if not_root() {
+        return;
+    }
+    let s = Setup::new();
+    let a = Netns::new("clv");
+    for version in ["0.4.0", "0.3.1", "0.2.0"] {
+        let mut conf = s.conf(&["10.26.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
+        conf["cniVersion"] = json!(version);
+        let r = s.call("lv", &a).run("ADD", &conf.to_string()).ok();
+        assert_eq!(r["cniVersion"], version);
+        if version == "0.2.0" {
+            assert!(r["ip4"]["ip"].as_str().unwrap().starts_with("10.26.0."));
+        } else {
+            assert!(r["ips"][0]["address"].as_str().unwrap().starts_with("10.26.0."));
+        }
+        if version == "0.4.0" {
+            s.call("lv", &a).run("CHECK", &with_prev(&conf, &r)).ok();
+        }
+        s.call("lv", &a).run("DEL", &conf.to_string()).ok();
+        assert!(s.reservations().is_empty());
+    }
+}
