@@ -248,10 +248,13 @@ fn attach_port(
     nl.set_master(port, br.index)?;
     nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
     if (vlan != 0 || !trunk.is_empty()) && !conf.preserve_default_vlan {
-        // A new port is a member of the bridge's default VLAN (1) only.
-        match nl.del_bridge_vlan(port, 1) {
-            Err(e) if !e.is_not_found() => return Err(e.into()),
-            _ => {}
+        // A new port is a member of the bridge's default VLAN only (0: none).
+        let pvid = nl.bridge_default_pvid(br.index)?.unwrap_or(1);
+        if pvid != 0 {
+            match nl.del_bridge_vlan(port, pvid) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
         }
     }
     if vlan != 0 {

@@ -2,7 +2,7 @@
 //! port's STP state.
 
 use rtnetlink::packet_route::link::{
-    BridgePortState, BridgeVlanInfoFlags, InfoBridgePort, InfoPortData, LinkAttribute, LinkInfo,
+    BridgePortState, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoPortData, LinkAttribute, LinkInfo,
 };
 use rtnetlink::{LinkBridgePort, LinkBridgeVlan};
 
@@ -57,6 +57,25 @@ impl Netlink {
             self.handle().link().del_with_message(msg).execute(),
             &format!("removing vlan {vid} from bridge port #{index}"),
         )
+    }
+
+    /// The VLAN a bridge puts new ports in (untagged, pvid); None when the
+    /// link is not a bridge or the kernel does not say.
+    pub fn bridge_default_pvid(&self, index: u32) -> Result<Option<u16>> {
+        let req = self.handle().link().get().match_index(index).execute();
+        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
+        for attr in msgs.iter().flat_map(|m| m.attributes.iter()) {
+            let LinkAttribute::LinkInfo(infos) = attr else { continue };
+            for info in infos {
+                let LinkInfo::Data(InfoData::Bridge(opts)) = info else { continue };
+                for o in opts {
+                    if let InfoBridge::VlanDefaultPvid(v) = o {
+                        return Ok(Some(*v));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The port's STP state; None when the link is not a bridge port.
