@@ -3,10 +3,14 @@
 
 use crate::cni::Applet;
 
+mod bridge;
+mod container;
 mod host_device;
 mod host_local;
 mod loopback;
 mod macvlan;
+mod masq;
+mod ptp;
 mod sbr;
 mod static_ipam;
 mod tap;
@@ -30,6 +34,33 @@ pub struct AppletInfo {
 }
 
 pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "bridge",
+        about: "Connects the container to a Linux bridge on the host through a veth pair",
+        keys: &[
+            ("bridge", "bridge name (default cni0)"),
+            ("isGateway", "put the gateway address on the bridge and enable forwarding"),
+            ("isDefaultGateway", "also route the container's default traffic via the bridge (implies isGateway)"),
+            ("forceAddress", "replace a different address already on the bridge"),
+            ("ipMasq", "masquerade traffic leaving the subnet (nftables)"),
+            ("ipMasqBackend", "\"nftables\" or \"iptables\" (both written with nftables)"),
+            ("mtu", "MTU of the bridge and the veth pair"),
+            ("hairpinMode", "let frames go back out the port they came in"),
+            ("promiscMode", "set the bridge promiscuous (not with hairpinMode)"),
+            ("vlan", "VLAN id of the container's port (untagged, pvid)"),
+            ("vlanTrunk", "tagged VLANs of the port: [{\"id\"}, {\"minID\", \"maxID\"}]"),
+            ("preserveDefaultVlan", "keep the port in the default VLAN with vlan/vlanTrunk (default true)"),
+            ("enabledad", "run IPv6 duplicate address detection on the container interface"),
+            ("macspoofchk", "drop frames from the container whose source MAC is not its own"),
+            ("disableContainerInterface", "leave the container interface down (no IPAM)"),
+            ("portIsolation", "isolate the port from other isolated ports"),
+            ("dns", "DNS settings for the result"),
+            ("ipam", "IPAM plugin configuration ({} or absent: layer 2 only)"),
+            ("runtimeConfig.mac / args.cni.mac / CNI_ARGS MAC", "MAC address of the container interface"),
+        ],
+        entry: Entry::Plugin(&bridge::Bridge),
+        args_main: None,
+    },
     AppletInfo {
         name: "host-device",
         about: "Moves an existing host interface into the container",
@@ -70,6 +101,19 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam", "IPAM plugin configuration"),
         ],
         entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "ptp",
+        about: "Connects the container to the host with a point-to-point veth pair",
+        keys: &[
+            ("ipMasq", "masquerade traffic leaving the subnet (nftables)"),
+            ("ipMasqBackend", "\"nftables\" or \"iptables\" (both written with nftables)"),
+            ("mtu", "MTU of the veth pair"),
+            ("dns", "DNS settings for the result"),
+            ("ipam", "IPAM plugin configuration (required)"),
+        ],
+        entry: Entry::Plugin(&ptp::Ptp),
         args_main: None,
     },
     AppletInfo {

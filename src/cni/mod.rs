@@ -3,6 +3,7 @@
 pub mod args;
 pub mod error;
 pub mod fault;
+pub mod hash;
 pub mod ipam;
 pub mod lenient;
 pub mod lock;

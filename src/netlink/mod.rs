@@ -6,6 +6,7 @@
 //! netns and then drives it from the caller's thread.
 
 pub mod addr;
+pub mod brport;
 pub mod iface;
 pub mod link;
 pub mod mac;
@@ -18,6 +19,7 @@ pub mod rule;
 pub mod sysctl;
 pub mod tuntap;
 pub mod verify;
+pub mod veth;
 
 use std::fmt;
 use std::future::Future;
