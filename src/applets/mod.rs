@@ -3,7 +3,9 @@
 
 use crate::cni::Applet;
 
+mod bandwidth;
 mod loopback;
+mod tuning;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -23,13 +25,44 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "bandwidth",
+        about: "Chained: limits the container's traffic with tbf qdiscs on its host veth (and an ifb for egress)",
+        keys: &[
+            ("ingressRate", "traffic toward the container, bits per second (needs ingressBurst)"),
+            ("ingressBurst", "bucket size for ingressRate, bits (under 4 GB)"),
+            ("egressRate", "traffic from the container, bits per second (needs egressBurst)"),
+            ("egressBurst", "bucket size for egressRate, bits (under 4 GB)"),
+            ("runtimeConfig.bandwidth", "the same four keys from the runtime; used only when the config sets none"),
+        ],
+        entry: Entry::Plugin(&bandwidth::Bandwidth),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "tuning",
+        about: "Chained: sets sysctls and link settings of the container interface, restored on DEL",
+        keys: &[
+            ("sysctl", "map of net.* sysctls set in the container; IFNAME in a key is the interface name"),
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac, args.cni.mac, in rising precedence)"),
+            ("mtu", "MTU"),
+            ("promisc", "true turns promiscuous mode on"),
+            ("allmulti", "all-multicast mode on or off"),
+            ("txQLen", "transmit queue length"),
+            ("dataDir", "where original values are saved (default /run/cni/tuning)"),
+            ("args.cni", "sysctl, mac, mtu, promisc, allmulti, txQLen overriding the config"),
+        ],
+        entry: Entry::Plugin(&tuning::Tuning),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])

@@ -2,6 +2,8 @@
 
 pub mod args;
 pub mod error;
+pub mod gc;
+pub mod hash;
 pub mod ipam;
 pub mod lenient;
 pub mod lock;

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod nft;
 pub mod route;
 pub mod sysctl;
+pub mod tc;
 
 use std::fmt;
 use std::future::Future;
