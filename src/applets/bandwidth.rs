@@ -83,32 +83,33 @@ fn limit(rate: u64, burst: u64, dir: &str) -> Result<Option<Limit>, CniError> {
     if rate < 8 || burst < 8 {
         return bad(format!("{dir}Rate and {dir}Burst must be at least 8 bits (one byte)"));
     }
-    let l = Limit { rate, burst };
-    if tbf_for(l, tc::ticks_per_usec()).is_none() {
-        return bad(format!(
-            "{dir}Burst {burst} is too large for {dir}Rate {rate}: the bucket would take too long to fill"
-        ));
-    }
-    Ok(Some(l))
+    Ok(Some(Limit { rate, burst }))
 }
 
 /// The tbf settings the reference derives from rate and burst, computed the
 /// same way (f64 steps included) so CHECK agrees across implementations.
-/// None when a value does not fit the kernel's 32-bit fields.
-fn tbf_for(l: Limit, ticks_per_usec: f64) -> Option<Tbf> {
+///
+/// Where the reference's 32-bit tick count wraps (large bursts at low rates,
+/// e.g. Kubernetes' default burst of 2^31-1 bits under ~8 Mbit/s), the kernel
+/// is given the burst in bytes as well, so the bucket is the size asked for;
+/// the `buffer` it reports back then wraps just like the reference's value.
+fn tbf_for(l: Limit, ticks_per_usec: f64) -> Tbf {
     let rate = l.rate / 8;
-    let burst = l.burst / 8;
+    let burst = (l.burst / 8) as u32;
     let usecs = burst as f64 * 1_000_000.0 / rate as f64;
-    if usecs > u32::MAX as f64 {
-        return None;
-    }
-    let ticks = (usecs as u32) as f64 * ticks_per_usec;
-    if ticks > u32::MAX as f64 {
-        return None;
-    }
-    let queued = rate as f64 * LATENCY_USEC / 1_000_000.0;
-    let limit = (queued as u64).checked_add(burst).filter(|v| *v <= u32::MAX as u64)?;
-    Some(Tbf { rate, limit: limit as u32, buffer: ticks as u32 })
+    let ticks = usecs.trunc() * ticks_per_usec;
+    let fits = usecs <= u32::MAX as f64 && ticks <= u32::MAX as f64;
+    // Go's float to uint32 conversion on amd64 keeps the low 32 bits.
+    let buffer = if fits { ticks as u32 } else { (ticks as u64) as u32 };
+    let queued = (rate as f64 * LATENCY_USEC / 1_000_000.0) as u64;
+    let limit = (queued + burst as u64).min(u32::MAX as u64) as u32;
+    Tbf { rate, limit, buffer, burst: (!fits).then_some(burst) }
+}
+
+/// Whether the kernel's tbf is the one `want` describes. A buffer the kernel
+/// derived from an explicit burst is not compared (its rounding is its own).
+fn same_tbf(got: &Tbf, want: &Tbf) -> bool {
+    got.rate == want.rate && got.limit == want.limit && (want.burst.is_some() || got.buffer == want.buffer)
 }
 
 /// The ifb's name, the reference's: "bwp" + a hash of network name and container ID.
@@ -184,12 +185,12 @@ impl Undo {
 fn apply(cmd: &Command, nl: &Netlink, veth: &Link, limits: &Limits, undo: &mut Undo) -> Result<Option<Link>, CniError> {
     let ticks = tc::ticks_per_usec();
     if let Some(l) = limits.ingress {
-        let tbf = tbf_for(l, ticks).ok_or_else(|| CniError::invalid_config("ingress limit out of range"))?;
+        let tbf = tbf_for(l, ticks);
         nl.replace_root_tbf(veth.index, &tbf)?;
         undo.root_tbf = Some(veth.index);
     }
     let Some(l) = limits.egress else { return Ok(None) };
-    let tbf = tbf_for(l, ticks).ok_or_else(|| CniError::invalid_config("egress limit out of range"))?;
+    let tbf = tbf_for(l, ticks);
     let name = ifb_name(cmd);
     // A leftover from an earlier ADD of the same container is ours to replace.
     if let Some(old) = nl.link(&name)? {
@@ -222,7 +223,7 @@ fn root_tbf(nl: &Netlink, index: u32) -> Result<Option<Tbf>, CniError> {
 fn check_tbf(nl: &Netlink, dev: &Link, want: Tbf) -> Result<(), CniError> {
     match root_tbf(nl, dev.index)? {
         None => Err(CniError::internal(format!("no tbf qdisc on {}", dev.name))),
-        Some(got) if got != want => Err(CniError::internal(format!(
+        Some(got) if !same_tbf(&got, &want) => Err(CniError::internal(format!(
             "the tbf qdisc on {} has rate {} B/s, limit {}, buffer {}; expected {} B/s, {}, {}",
             dev.name, got.rate, got.limit, got.buffer, want.rate, want.limit, want.buffer
         ))),
@@ -307,11 +308,11 @@ impl Applet for Bandwidth {
         let veth = require_host_veth(cmd, &nl, &prev)?;
         let ticks = tc::ticks_per_usec();
         if let Some(l) = limits.ingress {
-            let want = tbf_for(l, ticks).ok_or_else(|| CniError::invalid_config("ingress limit out of range"))?;
+            let want = tbf_for(l, ticks);
             check_tbf(&nl, &veth, want)?;
         }
         if let Some(l) = limits.egress {
-            let want = tbf_for(l, ticks).ok_or_else(|| CniError::invalid_config("egress limit out of range"))?;
+            let want = tbf_for(l, ticks);
             let name = ifb_name(cmd);
             let ifb = nl
                 .link(&name)?
@@ -378,8 +379,8 @@ mod tests {
         assert_eq!(limit(0, 1000, "egress").unwrap_err().code, 7);
         assert_eq!(limit(1_000_000, 8 * u32::MAX as u64, "egress").unwrap_err().code, 7);
         assert_eq!(limit(4, 1000, "egress").unwrap_err().code, 7);
-        // A huge burst at a tiny rate does not fit the kernel's fields.
-        assert_eq!(limit(8_000, 8_000_000_000, "egress").unwrap_err().code, 7);
+        // A huge burst at a tiny rate is fine (the kernel gets it in bytes).
+        assert!(limit(8_000, 8_000_000_000, "egress").unwrap().is_some());
         assert_eq!(limit(1_000_000, 2_000_000, "egress").unwrap(), Some(Limit { rate: 1_000_000, burst: 2_000_000 }));
     }
 
@@ -387,12 +388,18 @@ mod tests {
     fn tbf_like_the_reference() {
         // 1 Mbit/s, 100 kbit burst: 125000 B/s, 12500 B bucket = 100 ms
         // = 1562500 ticks at 15.625 ticks/us; limit = 3125 + 12500.
-        let t = tbf_for(Limit { rate: 1_000_000, burst: 100_000 }, 15.625).unwrap();
-        assert_eq!(t, Tbf { rate: 125_000, limit: 15_625, buffer: 1_562_500 });
+        let t = tbf_for(Limit { rate: 1_000_000, burst: 100_000 }, 15.625);
+        assert_eq!(t, Tbf { rate: 125_000, limit: 15_625, buffer: 1_562_500, burst: None });
         // Kubernetes' default burst (MaxInt32 bits) at 10 Mbit/s.
-        let t = tbf_for(Limit { rate: 10_000_000, burst: 2_147_483_647 }, 15.625).unwrap();
+        let t = tbf_for(Limit { rate: 10_000_000, burst: 2_147_483_647 }, 15.625);
         assert_eq!(t.rate, 1_250_000);
         assert_eq!(t.limit, 31_250 + 268_435_455);
         assert_eq!(t.buffer, (214_748_364u32 as f64 * 15.625) as u32);
+        assert_eq!(t.burst, None);
+        // At 5 Mbit/s the ticks exceed 32 bits: the reference's value wraps,
+        // and the kernel is told the burst in bytes.
+        let t = tbf_for(Limit { rate: 5_000_000, burst: 2_147_483_647 }, 15.625);
+        assert_eq!(t.buffer, (6_710_886_375u64 % (1 << 32)) as u32);
+        assert_eq!(t.burst, Some(268_435_455));
     }
 }

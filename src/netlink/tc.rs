@@ -30,6 +30,7 @@ const ETH_P_ALL: u16 = 0x0003;
 
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
 /// TCA_OPTIONS, as the container of a qdisc's options in a dump.
 const TCA_OPTIONS: u16 = 2;
 /// TC_LINKLAYER_ETHERNET, what `tc` sets in a rate spec.
@@ -44,6 +45,9 @@ pub struct Tbf {
     pub limit: u32,
     /// Bucket size in scheduler ticks.
     pub buffer: u32,
+    /// Bucket size in bytes, sent only when `buffer` cannot express it in 32
+    /// bits (the kernel then derives the bucket from it, not from `buffer`).
+    pub burst: Option<u32>,
 }
 
 /// One qdisc of a device.
@@ -82,7 +86,7 @@ impl Tbf {
             match kind {
                 TCA_TBF_PARMS if value.len() >= 36 => {
                     let u32_at = |off: usize| u32::from_ne_bytes(value[off..off + 4].try_into().unwrap_or_default());
-                    tbf = Some(Tbf { rate: u32_at(8) as u64, limit: u32_at(24), buffer: u32_at(28) });
+                    tbf = Some(Tbf { rate: u32_at(8) as u64, limit: u32_at(24), buffer: u32_at(28), burst: None });
                 }
                 TCA_TBF_RATE64 if value.len() >= 8 => {
                     rate64 = Some(u64::from_ne_bytes(value[..8].try_into().unwrap_or_default()));
@@ -177,6 +181,9 @@ impl Netlink {
         }
         // Without TCA_TBF_BURST the kernel derives the bucket size in bytes
         // from buffer and rate, as it does for the reference.
+        if let Some(burst) = tbf.burst {
+            opts.push(TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())));
+        }
         let mut msg = TcMessage::with_index(index as i32);
         msg.header.parent = TcHandle::from(ROOT_PARENT);
         msg.header.handle = TcHandle::from(TBF_HANDLE);
@@ -306,7 +313,7 @@ mod tests {
 
     #[test]
     fn tbf_parms_round_trip() {
-        let tbf = Tbf { rate: 125_000, limit: 128_125, buffer: 1_000_000 };
+        let tbf = Tbf { rate: 125_000, limit: 128_125, buffer: 1_000_000, burst: None };
         let parms = tbf.encode_parms();
         assert_eq!(parms.len(), 36);
         let mut nested = Vec::new();
