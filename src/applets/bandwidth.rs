@@ -394,7 +394,7 @@ mod tests {
         let t = tbf_for(Limit { rate: 10_000_000, burst: 2_147_483_647 }, 15.625);
         assert_eq!(t.rate, 1_250_000);
         assert_eq!(t.limit, 31_250 + 268_435_455);
-        assert_eq!(t.buffer, (214_748_364u32 as f64 * 15.625) as u32);
+        assert_eq!(t.buffer, 3_355_443_187); // 214748364 us * 15.625
         assert_eq!(t.burst, None);
         // At 5 Mbit/s the ticks exceed 32 bits: the reference's value wraps,
         // and the kernel is told the burst in bytes.
