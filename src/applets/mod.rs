@@ -58,6 +58,11 @@ pub static APPLETS: &[AppletInfo] = &[
             ("txQLen", "transmit queue length"),
             ("dataDir", "where original values are saved (default /run/cni/tuning)"),
             ("args.cni", "sysctl, mac, mtu, promisc, allmulti, txQLen overriding the config"),
+            (
+                "(allowlist)",
+                "/etc/cni/tuning/allowlist.conf, if present: every sysctl key must match one of its regexes \
+                 (env CNIBOX_TUNING_ALLOWLIST names another file, for tests and unusual installs)",
+            ),
         ],
         entry: Entry::Plugin(&tuning::Tuning),
         args_main: None,
