@@ -3,6 +3,7 @@
 
 use crate::cni::Applet;
 
+mod bandwidth;
 mod bridge;
 mod container;
 mod host_device;
@@ -14,6 +15,7 @@ mod ptp;
 mod sbr;
 mod static_ipam;
 mod tap;
+mod tuning;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -34,6 +36,19 @@ pub struct AppletInfo {
 }
 
 pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "bandwidth",
+        about: "Chained: limits the container's traffic with tbf qdiscs on its host veth (and an ifb for egress)",
+        keys: &[
+            ("ingressRate", "traffic toward the container, bits per second (needs ingressBurst)"),
+            ("ingressBurst", "bucket size for ingressRate, bits (under 4 GB)"),
+            ("egressRate", "traffic from the container, bits per second (needs egressBurst)"),
+            ("egressBurst", "bucket size for egressRate, bits (under 4 GB)"),
+            ("runtimeConfig.bandwidth", "the same four keys from the runtime; used only when the config sets none"),
+        ],
+        entry: Entry::Plugin(&bandwidth::Bandwidth),
+        args_main: None,
+    },
     AppletInfo {
         name: "bridge",
         about: "Connects the container to a Linux bridge on the host through a veth pair",
@@ -155,6 +170,27 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam", "IPAM plugin configuration"),
         ],
         entry: Entry::Plugin(&tap::Tap),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "tuning",
+        about: "Chained: sets sysctls and link settings of the container interface, restored on DEL",
+        keys: &[
+            ("sysctl", "map of net.* sysctls set in the container; IFNAME in a key is the interface name"),
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac, args.cni.mac, in rising precedence)"),
+            ("mtu", "MTU"),
+            ("promisc", "true turns promiscuous mode on"),
+            ("allmulti", "all-multicast mode on or off"),
+            ("txQLen", "transmit queue length"),
+            ("dataDir", "where original values are saved (default /run/cni/tuning)"),
+            ("args.cni", "sysctl, mac, mtu, promisc, allmulti, txQLen overriding the config"),
+            (
+                "(allowlist)",
+                "/etc/cni/tuning/allowlist.conf, if present: every sysctl key must match one of its regexes \
+                 (env CNIBOX_TUNING_ALLOWLIST names another file, for tests and unusual installs)",
+            ),
+        ],
+        entry: Entry::Plugin(&tuning::Tuning),
         args_main: None,
     },
 ];

@@ -17,6 +17,7 @@ pub mod nft;
 pub mod route;
 pub mod rule;
 pub mod sysctl;
+pub mod tc;
 pub mod tuntap;
 pub mod verify;
 pub mod veth;
