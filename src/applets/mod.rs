@@ -3,6 +3,7 @@
 
 use crate::cni::Applet;
 
+mod dhcp;
 mod loopback;
 
 /// How an applet is entered.
@@ -23,13 +24,26 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "dhcp",
+        about: "IPAM: addresses from a DHCP server, through the lease daemon (`dhcp daemon`)",
+        keys: &[
+            ("ipam.daemonSocketPath", "the daemon's unix socket (default /run/cni/dhcp.sock)"),
+            ("ipam.provide", "options sent to the server: [{option, value | fromArg (a CNI_ARGS key)}]"),
+            ("ipam.request", "options asked of the server: [{option, skipDefault}]"),
+        ],
+        entry: Entry::Plugin(&dhcp::Dhcp),
+        args_main: Some(dhcp::args_main),
+    },
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])
