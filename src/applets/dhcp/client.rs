@@ -119,6 +119,9 @@ struct RawSocket {
     mac: [u8; 6],
 }
 
+/// A received IP datagram and the MAC address it came from.
+type Datagram = (Vec<u8>, [u8; 6]);
+
 const ETH_P_IP: u16 = 0x0800;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
@@ -201,7 +204,7 @@ impl RawSocket {
     }
 
     /// One datagram with its link-layer source, or None after `wait`.
-    fn recv(&self, wait: Duration) -> Result<Option<(Vec<u8>, [u8; 6])>, Error> {
+    fn recv(&self, wait: Duration) -> Result<Option<Datagram>, Error> {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
@@ -328,6 +331,7 @@ impl<'a> Client<'a> {
                 return Err(Error::Timeout(format!("no answer to DHCP{:?}", msg.message_type().unwrap())));
             }
             self.sock.send(&to.mac, to.src, to.dst, msg)?;
+            log::debug!("{}: sent {:?} xid {:#x}", self.describe(), msg.message_type(), msg.xid);
             let until = (now + jittered(delay).min(self.timing.timeout)).min(deadline);
             while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
                 if self.stop.load(Ordering::Relaxed) {
@@ -339,6 +343,7 @@ impl<'a> Client<'a> {
                 };
                 let Some((_, payload)) = packet::parse_udp_frame(&frame, packet::CLIENT_PORT) else { continue };
                 let Some(reply) = Packet::decode(payload) else { continue };
+                log::debug!("{}: got {:?} xid {:#x}", self.describe(), reply.message_type(), reply.xid);
                 if reply.op != packet::BOOTREPLY
                     || reply.xid != msg.xid
                     || reply.chaddr.get(..6) != Some(&self.sock.mac)
