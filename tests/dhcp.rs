@@ -93,13 +93,14 @@ impl Lan {
         self.dir.path().join("dhcp.sock")
     }
 
-    fn daemon(&self) -> Daemon {
+    fn daemon(&self, extra: &[&str]) -> Daemon {
         let log = self.dir.path().join("daemon.log");
         let child = Command::new(BIN)
             .args(["dhcp", "daemon", "-socketpath"])
             .arg(self.socket())
             .arg(format!("--pidfile={}", self.dir.path().join("daemon.pid").display()))
             .args(["-timeout", "2s", "-resendtimeout=20s"])
+            .args(extra)
             .env("CNIBOX_LOG", "debug")
             .env("CNIBOX_LOG_FILE", &log)
             .stdin(Stdio::null())
@@ -128,7 +129,18 @@ impl Lan {
 
     /// dnsmasq's lease file: (expiry, ip, hostname) per lease.
     fn leases(&self) -> Vec<(u64, String, String)> {
-        let text = std::fs::read_to_string(self.dir.path().join("leases")).unwrap_or_default();
+        // dnsmasq rewrites the file in place: only trust a read that a
+        // second read a moment later confirms.
+        let path = self.dir.path().join("leases");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let again = std::fs::read_to_string(&path).unwrap_or_default();
+            if again == text {
+                break;
+            }
+            text = again;
+        }
         text.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
@@ -177,7 +189,7 @@ fn lease_renewal_release_and_daemon_restart() {
         return;
     }
     let mut lan = Lan::new();
-    let mut daemon = lan.daemon();
+    let mut daemon = lan.daemon(&[]);
     let conf = lan.conf();
     let (a, b) = (lan.container(), lan.container());
     let call_a = call(&a, "ctr-a");
@@ -186,6 +198,11 @@ fn lease_renewal_release_and_daemon_restart() {
     let ra = call_a.run("ADD", &conf).ok();
     let rb = call_b.run("ADD", &conf).ok();
     let (ip_a, ip_b) = (address(&ra), address(&rb));
+    // What the main plugin would do with the result: the server answers
+    // renewals by unicast to the leased address, which must answer ARP.
+    for (ns, r) in [(&a, &ra), (&b, &rb)] {
+        ns.exec(&format!("ip addr add {} dev eth0", r["ips"][0]["address"].as_str().unwrap()));
+    }
     assert_ne!(ip_a, ip_b);
     for r in [&ra, &rb] {
         assert!(r["ips"][0]["address"].as_str().unwrap().ends_with("/24"), "{r}");
@@ -229,11 +246,43 @@ fn lease_renewal_release_and_daemon_restart() {
     call_b.run("DEL", &conf).ok();
 
     // A restarted daemon serves again (the server still knows B's client ID).
-    let _daemon = lan.daemon();
+    let _daemon = lan.daemon(&[]);
     status.run("STATUS", &conf).ok();
     assert_eq!(address(&call_b.run("ADD", &conf).ok()), ip_b);
+    let ip_a = address(&call_a.run("ADD", &conf).ok());
+
+    // GC releases the leases of attachments the runtime no longer lists.
+    let mut gc_conf: Value = serde_json::from_str(&conf).unwrap();
+    gc_conf["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "ctr-b", "ifname": "eth0"}]);
+    Call::new("dhcp").run("GC", &gc_conf.to_string()).ok();
+    wait_for("the release of A by GC", || lan.lease_of(&ip_a).is_none());
+    assert!(lan.lease_of(&ip_b).is_some(), "{ip_a} {ip_b} {:?}\n{}", lan.leases(), _daemon.log());
+    call_a.run("CHECK", &conf).err_code();
+
     call_b.run("DEL", &conf).ok();
     wait_for("the release of B", || lan.lease_of(&ip_b).is_none());
+}
+
+#[test]
+fn broadcast_replies_and_del_after_the_netns_is_gone() {
+    if not_root() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let daemon = lan.daemon(&["-broadcast"]);
+    let conf = lan.conf();
+    let c = lan.container();
+    let path = c.path();
+    let r = call(&c, "ctr-c").run("ADD", &conf).ok();
+    let ip = address(&r);
+    assert!(lan.lease_of(&ip).is_some());
+    assert!(daemon.log().contains("DHCPACK of"), "{}", daemon.log());
+    drop(c);
+    // The container's netns went first: DEL still succeeds (the server lets
+    // the lease expire), and so does the next one.
+    let gone = Call::new("dhcp").container("ctr-c", &path, "eth0");
+    gone.run("DEL", &conf).ok();
+    gone.run("DEL", &conf).ok();
 }
 
 #[test]

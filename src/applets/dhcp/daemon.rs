@@ -8,7 +8,7 @@
 //! closes. Each connection gets a thread; each lease gets a thread that
 //! renews it at T1, rebinds at T2 and releases it when told to stop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -195,15 +195,47 @@ impl Managed {
     }
 }
 
+/// Serializes the requests for one attachment (an ADD still acquiring and
+/// a DEL for the same container must not overlap), leaving others free.
+#[derive(Default)]
+struct Busy {
+    keys: Mutex<HashSet<String>>,
+    freed: Condvar,
+}
+
+struct BusyGuard<'a> {
+    busy: &'a Busy,
+    key: String,
+}
+
+impl Busy {
+    fn claim(&self, key: &str) -> BusyGuard<'_> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        while keys.contains(key) {
+            keys = self.freed.wait(keys).unwrap_or_else(|e| e.into_inner());
+        }
+        keys.insert(key.to_string());
+        BusyGuard { busy: self, key: key.to_string() }
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        self.busy.freed.notify_all();
+    }
+}
+
 pub struct Daemon {
     timing: Timing,
     host_prefix: String,
     leases: Mutex<HashMap<String, Arc<Managed>>>,
+    busy: Busy,
 }
 
 impl Daemon {
     pub fn new(timing: Timing, host_prefix: String) -> Daemon {
-        Daemon { timing, host_prefix, leases: Mutex::new(HashMap::new()) }
+        Daemon { timing, host_prefix, leases: Mutex::new(HashMap::new()), busy: Busy::default() }
     }
 
     fn lookup(&self, key: &str) -> Option<Arc<Managed>> {
@@ -236,6 +268,7 @@ impl Daemon {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let key = Self::key(req, &conf);
+        let _busy = self.busy.claim(&key);
         // ADD again for the same attachment returns the lease it already has.
         if let Some(lease) = self.lookup(&key).and_then(|m| m.current()) {
             return lease_result(&lease);
@@ -291,6 +324,7 @@ impl Daemon {
     fn check(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let key = Self::key(req, &conf);
+        let _busy = self.busy.claim(&key);
         let managed = self.lookup(&key).ok_or_else(|| CniError::internal(format!("no DHCP lease for {key}")))?;
         let lease =
             managed.current().ok_or_else(|| CniError::internal(format!("the DHCP lease for {key} was lost")))?;
@@ -300,6 +334,7 @@ impl Daemon {
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let key = Self::key(req, &conf);
+        let _busy = self.busy.claim(&key);
         match self.take(&key) {
             Some(m) => m.stop_and_join(),
             None => log::info!("{key}: DEL without a lease: nothing to release"),
