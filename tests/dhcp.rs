@@ -40,7 +40,7 @@ impl Drop for Process {
 /// A LAN with a DHCP server: bridge br0 (10.99.0.1/24) in `host`, dnsmasq on it.
 /// Fields drop in order: dnsmasq first, then its netns, then its files.
 struct Lan {
-    _dnsmasq: Process,
+    dnsmasq: Option<Process>,
     host: Netns,
     dir: TempDir,
     veths: usize,
@@ -53,9 +53,21 @@ impl Lan {
         host.exec("ip link add br0 type bridge");
         host.exec("ip addr add 10.99.0.1/24 dev br0");
         host.exec("ip link set br0 up");
-        let d = dir.path();
+        let mut lan = Lan { dnsmasq: None, dir, host, veths: 0 };
+        // dnsmasq's shortest lease is 2 minutes; a short T1 makes it renew soon.
+        lan.start_dnsmasq(&["--dhcp-option=option:T1,4"]);
+        lan
+    }
+
+    /// (Re)starts dnsmasq on br0; the lease file carries over.
+    fn start_dnsmasq(&mut self, extra: &[&str]) {
+        if let Some(mut old) = self.dnsmasq.take() {
+            old.stop();
+        }
+        let d = self.dir.path();
+        let log = d.join("dnsmasq.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &host.name, "/usr/sbin/dnsmasq", "--keep-in-foreground"])
+            .args(["netns", "exec", &self.host.name, "/usr/sbin/dnsmasq", "--keep-in-foreground"])
             .args(["--conf-file=/dev/null", "--port=0", "--interface=br0", "--bind-interfaces", "--user=root"])
             .args(["--no-ping", "--log-dhcp", "--log-facility=-"])
             .arg("--dhcp-range=10.99.0.10,10.99.0.50,255.255.255.0,2m")
@@ -64,19 +76,15 @@ impl Lan {
             .arg("--dhcp-option=option:domain-name,lan.test")
             .arg("--dhcp-option=option:domain-search,lan.test,corp.test")
             .arg("--dhcp-option=option:classless-static-route,10.77.0.0/16,10.99.0.3,0.0.0.0/0,10.99.0.1")
-            // dnsmasq's shortest lease is 2 minutes; a short T1 makes it renew soon.
-            .arg("--dhcp-option=option:T1,4")
+            .args(extra)
             .arg(format!("--dhcp-leasefile={}", d.join("leases").display()))
             .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("dnsmasq.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let lan = Lan { _dnsmasq: Process(child), dir, host, veths: 0 };
-        wait_for("dnsmasq to start", || {
-            std::fs::read_to_string(lan.dir.path().join("dnsmasq.log")).is_ok_and(|l| l.contains("DHCP, sockets bound"))
-        });
-        lan
+        self.dnsmasq = Some(Process(child));
+        wait_for("dnsmasq to start", || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("DHCP, sockets bound")));
     }
 
     /// A container netns whose eth0 is a veth into br0.
@@ -166,12 +174,19 @@ impl Daemon {
 }
 
 /// Polls `cond` for up to 25 s (the whole test stays well under a minute).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+fn try_wait(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(25);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    true
+}
+
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(try_wait(cond), "timed out waiting for {what}");
 }
 
 fn address(result: &Value) -> String {
@@ -331,4 +346,32 @@ fn socket_activation() {
     // The first connection starts the daemon on fd 3; it answers on it.
     Call::new("dhcp").run("STATUS", &conf).ok();
     Call::new("dhcp").run("STATUS", &conf).ok();
+}
+
+#[test]
+fn rebinding_when_the_server_moves() {
+    if not_root() {
+        return;
+    }
+    let mut lan = Lan::new();
+    lan.start_dnsmasq(&["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"]);
+    let daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let c = lan.container();
+    let r = call(&c, "ctr-r").run("ADD", &conf).ok();
+    let ip = address(&r);
+    c.exec(&format!("ip addr add {} dev eth0", r["ips"][0]["address"].as_str().unwrap()));
+    // The server changes address: renewals (unicast to 10.99.0.1) go
+    // unanswered until T2, when a broadcast REBIND reaches the new one.
+    lan.host.exec("ip addr del 10.99.0.1/24 dev br0");
+    lan.host.exec("ip addr add 10.99.0.5/24 dev br0");
+    lan.start_dnsmasq(&["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"]);
+    let rebound = try_wait(|| daemon.log().contains("DHCPACK (REBIND)"));
+    let dnsmasq_log = std::fs::read_to_string(lan.dir.path().join("dnsmasq.log")).unwrap_or_default();
+    assert!(rebound, "no rebind:\n{}\n{dnsmasq_log}", daemon.log());
+    assert!(lan.lease_of(&ip).is_some());
+    call(&c, "ctr-r").run("CHECK", &conf).ok();
+    // The release goes to the new server.
+    call(&c, "ctr-r").run("DEL", &conf).ok();
+    wait_for("the release", || lan.lease_of(&ip).is_none());
 }

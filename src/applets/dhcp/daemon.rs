@@ -382,6 +382,8 @@ fn serve_connection(daemon: &Daemon, mut conn: UnixStream) {
             result: None,
             error: Some(CniError::io("reading the request").with_details(e.to_string()).into()),
         },
+        // A connection closed without a word (a liveness probe).
+        Ok(0) => return,
         Ok(_) => match serde_json::from_slice::<Request>(&body) {
             Ok(req) => {
                 log::debug!("{} {} {} {}", req.verb, req.container_id, req.netns, req.ifname);
