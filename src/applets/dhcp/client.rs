@@ -328,7 +328,8 @@ impl<'a> Client<'a> {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Timeout(format!("no answer to DHCP{:?}", msg.message_type().unwrap())));
+                let kind = msg.message_type().map(|t| format!("{t:?}")).unwrap_or_default();
+                return Err(Error::Timeout(format!("no answer to DHCP{}", kind.to_uppercase())));
             }
             self.sock.send(&to.mac, to.src, to.dst, msg)?;
             log::debug!("{}: sent {:?} xid {:#x}", self.describe(), msg.message_type(), msg.xid);

@@ -551,10 +551,11 @@ pub fn run(args: &[String]) -> i32 {
     let opts = match parse_args(args) {
         Ok(o) => o,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("dhcp daemon: {e}");
+            if e.is_empty() {
+                println!("{USAGE}");
+                return 0;
             }
-            eprintln!("{USAGE}");
+            eprintln!("dhcp daemon: {e}\n{USAGE}");
             return 2;
         }
     };
