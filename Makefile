@@ -3,6 +3,7 @@ CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
 STATIC_BIN := target/$(TARGET)/release/cnibox
 DESTDIR ?= /opt/cni/bin
+SYSTEMD_DIR ?= /etc/systemd/system
 
 .PHONY: all build release static test unit integration vmtest bench demo install lint deps clean
 
@@ -40,6 +41,9 @@ bench: deps static
 
 install: release
 	./install.sh $(DESTDIR)
+	install -d $(SYSTEMD_DIR)
+	sed 's|/opt/cni/bin|$(DESTDIR)|g' contrib/systemd/cnibox-dhcp.service > $(SYSTEMD_DIR)/cnibox-dhcp.service
+	install -m 0644 contrib/systemd/cnibox-dhcp.socket $(SYSTEMD_DIR)/cnibox-dhcp.socket
 
 lint:
 	$(CARGO) fmt --check

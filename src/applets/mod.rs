@@ -6,6 +6,7 @@ use crate::cni::Applet;
 mod bandwidth;
 mod bridge;
 mod container;
+mod dhcp;
 mod host_device;
 mod host_local;
 mod loopback;
@@ -75,6 +76,17 @@ pub static APPLETS: &[AppletInfo] = &[
         ],
         entry: Entry::Plugin(&bridge::Bridge),
         args_main: None,
+    },
+    AppletInfo {
+        name: "dhcp",
+        about: "IPAM: addresses from a DHCP server, through the lease daemon (`dhcp daemon`)",
+        keys: &[
+            ("ipam.daemonSocketPath", "the daemon's unix socket (default /run/cni/dhcp.sock)"),
+            ("ipam.provide", "options sent to the server: [{option, value | fromArg (a CNI_ARGS key)}]"),
+            ("ipam.request", "options asked of the server: [{option, skipDefault}]"),
+        ],
+        entry: Entry::Plugin(&dhcp::Dhcp),
+        args_main: Some(dhcp::args_main),
     },
     AppletInfo {
         name: "host-device",
