@@ -28,12 +28,6 @@ fn assert_untouched(host: &Netns, cont: &Netns) {
     assert_eq!(h, vec!["lo", "m0", "m0p"], "host links");
 }
 
-/// A plugin call whose CNI_PATH falls back to the reference plugins for the
-/// IPAM plugins cnibox may not have yet (cnibox's own come first).
-fn call(plugin: &str) -> Call {
-    Call::new(plugin).env("CNI_PATH", &format!("{}:/usr/lib/cni", plugin_dir().display()))
-}
-
 const STATIC_IPAM: &str = r#"{"type":"static","addresses":[{"address":"10.9.0.2/24"}]}"#;
 
 #[test]
@@ -46,7 +40,7 @@ fn vlan_id_out_of_range_is_invalid_config() {
         let conf = format!(
             r#"{{"cniVersion":"1.0.0","name":"v","type":"vlan","master":"m0","vlanId":{id},"ipam":{STATIC_IPAM}}}"#
         );
-        let reply = call("vlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", &conf);
+        let reply = Call::new("vlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", &conf);
         assert_eq!(reply.err_code(), 7, "vlanId {id}");
     }
     assert_untouched(&host, &cont);
@@ -74,7 +68,7 @@ fn missing_master_is_a_clear_error() {
         ("ipvlan", format!(r#"{{"cniVersion":"1.0.0","name":"i","type":"ipvlan","ipam":{STATIC_IPAM}}}"#)),
     ];
     for (plugin, conf) in &confs {
-        let reply = call(plugin).container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", conf);
+        let reply = Call::new(plugin).container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", conf);
         let out = reply.json();
         assert_eq!(reply.code, 1);
         assert_eq!(out["code"], 7, "{conf}: {out}");
@@ -105,13 +99,13 @@ fn invalid_configs() {
         ("vrf", r#"{"cniVersion":"1.0.0","name":"r","type":"vrf","vrfname":"blue","table":254,"prevResult":{"cniVersion":"1.0.0"}}"#.to_string()),
     ];
     for (plugin, conf) in &cases {
-        let reply = call(plugin).container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", conf);
+        let reply = Call::new(plugin).container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", conf);
         assert_eq!(reply.err_code(), 7, "{plugin}: {conf}");
     }
     assert_untouched(&host, &cont);
     // vrf speaks 0.3.1 and later only.
     let conf = r#"{"cniVersion":"0.2.0","name":"r","type":"vrf","vrfname":"blue","prevResult":{"cniVersion":"0.2.0"}}"#;
-    let reply = call("vrf").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", conf);
+    let reply = Call::new("vrf").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", conf);
     assert_eq!(reply.err_code(), 1);
 }
 
@@ -136,7 +130,7 @@ fn add_without_kernel_support_leaves_nothing() {
         ("dummy", format!(r#"{{"cniVersion":"1.0.0","name":"d","type":"dummy","ipam":{STATIC_IPAM}}}"#)),
     ];
     for (plugin, conf) in &confs {
-        let call = call(plugin).container("c1", &cont.path(), "eth0").in_netns(&host);
+        let call = Call::new(plugin).container("c1", &cont.path(), "eth0").in_netns(&host);
         let reply = call.run("ADD", conf);
         if reply.code == 0 {
             // This kernel has the module after all: clean up and move on.
@@ -171,15 +165,15 @@ fn del_is_idempotent() {
     ];
     for (plugin, conf) in &confs {
         // The link is gone (never made).
-        call(plugin).container("c1", &cont.path(), "eth0").in_netns(&host).run("DEL", conf).ok();
+        Call::new(plugin).container("c1", &cont.path(), "eth0").in_netns(&host).run("DEL", conf).ok();
         // The netns is gone, or was never given.
-        call(plugin).container("c1", "/run/netns/cnibox-gone", "eth0").in_netns(&host).run("DEL", conf).ok();
-        call(plugin).container("c1", "", "eth0").in_netns(&host).run("DEL", conf).ok();
+        Call::new(plugin).container("c1", "/run/netns/cnibox-gone", "eth0").in_netns(&host).run("DEL", conf).ok();
+        Call::new(plugin).container("c1", "", "eth0").in_netns(&host).run("DEL", conf).ok();
     }
     // A container link that exists is removed by DEL.
     cont.exec("ip link add eth0 type veth peer name eth0p");
     let conf = &confs[0].1;
-    call("ipvlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("DEL", conf).ok();
+    Call::new("ipvlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("DEL", conf).ok();
     assert_eq!(links(&cont), vec!["lo"]);
 }
 
@@ -193,11 +187,11 @@ fn status_and_gc_forward_to_ipam() {
         let conf = format!(
             r#"{{"cniVersion":"1.1.0","name":"s","type":"{plugin}","master":"m0","ipam":{{"type":"no-such-ipam"}}}}"#
         );
-        let reply = call(plugin).in_netns(&host).run("STATUS", &conf);
+        let reply = Call::new(plugin).in_netns(&host).run("STATUS", &conf);
         assert_ne!(reply.code, 0, "{plugin}: STATUS must reach the (missing) IPAM plugin");
         let conf = format!(r#"{{"cniVersion":"1.1.0","name":"s","type":"{plugin}","master":"m0"}}"#);
-        call(plugin).in_netns(&host).run("STATUS", &conf).ok();
-        call(plugin).in_netns(&host).run("GC", &conf).ok();
+        Call::new(plugin).in_netns(&host).run("STATUS", &conf).ok();
+        Call::new(plugin).in_netns(&host).run("GC", &conf).ok();
     }
 }
 
@@ -212,7 +206,7 @@ fn ipvlan_master_defaults_to_the_default_route_link() {
     host.exec("ip addr add 10.9.9.2/24 dev m0");
     host.exec("ip route add default via 10.9.9.1 dev m0");
     let conf = format!(r#"{{"cniVersion":"1.0.0","name":"i","type":"ipvlan","mtu":9000,"ipam":{STATIC_IPAM}}}"#);
-    let reply = call("ipvlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", &conf);
+    let reply = Call::new("ipvlan").container("c1", &cont.path(), "eth0").in_netns(&host).run("ADD", &conf);
     let out = reply.json();
     // The MTU check ran against m0 (1500), so m0 was found as the master.
     assert_eq!(out["code"], 7, "{out}");

@@ -3,8 +3,8 @@
 
 use rtnetlink::LinkDummy;
 
-use super::stacked;
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::netlink::main_plugin::{self, open_container};
 
 pub struct Dummy;
 
@@ -19,7 +19,7 @@ fn require_ipam(cmd: &Command) -> Result<(), CniError> {
 impl Applet for Dummy {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         require_ipam(cmd)?;
-        let (ns, nl) = stacked::open_container(cmd)?;
+        let (ns, nl) = open_container(cmd)?;
         nl.add_link_message(LinkDummy::new(&cmd.ifname).build(), &format!("creating dummy {}", cmd.ifname)).map_err(
             |e| {
                 let why = if e.is_exists() { format!("an interface {:?} already exists", cmd.ifname) } else { e.msg };
@@ -27,18 +27,19 @@ impl Applet for Dummy {
             },
         )?;
         let link = nl.require_link(&cmd.ifname)?;
-        stacked::configure(cmd, &ns, &nl, &link, None, false).inspect_err(|_| {
+        main_plugin::address_or_up(cmd, &ns, &nl, &link).inspect_err(|_| {
             let _ = nl.del_link(link.index);
         })
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::del(cmd)
+        main_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         require_ipam(cmd)?;
-        let (_prev, _ns, _nl, link) = stacked::check(cmd, "dummy")?;
+        let (_nl, link) = main_plugin::check_interface(cmd)?;
+        main_plugin::expect_kind(&link, "dummy")?;
         if !link.up {
             return Err(CniError::internal(format!("interface {} is down", link.name)));
         }
@@ -46,10 +47,10 @@ impl Applet for Dummy {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::gc(cmd)
+        main_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::status(cmd)
+        main_plugin::ipam_status(cmd)
     }
 }

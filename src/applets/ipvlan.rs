@@ -6,9 +6,10 @@ use rtnetlink::packet_route::link::{InfoData, InfoIpVlan, IpVlanMode};
 use rtnetlink::LinkIpVlan;
 use serde::Deserialize;
 
-use super::stacked;
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::{moved_link, Netlink};
+use crate::netlink::main_plugin::{self, open_container};
+use crate::netlink::moved_link::{self, Target};
+use crate::netlink::{iface, Netlink};
 
 pub struct Ipvlan;
 
@@ -38,8 +39,8 @@ impl Conf {
     }
 
     /// The master's name: configured, else the single interface of a
-    /// prevResult, else the default-route link of the master's netns.
-    fn master_name(&self, prev: Option<&CniResult>, master_nl: &Netlink) -> Result<String, CniError> {
+    /// prevResult, else "" (the default-route link, see `find_master`).
+    fn master_name(&self, prev: Option<&CniResult>) -> Result<String, CniError> {
         if !self.master.is_empty() {
             return Ok(self.master.clone());
         }
@@ -48,9 +49,7 @@ impl Conf {
             Some(_) => {
                 Err(CniError::invalid_config("chained master failure: prevResult lacks a single named interface"))
             }
-            None => moved_link::default_route_link(master_nl)
-                .map(|l| l.name)
-                .map_err(|e| CniError::invalid_config(format!("no master given and {}", e.msg))),
+            None => Ok(String::new()),
         }
     }
 }
@@ -69,37 +68,46 @@ impl Applet for Ipvlan {
                 "ipam is required unless chained after a plugin whose result has IP addresses",
             ));
         }
-        let (ns, cont) = stacked::open_container(cmd)?;
+        let (ns, cont) = open_container(cmd)?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
-        let master_nl = host.as_ref().unwrap_or(&cont);
-        let master = moved_link::find_master(master_nl, &conf.master_name(prev.as_ref(), master_nl)?)?;
-        moved_link::check_mtu(conf.mtu, &master)?;
-        let link = moved_link::add_moved_link(master_nl, &ns, &cont, &cmd.ifname, "ipvlan", |tmp| {
-            let mut b = LinkIpVlan::new(tmp, master.index, mode);
-            if conf.mtu > 0 {
-                b = b.mtu(conf.mtu as u32);
+        let creator = host.as_ref().unwrap_or(&cont);
+        let master = moved_link::find_master(creator, &conf.master_name(prev.as_ref())?)?;
+        moved_link::check_mtu(&master, conf.mtu)?;
+        let mut msg = LinkIpVlan::new(&cmd.ifname, master.index, mode);
+        if conf.mtu > 0 {
+            msg = msg.mtu(conf.mtu as u32);
+        }
+        let target = Target { container: &ns, container_nl: &cont, creator, creator_is_container: host.is_none() };
+        let link = moved_link::create_in_container(&target, msg.build(), &cmd.ifname)
+            .map_err(|e| CniError::internal(format!("failed to create ipvlan: {}", e.msg)))?;
+        moved_link::enable_notify(&ns, &cmd.ifname);
+        let configured = match prev_ips {
+            Some(prev) => {
+                let result = main_plugin::one_interface_result(cmd, &link, Some(prev));
+                iface::configure_iface(&ns, &cont, &cmd.ifname, &cmd.netns, &result).map(|_| result).map_err(Into::into)
             }
-            b.build()
-        })?;
-        stacked::configure(cmd, &ns, &cont, &link, prev_ips, true).inspect_err(|_| {
+            None => main_plugin::address_or_up(cmd, &ns, &cont, &link),
+        };
+        configured.inspect_err(|_| {
             let _ = cont.del_link(link.index);
         })
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::del(cmd)
+        main_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let (conf, mode) = Conf::load(cmd)?;
-        let (_prev, _ns, cont, link) = stacked::check(cmd, "ipvlan")?;
+        let (cont, link) = main_plugin::check_interface(cmd)?;
+        main_plugin::expect_kind(&link, "ipvlan")?;
         // Without a configured master, ADD took the default-route link or the
         // previous plugin's interface, which the prevResult no longer names:
         // only a configured master can be compared.
         if !conf.master.is_empty() {
             let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
             let master = moved_link::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
-            stacked::check_parent(&link, &master)?;
+            main_plugin::expect_parent(&link, &master)?;
         }
         let have = match cont.link_info_data(link.index)? {
             Some(InfoData::IpVlan(infos)) => infos.into_iter().find_map(|i| match i {
@@ -117,11 +125,11 @@ impl Applet for Ipvlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::gc(cmd)
+        main_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::status(cmd)
+        main_plugin::ipam_status(cmd)
     }
 }
 
@@ -153,11 +161,11 @@ mod tests {
             interfaces: vec![crate::cni::Interface { name: "eth0".into(), ..Default::default() }],
             ..Default::default()
         };
-        let nl = Netlink::new().unwrap();
-        assert_eq!(conf.master_name(Some(&one), &nl).unwrap(), "eth0");
+        assert_eq!(conf.master_name(Some(&one)).unwrap(), "eth0");
+        assert_eq!(conf.master_name(None).unwrap(), "");
         let two = CniResult { interfaces: vec![one.interfaces[0].clone(); 2], ..Default::default() };
-        assert_eq!(conf.master_name(Some(&two), &nl).unwrap_err().code, 7);
+        assert_eq!(conf.master_name(Some(&two)).unwrap_err().code, 7);
         let named = Conf { master: "m0".into(), ..Default::default() };
-        assert_eq!(named.master_name(Some(&two), &nl).unwrap(), "m0");
+        assert_eq!(named.master_name(Some(&two)).unwrap(), "m0");
     }
 }

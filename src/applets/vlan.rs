@@ -5,9 +5,10 @@ use rtnetlink::packet_route::link::{InfoData, InfoVlan};
 use rtnetlink::LinkVlan;
 use serde::Deserialize;
 
-use super::stacked;
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::{moved_link, Netlink};
+use crate::netlink::main_plugin::{self, open_container};
+use crate::netlink::moved_link::{self, Target};
+use crate::netlink::Netlink;
 
 pub struct Vlan;
 
@@ -52,19 +53,19 @@ impl Applet for Vlan {
         if !ipam::has_ipam(cmd) {
             return Err(CniError::invalid_config("ipam.type is required"));
         }
-        let (ns, cont) = stacked::open_container(cmd)?;
+        let (ns, cont) = open_container(cmd)?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
-        let master_nl = host.as_ref().unwrap_or(&cont);
-        let master = moved_link::find_master(master_nl, &conf.master)?;
-        moved_link::check_mtu(conf.mtu, &master)?;
-        let link = moved_link::add_moved_link(master_nl, &ns, &cont, &cmd.ifname, "vlan", |tmp| {
-            let mut b = LinkVlan::new(tmp, master.index, conf.vlan_id as u16);
-            if conf.mtu > 0 {
-                b = b.mtu(conf.mtu as u32);
-            }
-            b.build()
-        })?;
-        stacked::configure(cmd, &ns, &cont, &link, None, false).inspect_err(|_| {
+        let creator = host.as_ref().unwrap_or(&cont);
+        let master = moved_link::find_master(creator, &conf.master)?;
+        moved_link::check_mtu(&master, conf.mtu)?;
+        let mut msg = LinkVlan::new(&cmd.ifname, master.index, conf.vlan_id as u16);
+        if conf.mtu > 0 {
+            msg = msg.mtu(conf.mtu as u32);
+        }
+        let target = Target { container: &ns, container_nl: &cont, creator, creator_is_container: host.is_none() };
+        let link = moved_link::create_in_container(&target, msg.build(), &cmd.ifname)
+            .map_err(|e| CniError::internal(format!("failed to create vlan: {}", e.msg)))?;
+        main_plugin::address_or_up(cmd, &ns, &cont, &link).inspect_err(|_| {
             let _ = cont.del_link(link.index);
         })
     }
@@ -72,15 +73,16 @@ impl Applet for Vlan {
     /// Needs neither the master nor a valid vlanId: whatever the config
     /// says now, the container's link goes.
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::del(cmd)
+        main_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = Conf::load(cmd)?;
-        let (_prev, _ns, cont, link) = stacked::check(cmd, "vlan")?;
+        let (cont, link) = main_plugin::check_interface(cmd)?;
+        main_plugin::expect_kind(&link, "vlan")?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let master = moved_link::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
-        stacked::check_parent(&link, &master)?;
+        main_plugin::expect_parent(&link, &master)?;
         let id = match cont.link_info_data(link.index)? {
             Some(InfoData::Vlan(infos)) => infos.into_iter().find_map(|i| match i {
                 InfoVlan::Id(id) => Some(i64::from(id)),
@@ -104,11 +106,11 @@ impl Applet for Vlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::gc(cmd)
+        main_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        stacked::status(cmd)
+        main_plugin::ipam_status(cmd)
     }
 }
 

@@ -2,9 +2,13 @@
 
 pub mod args;
 pub mod error;
+pub mod fault;
+pub mod gc;
+pub mod hash;
 pub mod ipam;
 pub mod lenient;
 pub mod lock;
+pub mod sha512;
 pub mod skel;
 pub mod types;
 pub mod version;
