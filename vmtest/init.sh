@@ -5,6 +5,11 @@ export PATH=/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
+# devtmpfs lacks these links; nft -f - opens /dev/stdin.
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 mkdir -p /run/netns

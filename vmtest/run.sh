@@ -74,11 +74,31 @@ done
 modules="veth bridge macvlan ipvlan 8021q vrf dummy nf_tables nft_chain_nat nft_masq nft_nat nft_ct nft_compat"
 order=$work/modules.order
 : > "$order"
+# A module name as a modules.dep pattern ('-' and '_' are the same).
+module_re() { echo "$1" | sed 's/[-_]/[-_]/g'; }
+# The module behind an alias (e.g. crc32c), preferring the generic C one
+# (the VM's CPU may lack what the optimised ones need).
+resolve_alias() {
+    local all
+    all=$(awk -v n="$1" '$1 == "alias" && $2 == n { print $3 }' "$moddir/modules.alias")
+    echo "$all" | grep generic | head -n 1 | grep . || echo "$all" | head -n 1
+}
 add_module() {
-    local path dep
-    path=$(grep -E "(^|/)$1\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -n 1 | cut -d: -f1)
-    [ -n "$path" ] || { grep -qE "/$1\.ko" "$moddir/modules.builtin" 2>/dev/null && return 0; die "module $1 not found"; }
+    local path dep pre re
+    re=$(module_re "$1")
+    path=$(grep -E "(^|/)$re\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -n 1 | cut -d: -f1)
+    if [ -z "$path" ]; then
+        grep -qE "/$re\.ko" "$moddir/modules.builtin" 2>/dev/null && return 0
+        pre=$(resolve_alias "$1")
+        [ -n "$pre" ] || die "module $1 not found"
+        add_module "$pre"
+        return 0
+    fi
     grep -qx "$path" "$order" && return 0
+    # softdep "pre:" modules first (libcrc32c needs a crc32c implementation).
+    for pre in $(sed -n "s/^softdep $re pre: *//p" "$moddir/modules.softdep" | sed 's/ post:.*//'); do
+        add_module "$pre"
+    done
     for dep in $(grep -E "^$path:" "$moddir/modules.dep" | cut -d: -f2); do
         add_module "$(basename "$dep" | sed 's/\.ko.*//')"
     done
