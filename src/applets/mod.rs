@@ -4,6 +4,7 @@
 use crate::cni::Applet;
 
 mod loopback;
+mod portmap;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -23,13 +24,34 @@ pub struct AppletInfo {
     pub args_main: Option<fn(&[String]) -> i32>,
 }
 
-pub static APPLETS: &[AppletInfo] = &[AppletInfo {
-    name: "loopback",
-    about: "Brings up the loopback interface of the container",
-    keys: &[],
-    entry: Entry::Plugin(&loopback::Loopback),
-    args_main: None,
-}];
+pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "loopback",
+        about: "Brings up the loopback interface of the container",
+        keys: &[],
+        entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "portmap",
+        about: "Forwards host ports to the container with nftables (chained plugin)",
+        keys: &[
+            (
+                "runtimeConfig.portMappings",
+                "[{hostPort, containerPort, protocol tcp|udp|sctp, hostIP}] (capability portMappings)",
+            ),
+            ("snat", "masquerade hairpin and localhost connections so replies return (default true)"),
+            ("masqAll", "masquerade every forwarded connection, not only hairpin/localhost ones"),
+            ("conditionsV4", "extra matches for IPv4 mappings, iptables or nft syntax (common matches)"),
+            ("conditionsV6", "extra matches for IPv6 mappings, iptables or nft syntax (common matches)"),
+            ("markMasqBit", "accepted (0-31) for compatibility; nftables needs no mark"),
+            ("externalSetMarkChain", "accepted for compatibility; cnibox masquerades itself"),
+            ("backend", "\"nftables\" or \"iptables\": both served with nftables"),
+        ],
+        entry: Entry::Plugin(&portmap::Portmap),
+        args_main: None,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static AppletInfo> {
     APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod error;
+pub mod gc;
 pub mod ipam;
 pub mod lenient;
 pub mod lock;

@@ -6,11 +6,13 @@
 //! netns and then drives it from the caller's thread.
 
 pub mod addr;
+pub mod conntrack;
 pub mod iface;
 pub mod link;
 pub mod mac;
 pub mod netns;
 pub mod nft;
+pub mod nft_owned;
 pub mod route;
 pub mod sysctl;
 

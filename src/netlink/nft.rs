@@ -65,7 +65,8 @@ pub fn apply(doc: &Nftables) -> Result<(), NftError> {
     if doc.objects.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_vec(doc).map_err(|e| NftError { msg: "encoding nft JSON".into(), stderr: e.to_string() })?;
+    let json =
+        serde_json::to_vec(doc).map_err(|e| NftError { msg: "encoding nft JSON".into(), stderr: e.to_string() })?;
     log::debug!("nft transaction: {}", String::from_utf8_lossy(&json));
     run(&["-j", "-f", "-"], Some(&json)).map(|_| ())
 }
