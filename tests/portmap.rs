@@ -267,3 +267,33 @@ fn config_errors() {
     call(&node, &c1).run("ADD", &conf(extra, Some(std_maps()), prev.clone())).ok();
     call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
 }
+
+#[test]
+fn stale_udp_conntrack_entries_are_flushed() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    serve(&c1.ns.name, 53, "c1-udp");
+    // Conntrack runs in a netns only once some rule needs it, as on a real host.
+    node.host.exec("nft 'add table inet other; add chain inet other c { type filter hook prerouting priority 0; }; add rule inet other c ct state new counter'");
+    // A client that keeps its source port: its first datagram, sent before
+    // the mapping exists, leaves a conntrack entry without DNAT.
+    let sock = in_ns(&node.outside.name, || std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(1500))).unwrap();
+    let ask = || {
+        sock.send_to(b"ping", "192.168.77.1:8053").unwrap();
+        let mut buf = [0u8; 64];
+        sock.recv_from(&mut buf).ok().map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    assert_eq!(ask(), None);
+    assert!(node.host.exec("cat /proc/net/nf_conntrack").contains("dport=8053"));
+    let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(maps), Some(c1.prev_result(1)))).ok();
+    // Without the flush the old entry would keep the flow away from the container.
+    assert_eq!(ask().as_deref(), Some("c1-udp"));
+    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    assert!(!node.host.exec("cat /proc/net/nf_conntrack").contains("dport=8053"));
+}

@@ -35,19 +35,17 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{
-    Elem, Expression, Fib, FibFlag, FibResult, Map as MapExpr, Meta, MetaKey, NamedExpression, Payload, PayloadField,
-    Prefix, CT,
-};
-use nftables::schema::{
-    Chain, Element, FlushObject, Map, NfCmd, NfListObject, NfObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
-};
-use nftables::stmt::{JumpTarget, Match, NATFamily, Operator, Statement, NAT};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, CT};
+use nftables::schema::{Map, NfListObject, Set, SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{Match, NATFamily, Operator, Statement, NAT};
+use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cni::{gc, Applet, CniError, CniResult, Command};
+use crate::netlink::nft_build::{
+    add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
+};
 use crate::netlink::nft_owned::{self, ListedElement, Listing};
 use crate::netlink::{conntrack, nft, sysctl, Netlink};
 
@@ -163,53 +161,7 @@ fn container_ips(prev: &CniResult, ifname: &str) -> Vec<IpNet> {
     out
 }
 
-// ---- nft building blocks -------------------------------------------------
-
-type Obj = NfObject<'static>;
-type Expr = Expression<'static>;
-type Stmt = Statement<'static>;
-
-fn s(v: impl Into<String>) -> Cow<'static, str> {
-    Cow::Owned(v.into())
-}
-
-fn add(o: NfListObject<'static>) -> Obj {
-    NfObject::CmdObject(NfCmd::Add(o))
-}
-
-fn payload(protocol: &'static str, field: &'static str) -> Expr {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-        protocol: Cow::Borrowed(protocol),
-        field: Cow::Borrowed(field),
-    })))
-}
-
-fn meta(key: MetaKey) -> Expr {
-    Expression::Named(NamedExpression::Meta(Meta { key }))
-}
-
-fn concat(items: Vec<Expr>) -> Expr {
-    Expression::Named(NamedExpression::Concat(items))
-}
-
-fn str_expr(v: impl ToString) -> Expr {
-    Expression::String(Cow::Owned(v.to_string()))
-}
-
-fn prefix(net: IpNet) -> Expr {
-    Expression::Named(NamedExpression::Prefix(Prefix {
-        addr: Box::new(str_expr(net.network())),
-        len: net.prefix_len() as u32,
-    }))
-}
-
-fn eq(left: Expr, right: Expr) -> Stmt {
-    Statement::Match(Match { left, right, op: Operator::EQ })
-}
-
-fn nfproto(v6: bool) -> Stmt {
-    eq(meta(MetaKey::Nfproto), str_expr(if v6 { "ipv6" } else { "ipv4" }))
-}
+const T: Table = Table { family: FAMILY, name: TABLE };
 
 fn fib_daddr_local() -> Stmt {
     let fib = Fib { result: FibResult::Type, flags: [FibFlag::Daddr].into_iter().collect() };
@@ -224,45 +176,12 @@ fn fam(v6: bool) -> &'static str {
     }
 }
 
-fn ip_proto(v6: bool) -> &'static str {
-    if v6 {
-        "ip6"
-    } else {
-        "ip"
-    }
-}
-
 fn map_name(hostip: bool, v6: bool, part: &str) -> String {
     format!("{}-{}-{part}", if hostip { "hostip" } else { "hostports" }, fam(v6))
 }
 
 fn masq_set(v6: bool) -> String {
     format!("masq-{}", fam(v6))
-}
-
-fn chain(name: &str) -> Chain<'static> {
-    Chain { family: FAMILY, table: s(TABLE), name: s(name), ..Default::default() }
-}
-
-fn base_chain(name: &str, hook: NfHook, prio: i32) -> Chain<'static> {
-    Chain {
-        _type: Some(NfChainType::NAT),
-        hook: Some(hook),
-        prio: Some(prio),
-        policy: Some(NfChainPolicy::Accept),
-        ..chain(name)
-    }
-}
-
-fn rule(chain: &str, expr: Vec<Stmt>, comment: Option<String>) -> Obj {
-    add(NfListObject::Rule(Rule {
-        family: FAMILY,
-        table: s(TABLE),
-        chain: s(chain),
-        expr: Cow::Owned(expr),
-        comment: comment.map(Cow::Owned),
-        ..Default::default()
-    }))
 }
 
 fn ip_type(v6: bool) -> SetType {
@@ -276,7 +195,7 @@ fn ip_type(v6: bool) -> SetType {
 /// The table, its maps, sets and chains, and the fixed rules (rewritten on
 /// every ADD inside the same transaction: `add` of a rule is not idempotent).
 fn skeleton() -> Vec<Obj> {
-    let mut tx = vec![add(NfListObject::Table(Table { family: FAMILY, name: s(TABLE), handle: None }))];
+    let mut tx = vec![T.add_table()];
     for v6 in [false, true] {
         for hostip in [false, true] {
             let mut key = vec![SetType::InetProto, SetType::InetService];
@@ -303,17 +222,17 @@ fn skeleton() -> Vec<Obj> {
             ..Default::default()
         }))));
     }
-    tx.push(add(NfListObject::Chain(chain("conditional"))));
-    tx.push(add(NfListObject::Chain(chain("hostports"))));
-    tx.push(add(NfListObject::Chain(base_chain("prerouting", NfHook::Prerouting, DSTNAT))));
-    tx.push(add(NfListObject::Chain(base_chain("output", NfHook::Output, DSTNAT))));
-    tx.push(add(NfListObject::Chain(base_chain("postrouting", NfHook::Postrouting, SRCNAT))));
+    tx.push(add(NfListObject::Chain(T.chain("conditional"))));
+    tx.push(add(NfListObject::Chain(T.chain("hostports"))));
+    tx.push(add(NfListObject::Chain(T.base_chain("prerouting", NfChainType::NAT, NfHook::Prerouting, DSTNAT))));
+    tx.push(add(NfListObject::Chain(T.base_chain("output", NfChainType::NAT, NfHook::Output, DSTNAT))));
+    tx.push(add(NfListObject::Chain(T.base_chain("postrouting", NfChainType::NAT, NfHook::Postrouting, SRCNAT))));
     for name in ["hostports", "prerouting", "output", "postrouting"] {
-        tx.push(NfObject::CmdObject(NfCmd::Flush(FlushObject::Chain(chain(name)))));
+        tx.push(T.flush_chain(name));
     }
     for name in ["prerouting", "output"] {
         for target in ["conditional", "hostports"] {
-            tx.push(rule(name, vec![Statement::Jump(JumpTarget { target: s(target) })], None));
+            tx.push(T.rule(name, vec![jump(target)], None));
         }
     }
     let lookup = |hostip: bool, v6: bool, part: &str| {
@@ -338,7 +257,7 @@ fn skeleton() -> Vec<Obj> {
                 port: lookup(hostip, v6, "port"),
                 flags: None,
             })));
-            tx.push(rule("hostports", expr, None));
+            tx.push(T.rule("hostports", expr, None));
         }
         let ct_dnat = Statement::Match(Match {
             left: Expression::Named(NamedExpression::CT(CT { key: s("status"), family: None, dir: None })),
@@ -346,7 +265,7 @@ fn skeleton() -> Vec<Obj> {
             op: Operator::IN,
         });
         let pair = concat(vec![payload(ip_proto(v6), "saddr"), payload(ip_proto(v6), "daddr")]);
-        tx.push(rule(
+        tx.push(T.rule(
             "postrouting",
             vec![nfproto(v6), ct_dnat, eq(pair, str_expr(format!("@{}", masq_set(v6)))), Statement::Masquerade(None)],
             None,
@@ -431,23 +350,6 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
         }
     }
     Ok(plan)
-}
-
-fn element_cmd(create: bool, set: &str, key: &Expr, data: &Option<Expr>, comment: &str) -> Obj {
-    let keyed = Expression::Named(NamedExpression::Elem(Elem {
-        val: Box::new(key.clone()),
-        timeout: None,
-        expires: None,
-        comment: Some(s(comment)),
-        counter: None,
-    }));
-    let elem = match data {
-        Some(d) => Expression::List(vec![keyed, d.clone()]),
-        None => keyed,
-    };
-    let e =
-        NfListObject::Element(Element { family: FAMILY, table: s(TABLE), name: s(set), elem: Cow::Owned(vec![elem]) });
-    NfObject::CmdObject(if create { NfCmd::Create(e) } else { NfCmd::Add(e) })
 }
 
 /// Sets route_localnet on the interface routing to `ip`, so that 127/8
@@ -541,10 +443,10 @@ impl Applet for Portmap {
         let owner = owner(cmd);
         let mut tx = skeleton();
         for (set, key, data) in &plan.elements {
-            tx.push(element_cmd(true, set, key, data, &owner));
+            tx.push(T.element(true, set, key, data.as_ref(), Some(&owner)));
         }
         for expr in &plan.conditional {
-            tx.push(rule("conditional", expr.clone(), Some(owner.clone())));
+            tx.push(T.rule("conditional", expr.clone(), Some(owner.clone())));
         }
         // Keys this ADD claims, as nft would list them, to find their holders.
         let claimed: Vec<(String, Value)> = plan

@@ -12,6 +12,7 @@ pub mod link;
 pub mod mac;
 pub mod netns;
 pub mod nft;
+pub mod nft_build;
 pub mod nft_owned;
 pub mod route;
 pub mod sysctl;
