@@ -3,6 +3,7 @@
 
 use crate::cni::Applet;
 
+mod firewall;
 mod loopback;
 mod portmap;
 
@@ -25,6 +26,18 @@ pub struct AppletInfo {
 }
 
 pub static APPLETS: &[AppletInfo] = &[
+    AppletInfo {
+        name: "firewall",
+        about: "Forward-path rules and ingress policy for the container with nftables (chained plugin)",
+        keys: &[
+            ("ingressPolicy", "open (default), same-bridge (other isolating bridges cannot reach it) or isolated (nor its own bridge)"),
+            ("iptablesAdminChainName", "operators' chain jumped to first, never flushed (default CNI-ADMIN)"),
+            ("backend", "\"iptables\" or unset: served with nftables; \"firewalld\" is refused (code 2)"),
+            ("firewalldZone", "accepted and ignored (firewalld only)"),
+        ],
+        entry: Entry::Plugin(&firewall::Firewall),
+        args_main: None,
+    },
     AppletInfo {
         name: "loopback",
         about: "Brings up the loopback interface of the container",
