@@ -297,3 +297,37 @@ fn stale_udp_conntrack_entries_are_flushed() {
     call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
     assert!(!node.host.exec("cat /proc/net/nf_conntrack").contains("dport=8053"));
 }
+
+#[test]
+fn concurrent_add_and_del() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let cs: Vec<Container> = (0..6).map(|i| node.container("br0", 1, 10 + i)).collect();
+    for (i, c) in cs.iter().enumerate() {
+        serve(&c.ns.name, 80, &format!("c{i}"));
+    }
+    let run_all = |verb: &str| {
+        std::thread::scope(|s| {
+            for (i, c) in cs.iter().enumerate() {
+                let maps = json!([{"hostPort": 9000 + i, "containerPort": 80, "protocol": "tcp"}]);
+                let stdin = conf(json!({}), Some(maps), Some(c.prev_result(1)));
+                let call = call(&node, c);
+                let verb = verb.to_string();
+                s.spawn(move || call.run(&verb, &stdin).ok());
+            }
+        })
+    };
+    run_all("ADD");
+    for i in 0..cs.len() {
+        assert_eq!(tcp_get(&node.outside.name, &format!("192.168.77.1:{}", 9000 + i)), Some(format!("c{i}")));
+    }
+    let rs = node.host.exec("nft list table inet cnibox-portmap");
+    assert_eq!(rs.matches("jump hostports").count(), 2, "fixed rules exist once:\n{rs}");
+    run_all("DEL");
+    let rs = ruleset(&node);
+    assert!(cs.iter().all(|c| !rs.contains(&c.id)));
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:9000"), None);
+}

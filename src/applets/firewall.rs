@@ -271,6 +271,10 @@ impl Applet for Firewall {
         check_listing(&listing, &conf.admin_chain, &keys, bridge.as_deref(), &owner(cmd))
     }
 
+    fn status(&self, _cmd: &Command) -> Result<(), CniError> {
+        nft_owned::status()
+    }
+
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let valid: BTreeSet<String> = gc::valid_attachments(cmd)?
             .iter()

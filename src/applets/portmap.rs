@@ -499,6 +499,10 @@ impl Applet for Portmap {
         check_listing(&listing, &plan, &owner(cmd))
     }
 
+    fn status(&self, _cmd: &Command) -> Result<(), CniError> {
+        nft_owned::status()
+    }
+
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let valid: BTreeSet<String> = gc::valid_attachments(cmd)?
             .iter()

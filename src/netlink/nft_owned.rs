@@ -174,17 +174,34 @@ pub fn delete_rule(family: NfFamily, table: &str, chain: &str, handle: u32) -> N
 
 /// Deletes everything in `listing` owned by the comments `owned` accepts:
 /// elements of any set or map and rules of any chain, in one transaction
-/// (none when nothing matches). Returns what was removed.
+/// (none when nothing matches). When the transaction fails because a
+/// concurrent call changed the table meanwhile, lists it again and retries
+/// once. Returns what was removed.
 pub fn delete_owned(
     family: NfFamily,
     table: &str,
     listing: &Listing,
     owned: impl Fn(&str) -> bool,
 ) -> Result<(Vec<ListedElement>, Vec<ListedRule>), NftError> {
+    match delete_owned_once(family, table, listing, &owned) {
+        Ok(done) => Ok(done),
+        Err(first) => match list(family_str(family), table)? {
+            Some(fresh) => delete_owned_once(family, table, &fresh, &owned).map_err(|_| first),
+            None => Ok((Vec::new(), Vec::new())),
+        },
+    }
+}
+
+fn delete_owned_once(
+    family: NfFamily,
+    table: &str,
+    listing: &Listing,
+    owned: &impl Fn(&str) -> bool,
+) -> Result<(Vec<ListedElement>, Vec<ListedRule>), NftError> {
     let elements: Vec<ListedElement> =
-        listing.elements().into_iter().filter(|e| e.comment.as_deref().is_some_and(&owned)).collect();
+        listing.elements().into_iter().filter(|e| e.comment.as_deref().is_some_and(owned)).collect();
     let rules: Vec<ListedRule> =
-        listing.rules().into_iter().filter(|r| r.comment.as_deref().is_some_and(&owned)).collect();
+        listing.rules().into_iter().filter(|r| r.comment.as_deref().is_some_and(owned)).collect();
     let mut tx = Vec::new();
     for e in &elements {
         tx.push(delete_element(family, table, &e.set, &e.key)?);
@@ -194,6 +211,13 @@ pub fn delete_owned(
     }
     nft::apply(&Nftables { objects: Cow::Owned(tx) })?;
     Ok((elements, rules))
+}
+
+/// STATUS: whether nft can run at all (code 50 "not available" otherwise).
+pub fn status() -> Result<(), crate::cni::CniError> {
+    nft::run(&["--version"], None).map(|_| ()).map_err(|e| {
+        crate::cni::CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg).with_details(e.stderr.trim().to_string())
+    })
 }
 
 /// Applies `tx`, whose `create element` commands claim keys. When that fails
