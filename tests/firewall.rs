@@ -20,10 +20,13 @@ fn call(node: &Node, c: &Container) -> Call {
     Call::new("firewall").container(&c.id, &c.ns.path(), "eth0").in_netns(&node.host).env("CNIBOX_LOG", "debug")
 }
 
-fn nft_execs(stderr: &str) -> (usize, usize) {
-    let tx = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
+/// nft executions in a call's debug log: (transactions committed,
+/// transactions tried, listings). A failed transaction changes nothing.
+fn nft_execs(stderr: &str) -> (usize, usize, usize) {
+    let committed = stderr.lines().filter(|l| l.contains("nft transaction committed")).count();
+    let tried = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
     let list = stderr.lines().filter(|l| l.contains("] nft -j list")).count();
-    (tx, list)
+    (committed, tried, list)
 }
 
 fn ruleset(node: &Node) -> String {
@@ -50,7 +53,8 @@ fn open_policy_admin_chain_del_and_gc() {
     let stderr = reply.stderr.clone();
     let out = reply.ok();
     assert_eq!(out["ips"][0]["address"], "10.1.0.5/24");
-    assert_eq!(nft_execs(&stderr), (1, 0), "{stderr}");
+    // The first ADD on the node builds the table: one committed transaction.
+    assert_eq!(nft_execs(&stderr).0, 1, "{stderr}");
     let o = &node.outside.name;
     assert_eq!(tcp_get(o, "10.1.0.5:80").as_deref(), Some("c1-80"));
     assert_eq!(tcp_get(o, "[fd01::5]:80").as_deref(), Some("c1-80"));
@@ -61,14 +65,17 @@ fn open_policy_admin_chain_del_and_gc() {
     assert_eq!(tcp_get(o, "10.1.0.5:81"), None);
     assert_eq!(tcp_get(o, "10.1.0.5:80").as_deref(), Some("c1-80"));
 
-    // Another container's ADD keeps the admin chain's rules.
-    call(&node, &c2).run("ADD", &conf(json!({}), Some(c2.prev_result(1)))).ok();
+    // Another container's ADD is one nft execution and keeps the admin chain's rules.
+    let reply = call(&node, &c2).run("ADD", &conf(json!({}), Some(c2.prev_result(1))));
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!(nft_execs(&stderr), (1, 1, 0), "{stderr}");
     assert!(admin_rules(&node).contains("dport 81 drop"));
 
     let reply = call(&node, &c1).run("DEL", &add);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (1, 1), "{stderr}");
+    assert_eq!(nft_execs(&stderr), (1, 1, 1), "{stderr}");
     let rs = ruleset(&node);
     assert!(!rs.contains(&c1.id) && rs.contains(&c2.id));
     assert!(admin_rules(&node).contains("dport 81 drop"));
@@ -194,5 +201,16 @@ fn backends_and_errors() {
     call(&node, &c1).run("ADD", &conf(extra.clone(), prev.clone())).ok();
     call(&node, &c1).run("CHECK", &conf(extra.clone(), prev.clone())).ok();
     node.host.exec("nft list chain inet cnibox-firewall MY-ADMIN");
+    // Another network naming another admin chain: the forward chain jumps to both.
+    let c2 = node.container("br0", 1, 6);
+    let other = json!({"name": "othernet"});
+    Call::new("firewall")
+        .container(&c2.id, &c2.ns.path(), "eth0")
+        .in_netns(&node.host)
+        .run("ADD", &conf(other, Some(c2.prev_result(1))))
+        .ok();
+    let forward = node.host.exec("nft list chain inet cnibox-firewall forward");
+    assert!(forward.contains("jump MY-ADMIN") && forward.contains("jump CNI-ADMIN"), "{forward}");
+    call(&node, &c1).run("CHECK", &conf(extra.clone(), prev.clone())).ok();
     call(&node, &c1).run("DEL", &conf(extra, prev)).ok();
 }

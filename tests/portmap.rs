@@ -24,11 +24,13 @@ fn call(node: &Node, c: &Container) -> Call {
     Call::new("portmap").container(&c.id, &c.ns.path(), "eth0").in_netns(&node.host).env("CNIBOX_LOG", "debug")
 }
 
-/// nft executions in a call's debug log: (transactions, listings).
-fn nft_execs(stderr: &str) -> (usize, usize) {
-    let tx = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
+/// nft executions in a call's debug log: (transactions committed,
+/// transactions tried, listings). A failed transaction changes nothing.
+fn nft_execs(stderr: &str) -> (usize, usize, usize) {
+    let committed = stderr.lines().filter(|l| l.contains("nft transaction committed")).count();
+    let tried = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
     let list = stderr.lines().filter(|l| l.contains("] nft -j list")).count();
-    (tx, list)
+    (committed, tried, list)
 }
 
 fn ruleset(node: &Node) -> String {
@@ -59,7 +61,9 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     let stderr = reply.stderr.clone();
     let result = reply.ok();
     assert_eq!(result["ips"][0]["address"], "10.1.0.5/24", "prevResult passes through");
-    assert_eq!(nft_execs(&stderr), (1, 0), "ADD is one transaction and no listing:\n{stderr}");
+    // The first ADD on the node creates the table: the fast attempt (elements
+    // only) fails without changing anything, then one transaction commits.
+    assert_eq!(nft_execs(&stderr), (1, 2, 0), "ADD commits one transaction, lists nothing:\n{stderr}");
 
     let (o, h) = (&node.outside.name, &node.host.name);
     // Another machine on the host's network, IPv4 and IPv6, TCP and UDP.
@@ -83,10 +87,18 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     call(&node, &c1).run("CHECK", &add).ok();
     assert!(ruleset(&node).contains(&c1.id));
 
+    // Any later ADD is a single nft execution.
+    let maps2 = json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}]);
+    let add2 = conf(json!({}), Some(maps2), Some(c2.prev_result(1)));
+    let reply = call(&node, &c2).run("ADD", &add2);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!(nft_execs(&stderr), (1, 1, 0), "{stderr}");
+
     let reply = call(&node, &c1).run("DEL", &add);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (1, 1), "DEL is one listing and one transaction:\n{stderr}");
+    assert_eq!(nft_execs(&stderr), (1, 1, 1), "DEL is one listing and one transaction:\n{stderr}");
     assert!(!ruleset(&node).contains(&c1.id));
     assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
     assert_eq!(udp_get(o, "192.168.77.1:8053"), None);
@@ -96,7 +108,7 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     let reply = call(&node, &c1).run("DEL", &add);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (0, 1));
+    assert_eq!(nft_execs(&stderr), (0, 0, 1));
 }
 
 #[test]
@@ -135,7 +147,7 @@ fn no_mappings_touch_nothing() {
         let out = reply.ok();
         assert_eq!(out["interfaces"], prev["interfaces"]);
         assert_eq!(out["ips"], prev["ips"]);
-        assert_eq!(nft_execs(&stderr), (0, 0), "{stderr}");
+        assert_eq!(nft_execs(&stderr), (0, 0, 0), "{stderr}");
     }
     assert_eq!(node.host.exec("nft list tables").trim(), "");
 }

@@ -134,14 +134,48 @@ fn set_ref(name: &str) -> nftables::expr::Expression<'static> {
 
 /// Table, sets, chains and the fixed rules (rewritten on every ADD in the
 /// same transaction). The admin chain is only ever `add`ed: never flushed.
-fn skeleton(admin_chain: &str) -> Vec<Obj> {
+/// The marker set recording that the forward chain jumps to `admin`: the
+/// fast path of ADD flushes it (a no-op), so that a missing marker (a new
+/// admin chain name) sends ADD through the skeleton path.
+fn admin_marker(admin: &str) -> String {
+    format!("{ADMIN_MARKER}{admin}")
+}
+
+const ADMIN_MARKER: &str = "jumps-to-";
+
+fn flush_marker(admin: &str) -> Obj {
+    nftables::schema::NfObject::CmdObject(nftables::schema::NfCmd::Flush(nftables::schema::FlushObject::Set(Box::new(
+        Set {
+            family: FAMILY,
+            table: cow(TABLE),
+            name: cow(admin_marker(admin)),
+            set_type: SetTypeValue::Single(SetType::Ifname),
+            ..Default::default()
+        },
+    ))))
+}
+
+/// The admin chains the forward chain must jump to: ours and those other
+/// networks registered (their marker sets), read from the table if it exists.
+fn admin_chains(ours: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::from([ours.to_string()]);
+    if let Ok(Some(listing)) = nft_owned::list("inet", TABLE) {
+        out.extend(listing.sets().iter().filter_map(|s| s.strip_prefix(ADMIN_MARKER)).map(str::to_string));
+    }
+    out
+}
+
+fn skeleton(admin_chains: &BTreeSet<String>) -> Vec<Obj> {
     let mut tx = vec![T.add_table()];
     tx.push(set(&containers_set(false), vec![SetType::Ipv4Addr]));
     tx.push(set(&containers_set(true), vec![SetType::Ipv6Addr]));
     tx.push(set("isolation-bridges", vec![SetType::Ifname]));
     tx.push(set("isolation-self", vec![SetType::Ifname, SetType::Ifname]));
     tx.push(set("isolated-self", vec![SetType::Ifname, SetType::Ifname]));
-    tx.push(add(NfListObject::Chain(T.chain(admin_chain))));
+    for admin in admin_chains {
+        tx.push(set(&admin_marker(admin), vec![SetType::Ifname]));
+        tx.push(add(NfListObject::Chain(T.chain(admin))));
+    }
     tx.push(add(NfListObject::Chain(T.chain("isolation"))));
     tx.push(add(NfListObject::Chain(T.base_chain("forward", NfChainType::Filter, NfHook::Forward, 0))));
     tx.push(T.flush_chain("isolation"));
@@ -160,7 +194,9 @@ fn skeleton(admin_chain: &str) -> Vec<Obj> {
         None,
     ));
 
-    tx.push(T.rule("forward", vec![jump(admin_chain)], None));
+    for admin in admin_chains {
+        tx.push(T.rule("forward", vec![jump(admin)], None));
+    }
     tx.push(T.rule("forward", vec![jump("isolation")], None));
     for v6 in [false, true] {
         let ct_state = matches(
@@ -227,7 +263,7 @@ impl Applet for Firewall {
             return Ok(prev);
         }
         let owner = owner(cmd);
-        let mut tx = skeleton(&conf.admin_chain);
+        let mut tx = vec![flush_marker(&conf.admin_chain)];
         for (set, key) in &keys {
             tx.push(T.element(true, set, &str_expr(key.as_str().unwrap_or_default()), None, Some(&owner)));
         }
@@ -239,9 +275,16 @@ impl Applet for Firewall {
                 tx.push(T.element(false, "isolated-self", &pair, None, None));
             }
         }
-        nft_owned::apply_claiming(FAMILY, TABLE, tx, |e| {
-            e.comment.as_deref() == Some(owner.as_str()) || keys.iter().any(|(set, key)| *set == e.set && *key == e.key)
-        })
+        nft_owned::add_owned(
+            FAMILY,
+            TABLE,
+            || skeleton(&admin_chains(&conf.admin_chain)),
+            tx,
+            |e| {
+                e.comment.as_deref() == Some(owner.as_str())
+                    || keys.iter().any(|(set, key)| *set == e.set && *key == e.key)
+            },
+        )
         .map_err(nft_err)?;
         Ok(prev)
     }
@@ -311,7 +354,8 @@ fn check_listing(
         .filter(|r| r.chain == "forward")
         .filter_map(|r| r.expr.pointer("/0/jump/target").and_then(Value::as_str).map(str::to_string))
         .collect::<Vec<_>>();
-    if jumps.first().map(String::as_str) != Some(admin_chain) {
+    let before_isolation = jumps.iter().take_while(|j| *j != "isolation");
+    if !before_isolation.into_iter().any(|j| j == admin_chain) {
         return Err(CniError::internal(format!("the forward chain does not jump to {admin_chain} first")));
     }
     let present = listing.elements();
@@ -336,7 +380,7 @@ mod tests {
 
     #[test]
     fn skeleton_jumps_to_admin_first() {
-        let tx = skeleton("CNI-ADMIN");
+        let tx = skeleton(&BTreeSet::from(["CNI-ADMIN".to_string()]));
         let json = serde_json::to_value(Nftables { objects: Cow::Owned(tx) }).unwrap();
         let rules: Vec<&Value> =
             json["nftables"].as_array().unwrap().iter().filter_map(|o| o.pointer("/add/rule")).collect();

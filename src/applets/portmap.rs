@@ -441,7 +441,7 @@ impl Applet for Portmap {
             }
         }
         let owner = owner(cmd);
-        let mut tx = skeleton();
+        let mut tx = Vec::new();
         for (set, key, data) in &plan.elements {
             tx.push(T.element(true, set, key, data.as_ref(), Some(&owner)));
         }
@@ -455,7 +455,7 @@ impl Applet for Portmap {
             .map(|(set, key, _)| (set.clone(), serde_json::to_value(key).unwrap_or_default()))
             .collect();
         let container_addrs: Vec<Value> = ips.iter().map(|i| Value::from(i.addr().to_string())).collect();
-        nft_owned::apply_claiming(FAMILY, TABLE, tx, |e| {
+        nft_owned::add_owned(FAMILY, TABLE, skeleton, tx, |e| {
             if e.comment.as_deref() == Some(owner.as_str()) {
                 return true;
             }
@@ -531,6 +531,14 @@ fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniE
             return Err(CniError::internal(format!("nftables chain {name} of inet {TABLE} is missing")));
         }
     }
+    let rules = listing.rules();
+    for (name, fixed) in [("prerouting", 2), ("output", 2), ("hostports", 4), ("postrouting", 2)] {
+        if rules.iter().filter(|r| r.chain == name).count() < fixed {
+            return Err(CniError::internal(format!(
+                "rules of chain {name} in inet {TABLE} are missing (delete the table and re-add the containers)"
+            )));
+        }
+    }
     let present = listing.elements();
     for (set, key, data) in &plan.elements {
         let key = serde_json::to_value(key).unwrap_or_default();
@@ -542,8 +550,8 @@ fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniE
             return Err(CniError::internal(format!("port mapping element {key} missing from {set}")));
         }
     }
-    let rules = listing.rules().into_iter().filter(|r| r.comment.as_deref() == Some(owner)).count();
-    if rules < plan.conditional.len() {
+    let owned_rules = rules.iter().filter(|r| r.comment.as_deref() == Some(owner)).count();
+    if owned_rules < plan.conditional.len() {
         return Err(CniError::internal("conditional port mapping rules are missing"));
     }
     Ok(())

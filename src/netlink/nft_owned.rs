@@ -220,28 +220,53 @@ pub fn status() -> Result<(), crate::cni::CniError> {
     })
 }
 
-/// Applies `tx`, whose `create element` commands claim keys. When that fails
-/// because a key is held already (a stale attachment whose DEL never came,
-/// or a retried ADD), lists the table, deletes the elements `conflicts`
-/// picks and applies `tx` again: last writer wins, as with the reference.
-pub fn apply_claiming(
+/// Adds what one attachment owns with the least kernel work:
+/// 1. `claims` alone (`create element`s and owned rules): the common case,
+///    one transaction, when the table and its sets already exist;
+/// 2. when something is missing (first use on the node, or the table was
+///    removed): `skeleton()` and `claims` in one transaction;
+/// 3. when a claimed key is held already (a stale attachment whose DEL never
+///    came, or a retried ADD): one listing, then the holders `conflicts`
+///    picks are deleted and the claims applied in one transaction: last
+///    writer wins, as with the reference.
+///
+/// A failed transaction changes nothing, so each path commits once.
+pub fn add_owned(
+    family: NfFamily,
+    table: &str,
+    skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
+    claims: Vec<NfObject<'static>>,
+    conflicts: impl Fn(&ListedElement) -> bool,
+) -> Result<(), NftError> {
+    let tx = match nft::apply(&Nftables { objects: Cow::Owned(claims.clone()) }) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.stderr.contains("No such file or directory") => {
+            let mut full = skeleton();
+            full.extend(claims);
+            match nft::apply(&Nftables { objects: Cow::Owned(full.clone()) }) {
+                Ok(()) => return Ok(()),
+                Err(e) => (full, e),
+            }
+        }
+        Err(e) => (claims, e),
+    };
+    reclaim(family, table, tx.0, tx.1, conflicts)
+}
+
+fn reclaim(
     family: NfFamily,
     table: &str,
     tx: Vec<NfObject<'static>>,
+    failure: NftError,
     conflicts: impl Fn(&ListedElement) -> bool,
 ) -> Result<(), NftError> {
-    let first = match nft::apply(&Nftables { objects: Cow::Owned(tx.clone()) }) {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    let family_name = family_str(family);
-    let Some(listing) = list(family_name, table)? else { return Err(first) };
+    let Some(listing) = list(family_str(family), table)? else { return Err(failure) };
     let mut retry = Vec::new();
     for e in listing.elements().iter().filter(|e| conflicts(e)) {
         retry.push(delete_element(family, table, &e.set, &e.key)?);
     }
     if retry.is_empty() {
-        return Err(first);
+        return Err(failure);
     }
     log::info!("nft: {table}: replacing {} element(s) held by other attachments", retry.len());
     retry.extend(tx);
