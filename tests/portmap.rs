@@ -198,6 +198,11 @@ fn host_ip_and_conditions() {
     assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("c1"));
     assert_eq!(tcp_get(&c2.ns.name, "10.1.0.1:8080"), None);
     call(&node, &c1).run("CHECK", &add).ok();
+    let conditional = || node.host.exec("nft list chain inet cnibox-portmap conditional").matches(&c1.id).count();
+    assert_eq!(conditional(), 2);
+    // A retried ADD does not duplicate the (unkeyed) rules.
+    call(&node, &c1).run("ADD", &add).ok();
+    assert_eq!(conditional(), 2);
     call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
     assert!(!ruleset(&node).contains(&c1.id));
     assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);

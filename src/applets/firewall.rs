@@ -280,6 +280,8 @@ impl Applet for Firewall {
             TABLE,
             || skeleton(&admin_chains(&conf.admin_chain)),
             tx,
+            &owner,
+            false,
             |e| {
                 e.comment.as_deref() == Some(owner.as_str())
                     || keys.iter().any(|(set, key)| *set == e.set && *key == e.key)

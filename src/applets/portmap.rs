@@ -455,7 +455,7 @@ impl Applet for Portmap {
             .map(|(set, key, _)| (set.clone(), serde_json::to_value(key).unwrap_or_default()))
             .collect();
         let container_addrs: Vec<Value> = ips.iter().map(|i| Value::from(i.addr().to_string())).collect();
-        nft_owned::add_owned(FAMILY, TABLE, skeleton, tx, |e| {
+        nft_owned::add_owned(FAMILY, TABLE, skeleton, tx, &owner, !plan.conditional.is_empty(), |e| {
             if e.comment.as_deref() == Some(owner.as_str()) {
                 return true;
             }

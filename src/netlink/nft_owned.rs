@@ -31,7 +31,7 @@ pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String 
 
 /// What every comment of `network` starts with (followed by a space).
 pub fn network_part(network: &str) -> String {
-    if network.len() <= 48 {
+    if network.len() <= 48 && !network.contains(char::is_whitespace) {
         network.to_string()
     } else {
         format!("#{}", hash_hex(network))
@@ -227,50 +227,84 @@ pub fn status() -> Result<(), crate::cni::CniError> {
 ///    removed): `skeleton()` and `claims` in one transaction;
 /// 3. when a claimed key is held already (a stale attachment whose DEL never
 ///    came, or a retried ADD): one listing, then the holders `conflicts`
-///    picks are deleted and the claims applied in one transaction: last
-///    writer wins, as with the reference.
+///    picks (and rules carrying `owner`) are deleted and the claims applied
+///    in one transaction: last writer wins, as with the reference.
 ///
+/// Rules are not keyed, so a retried ADD would duplicate them: when `claims`
+/// hold rules (`has_rules`), path 3 is taken from the start.
 /// A failed transaction changes nothing, so each path commits once.
 pub fn add_owned(
     family: NfFamily,
     table: &str,
     skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
     claims: Vec<NfObject<'static>>,
+    owner: &str,
+    has_rules: bool,
     conflicts: impl Fn(&ListedElement) -> bool,
 ) -> Result<(), NftError> {
-    let tx = match nft::apply(&Nftables { objects: Cow::Owned(claims.clone()) }) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.stderr.contains("No such file or directory") => {
+    if has_rules {
+        return reclaim(family, table, skeleton, claims, owner, conflicts, None);
+    }
+    match nft::apply(&Nftables { objects: Cow::Owned(claims.clone()) }) {
+        Ok(()) => Ok(()),
+        Err(e) if is_missing(&e) => {
             let mut full = skeleton();
             full.extend(claims);
             match nft::apply(&Nftables { objects: Cow::Owned(full.clone()) }) {
-                Ok(()) => return Ok(()),
-                Err(e) => (full, e),
+                Ok(()) => Ok(()),
+                Err(e) => reclaim(family, table, Vec::new, full, owner, conflicts, Some(e)),
             }
         }
-        Err(e) => (claims, e),
-    };
-    reclaim(family, table, tx.0, tx.1, conflicts)
+        Err(e) => reclaim(family, table, skeleton, claims, owner, conflicts, Some(e)),
+    }
 }
 
+fn is_missing(e: &NftError) -> bool {
+    e.stderr.contains("No such file or directory")
+}
+
+/// Lists the table, deletes what `conflicts` picks and the rules of `owner`,
+/// and applies `tx` in the same transaction (with the skeleton when the
+/// table is missing or the transaction finds something missing).
 fn reclaim(
     family: NfFamily,
     table: &str,
+    skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
     tx: Vec<NfObject<'static>>,
-    failure: NftError,
+    owner: &str,
     conflicts: impl Fn(&ListedElement) -> bool,
+    failure: Option<NftError>,
 ) -> Result<(), NftError> {
-    let Some(listing) = list(family_str(family), table)? else { return Err(failure) };
-    let mut retry = Vec::new();
+    let Some(listing) = list(family_str(family), table)? else {
+        let mut full = skeleton();
+        full.extend(tx);
+        return nft::apply(&Nftables { objects: Cow::Owned(full) });
+    };
+    let mut deletes = Vec::new();
     for e in listing.elements().iter().filter(|e| conflicts(e)) {
-        retry.push(delete_element(family, table, &e.set, &e.key)?);
+        deletes.push(delete_element(family, table, &e.set, &e.key)?);
     }
-    if retry.is_empty() {
-        return Err(failure);
+    for r in listing.rules().iter().filter(|r| r.comment.as_deref() == Some(owner)) {
+        deletes.push(delete_rule(family, table, &r.chain, r.handle));
     }
-    log::info!("nft: {table}: replacing {} element(s) held by other attachments", retry.len());
-    retry.extend(tx);
-    nft::apply(&Nftables { objects: Cow::Owned(retry) })
+    if deletes.is_empty() {
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+    } else {
+        log::info!("nft: {table}: replacing {} object(s) held by this or stale attachments", deletes.len());
+    }
+    let mut retry = deletes.clone();
+    retry.extend(tx.iter().cloned());
+    match nft::apply(&Nftables { objects: Cow::Owned(retry) }) {
+        Err(e) if is_missing(&e) => {
+            let mut full = skeleton();
+            full.extend(deletes);
+            full.extend(tx);
+            nft::apply(&Nftables { objects: Cow::Owned(full) })
+        }
+        other => other,
+    }
 }
 
 pub fn family_str(family: NfFamily) -> &'static str {
