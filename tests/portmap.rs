@@ -283,6 +283,12 @@ fn config_errors() {
     let extra = json!({"backend": "iptables", "externalSetMarkChain": "KUBE-MARK-MASQ"});
     call(&node, &c1).run("ADD", &conf(extra, Some(std_maps()), prev.clone())).ok();
     call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+
+    // STATUS: available when nft runs, code 50 when it cannot.
+    let status = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap"}).to_string();
+    Call::new("portmap").in_netns(&node.host).run("STATUS", &status).ok();
+    let missing = Call::new("portmap").in_netns(&node.host).env("CNIBOX_NFT", "/nonexistent/nft");
+    assert_eq!(missing.run("STATUS", &status).err_code(), 50);
 }
 
 #[test]
@@ -347,4 +353,38 @@ fn concurrent_add_and_del() {
     let rs = ruleset(&node);
     assert!(cs.iter().all(|c| !rs.contains(&c.id)));
     assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:9000"), None);
+}
+
+#[test]
+fn masquerading_follows_snat_and_masq_all() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    serve_peer(&c1.ns.name, 80);
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let o = &node.outside.name;
+    let add = |extra: Value| {
+        call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+        call(&node, &c1).run("ADD", &conf(extra, Some(maps.clone()), Some(c1.prev_result(1)))).ok();
+    };
+    // Default: only hairpin and localhost connections are masqueraded.
+    add(json!({}));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("192.168.77.2"));
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(&node.host.name, "127.0.0.1:8080").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("fd77::2"));
+    assert_eq!(tcp_get(&c2.ns.name, "[fd01::1]:8080").as_deref(), Some("fd01::1"));
+    // masqAll: everything is.
+    add(json!({"masqAll": true}));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("fd01::1"));
+    // snat off: nothing is. A neighbour's connection then only works where
+    // br_netfilter un-NATs the bridged replies; it is never masqueraded.
+    add(json!({"snat": false}));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("192.168.77.2"));
+    assert_ne!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
 }

@@ -45,6 +45,17 @@ pub fn serve(ns: &str, port: u16, reply: &str) {
     });
 }
 
+/// Serves, on TCP port `port` inside `ns`, the address each client comes from.
+pub fn serve_peer(ns: &str, port: u16) {
+    let tcp = in_ns(ns, || TcpListener::bind(("::", port)).unwrap());
+    std::thread::spawn(move || {
+        for mut conn in tcp.incoming().flatten() {
+            let peer = conn.peer_addr().map(|a| a.ip().to_canonical().to_string()).unwrap_or_default();
+            let _ = conn.write_all(peer.as_bytes());
+        }
+    });
+}
+
 /// What a TCP connection from `ns` to `addr` reads, or None.
 pub fn tcp_get(ns: &str, addr: &str) -> Option<String> {
     let addr: SocketAddr = addr.parse().unwrap();
