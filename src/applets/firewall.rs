@@ -58,7 +58,6 @@ const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
 struct FirewallConf {
     backend: String,
     iptables_admin_chain_name: String,
-    firewalld_zone: String,
     ingress_policy: String,
 }
 
@@ -87,7 +86,7 @@ fn parse_conf(cmd: &Command) -> Result<Parsed, CniError> {
         // The reference falls back to its default for unknown values.
         other => log::warn!("firewall: unknown backend {other:?}; using nftables"),
     }
-    let _ = conf.firewalld_zone;
+    // firewalldZone only matters to firewalld: accepted (ignored by serde) and unused.
     let policy = match conf.ingress_policy.as_str() {
         "" | "open" => Policy::Open,
         "same-bridge" => Policy::SameBridge,

@@ -2,8 +2,11 @@
 
 use serde::Deserialize;
 
-use super::{CniError, Command};
+use super::error::CniError;
+use super::lenient;
+use super::Command;
 
+/// One entry of `cni.dev/valid-attachments`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Attachment {
@@ -12,11 +15,10 @@ pub struct Attachment {
     pub ifname: String,
 }
 
-/// `cni.dev/valid-attachments` of a GC call (empty when absent: then every
-/// attachment of the network is stale).
+/// The attachments the runtime wants kept; everything else of this network may go.
 pub fn valid_attachments(cmd: &Command) -> Result<Vec<Attachment>, CniError> {
     match cmd.config.get("cni.dev/valid-attachments") {
-        Some(v) if !v.is_null() => super::lenient::parse_config(v, "cni.dev/valid-attachments"),
+        Some(v) if !v.is_null() => lenient::parse_config(v, "cni.dev/valid-attachments"),
         _ => Ok(Vec::new()),
     }
 }

@@ -1,8 +1,10 @@
 //! MAC addresses as the CNI configs write them ("aa:bb:cc:dd:ee:ff").
 
 pub fn parse(s: &str) -> Option<Vec<u8>> {
-    let bytes: Option<Vec<u8>> =
-        s.split([':', '-']).map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok()).flatten()).collect();
+    let bytes: Option<Vec<u8>> = s
+        .split([':', '-'])
+        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok()).flatten())
+        .collect();
     bytes.filter(|b| b.len() == 6 || b.len() == 8 || b.len() == 20)
 }
 
