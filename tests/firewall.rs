@@ -59,6 +59,10 @@ fn open_policy_admin_chain_del_and_gc() {
     assert_eq!(tcp_get(o, "10.1.0.5:80").as_deref(), Some("c1-80"));
     assert_eq!(tcp_get(o, "[fd01::5]:80").as_deref(), Some("c1-80"));
     call(&node, &c1).run("CHECK", &add).ok();
+    node.host.exec("nft delete element inet cnibox-firewall containers-v6 '{ fd01::5 }'");
+    call(&node, &c1).run("CHECK", &add).err_code();
+    call(&node, &c1).run("ADD", &add).ok();
+    call(&node, &c1).run("CHECK", &add).ok();
 
     // Operators' rules in the admin chain come first.
     node.host.exec("nft add rule inet cnibox-firewall CNI-ADMIN ip saddr 192.168.77.2 tcp dport 81 drop");

@@ -86,6 +86,11 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
 
     call(&node, &c1).run("CHECK", &add).ok();
     assert!(ruleset(&node).contains(&c1.id));
+    // CHECK notices a removed element; a retried ADD restores it.
+    node.host.exec("nft delete element inet cnibox-portmap hostports-v4-port '{ udp . 8053 }'");
+    call(&node, &c1).run("CHECK", &add).err_code();
+    call(&node, &c1).run("ADD", &add).ok();
+    call(&node, &c1).run("CHECK", &add).ok();
 
     // Any later ADD is a single nft execution.
     let maps2 = json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}]);

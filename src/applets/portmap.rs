@@ -629,6 +629,24 @@ mod tests {
     }
 
     #[test]
+    fn finds_udp_ports_of_listed_objects() {
+        let listing = Listing {
+            objects: serde_json::from_str(
+                r#"[{"map":{"name":"hostports-v6-addr","elem":[[{"elem":{"val":{"concat":["udp",53]},"comment":"o"}},"fd00::5"]]}},
+                    {"map":{"name":"hostip-v4-port","elem":[[{"elem":{"val":{"concat":["1.2.3.4","udp",54]},"comment":"o"}},53]]}},
+                    {"map":{"name":"hostports-v4-port","elem":[[{"elem":{"val":{"concat":["tcp",80]},"comment":"o"}},80]]}},
+                    {"rule":{"chain":"conditional","handle":3,"comment":"o","expr":[
+                        {"match":{"op":"==","left":{"meta":{"key":"nfproto"}},"right":"ipv4"}},
+                        {"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"udp"}},
+                        {"match":{"op":"==","left":{"payload":{"protocol":"th","field":"dport"}},"right":55}}]}}]"#,
+            )
+            .unwrap(),
+        };
+        let ports = udp_ports_of(&listing.elements(), &listing.rules());
+        assert_eq!(ports.into_iter().collect::<Vec<_>>(), vec![(false, 54), (false, 55), (true, 53)]);
+    }
+
+    #[test]
     fn picks_sandbox_ips() {
         let prev: CniResult = serde_json::from_str(
             r#"{"interfaces":[{"name":"br0"},{"name":"eth0","sandbox":"/x"}],
