@@ -8,12 +8,14 @@ mod bridge;
 mod container;
 mod dhcp;
 mod dummy;
+mod firewall;
 mod host_device;
 mod host_local;
 mod ipvlan;
 mod loopback;
 mod macvlan;
 mod masq;
+mod portmap;
 mod ptp;
 mod sbr;
 mod static_ipam;
@@ -100,6 +102,18 @@ pub static APPLETS: &[AppletInfo] = &[
         args_main: None,
     },
     AppletInfo {
+        name: "firewall",
+        about: "Forward-path rules and ingress policy for the container with nftables (chained plugin)",
+        keys: &[
+            ("ingressPolicy", "open (default), same-bridge (other isolating bridges cannot reach it) or isolated (nor its own bridge)"),
+            ("iptablesAdminChainName", "operators' chain jumped to first, never flushed (default CNI-ADMIN)"),
+            ("backend", "\"iptables\" or unset: served with nftables; \"firewalld\" is refused (code 2)"),
+            ("firewalldZone", "accepted and ignored (firewalld only)"),
+        ],
+        entry: Entry::Plugin(&firewall::Firewall),
+        args_main: None,
+    },
+    AppletInfo {
         name: "host-device",
         about: "Moves an existing host interface into the container",
         keys: &[
@@ -153,6 +167,25 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam", "IPAM plugin configuration"),
         ],
         entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "portmap",
+        about: "Forwards host ports to the container with nftables (chained plugin)",
+        keys: &[
+            (
+                "runtimeConfig.portMappings",
+                "[{hostPort, containerPort, protocol tcp|udp|sctp, hostIP}] (capability portMappings)",
+            ),
+            ("snat", "masquerade hairpin and localhost connections so replies return (default true)"),
+            ("masqAll", "masquerade every forwarded connection, not only hairpin/localhost ones"),
+            ("conditionsV4", "extra matches for IPv4 mappings, iptables or nft syntax (common matches)"),
+            ("conditionsV6", "extra matches for IPv6 mappings, iptables or nft syntax (common matches)"),
+            ("markMasqBit", "accepted (0-31) for compatibility; nftables needs no mark"),
+            ("externalSetMarkChain", "accepted for compatibility; cnibox masquerades itself"),
+            ("backend", "\"nftables\" or \"iptables\": both served with nftables"),
+        ],
+        entry: Entry::Plugin(&portmap::Portmap),
         args_main: None,
     },
     AppletInfo {

@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod brport;
+pub mod conntrack;
 pub mod iface;
 pub mod link;
 pub mod mac;
@@ -14,6 +15,8 @@ pub mod main_plugin;
 pub mod moved_link;
 pub mod netns;
 pub mod nft;
+pub mod nft_build;
+pub mod nft_owned;
 pub mod route;
 pub mod rule;
 pub mod sysctl;
