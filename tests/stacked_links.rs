@@ -212,3 +212,36 @@ fn ipvlan_master_defaults_to_the_default_route_link() {
     assert_eq!(out["code"], 7, "{out}");
     assert!(out["msg"].as_str().unwrap().contains("master MTU(1500)"), "{out}");
 }
+
+/// vrf on this kernel: creating the VRF fails, the interface stays as it
+/// was (no master, its routes in the main table) and no VRF is left.
+#[test]
+fn vrf_add_failure_changes_nothing() {
+    if not_root() {
+        return;
+    }
+    let cont = Netns::new("slc");
+    cont.exec("ip link add eth0 type veth peer name eth0p");
+    cont.exec("ip addr add 10.9.8.2/24 dev eth0");
+    cont.exec("ip link set eth0 up");
+    cont.exec("ip link set eth0p up");
+    cont.exec("ip route add 10.77.0.0/16 via 10.9.8.1");
+    let prev = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}],"ips":[{"address":"10.9.8.2/24"}]}"#;
+    let conf = format!(r#"{{"cniVersion":"1.0.0","name":"r","type":"vrf","vrfname":"blue","prevResult":{prev}}}"#);
+    let call = Call::new("vrf").container("c1", &cont.path(), "eth0");
+    let reply = call.run("ADD", &conf);
+    if reply.code == 0 {
+        // This kernel has VRF support after all.
+        call.run("DEL", &conf).ok();
+        return;
+    }
+    reply.err_code();
+    let mut l = links(&cont);
+    l.sort();
+    assert_eq!(l, vec!["eth0", "eth0p", "lo"]);
+    assert!(!cont.exec("ip link show eth0").contains("master"));
+    assert!(cont.exec("ip route show").contains("10.77.0.0/16 via 10.9.8.1"));
+    // CHECK fails, DEL succeeds with no VRF there.
+    call.run("CHECK", &conf).err_code();
+    call.run("DEL", &conf).ok();
+}
