@@ -24,7 +24,8 @@ deps:
 	./scripts/deps.sh
 
 test: deps
-	$(CARGO) test --all-targets --features fault-injection
+	$(CARGO) build --benches
+	$(CARGO) test --lib --bins --tests --features fault-injection
 	$(MAKE) vmtest
 
 # The applets this kernel lacks (ipvlan, vlan, vrf, dummy, ...) tested in a
