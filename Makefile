@@ -3,6 +3,7 @@ CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
 STATIC_BIN := target/$(TARGET)/release/cnibox
 DESTDIR ?= /opt/cni/bin
+SYSTEMD_DIR ?= /etc/systemd/system
 
 .PHONY: all build release static test unit integration vmtest bench demo install lint deps clean
 
@@ -23,7 +24,14 @@ deps:
 	./scripts/deps.sh
 
 test: deps
-	$(CARGO) test --all-targets
+	$(CARGO) build --benches
+	$(CARGO) test --lib --bins --tests --features fault-injection
+	$(MAKE) vmtest
+
+# The applets this kernel lacks (ipvlan, vlan, vrf, dummy, ...) tested in a
+# qemu VM booting Debian's kernel; see vmtest/README.md.
+vmtest: static
+	./vmtest/run.sh $(STATIC_BIN)
 
 unit:
 	$(CARGO) test --lib
@@ -31,8 +39,18 @@ unit:
 demo: deps release
 	./scripts/demo.sh target/release/cnibox
 
+# Side by side with the reference plugins; writes BENCHMARKS.md. Needs root.
+bench: deps static
+	cc -O2 -static -o target/noop-plugin bench/noop.c
+	rm -rf target/bench-bin
+	./install.sh --bin $(STATIC_BIN) target/bench-bin >/dev/null
+	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin BENCHMARKS.md
+
 install: release
 	./install.sh $(DESTDIR)
+	install -d $(SYSTEMD_DIR)
+	sed 's|/opt/cni/bin|$(DESTDIR)|g' contrib/systemd/cnibox-dhcp.service > $(SYSTEMD_DIR)/cnibox-dhcp.service
+	install -m 0644 contrib/systemd/cnibox-dhcp.socket $(SYSTEMD_DIR)/cnibox-dhcp.socket
 
 lint:
 	$(CARGO) fmt --check

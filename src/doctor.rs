@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::applets;
 use crate::cni::runtime::{self, Cache, NetworkList};
+use crate::cni::{CniError, Command};
 
 const USAGE: &str = "\
 usage: cnibox doctor [--bin-dir DIR] [--conf-dir DIR] [--cache-dir DIR] [--ipam-dir DIR]
@@ -198,6 +199,45 @@ fn needed_binaries(list: &NetworkList) -> Vec<String> {
     names
 }
 
+/// Runs the cnibox applets' own config validation (no system changes) on
+/// what a runtime would send them: the plugin and its IPAM plugin.
+fn validate_plugin(
+    list: &NetworkList,
+    plugin: &Value,
+    bin_dir: &Path,
+    cnibox: Option<&Path>,
+) -> Vec<(String, CniError)> {
+    let stdin = runtime::plugin_config(list, plugin, None, &Default::default()).to_string();
+    let ipam = plugin.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str);
+    let mut failures = Vec::new();
+    for name in std::iter::once(NetworkList::plugin_type(plugin)).chain(ipam) {
+        if installed(bin_dir, name, cnibox) != Installed::Cnibox {
+            continue;
+        }
+        let Some(applet) = applets::plugin(name) else {
+            continue;
+        };
+        let env = |key: &str| {
+            let value = match key {
+                "CNI_COMMAND" => "ADD".to_string(),
+                "CNI_CONTAINERID" => "cnibox-doctor".to_string(),
+                "CNI_NETNS" => "/proc/self/ns/net".to_string(),
+                "CNI_IFNAME" => "eth0".to_string(),
+                "CNI_PATH" => bin_dir.display().to_string(),
+                _ => return None,
+            };
+            Some(value)
+        };
+        let outcome = Command::from_env(env, stdin.clone().into_bytes())
+            .map_err(|(e, _)| e)
+            .and_then(|cmd| applet.validate(&cmd));
+        if let Err(e) = outcome {
+            failures.push((name.to_string(), e));
+        }
+    }
+    failures
+}
+
 /// What the configs ask of the node, gathered while checking them.
 #[derive(Default)]
 struct Needs {
@@ -248,6 +288,10 @@ fn check_configs(o: &Options, r: &mut Report) -> Needs {
         }
         for plugin in &list.plugins {
             gather_needs(plugin, &mut needs);
+            for (name, e) in validate_plugin(&list, plugin, &o.bin_dir, cnibox.as_deref()) {
+                r.add(Level::Fail, format!("{fname}: network {:?}: {name} rejects its config: {e}", list.name));
+                problems += 1;
+            }
         }
         if problems == 0 {
             let kinds: Vec<&str> = list.plugins.iter().map(NetworkList::plugin_type).collect();

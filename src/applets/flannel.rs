@@ -112,12 +112,10 @@ impl SubnetEnv {
     }
 }
 
-/// The delegate config for this node's lease, following the reference's
-/// rules: the delegate's own keys win; flannel fills name, type (bridge),
-/// ipMasq (the opposite of FLANNEL_IPMASQ: when flannel does not masquerade,
-/// the delegate must), mtu, isGateway (bridge) and the IPAM section.
-fn render_delegate(cmd: &Command, conf: &FlannelConf, env: &SubnetEnv) -> Result<Value, CniError> {
-    let mut delegate = conf.delegate.clone().unwrap_or_default();
+/// What the reference refuses in a flannel config: the delegate's name and
+/// IPAM are flannel's to set.
+fn check_conf(conf: &FlannelConf) -> Result<(), CniError> {
+    let delegate = conf.delegate.clone().unwrap_or_default();
     if delegate.get("type").is_some_and(|t| !t.is_string()) {
         return Err(CniError::invalid_config("'delegate' dictionary, if present, must have (string) 'type' field"));
     }
@@ -128,6 +126,19 @@ fn render_delegate(cmd: &Command, conf: &FlannelConf, env: &SubnetEnv) -> Result
             )));
         }
     }
+    match conf.ipam.as_ref().and_then(|i| i.get("routes")) {
+        None | Some(Value::Null) | Some(Value::Array(_)) => Ok(()),
+        Some(_) => Err(CniError::invalid_config("failed to read IPAM routes: ipam.routes is not a list")),
+    }
+}
+
+/// The delegate config for this node's lease, following the reference's
+/// rules: the delegate's own keys win; flannel fills name, type (bridge),
+/// ipMasq (the opposite of FLANNEL_IPMASQ: when flannel does not masquerade,
+/// the delegate must), mtu, isGateway (bridge) and the IPAM section.
+fn render_delegate(cmd: &Command, conf: &FlannelConf, env: &SubnetEnv) -> Result<Value, CniError> {
+    check_conf(conf)?;
+    let mut delegate = conf.delegate.clone().unwrap_or_default();
     if let Some(rc) = &conf.runtime_config {
         delegate.insert("runtimeConfig".into(), rc.clone());
     }
@@ -151,9 +162,8 @@ fn render_delegate(cmd: &Command, conf: &FlannelConf, env: &SubnetEnv) -> Result
     let ranges: Vec<Value> = [env.subnet, env.ip6_subnet].iter().flatten().map(|s| json!([{ "subnet": s }])).collect();
     ipam.insert("ranges".into(), ranges.into());
     let mut routes = match ipam.get("routes") {
-        None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(r)) => r.clone(),
-        Some(_) => return Err(CniError::invalid_config("failed to read IPAM routes: ipam.routes is not a list")),
+        _ => Vec::new(),
     };
     routes.extend(env.networks.iter().chain(&env.ip6_networks).map(|n| json!({ "dst": n })));
     ipam.insert("routes".into(), routes.into());
@@ -295,6 +305,10 @@ impl Applet for Flannel {
             }
         }
         Ok(())
+    }
+
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        check_conf(&FlannelConf::parse(cmd)?)
     }
 
     /// Not ready until flanneld has written the lease; then the delegate's answer.

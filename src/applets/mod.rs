@@ -3,9 +3,28 @@
 
 use crate::cni::Applet;
 
+mod bandwidth;
+mod bridge;
 mod cnitool;
+mod container;
+mod dhcp;
+mod dummy;
+mod firewall;
 mod flannel;
+mod host_device;
+mod host_local;
+mod ipvlan;
 mod loopback;
+mod macvlan;
+mod masq;
+mod portmap;
+mod ptp;
+mod sbr;
+mod static_ipam;
+mod tap;
+mod tuning;
+mod vlan;
+mod vrf;
 
 /// How an applet is entered.
 pub enum Entry {
@@ -27,10 +46,80 @@ pub struct AppletInfo {
 
 pub static APPLETS: &[AppletInfo] = &[
     AppletInfo {
+        name: "bandwidth",
+        about: "Chained: limits the container's traffic with tbf qdiscs on its host veth (and an ifb for egress)",
+        keys: &[
+            ("ingressRate", "traffic toward the container, bits per second (needs ingressBurst)"),
+            ("ingressBurst", "bucket size for ingressRate, bits (under 4 GB)"),
+            ("egressRate", "traffic from the container, bits per second (needs egressBurst)"),
+            ("egressBurst", "bucket size for egressRate, bits (under 4 GB)"),
+            ("runtimeConfig.bandwidth", "the same four keys from the runtime; used only when the config sets none"),
+        ],
+        entry: Entry::Plugin(&bandwidth::Bandwidth),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "bridge",
+        about: "Connects the container to a Linux bridge on the host through a veth pair",
+        keys: &[
+            ("bridge", "bridge name (default cni0)"),
+            ("isGateway", "put the gateway address on the bridge and enable forwarding"),
+            ("isDefaultGateway", "also route the container's default traffic via the bridge (implies isGateway)"),
+            ("forceAddress", "replace a different address already on the bridge"),
+            ("ipMasq", "masquerade traffic leaving the subnet (nftables)"),
+            ("ipMasqBackend", "\"nftables\" or \"iptables\" (both written with nftables)"),
+            ("mtu", "MTU of the bridge and the veth pair"),
+            ("hairpinMode", "let frames go back out the port they came in"),
+            ("promiscMode", "set the bridge promiscuous (not with hairpinMode)"),
+            ("vlan", "VLAN id of the container's port (untagged, pvid)"),
+            ("vlanTrunk", "tagged VLANs of the port: [{\"id\"}, {\"minID\", \"maxID\"}]"),
+            ("preserveDefaultVlan", "keep the port in the default VLAN with vlan/vlanTrunk (default true)"),
+            ("enabledad", "run IPv6 duplicate address detection on the container interface"),
+            ("macspoofchk", "drop frames from the container whose source MAC is not its own"),
+            ("disableContainerInterface", "leave the container interface down (no IPAM)"),
+            ("portIsolation", "isolate the port from other isolated ports"),
+            ("dns", "DNS settings for the result"),
+            ("ipam", "IPAM plugin configuration ({} or absent: layer 2 only)"),
+            ("runtimeConfig.mac / args.cni.mac / CNI_ARGS MAC", "MAC address of the container interface"),
+        ],
+        entry: Entry::Plugin(&bridge::Bridge),
+        args_main: None,
+    },
+    AppletInfo {
         name: "cnitool",
         about: "Runs a network's plugin chain by hand (add, check, del, gc, status), like the reference cnitool",
         keys: &[],
         entry: Entry::Tool(cnitool::main),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "dhcp",
+        about: "IPAM: addresses from a DHCP server, through the lease daemon (`dhcp daemon`)",
+        keys: &[
+            ("ipam.daemonSocketPath", "the daemon's unix socket (default /run/cni/dhcp.sock)"),
+            ("ipam.provide", "options sent to the server: [{option, value | fromArg (a CNI_ARGS key)}]"),
+            ("ipam.request", "options asked of the server: [{option, skipDefault}]"),
+        ],
+        entry: Entry::Plugin(&dhcp::Dhcp),
+        args_main: Some(dhcp::args_main),
+    },
+    AppletInfo {
+        name: "dummy",
+        about: "Gives the container a dummy interface carrying the IPAM addresses",
+        keys: &[("ipam", "IPAM plugin configuration (required)")],
+        entry: Entry::Plugin(&dummy::Dummy),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "firewall",
+        about: "Forward-path rules and ingress policy for the container with nftables (chained plugin)",
+        keys: &[
+            ("ingressPolicy", "open (default), same-bridge (other isolating bridges cannot reach it) or isolated (nor its own bridge)"),
+            ("iptablesAdminChainName", "operators' chain jumped to first, never flushed (default CNI-ADMIN)"),
+            ("backend", "\"iptables\" or unset: served with nftables; \"firewalld\" is refused (code 2)"),
+            ("firewalldZone", "accepted and ignored (firewalld only)"),
+        ],
+        entry: Entry::Plugin(&firewall::Firewall),
         args_main: None,
     },
     AppletInfo {
@@ -47,10 +136,177 @@ pub static APPLETS: &[AppletInfo] = &[
         args_main: None,
     },
     AppletInfo {
+        name: "host-device",
+        about: "Moves an existing host interface into the container",
+        keys: &[
+            ("device", "name of the host interface"),
+            ("hwaddr", "MAC address of the host interface"),
+            ("kernelpath", "its /sys/devices/... path"),
+            ("pciBusID", "its PCI address (also runtimeConfig.deviceID)"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&host_device::HostDevice),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "host-local",
+        about: "IPAM: allocates addresses from configured ranges, reservations kept in files on the host",
+        keys: host_local::KEYS,
+        entry: Entry::Plugin(&host_local::HostLocal),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "ipvlan",
+        about: "Gives the container an ipvlan interface on a host (master) device",
+        keys: &[
+            ("master", "parent device (default: the default-route link, or the prevResult's single interface)"),
+            ("mode", "l2 (default), l3 or l3s"),
+            ("mtu", "MTU of the interface, at most the master's (default: the master's)"),
+            ("linkInContainer", "the master lives in the container netns"),
+            ("ipam", "IPAM plugin configuration (optional when chained after a plugin that assigned IPs)"),
+            ("dns", "DNS settings returned in the result"),
+        ],
+        entry: Entry::Plugin(&ipvlan::Ipvlan),
+        args_main: None,
+    },
+    AppletInfo {
         name: "loopback",
         about: "Brings up the loopback interface of the container",
         keys: &[],
         entry: Entry::Plugin(&loopback::Loopback),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "macvlan",
+        about: "Gives the container a macvlan link on a host interface",
+        keys: &[
+            ("master", "parent interface (default: the interface of the default route)"),
+            ("mode", "bridge (default), private, vepa or passthru"),
+            ("mtu", "MTU, at most the master's (default: the master's)"),
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac)"),
+            ("linkInContainer", "the master lives in the container netns"),
+            ("bcqueuelen", "broadcast/multicast queue length"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&macvlan::Macvlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "portmap",
+        about: "Forwards host ports to the container with nftables (chained plugin)",
+        keys: &[
+            (
+                "runtimeConfig.portMappings",
+                "[{hostPort, containerPort, protocol tcp|udp|sctp, hostIP}] (capability portMappings)",
+            ),
+            ("snat", "masquerade hairpin and localhost connections so replies return (default true)"),
+            ("masqAll", "masquerade every forwarded connection, not only hairpin/localhost ones"),
+            ("conditionsV4", "extra matches for IPv4 mappings, iptables or nft syntax (common matches)"),
+            ("conditionsV6", "extra matches for IPv6 mappings, iptables or nft syntax (common matches)"),
+            ("markMasqBit", "accepted (0-31) for compatibility; nftables needs no mark"),
+            ("externalSetMarkChain", "accepted for compatibility; cnibox masquerades itself"),
+            ("backend", "\"nftables\" or \"iptables\": both served with nftables"),
+        ],
+        entry: Entry::Plugin(&portmap::Portmap),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "ptp",
+        about: "Connects the container to the host with a point-to-point veth pair",
+        keys: &[
+            ("ipMasq", "masquerade traffic leaving the subnet (nftables)"),
+            ("ipMasqBackend", "\"nftables\" or \"iptables\" (both written with nftables)"),
+            ("mtu", "MTU of the veth pair"),
+            ("dns", "DNS settings for the result"),
+            ("ipam", "IPAM plugin configuration (required)"),
+        ],
+        entry: Entry::Plugin(&ptp::Ptp),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "sbr",
+        about: "Source-based routing for the interface of a chained result",
+        keys: &[
+            ("table", "table for the rules (default: a free table from 100 on per IP, routes moved into it)"),
+            ("gateways", "one IPv4 and/or one IPv6 gateway used instead of the result's"),
+            ("addSourceHints", "keep subnet routes in the main table with the IP as source hint"),
+        ],
+        entry: Entry::Plugin(&sbr::Sbr),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "static",
+        about: "IPAM: hands out the addresses given in the configuration or by the runtime",
+        keys: &[
+            ("ipam.addresses", "list of {address (CIDR), gateway}"),
+            ("ipam.routes", "list of {dst, gw} returned in the result"),
+            ("ipam.dns", "{nameservers, domain, search, options} returned in the result"),
+            ("CNI_ARGS IP, GATEWAY", "comma-separated CIDRs appended / gateways set on matching addresses"),
+            ("args.cni.ips", "CIDRs replacing the configured addresses"),
+            ("runtimeConfig.ips", "capability \"ips\": CIDRs replacing all of the above"),
+        ],
+        entry: Entry::Plugin(&static_ipam::Static),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "tap",
+        about: "Creates a tap device in the container",
+        keys: &[
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac)"),
+            ("mtu", "MTU"),
+            ("multiQueue", "create a multi-queue tap"),
+            ("owner", "uid allowed to attach to the tap"),
+            ("group", "gid allowed to attach to the tap"),
+            ("bridge", "bridge in the container netns to make the tap a port of"),
+            ("selinuxContext", "accepted, not applied"),
+            ("ipam", "IPAM plugin configuration"),
+        ],
+        entry: Entry::Plugin(&tap::Tap),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "tuning",
+        about: "Chained: sets sysctls and link settings of the container interface, restored on DEL",
+        keys: &[
+            ("sysctl", "map of net.* sysctls set in the container; IFNAME in a key is the interface name"),
+            ("mac", "MAC address (also CNI_ARGS MAC, runtimeConfig.mac, args.cni.mac, in rising precedence)"),
+            ("mtu", "MTU"),
+            ("promisc", "true turns promiscuous mode on"),
+            ("allmulti", "all-multicast mode on or off"),
+            ("txQLen", "transmit queue length"),
+            ("dataDir", "where original values are saved (default /run/cni/tuning)"),
+            ("args.cni", "sysctl, mac, mtu, promisc, allmulti, txQLen overriding the config"),
+            (
+                "(allowlist)",
+                "/etc/cni/tuning/allowlist.conf, if present: every sysctl key must match one of its regexes \
+                 (env CNIBOX_TUNING_ALLOWLIST names another file, for tests and unusual installs)",
+            ),
+        ],
+        entry: Entry::Plugin(&tuning::Tuning),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "vlan",
+        about: "Gives the container an 802.1Q VLAN interface on a host (master) device",
+        keys: &[
+            ("master", "parent device (required)"),
+            ("vlanId", "VLAN ID, 0 to 4094"),
+            ("mtu", "MTU of the interface, at most the master's (default: the master's)"),
+            ("linkInContainer", "the master lives in the container netns"),
+            ("ipam", "IPAM plugin configuration (required)"),
+            ("dns", "DNS settings returned in the result"),
+        ],
+        entry: Entry::Plugin(&vlan::Vlan),
+        args_main: None,
+    },
+    AppletInfo {
+        name: "vrf",
+        about: "Puts the container interface into a VRF (chained plugin)",
+        keys: &[
+            ("vrfname", "name of the VRF device in the container (created when missing; shared by interfaces)"),
+            ("table", "routing table of the VRF (default: the lowest free one)"),
+        ],
+        entry: Entry::Plugin(&vrf::Vrf),
         args_main: None,
     },
 ];

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::digest;
+use super::base64;
 use super::error::{CniError, INCOMPATIBLE_VERSION, IO_FAILURE};
+use super::sha512;
 use super::skel::{validate_container_id, validate_ifname, Verb};
 use super::version;
 
@@ -255,7 +256,7 @@ impl Attachment {
     /// The container ID the reference cnitool uses for a netns path:
     /// `cnitool-` and the first 10 bytes of SHA-512(absolute path), in hex.
     pub fn cnitool_container_id(netns_abs: &str) -> String {
-        format!("cnitool-{}", digest::hex(&digest::sha512(netns_abs.as_bytes())[..10]))
+        format!("cnitool-{}", sha512::hex(&sha512::sha512(netns_abs.as_bytes())[..10]))
     }
 
     pub fn args_string(&self) -> String {
@@ -355,7 +356,7 @@ pub struct CachedAttachment {
 impl CachedAttachment {
     /// The list as it was at ADD time, if the cache holds one.
     pub fn network(&self) -> Option<NetworkList> {
-        let bytes = digest::base64_decode(&self.config)?;
+        let bytes = base64::decode(&self.config)?;
         NetworkList::from_bytes(&bytes).ok()
     }
 
@@ -400,7 +401,7 @@ impl Cache {
         let entry = CachedAttachment {
             kind: CACHE_KIND.into(),
             container_id: att.container_id.clone(),
-            config: digest::base64_encode(list.to_json().to_string().as_bytes()),
+            config: base64::encode(list.to_json().to_string().as_bytes()),
             if_name: att.ifname.clone(),
             network_name: list.name.clone(),
             netns: att.netns.clone(),
@@ -856,7 +857,7 @@ mod tests {
         assert_eq!(raw["cniArgs"], json!([["K", "V"]]));
         assert_eq!(raw["capabilityArgs"], json!({"mac":"aa"}));
         assert_eq!(raw["result"], result);
-        let config = digest::base64_decode(raw["config"].as_str().unwrap()).unwrap();
+        let config = base64::decode(raw["config"].as_str().unwrap()).unwrap();
         let cached: Value = serde_json::from_slice(&config).unwrap();
         assert_eq!(cached["plugins"][0]["type"], "loopback");
         let entry = cache.read("mynet", &att).unwrap();

@@ -26,6 +26,11 @@ pub trait Applet: Sync {
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
         Ok(())
     }
+    /// Parses and validates the applet's configuration without touching the
+    /// system: used by fuzzing and by `cnibox doctor`.
+    fn validate(&self, _cmd: &Command) -> Result<(), CniError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,24 @@
 //! netns and then drives it from the caller's thread.
 
 pub mod addr;
+pub mod brport;
+pub mod conntrack;
 pub mod iface;
 pub mod link;
 pub mod mac;
+pub mod main_plugin;
+pub mod moved_link;
 pub mod netns;
 pub mod nft;
+pub mod nft_build;
+pub mod nft_owned;
 pub mod route;
+pub mod rule;
 pub mod sysctl;
+pub mod tc;
+pub mod tuntap;
+pub mod verify;
+pub mod veth;
 
 use std::fmt;
 use std::future::Future;

@@ -68,7 +68,9 @@ pub fn apply(doc: &Nftables) -> Result<(), NftError> {
     let json =
         serde_json::to_vec(doc).map_err(|e| NftError { msg: "encoding nft JSON".into(), stderr: e.to_string() })?;
     log::debug!("nft transaction: {}", String::from_utf8_lossy(&json));
-    run(&["-j", "-f", "-"], Some(&json)).map(|_| ())
+    run(&["-j", "-f", "-"], Some(&json))?;
+    log::debug!("nft transaction committed");
+    Ok(())
 }
 
 /// The table's contents, or None when it does not exist.

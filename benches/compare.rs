@@ -1,0 +1,391 @@
+//! cnibox and the reference plugins, measured side by side (`make bench`).
+//!
+//! Usage (as root): compare CNIBOX_DIR REFERENCE_DIR NOOP_PLUGIN [OUTPUT.md]
+//!
+//! A small libcni-like driver runs the same configurations against each
+//! suite, alternating them, inside a fake host netns made here. A third
+//! "suite" links every plugin name to a do-nothing static C program: its
+//! figures are the floor (fork/exec, pipes, this driver) that ratios are
+//! computed above, so the harness's own cost does not hide the difference.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const VERSION: &str = "1.0.0"; // the newest version the Debian reference speaks
+const HOST_NS: &str = "cnibox-bench-host";
+
+struct Suite {
+    name: &'static str,
+    dir: PathBuf,
+}
+
+/// One network configuration list, as a runtime holds it.
+struct ConfList {
+    name: String,
+    plugins: Vec<Value>,
+    ifname: &'static str,
+}
+
+fn sh(cmd: &str) {
+    let ok = Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "`{cmd}` failed");
+}
+
+fn netns_path(name: &str) -> String {
+    format!("/run/netns/{name}")
+}
+
+/// Execs one plugin the way a runtime does; returns its parsed stdout.
+fn exec_plugin(suite: &Suite, verb: &str, container: &str, ifname: &str, conf: &Value) -> Result<Value, String> {
+    let plugin = conf["type"].as_str().unwrap_or_default();
+    let mut child = Command::new(suite.dir.join(plugin))
+        .env_clear()
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns_path(container))
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", &suite.dir)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{plugin}: {e}"))?;
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {verb} {plugin} failed: {}{}",
+            suite.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if out.stdout.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{plugin}: bad output: {e}"))
+}
+
+/// The config one plugin of the list receives.
+fn plugin_conf(list: &ConfList, index: usize, prev: &Value) -> Value {
+    let mut conf = list.plugins[index].clone();
+    conf["name"] = list.name.clone().into();
+    conf["cniVersion"] = VERSION.into();
+    if !prev.is_null() {
+        conf["prevResult"] = prev.clone();
+    }
+    // runtimeConfig for the capabilities the plugin declares, as libcni does.
+    if conf["capabilities"]["portMappings"] == true {
+        conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    }
+    conf
+}
+
+fn chain_add(suite: &Suite, list: &ConfList, container: &str) -> Result<Value, String> {
+    let mut prev = Value::Null;
+    for i in 0..list.plugins.len() {
+        prev = exec_plugin(suite, "ADD", container, list.ifname, &plugin_conf(list, i, &prev))?;
+    }
+    Ok(prev)
+}
+
+fn chain_del(suite: &Suite, list: &ConfList, container: &str, prev: &Value) -> Result<(), String> {
+    for i in (0..list.plugins.len()).rev() {
+        exec_plugin(suite, "DEL", container, list.ifname, &plugin_conf(list, i, prev))?;
+    }
+    Ok(())
+}
+
+fn add_del(suite: &Suite, list: &ConfList, container: &str) -> Duration {
+    let start = Instant::now();
+    let result = chain_add(suite, list, container).unwrap_or_else(|e| panic!("{e}"));
+    chain_del(suite, list, container, &result).unwrap_or_else(|e| panic!("{e}"));
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `f` for every suite in turn, `rounds` times, and returns the medians.
+fn alternate(suites: &[Suite], rounds: usize, mut f: impl FnMut(&Suite) -> Duration) -> Vec<Duration> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); suites.len()];
+    for _ in 0..rounds {
+        for (i, s) in suites.iter().enumerate() {
+            samples[i].push(f(s));
+        }
+    }
+    samples.into_iter().map(median).collect()
+}
+
+fn parallel_add_del(suite: &Suite, list: &ConfList, containers: &[String]) -> Duration {
+    let start = Instant::now();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = containers.iter().map(|c| s.spawn(move || chain_add(suite, list, c))).collect();
+        handles.into_iter().map(|h| h.join().unwrap().unwrap_or_else(|e| panic!("{e}"))).collect()
+    });
+    std::thread::scope(|s| {
+        for (c, r) in containers.iter().zip(&results) {
+            s.spawn(move || chain_del(suite, list, c, r).unwrap_or_else(|e| panic!("{e}")));
+        }
+    });
+    start.elapsed()
+}
+
+/// Peak RSS (KiB) of one plugin process, from wait4's rusage.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot do with rusage
+fn peak_rss_kib(suite: &Suite, list: &ConfList, container: &str) -> i64 {
+    let conf = plugin_conf(list, 0, &Value::Null);
+    let plugin = conf["type"].as_str().unwrap();
+    let mut child = Command::new(suite.dir.join(plugin))
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns_path(container))
+        .env("CNI_IFNAME", list.ifname)
+        .env("CNI_PATH", &suite.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let mut status = 0;
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let _ = chain_del(suite, list, container, &Value::Null);
+    usage.ru_maxrss
+}
+
+fn installed_size(dir: &Path, names: &[String]) -> u64 {
+    // Distinct files only: cnibox's names are links to one binary.
+    let mut seen = std::collections::HashSet::new();
+    names
+        .iter()
+        .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+        .filter(|m| {
+            use std::os::unix::fs::MetadataExt;
+            seen.insert(m.ino())
+        })
+        .map(|m| m.len())
+        .sum()
+}
+
+struct Row {
+    what: String,
+    cnibox: f64,
+    reference: f64,
+    floor: f64,
+    unit: &'static str,
+    budget: String,
+}
+
+impl Row {
+    /// reference / cnibox, both measured above the floor.
+    fn ratio(&self) -> f64 {
+        (self.reference - self.floor) / (self.cnibox - self.floor).max(1e-9)
+    }
+}
+
+fn host_local(data: &Path, subnet: &str) -> Value {
+    json!({"type": "host-local", "dataDir": data, "ranges": [[{"subnet": subnet}]]})
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    if args.len() < 4 {
+        eprintln!("usage: compare CNIBOX_DIR REFERENCE_DIR NOOP_PLUGIN [OUTPUT.md]");
+        std::process::exit(2);
+    }
+    let work = std::env::temp_dir().join(format!("cnibox-bench-{}", std::process::id()));
+    let floor_dir = work.join("floor");
+    std::fs::create_dir_all(&floor_dir).unwrap();
+    let names: Vec<String> =
+        ["bridge", "host-local", "loopback", "portmap", "firewall", "tuning"].map(String::from).to_vec();
+    for n in &names {
+        std::os::unix::fs::symlink(std::fs::canonicalize(&args[3]).unwrap(), floor_dir.join(n)).unwrap();
+    }
+    let suites = [
+        Suite { name: "cnibox", dir: PathBuf::from(&args[1]) },
+        Suite { name: "reference", dir: PathBuf::from(&args[2]) },
+        Suite { name: "floor", dir: floor_dir },
+    ];
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
+
+    // A fake host: this process (and so every plugin it runs) enters it.
+    let _ = Command::new("ip").args(["netns", "del", HOST_NS]).status();
+    sh(&format!("ip netns add {HOST_NS} && ip -n {HOST_NS} link set lo up"));
+    let host = std::fs::File::open(netns_path(HOST_NS)).unwrap();
+    nix::sched::setns(host.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let containers: Vec<String> = (0..265).map(|i| format!("cnibox-bench-c{i}")).collect();
+    for c in &containers {
+        sh(&format!("ip netns add {c}"));
+    }
+    let data = work.join("ipam");
+
+    let loopback = ConfList { name: "bench-lo".into(), plugins: vec![json!({"type": "loopback"})], ifname: "lo" };
+    let ipam_only =
+        ConfList { name: "bench-hl".into(), plugins: vec![host_local(&data, "10.77.0.0/16")], ifname: "eth0" };
+    let bridge = ConfList {
+        name: "bench-br".into(),
+        plugins: vec![json!({"type": "bridge", "bridge": "benchbr0", "isGateway": true,
+                             "ipam": host_local(&data, "10.78.0.0/16")})],
+        ifname: "eth0",
+    };
+    let full = ConfList {
+        name: "bench-full".into(),
+        plugins: vec![
+            json!({"type": "bridge", "bridge": "benchbr1", "isGateway": true, "ipMasq": true,
+                   "ipam": host_local(&data, "10.79.0.0/16")}),
+            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            json!({"type": "firewall"}),
+            json!({"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}}),
+        ],
+        ifname: "eth0",
+    };
+    let c0 = &containers[0];
+    let mut rows = Vec::new();
+    let mut push = |what: &str, m: Vec<Duration>, budget: &str| {
+        println!("{what:<48} cnibox {:>8.2} ms  reference {:>8.2} ms  floor {:>7.2} ms", ms(m[0]), ms(m[1]), ms(m[2]));
+        rows.push(Row {
+            what: what.into(),
+            cnibox: ms(m[0]),
+            reference: ms(m[1]),
+            floor: ms(m[2]),
+            unit: "ms",
+            budget: budget.into(),
+        });
+    };
+
+    let version = |s: &Suite| {
+        let start = Instant::now();
+        exec_plugin(s, "VERSION", c0, "eth0", &json!({"cniVersion": VERSION, "type": "bridge"})).unwrap();
+        start.elapsed()
+    };
+    push("VERSION exec", alternate(&suites, rounds * 4, version), "≥ 4×");
+    push("host-local ADD+DEL", alternate(&suites, rounds, |s| add_del(s, &ipam_only, c0)), "");
+    push("loopback ADD+DEL", alternate(&suites, rounds, |s| add_del(s, &loopback, c0)), "");
+    push("bridge + host-local ADD+DEL", alternate(&suites, rounds, |s| add_del(s, &bridge, c0)), "≥ 5×");
+    push(
+        "bridge+ipMasq, portmap, firewall, tuning ADD+DEL",
+        alternate(&suites, rounds, |s| add_del(s, &full, c0)),
+        "≥ 8×",
+    );
+    let par = &containers[1..65];
+    push(
+        "64 bridge ADDs in parallel, then 64 DELs",
+        alternate(&suites, (rounds / 5).max(2), |s| parallel_add_del(s, &bridge, par)),
+        "≥ 5×",
+    );
+
+    // Growth with the node's population: the full chain on an empty node,
+    // then with 200 containers of the same network present.
+    let population = &containers[65..265];
+    let mut growth = Vec::new();
+    for s in &suites {
+        let empty = median((0..rounds).map(|_| add_del(s, &full, c0)).collect());
+        let results: Vec<Value> = population.iter().map(|c| chain_add(s, &full, c).unwrap()).collect();
+        let busy = median((0..rounds).map(|_| add_del(s, &full, c0)).collect());
+        for (c, r) in population.iter().zip(&results) {
+            chain_del(s, &full, c, r).unwrap();
+        }
+        println!("{:<10} full chain: empty node {:.2} ms, 200 containers {:.2} ms", s.name, ms(empty), ms(busy));
+        growth.push((s.name, ms(empty), ms(busy)));
+    }
+
+    let rss: Vec<i64> = suites.iter().map(|s| peak_rss_kib(s, &bridge, c0)).collect();
+    let all_ref: Vec<String> = std::fs::read_dir(&suites[1].dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let all_ours: Vec<String> = std::fs::read_dir(&suites[0].dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let size_ours = installed_size(&suites[0].dir, &all_ours);
+    let size_ref = installed_size(&suites[1].dir, &all_ref);
+
+    for c in &containers {
+        let _ = Command::new("ip").args(["netns", "del", c]).status();
+    }
+    let _ = Command::new("ip").args(["netns", "del", HOST_NS]).status();
+    let _ = std::fs::remove_dir_all(&work);
+
+    let mut md = String::new();
+    let machine = format!(
+        "{} cores, {}, kernel {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string()))
+            .unwrap_or_default(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    md += &format!("# Benchmarks\n\nMeasured {date} on {machine} by `make bench` ({rounds} rounds, medians).\n");
+    md += &format!(
+        "cnibox: {}; reference: {} ({}).\n\n",
+        suites[0].dir.display(),
+        suites[1].dir.display(),
+        "containernetworking-plugins, Debian"
+    );
+    md += "Ratios are reference / cnibox on the cost above the floor (the same calls answered by a do-nothing static C plugin).\n\n";
+    md += "| what | cnibox | reference | floor | ratio | budget |\n|---|---:|---:|---:|---:|---|\n";
+    for r in &rows {
+        md += &format!(
+            "| {} | {:.2} {u} | {:.2} {u} | {:.2} {u} | {:.1}× | {} |\n",
+            r.what,
+            r.cnibox,
+            r.reference,
+            r.floor,
+            r.ratio(),
+            r.budget,
+            u = r.unit
+        );
+    }
+    for (name, empty, busy) in &growth {
+        md += &format!("| full chain with 200 containers / empty node, {name} | | | | {:.2}× ({busy:.2} / {empty:.2} ms) | cnibox ≤ 1.1× |\n", busy / empty);
+    }
+    md += &format!(
+        "| peak RSS of one bridge ADD | {} KiB | {} KiB | {} KiB | {:.2} of reference | ≤ 0.5 |\n",
+        rss[0],
+        rss[1],
+        rss[2],
+        rss[0] as f64 / rss[1] as f64
+    );
+    md += &format!(
+        "| installed size, every plugin | {:.2} MB ({} names) | {:.2} MB ({} files) | | {:.1}× smaller | ≥ 15× |\n",
+        size_ours as f64 / 1e6,
+        all_ours.len(),
+        size_ref as f64 / 1e6,
+        all_ref.len(),
+        size_ref as f64 / size_ours.max(1) as f64
+    );
+    println!("\n{md}");
+    if let Some(out) = args.get(4) {
+        let notes = std::fs::read_to_string(out)
+            .ok()
+            .and_then(|old| old.split_once("\n## Notes").map(|(_, n)| format!("\n## Notes{n}")))
+            .unwrap_or_default();
+        std::fs::write(out, md + &notes).unwrap();
+    }
+}

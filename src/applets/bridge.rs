@@ -1,0 +1,566 @@
+//! bridge: connects the container to a Linux bridge on the host through a
+//! veth pair, optionally acting as the containers' gateway and masquerading
+//! their outbound traffic.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::container::{
+    self, attachment, check_container_iface, check_container_l3, enable_forwarding, first_host, rollback, Made, NftUse,
+};
+use super::masq;
+use crate::cni::error::INVALID_ENV;
+use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
+use crate::netlink::brport::PortState;
+use crate::netlink::veth;
+use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
+
+pub struct Bridge;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct VlanTrunk {
+    #[serde(rename = "minID")]
+    min_id: Option<i64>,
+    #[serde(rename = "maxID")]
+    max_id: Option<i64>,
+    id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Conf {
+    bridge: String,
+    is_gateway: bool,
+    is_default_gateway: bool,
+    force_address: bool,
+    ip_masq: bool,
+    ip_masq_backend: Option<String>,
+    mtu: u32,
+    hairpin_mode: bool,
+    promisc_mode: bool,
+    vlan: i64,
+    vlan_trunk: Option<Vec<VlanTrunk>>,
+    preserve_default_vlan: bool,
+    enabledad: bool,
+    macspoofchk: bool,
+    disable_container_interface: bool,
+    port_isolation: bool,
+}
+
+impl Default for Conf {
+    fn default() -> Self {
+        Conf {
+            bridge: "cni0".into(),
+            is_gateway: false,
+            is_default_gateway: false,
+            force_address: false,
+            ip_masq: false,
+            ip_masq_backend: None,
+            mtu: 0,
+            hairpin_mode: false,
+            promisc_mode: false,
+            vlan: 0,
+            vlan_trunk: None,
+            // The reference keeps the default VLAN unless told otherwise.
+            preserve_default_vlan: true,
+            enabledad: false,
+            macspoofchk: false,
+            disable_container_interface: false,
+            port_isolation: false,
+        }
+    }
+}
+
+/// The configuration, validated, with the derived values the steps need.
+struct Plan {
+    conf: Conf,
+    /// Trunk VLANs as sorted inclusive ranges.
+    trunk: Vec<(u16, u16)>,
+    mac: Option<Vec<u8>>,
+}
+
+/// Inclusive ranges covering the trunk's VLAN ids, validated as the reference does.
+fn trunk_ranges(trunk: &[VlanTrunk]) -> Result<Vec<(u16, u16)>, CniError> {
+    let valid = |v: i64, what: &str| {
+        if (1..=4094).contains(&v) {
+            Ok(v as u16)
+        } else {
+            Err(CniError::invalid_config(format!("incorrect trunk {what} parameter")))
+        }
+    };
+    let mut ids = std::collections::BTreeSet::new();
+    for item in trunk {
+        match (item.min_id, item.max_id) {
+            (Some(lo), Some(hi)) => {
+                let (lo, hi) = (valid(lo, "minID")?, valid(hi, "maxID")?);
+                if hi < lo {
+                    return Err(CniError::invalid_config("minID is greater than maxID in trunk parameter"));
+                }
+                ids.extend(lo..=hi);
+            }
+            (None, Some(_)) => {
+                return Err(CniError::invalid_config(
+                    "minID and maxID should be configured simultaneously, minID is missing",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(CniError::invalid_config(
+                    "minID and maxID should be configured simultaneously, maxID is missing",
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = item.id {
+            ids.insert(valid(id, "id")?);
+        }
+    }
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for id in ids {
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == id => *hi = id,
+            _ => ranges.push((id, id)),
+        }
+    }
+    Ok(ranges)
+}
+
+fn nft_use(conf: &Conf) -> NftUse {
+    NftUse { masq: conf.ip_masq, spoof: conf.macspoofchk }
+}
+
+fn plan(cmd: &Command) -> Result<Plan, CniError> {
+    let mut conf: Conf = cmd.parse_config()?;
+    if !(0..=4094).contains(&conf.vlan) {
+        return Err(CniError::invalid_config(format!("invalid VLAN ID {} (must be between 0 and 4094)", conf.vlan)));
+    }
+    let trunk = trunk_ranges(conf.vlan_trunk.as_deref().unwrap_or_default())?;
+    if conf.vlan > 0 && !trunk.is_empty() {
+        return Err(CniError::invalid_config("cannot set vlan and vlanTrunk at the same time"));
+    }
+    if conf.bridge.is_empty() {
+        conf.bridge = "cni0".into();
+    }
+    crate::cni::skel::validate_ifname(&conf.bridge).map_err(|e| CniError::invalid_config(e.msg))?;
+    masq::check_backend(conf.ip_masq_backend.as_deref())?;
+    if conf.is_default_gateway {
+        conf.is_gateway = true;
+    }
+    // The last source wins: CNI_ARGS, then args.cni, then runtimeConfig.
+    let mut mac_text = cmd.args.get("MAC").map(str::to_string);
+    if let Some(m) = cmd.args_cni::<String>("mac")?.filter(|m| !m.is_empty()) {
+        mac_text = Some(m);
+    }
+    if let Some(m) = cmd.runtime_config::<String>("mac")?.filter(|m| !m.is_empty()) {
+        mac_text = Some(m);
+    }
+    let mac = match mac_text {
+        Some(m) => Some(
+            mac::parse(&m)
+                .filter(|b| b.len() == 6)
+                .ok_or_else(|| CniError::invalid_config(format!("invalid MAC address {m:?}")))?,
+        ),
+        None => None,
+    };
+    Ok(Plan { conf, trunk, mac })
+}
+
+/// Creates the bridge unless it exists (a concurrent ADD may win the race:
+/// EEXIST is success), then reads it back and brings it up.
+fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link, CniError> {
+    let name = &conf.bridge;
+    let existing = nl.link(name)?;
+    let mut created = false;
+    if existing.is_none() {
+        match nl.add_bridge(name, (conf.mtu > 0).then_some(conf.mtu), vlan_filtering) {
+            Err(e) if !e.is_exists() => {
+                return Err(CniError::internal(format!("failed to create bridge {name:?}: {e}")))
+            }
+            Err(_) => {}
+            Ok(()) => created = true,
+        }
+    }
+    let br = nl.require_link(name)?;
+    if created && br.kind == "bridge" {
+        // Setting the bridge's own MAC pins it; otherwise the kernel gives the
+        // bridge the lowest port MAC, which changes as containers come and go.
+        if let Some(m) = mac::parse(&br.mac) {
+            nl.set_mac(br.index, &m)?;
+        }
+    }
+    if br.kind != "bridge" {
+        return Err(CniError::internal(format!("{name:?} already exists but is not a bridge")));
+    }
+    if conf.promisc_mode && !br.promisc {
+        nl.set_promisc(br.index, true)?;
+    }
+    // The plugin owns the bridge's routes: no router advertisements.
+    let _ = sysctl::write(&sysctl::iface_key("ipv6", name, "accept_ra"), "0");
+    if !br.up {
+        nl.set_up(br.index)?;
+    }
+    Ok(br)
+}
+
+/// Puts `gw` on `link` as the reference does: an equal address is fine; a
+/// different IPv4 address, or an overlapping IPv6 one, is an error unless
+/// `force` (then it is replaced).
+fn ensure_addr(nl: &Netlink, link: &Link, gw: IpNet, force: bool) -> Result<(), CniError> {
+    let v6 = gw.addr().is_ipv6();
+    for a in nl.addrs(Some(link.index))?.into_iter().filter(|a| a.net.addr().is_ipv6() == v6) {
+        if a.net == gw {
+            return Ok(());
+        }
+        if !v6 || a.net.contains(&gw.addr()) || gw.contains(&a.net.addr()) {
+            if !force {
+                return Err(CniError::internal(format!(
+                    "{:?} already has an IP address different from {gw}",
+                    link.name
+                )));
+            }
+            match nl.del_addr(link.index, a.net) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    // IPv6 DAD is skipped: the containers should reach their gateway at once.
+    match nl.add_addr(link.index, gw, true) {
+        Err(e) if !e.is_exists() => {
+            Err(CniError::internal(format!("could not add IP address to {:?}: {e}", link.name)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Bridge-port settings of a veth's host end: master, hairpin, isolation,
+/// VLANs, then up.
+fn attach_port(
+    nl: &Netlink,
+    br: &Link,
+    port: u32,
+    conf: &Conf,
+    trunk: &[(u16, u16)],
+    vlan: u16,
+) -> Result<(), CniError> {
+    nl.set_master(port, br.index)?;
+    nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
+    if (vlan != 0 || !trunk.is_empty()) && !conf.preserve_default_vlan {
+        // A new port is a member of the bridge's default VLAN only (0: none).
+        let pvid = nl.bridge_default_pvid(br.index)?.unwrap_or(1);
+        if pvid != 0 {
+            match nl.del_bridge_vlan(port, pvid) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    if vlan != 0 {
+        nl.add_bridge_vlans(port, vlan, vlan, true)?;
+    }
+    for &(lo, hi) in trunk {
+        nl.add_bridge_vlans(port, lo, hi, false)?;
+    }
+    nl.set_up(port)?;
+    Ok(())
+}
+
+/// The gateway interface `<bridge>.<vlan>` the reference uses with `vlan`:
+/// a veth in the host netns whose peer is an untagged member of the VLAN.
+fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, CniError> {
+    let vlan = conf.conf.vlan as u16;
+    let name = format!("{}.{vlan}", br.name);
+    if let Some(l) = nl.link(&name)? {
+        return Ok(l);
+    }
+    let peer = format!("veth{}", crate::cni::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
+    let spec = crate::netlink::link::VethSpec {
+        name: &name,
+        peer_name: &peer,
+        mtu: (br.mtu > 0).then_some(br.mtu),
+        ..Default::default()
+    };
+    match nl.add_veth(&spec) {
+        // Another ADD is creating it right now.
+        Err(e) if e.is_exists() => return Ok(nl.require_link(&name)?),
+        Err(e) => return Err(CniError::internal(format!("failed to create vlan gateway {name:?}: {e}"))),
+        Ok(()) => {}
+    }
+    let peer_link = nl.require_link(&peer)?;
+    let gw = nl.require_link(&name)?;
+    let c = &conf.conf;
+    let port_conf = Conf {
+        hairpin_mode: false,
+        port_isolation: false,
+        preserve_default_vlan: c.preserve_default_vlan,
+        ..Conf::default()
+    };
+    attach_port(nl, br, peer_link.index, &port_conf, &[], vlan)?;
+    nl.set_up(gw.index)?;
+    Ok(gw)
+}
+
+impl Applet for Bridge {
+    fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
+        let plan = plan(cmd)?;
+        let l3 = ipam::has_ipam(cmd);
+        if l3 && plan.conf.disable_container_interface {
+            return Err(CniError::invalid_config("cannot use IPAM when DisableContainerInterface flag is set"));
+        }
+        if plan.conf.hairpin_mode && plan.conf.promisc_mode {
+            return Err(CniError::invalid_config("cannot set hairpin mode and promiscuous mode at the same time"));
+        }
+        let host = Netlink::new()?;
+        let vlan_filtering = plan.conf.vlan != 0 || plan.conf.vlan_trunk.is_some();
+        let br = ensure_bridge(&host, &plan.conf, vlan_filtering)?;
+        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let cont = Netlink::in_netns(&ns)?;
+
+        let run = |ipam_result: Option<CniResult>| {
+            let mut made = Made::default();
+            let res = setup(cmd, &plan, &host, &br, &ns, &cont, ipam_result, &mut made);
+            if res.is_err() {
+                rollback(cmd, &host, &ns, &made, nft_use(&plan.conf));
+            }
+            res
+        };
+        if l3 {
+            ipam::add_then(cmd, |r| run(Some(r)))
+        } else {
+            run(None)
+        }
+    }
+
+    fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        container::del(cmd, nft_use(&conf))
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        container::gc(cmd, nft_use(&conf))
+    }
+
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        container::status(cmd)
+    }
+
+    fn check(&self, cmd: &Command) -> Result<(), CniError> {
+        let plan = plan(cmd)?;
+        let conf = &plan.conf;
+        if ipam::has_ipam(cmd) {
+            ipam::check(cmd)?;
+        }
+        let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
+        let host = Netlink::new()?;
+        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let cont = Netlink::in_netns(&ns)?;
+
+        let br_if = prev.interfaces.iter().find(|i| i.name == conf.bridge && i.sandbox.is_empty());
+        let br = host.link(&conf.bridge)?.filter(|l| l.kind == "bridge").ok_or_else(|| {
+            CniError::internal(format!("CNI created bridge {} in host namespace was not found", conf.bridge))
+        })?;
+        if let Some(i) = br_if.filter(|i| !i.mac.is_empty()) {
+            if i.mac != br.mac {
+                return Err(CniError::internal(format!("Bridge interface {} Mac doesn't match: {}", i.name, i.mac)));
+            }
+        }
+        if br.promisc != conf.promisc_mode {
+            return Err(CniError::internal(format!(
+                "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
+                br.name, conf.promisc_mode, br.promisc
+            )));
+        }
+        let cont_link = check_container_iface(cmd, &prev, &cont)?;
+        // The host end: a veth of the result enslaved to the bridge, peer of the container's.
+        let host_veth = prev
+            .interfaces
+            .iter()
+            .filter(|i| i.sandbox.is_empty() && i.name != conf.bridge)
+            .filter_map(|i| host.link(&i.name).ok().flatten().map(|l| (i, l)))
+            .find(|(_, l)| l.kind == "veth" && l.master == Some(br.index) && cont_link.parent == Some(l.index));
+        let Some((host_if, host_link)) = host_veth else {
+            return Err(CniError::internal(format!("CNI veth created for bridge {} was not found", conf.bridge)));
+        };
+        if !host_if.mac.is_empty() && host_if.mac != host_link.mac {
+            return Err(CniError::internal(format!("Interface {} Mac doesn't match: {}", host_if.name, host_if.mac)));
+        }
+        check_container_l3(cmd, &prev, &cont, &cont_link)?;
+        let att = attachment(cmd);
+        if conf.ip_masq {
+            let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
+            masq::check(&att, &ips)?;
+        }
+        if conf.macspoofchk {
+            masq::check_spoof(&att, &host_link.name, &cont_link.mac)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything ADD does after IPAM; records what it made in `made` so that
+/// `rollback` can undo it.
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    cmd: &Command,
+    plan: &Plan,
+    host: &Netlink,
+    br: &Link,
+    ns: &NetNs,
+    cont: &Netlink,
+    ipam_result: Option<CniResult>,
+    made: &mut Made,
+) -> Result<CniResult, CniError> {
+    let conf = &plan.conf;
+    let mtu = (conf.mtu > 0).then_some(conf.mtu);
+    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone())?;
+    made.veth = true;
+    attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
+
+    let mut result = CniResult {
+        interfaces: vec![
+            Interface { name: br.name.clone(), mac: br.mac.clone(), ..Default::default() },
+            Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
+            Interface {
+                name: cmd.ifname.clone(),
+                mac: pair.container.mac.clone(),
+                sandbox: cmd.netns.clone(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let att = attachment(cmd);
+    let mut nft_cmds = Vec::new();
+    if let Some(ipam_result) = ipam_result {
+        result.ips = ipam_result.ips;
+        result.routes = ipam_result.routes;
+        result.dns = ipam_result.dns;
+        let gateways = calc_gateways(&mut result, conf);
+        veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
+        iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
+        // Even without DAD the kernel clears "tentative" asynchronously after
+        // the link comes up; with DAD it takes a second or more.
+        if result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
+            veth::wait_addresses_settled(cont, pair.container.index, Duration::from_secs(10))?;
+        }
+        if conf.is_gateway && !gateways.is_empty() {
+            let gw_link = if conf.vlan != 0 {
+                let l = ensure_vlan_gateway(host, br, plan)?;
+                result.interfaces.push(Interface { name: l.name.clone(), mac: l.mac.clone(), ..Default::default() });
+                l
+            } else {
+                br.clone()
+            };
+            for gw in &gateways {
+                ensure_addr(host, &gw_link, *gw, conf.force_address)?;
+            }
+            enable_forwarding(&gateways)?;
+        }
+        if conf.ip_masq {
+            let ips: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+            nft_cmds.extend(masq::masq_add_commands(&att, &ips));
+        }
+    } else if !conf.disable_container_interface {
+        cont.set_up(pair.container.index)?;
+    }
+    if conf.macspoofchk {
+        nft_cmds.extend(masq::spoof_add_commands(&att, &pair.host.name, &pair.container.mac));
+    }
+    if !nft_cmds.is_empty() {
+        made.nft = true;
+        masq::apply(&cmd.conf.name, nft_cmds)?;
+    }
+
+    if !conf.disable_container_interface {
+        let state = host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3))?;
+        match state {
+            Some(PortState::Forwarding) => {}
+            // STP is on: the port forwards once STP says so.
+            Some(PortState::Listening | PortState::Learning) => {
+                log::info!("bridge port {} is not forwarding yet (STP)", pair.host.name)
+            }
+            other => {
+                return Err(CniError::internal(format!("bridge port {} in error state: {other:?}", pair.host.name)))
+            }
+        }
+    }
+    // The host end's and the bridge's MACs may change as ports come and go.
+    if let Some(l) = host.link_by_index(pair.host.index)? {
+        result.interfaces[1].mac = l.mac;
+    }
+    if let Some(l) = host.link_by_index(br.index)? {
+        result.interfaces[0].mac = l.mac;
+    }
+    if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+    Ok(result)
+}
+
+/// Fills in missing gateways and the default routes; returns the gateway
+/// addresses (with the subnet's prefix) the bridge should hold.
+fn calc_gateways(result: &mut CniResult, conf: &Conf) -> Vec<IpNet> {
+    let mut gateways = Vec::new();
+    let mut default_done = [false, false];
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+        let v6 = ip.address.addr().is_ipv6();
+        if ip.gateway.is_none() && conf.is_gateway {
+            ip.gateway = Some(first_host(&ip.address));
+        }
+        if conf.is_default_gateway && !default_done[v6 as usize] {
+            let default: IpNet = if v6 { "::/0".parse().unwrap() } else { "0.0.0.0/0".parse().unwrap() };
+            if !result.routes.iter().any(|r| r.dst == default && r.gw.is_some()) {
+                result.routes.push(Route::new(default, ip.gateway));
+            }
+            default_done[v6 as usize] = true;
+        }
+        if let (true, Some(gw)) = (conf.is_gateway, ip.gateway) {
+            if let Ok(net) = IpNet::new(gw, ip.address.prefix_len()) {
+                if !gateways.contains(&net) {
+                    gateways.push(net);
+                }
+            }
+        }
+    }
+    gateways
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunks() {
+        let t = |v: serde_json::Value| -> Result<Vec<(u16, u16)>, CniError> {
+            let items: Vec<VlanTrunk> = serde_json::from_value(v).unwrap();
+            trunk_ranges(&items)
+        };
+        assert_eq!(
+            t(serde_json::json!([{"minID": 10, "maxID": 12}, {"id": 13}, {"id": 20}])).unwrap(),
+            vec![(10, 13), (20, 20)]
+        );
+        assert!(t(serde_json::json!([{"minID": 10}])).is_err());
+        assert!(t(serde_json::json!([{"minID": 12, "maxID": 10}])).is_err());
+        assert!(t(serde_json::json!([{"id": 4095}])).is_err());
+        assert!(t(serde_json::json!([{"id": 0}])).is_err());
+    }
+
+    #[test]
+    fn gateways() {
+        assert_eq!(first_host(&"10.1.2.7/24".parse().unwrap()).to_string(), "10.1.2.1");
+        assert_eq!(first_host(&"fd00::7/64".parse().unwrap()).to_string(), "fd00::1");
+        let mut r = CniResult {
+            ips: vec![crate::cni::IpConfig { address: "10.1.2.7/24".parse().unwrap(), gateway: None, interface: None }],
+            ..Default::default()
+        };
+        let conf = Conf { is_gateway: true, is_default_gateway: true, ..Conf::default() };
+        let gws = calc_gateways(&mut r, &conf);
+        assert_eq!(gws, vec!["10.1.2.1/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(r.routes.len(), 1);
+        assert_eq!(r.ips[0].interface, Some(2));
+    }
+}

@@ -1,0 +1,171 @@
+//! What the veth-based main plugins (bridge, ptp) share beyond the netlink
+//! layer: gateway arithmetic, forwarding, and the CHECK of the container
+//! side against the previous result.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::masq::{self, Attachment};
+use crate::cni::{ipam, CniError, CniResult, Command, Route};
+use crate::netlink::{iface, sysctl, veth, Link, NetNs, Netlink};
+
+/// The attachment `cmd` is about, as the nftables elements name it.
+pub fn attachment(cmd: &Command) -> Attachment<'_> {
+    Attachment { network: &cmd.conf.name, container_id: &cmd.container_id, ifname: &cmd.ifname }
+}
+
+/// The first address of the subnet, the gateway when IPAM names none.
+pub fn first_host(net: &IpNet) -> IpAddr {
+    match net.trunc() {
+        IpNet::V4(n) => IpAddr::V4((u32::from(n.network()).wrapping_add(1)).into()),
+        IpNet::V6(n) => IpAddr::V6((u128::from(n.network()).wrapping_add(1)).into()),
+    }
+}
+
+/// ip_forward on in the host netns for the gateways' families.
+pub fn enable_forwarding(addrs: &[IpNet]) -> Result<(), CniError> {
+    if addrs.iter().any(|a| a.addr().is_ipv4()) {
+        sysctl::write("net/ipv4/ip_forward", "1")?;
+    }
+    if addrs.iter().any(|a| a.addr().is_ipv6()) {
+        sysctl::write("net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}
+
+/// CHECK of the container side: the interface named in the result exists in
+/// the netns, is a veth and has the result's MAC.
+pub fn check_container_iface(cmd: &Command, prev: &CniResult, cont: &Netlink) -> Result<Link, CniError> {
+    let Some(cont_if) = prev.interfaces.iter().find(|i| i.name == cmd.ifname && i.sandbox == cmd.netns) else {
+        return Err(CniError::internal(format!(
+            "interface {} in sandbox {} is not in prevResult",
+            cmd.ifname, cmd.netns
+        )));
+    };
+    let link = cont
+        .link(&cmd.ifname)?
+        .ok_or_else(|| CniError::internal(format!("CNI created interface in container {} not found", cmd.ifname)))?;
+    if link.kind != "veth" {
+        return Err(CniError::internal(format!("Container interface {} not of type veth", cmd.ifname)));
+    }
+    if !cont_if.mac.is_empty() && !cont_if.mac.eq_ignore_ascii_case(&link.mac) {
+        return Err(CniError::internal(format!(
+            "Interface {} Mac {} doesn't match container Mac: {}",
+            cmd.ifname, cont_if.mac, link.mac
+        )));
+    }
+    Ok(link)
+}
+
+/// CHECK of the container's addresses and routes against the result.
+pub fn check_container_l3(cmd: &Command, prev: &CniResult, cont: &Netlink, link: &Link) -> Result<(), CniError> {
+    let addrs = cont.addrs(Some(link.index))?;
+    for ip in iface::ips_for(prev, &cmd.ifname, &cmd.netns) {
+        if !addrs.iter().any(|a| a.net == ip.address) {
+            return Err(CniError::internal(format!("address {} not found on {}", ip.address, cmd.ifname)));
+        }
+    }
+    for v6 in [false, true] {
+        let wanted: Vec<&Route> = prev.routes.iter().filter(|r| r.dst.addr().is_ipv6() == v6).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let routes = cont.routes(v6)?;
+        for r in wanted {
+            let table = r.table.unwrap_or(254);
+            let found = routes.iter().any(|have| {
+                have.dst.map(|d| d.trunc()) == Some(r.dst.trunc())
+                    && have.table == Some(table)
+                    && (r.gw.is_none() || have.gw == r.gw)
+            });
+            if !found {
+                return Err(CniError::internal(format!("route to {} not found in the container", r.dst)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which nftables pieces an attachment has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NftUse {
+    pub masq: bool,
+    pub spoof: bool,
+}
+
+impl NftUse {
+    fn any(self) -> bool {
+        self.masq || self.spoof
+    }
+}
+
+/// What a failing ADD has made so far, for `rollback`.
+#[derive(Debug, Default)]
+pub struct Made {
+    pub veth: bool,
+    pub nft: bool,
+}
+
+/// Undoes a failed ADD's steps in reverse (IPAM is released by
+/// `ipam::add_then`). Shared objects (a bridge, its gateway) stay.
+pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: NftUse) {
+    if made.nft {
+        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof) {
+            log::warn!("rollback: removing nftables elements: {e}");
+        }
+    }
+    if made.veth {
+        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname) {
+            log::warn!("rollback: deleting the veth pair: {e}");
+        }
+    }
+}
+
+/// DEL of a veth attachment: its nftables elements (found by container ID),
+/// the veth pair (the container's end, or the derived host end when the
+/// netns is gone), then the IPAM reservation. Keeps going past errors and
+/// reports the first.
+pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
+    let mut errors: Vec<CniError> = Vec::new();
+    if nft.any() {
+        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof) {
+            errors.push(e);
+        }
+    }
+    let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
+    let host = Netlink::new();
+    if let Err(e) = host.and_then(|h| veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname)) {
+        errors.push(e.into());
+    }
+    if ipam::has_ipam(cmd) {
+        if let Err(e) = ipam::del(cmd) {
+            errors.push(e);
+        }
+    }
+    errors.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// GC: nftables elements of attachments not in `cni.dev/valid-attachments`,
+/// then the IPAM delegate's GC.
+pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
+    let mut first_err = None;
+    if nft.any() {
+        let valid = masq::valid_attachments(&cmd.config);
+        first_err = masq::gc(&cmd.conf.name, &valid, nft.masq, nft.spoof).err();
+    }
+    if ipam::has_ipam(cmd) {
+        if let Err(e) = ipam::gc(cmd) {
+            first_err = first_err.or(Some(e));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// STATUS: the IPAM delegate's, when there is one.
+pub fn status(cmd: &Command) -> Result<(), CniError> {
+    if ipam::has_ipam(cmd) {
+        ipam::status(cmd)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,674 @@
+//! `cnibox dhcp daemon`: holds the DHCP leases of every container and keeps
+//! them alive (a plugin process lives for one call; a lease must be renewed
+//! for as long as the container lives).
+//!
+//! Protocol (ours, not the reference's Go net/rpc): over a unix stream
+//! socket, one JSON `Request` per connection, written by the plugin and
+//! ended with a write shutdown; the daemon answers one JSON `Response` and
+//! closes. Each connection gets a thread; each lease gets a thread that
+//! renews it at T1, rebinds at T2 and releases it when told to stop.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{self, Client, Identity, Lease, Timing};
+use super::{lease_result, prepare_options, Conf};
+use crate::cni::args::CniArgs;
+use crate::cni::error::{CniError, INTERNAL, TRY_AGAIN_LATER};
+use crate::cni::CniResult;
+
+pub const DEFAULT_SOCKET: &str = "/run/cni/dhcp.sock";
+/// Largest request accepted (the configuration is at most 1 MiB).
+const MAX_REQUEST: u64 = 2 << 20;
+
+/// What the plugin asks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Request {
+    /// ADD, DEL, CHECK, GC or STATUS.
+    pub verb: String,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    /// CNI_ARGS as given (for `provide` options with `fromArg`).
+    pub args: String,
+    /// The whole network configuration.
+    pub config: Value,
+}
+
+/// What the daemon answers: a result (ADD, CHECK), nothing, or an error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Response {
+    pub result: Option<CniResult>,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WireError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl From<CniError> for WireError {
+    fn from(e: CniError) -> Self {
+        WireError { code: e.code, msg: e.msg, details: e.details }
+    }
+}
+
+impl From<WireError> for CniError {
+    fn from(e: WireError) -> Self {
+        CniError::new(e.code, e.msg).with_details(e.details)
+    }
+}
+
+/// The client ID the reference builds: "<container>/<network>/<ifname>",
+/// at most 254 bytes, sent after a 0 type byte.
+pub fn client_id(container_id: &str, net_name: &str, ifname: &str) -> String {
+    let mut id = format!("{container_id}/{net_name}/{ifname}");
+    if id.len() > 254 {
+        let mut cut = 254;
+        while !id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        id.truncate(cut);
+    }
+    id
+}
+
+/// One lease the daemon maintains.
+struct Managed {
+    container_id: String,
+    net_name: String,
+    ifname: String,
+    id: Identity,
+    /// None once the lease is lost (NAK, expiry, interface gone).
+    lease: Mutex<Option<Lease>>,
+    stop: AtomicBool,
+    wake: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Managed {
+    fn current(&self) -> Option<Lease> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sleeps until `when` or a stop request; true when asked to stop.
+    fn sleep_until(&self, when: Instant) -> bool {
+        let mut guard = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            let Some(left) = when.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                return false;
+            };
+            guard = self.wake.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    fn lose(&self, why: &str, down: bool) {
+        let who = String::from_utf8_lossy(&self.id.client_id[1..]).into_owned();
+        log::error!("{who}: lease lost: {why}");
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if down {
+            if let Err(e) = client::set_link_down(&self.id.netns, &self.id.ifname) {
+                log::warn!("{who}: cannot bring {} down: {e}", self.id.ifname);
+            }
+        }
+    }
+
+    /// The lease's life after ADD: renew at T1, rebind at T2, give up at
+    /// expiry; RELEASE when stopped.
+    fn maintain(self: Arc<Self>, timing: Timing) {
+        let who = String::from_utf8_lossy(&self.id.client_id[1..]).into_owned();
+        loop {
+            let Some(lease) = self.current() else { return };
+            if self.sleep_until(lease.renew_at()) {
+                break;
+            }
+            let now = Instant::now();
+            let (rebinding, deadline) = if now < lease.rebind_at() {
+                (false, lease.rebind_at())
+            } else if now < lease.expires_at() {
+                (true, lease.expires_at())
+            } else {
+                self.lose("expired without renewal", true);
+                return;
+            };
+            let outcome =
+                Client::open(&self.id, &timing, &self.stop).and_then(|c| c.extend(&lease, rebinding, deadline));
+            match outcome {
+                Ok(new) => *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(new),
+                Err(client::Error::Stopped) => break,
+                Err(client::Error::Gone(why)) => {
+                    log::info!("{who}: stopping maintenance: {why}");
+                    self.lose("interface gone", false);
+                    return;
+                }
+                Err(client::Error::Nak(why)) => {
+                    self.lose(&why, true);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("{who}: {e}");
+                    // Do not spin on a persistent local error.
+                    if self.sleep_until(Instant::now() + Duration::from_secs(1)) {
+                        break;
+                    }
+                }
+            }
+        }
+        // Stopped by DEL.
+        if let Some(lease) = self.current() {
+            let never = AtomicBool::new(false);
+            match Client::open(&self.id, &timing, &never).and_then(|c| c.release(&lease)) {
+                Ok(()) => {}
+                Err(e) => log::warn!("{who}: cannot send DHCPRELEASE: {e}"),
+            }
+        }
+    }
+
+    fn stop_and_join(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        {
+            let _guard = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Serializes the requests for one attachment (an ADD still acquiring and
+/// a DEL for the same container must not overlap), leaving others free.
+#[derive(Default)]
+struct Busy {
+    keys: Mutex<HashSet<String>>,
+    freed: Condvar,
+}
+
+struct BusyGuard<'a> {
+    busy: &'a Busy,
+    key: String,
+}
+
+impl Busy {
+    fn claim(&self, key: &str) -> BusyGuard<'_> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        while keys.contains(key) {
+            keys = self.freed.wait(keys).unwrap_or_else(|e| e.into_inner());
+        }
+        keys.insert(key.to_string());
+        BusyGuard { busy: self, key: key.to_string() }
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        self.busy.freed.notify_all();
+    }
+}
+
+pub struct Daemon {
+    timing: Timing,
+    host_prefix: String,
+    leases: Mutex<HashMap<String, Arc<Managed>>>,
+    busy: Busy,
+}
+
+impl Daemon {
+    pub fn new(timing: Timing, host_prefix: String) -> Daemon {
+        Daemon { timing, host_prefix, leases: Mutex::new(HashMap::new()), busy: Busy::default() }
+    }
+
+    fn lookup(&self, key: &str) -> Option<Arc<Managed>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    fn take(&self, key: &str) -> Option<Arc<Managed>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
+    }
+
+    pub fn handle(&self, req: &Request) -> Response {
+        let outcome = match req.verb.as_str() {
+            "ADD" => self.add(req).map(Some),
+            "CHECK" => self.check(req).map(Some),
+            "DEL" => self.del(req).map(|_| None),
+            "GC" => self.gc(req).map(|_| None),
+            "STATUS" => Ok(None),
+            other => Err(CniError::invalid_config(format!("unknown daemon request {other:?}"))),
+        };
+        match outcome {
+            Ok(result) => Response { result, error: None },
+            Err(e) => Response { result: None, error: Some(e.into()) },
+        }
+    }
+
+    fn key(req: &Request, conf: &Conf) -> String {
+        client_id(&req.container_id, &conf.name, &req.ifname)
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
+        let key = Self::key(req, &conf);
+        let _busy = self.busy.claim(&key);
+        // ADD again for the same attachment returns the lease it already has.
+        if let Some(lease) = self.lookup(&key).and_then(|m| m.current()) {
+            return lease_result(&lease);
+        }
+        if let Some(old) = self.take(&key) {
+            old.stop_and_join();
+        }
+        let args = CniArgs::parse(&req.args)?;
+        let mut client_id_opt = vec![0u8];
+        client_id_opt.extend_from_slice(key.as_bytes());
+        let id = Identity {
+            netns: format!("{}{}", self.host_prefix, req.netns),
+            ifname: req.ifname.clone(),
+            client_id: client_id_opt,
+            options: prepare_options(&args, &conf.ipam)?,
+        };
+        let never = AtomicBool::new(false);
+        let lease = Client::open(&id, &self.timing, &never).and_then(|c| c.acquire()).map_err(|e| match e {
+            client::Error::Timeout(m) => CniError::new(TRY_AGAIN_LATER, "no DHCP lease").with_details(m),
+            e => CniError::new(INTERNAL, "no DHCP lease").with_details(e.to_string()),
+        })?;
+        let result = match lease_result(&lease) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Ok(c) = Client::open(&id, &self.timing, &never) {
+                    let _ = c.release(&lease);
+                }
+                return Err(e);
+            }
+        };
+        log::info!("{key}: lease of {} acquired, expires in {:?}", lease.addr(), lease.lease_time());
+        let managed = Arc::new(Managed {
+            container_id: req.container_id.clone(),
+            net_name: conf.name.clone(),
+            ifname: req.ifname.clone(),
+            id,
+            lease: Mutex::new(Some(lease)),
+            stop: AtomicBool::new(false),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let timing = self.timing.clone();
+        let worker = Arc::clone(&managed);
+        let handle = std::thread::Builder::new()
+            .name(format!("lease-{}", req.ifname))
+            .spawn(move || worker.maintain(timing))
+            .map_err(|e| CniError::internal("cannot start the lease thread").with_details(e.to_string()))?;
+        *managed.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(key, managed);
+        Ok(result)
+    }
+
+    fn check(&self, req: &Request) -> Result<CniResult, CniError> {
+        let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
+        let key = Self::key(req, &conf);
+        let _busy = self.busy.claim(&key);
+        let managed = self.lookup(&key).ok_or_else(|| CniError::internal(format!("no DHCP lease for {key}")))?;
+        let lease =
+            managed.current().ok_or_else(|| CniError::internal(format!("the DHCP lease for {key} was lost")))?;
+        lease_result(&lease)
+    }
+
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
+        let key = Self::key(req, &conf);
+        let _busy = self.busy.claim(&key);
+        match self.take(&key) {
+            Some(m) => m.stop_and_join(),
+            None => log::info!("{key}: DEL without a lease: nothing to release"),
+        }
+        Ok(())
+    }
+
+    /// Releases this network's leases whose attachment the runtime no longer lists.
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Attachment {
+            #[serde(rename = "containerID")]
+            container_id: String,
+            ifname: String,
+        }
+        let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
+        let valid: Vec<Attachment> = match req.config.get("cni.dev/valid-attachments") {
+            Some(v) if !v.is_null() => crate::cni::lenient::parse_config(v, "cni.dev/valid-attachments")?,
+            _ => Vec::new(),
+        };
+        let stale: Vec<Arc<Managed>> = {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<String> = leases
+                .iter()
+                .filter(|(_, m)| m.net_name == conf.name)
+                .filter(|(_, m)| !valid.iter().any(|a| a.container_id == m.container_id && a.ifname == m.ifname))
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| leases.remove(k)).collect()
+        };
+        for m in stale {
+            log::info!("GC: releasing the lease of {}/{}", m.container_id, m.ifname);
+            m.stop_and_join();
+        }
+        Ok(())
+    }
+}
+
+fn serve_connection(daemon: &Daemon, mut conn: UnixStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut body = Vec::new();
+    let response = match (&mut conn).take(MAX_REQUEST).read_to_end(&mut body) {
+        Err(e) => Response {
+            result: None,
+            error: Some(CniError::io("reading the request").with_details(e.to_string()).into()),
+        },
+        // A connection closed without a word (a liveness probe).
+        Ok(0) => return,
+        Ok(_) => match serde_json::from_slice::<Request>(&body) {
+            Ok(req) => {
+                log::debug!("{} {} {} {}", req.verb, req.container_id, req.netns, req.ifname);
+                daemon.handle(&req)
+            }
+            Err(e) => Response {
+                result: None,
+                error: Some(CniError::decode("bad request").with_details(e.to_string()).into()),
+            },
+        },
+    };
+    let out = serde_json::to_vec(&response).unwrap_or_default();
+    if let Err(e) = conn.write_all(&out) {
+        log::warn!("cannot answer the plugin: {e}");
+    }
+}
+
+/// The daemon's command line (Go flag syntax: -name value, -name=value, --name ...).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub socket_path: String,
+    pub pidfile: String,
+    pub host_prefix: String,
+    pub timing: Timing,
+}
+
+/// Go durations as the reference's flags take them: "10s", "1m30s", "500ms".
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    if let Ok(n) = s.parse::<u64>() {
+        // Go refuses unitless values except 0; take them as seconds.
+        return Some(Duration::from_secs(n));
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        socket_path: String::new(),
+        pidfile: String::new(),
+        host_prefix: String::new(),
+        timing: Timing::default(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            return Err(format!("unexpected argument {arg:?}"));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        if name == "broadcast" {
+            o.timing.broadcast = match inline.as_deref() {
+                None | Some("true") | Some("1") => true,
+                Some("false") | Some("0") => false,
+                Some(v) => return Err(format!("invalid value {v:?} for -broadcast")),
+            };
+            continue;
+        }
+        if name == "h" || name == "help" {
+            return Err(String::new());
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().cloned().ok_or_else(|| format!("flag needs an argument: -{name}"))?,
+        };
+        let duration = || parse_duration(&value).ok_or_else(|| format!("invalid duration {value:?} for -{name}"));
+        match name {
+            "socketpath" => o.socket_path = value.clone(),
+            "pidfile" => o.pidfile = value.clone(),
+            "hostprefix" => o.host_prefix = value.clone(),
+            "timeout" => o.timing.timeout = duration()?,
+            "resendmax" => o.timing.resend_max = duration()?,
+            "resendtimeout" => o.timing.resend_timeout = duration()?,
+            _ => return Err(format!("flag provided but not defined: -{name}")),
+        }
+    }
+    if o.socket_path.is_empty() {
+        o.socket_path = DEFAULT_SOCKET.to_string();
+    }
+    if o.timing.timeout.is_zero() || o.timing.resend_timeout.is_zero() {
+        return Err("-timeout and -resendtimeout must be positive".into());
+    }
+    Ok(o)
+}
+
+const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix DIR] [-broadcast]
+                   [-timeout DURATION] [-resendmax DURATION] [-resendtimeout DURATION]
+  -socketpath     unix socket to serve (default /run/cni/dhcp.sock; systemd socket activation wins)
+  -pidfile        absolute path to write the daemon's PID to
+  -hostprefix     prefix of the host's root, when the daemon runs in a container
+  -broadcast      ask DHCP servers to broadcast their replies
+  -timeout        longest wait for a reply to one transmission (default 10s)
+  -resendmax      largest delay between retransmissions (default 62s)
+  -resendtimeout  longest time one acquisition or renewal may take (default 3m28s)";
+
+/// The listening socket: fd 3 under systemd socket activation, else a
+/// fresh socket at `path` (replacing a stale one nobody listens on).
+fn listener(path: &Path) -> Result<(UnixListener, bool), String> {
+    let activated = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let fds: u32 = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    if activated && fds >= 1 {
+        if fds > 1 {
+            return Err(format!("too many ({fds}) sockets passed through socket activation"));
+        }
+        // SAFETY: systemd hands us fd 3 as a listening socket we now own.
+        return Ok((unsafe { UnixListener::from_raw_fd(3) }, false));
+    }
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("another daemon is listening on {}", path.display()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    Ok((l, true))
+}
+
+/// Blocks SIGTERM/SIGINT in every thread and removes our files when one comes.
+fn handle_signals(cleanup: Vec<PathBuf>) -> Result<(), String> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let sig = set.wait();
+        log::info!("{sig:?}: shutting down (leases stay with their containers)");
+        for p in &cleanup {
+            let _ = std::fs::remove_file(p);
+        }
+        std::process::exit(0);
+    });
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> i32 {
+    let opts = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            if e.is_empty() {
+                println!("{USAGE}");
+                return 0;
+            }
+            eprintln!("dhcp daemon: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    match serve(&opts) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("dhcp daemon: {e}");
+            1
+        }
+    }
+}
+
+fn serve(opts: &Options) -> Result<(), String> {
+    let mut cleanup = Vec::new();
+    if !opts.pidfile.is_empty() {
+        let p = Path::new(&opts.pidfile);
+        if !p.is_absolute() {
+            return Err(format!("pidfile {:?} is not an absolute path", opts.pidfile));
+        }
+        std::fs::write(p, std::process::id().to_string()).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        cleanup.push(p.to_path_buf());
+    }
+    let socket = PathBuf::from(format!("{}{}", opts.host_prefix, opts.socket_path));
+    let (listener, owned) = listener(&socket)?;
+    if owned {
+        cleanup.push(socket.clone());
+    }
+    handle_signals(cleanup)?;
+    log::info!("serving on {}", if owned { socket.display().to_string() } else { "the activated socket".into() });
+    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone()));
+    for conn in listener.incoming() {
+        match conn {
+            Ok(conn) => {
+                let d = Arc::clone(&daemon);
+                if let Err(e) =
+                    std::thread::Builder::new().name("request".into()).spawn(move || serve_connection(&d, conn))
+                {
+                    log::error!("cannot start a request thread: {e}");
+                }
+            }
+            Err(e) => {
+                log::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("3x"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn flags_as_go_spells_them() {
+        let o = parse_args(&strings(&[
+            "-socketpath",
+            "/tmp/x.sock",
+            "--pidfile=/tmp/pid",
+            "-broadcast",
+            "-timeout=2s",
+            "--resendmax",
+            "4s",
+        ]))
+        .unwrap();
+        assert_eq!(o.socket_path, "/tmp/x.sock");
+        assert_eq!(o.pidfile, "/tmp/pid");
+        assert!(o.timing.broadcast);
+        assert_eq!(o.timing.timeout, Duration::from_secs(2));
+        assert_eq!(o.timing.resend_max, Duration::from_secs(4));
+        assert_eq!(parse_args(&[]).unwrap().socket_path, DEFAULT_SOCKET);
+        assert!(parse_args(&strings(&["-bogus", "1"])).is_err());
+        assert!(parse_args(&strings(&["-socketpath"])).is_err());
+        assert!(parse_args(&strings(&["-broadcast=maybe"])).is_err());
+    }
+
+    #[test]
+    fn client_id_like_the_reference() {
+        assert_eq!(client_id("abc", "net", "eth0"), "abc/net/eth0");
+        let long = "x".repeat(300);
+        assert_eq!(client_id(&long, "n", "eth0").len(), 254);
+    }
+
+    #[test]
+    fn unknown_and_leaseless_requests() {
+        let d = Daemon::new(Timing::default(), String::new());
+        let req = |verb: &str| Request {
+            verb: verb.into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            config: serde_json::json!({"name": "n", "ipam": {"type": "dhcp"}}),
+            ..Default::default()
+        };
+        assert!(d.handle(&req("DEL")).error.is_none());
+        assert!(d.handle(&req("STATUS")).error.is_none());
+        assert!(d.handle(&req("GC")).error.is_none());
+        assert!(d.handle(&req("CHECK")).error.is_some());
+        assert_eq!(d.handle(&req("FROB")).error.unwrap().code, 7);
+    }
+}

@@ -1,0 +1,185 @@
+//! The on-disk store, laid out exactly as the reference's so both can share
+//! a data dir: `<dataDir>/<network>/` holds one file per reserved IP (named
+//! by the IP, containing `<containerID>\r\n<ifname>`), `last_reserved_ip.<set>`
+//! and the `lock` file that every operation holds with flock.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::allocator::{Owner, Reservation, Store};
+use super::config::validate_network_name;
+use crate::cni::error::IO_FAILURE;
+use crate::cni::lock::FileLock;
+use crate::cni::{CniContext, CniError};
+
+const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+
+/// The store of one network, locked for as long as it lives.
+pub struct DiskStore {
+    dir: PathBuf,
+    _lock: FileLock,
+}
+
+/// `<data_dir>/<network>`, refusing names that would leave data_dir.
+pub fn network_dir(data_dir: &Path, network: &str) -> Result<PathBuf, CniError> {
+    validate_network_name(network)?;
+    Ok(data_dir.join(network))
+}
+
+impl DiskStore {
+    /// Opens (creating it if needed) and locks the store of `network`.
+    pub fn open(data_dir: &Path, network: &str) -> Result<DiskStore, CniError> {
+        let dir = network_dir(data_dir, network)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .cni(IO_FAILURE, format!("failed to create the host-local store {}", dir.display()))?;
+        let lock = FileLock::exclusive(&dir.join("lock"))?;
+        Ok(DiskStore { dir, _lock: lock })
+    }
+
+    /// Like `open`, but None when the store was never created (nothing to release).
+    pub fn open_existing(data_dir: &Path, network: &str) -> Result<Option<DiskStore>, CniError> {
+        let dir = network_dir(data_dir, network)?;
+        match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(CniError::io(format!("{} is not a directory", dir.display()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CniError::io(format!("cannot access {}", dir.display())).with_details(e.to_string())),
+        }
+        Self::open(data_dir, network).map(Some)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn last_reserved_path(&self, set: usize) -> PathBuf {
+        self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"))
+    }
+}
+
+impl Store for DiskStore {
+    fn reservations(&self) -> Result<Vec<Reservation>, CniError> {
+        let entries = fs::read_dir(&self.dir).cni(IO_FAILURE, format!("failed to list {}", self.dir.display()))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.cni(IO_FAILURE, format!("failed to list {}", self.dir.display()))?;
+            // Only files named by an IP are reservations ("lock" and
+            // "last_reserved_ip.N" are not).
+            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            match fs::read(entry.path()) {
+                Ok(content) => out.push(Reservation { ip, owner: Owner::parse(&String::from_utf8_lossy(&content)) }),
+                // Released meanwhile by someone not honouring the lock.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(CniError::io(format!("failed to read reservation {}", entry.path().display()))
+                        .with_details(e.to_string()))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn reserve(&mut self, ip: IpAddr, owner: &Owner, set: usize) -> Result<bool, CniError> {
+        let path = self.dir.join(ip.to_string());
+        // create_new: an existing reservation, stale or not, is never overwritten.
+        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(CniError::io(format!("failed to reserve {ip}")).with_details(e.to_string())),
+        };
+        if let Err(e) = file.write_all(owner.file_content().as_bytes()) {
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(CniError::io(format!("failed to reserve {ip}")).with_details(e.to_string()));
+        }
+        let last = self.last_reserved_path(set);
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            // Never write through a link planted in the store.
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&last)
+            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&path);
+            return Err(CniError::io(format!("failed to write {}", last.display())).with_details(e.to_string()));
+        }
+        Ok(true)
+    }
+
+    fn release(&mut self, ip: IpAddr) -> Result<(), CniError> {
+        match fs::remove_file(self.dir.join(ip.to_string())) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(CniError::io(format!("failed to release {ip}")).with_details(e.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn last_reserved(&self, set: usize) -> Option<IpAddr> {
+        let text = fs::read_to_string(self.last_reserved_path(set)).ok()?;
+        text.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cnibox-store-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn files_as_the_reference_writes_them() {
+        let data = temp_dir();
+        let mut store = DiskStore::open(&data, "net1").unwrap();
+        let owner = Owner::new("abc", "eth0");
+        assert!(store.reserve("10.0.0.2".parse().unwrap(), &owner, 0).unwrap());
+        assert!(store.reserve("fd00::2".parse().unwrap(), &owner, 1).unwrap());
+        assert!(!store.reserve("10.0.0.2".parse().unwrap(), &Owner::new("x", "eth0"), 0).unwrap());
+        let dir = data.join("net1");
+        assert_eq!(fs::read_to_string(dir.join("10.0.0.2")).unwrap(), "abc\r\neth0");
+        assert_eq!(fs::read_to_string(dir.join("last_reserved_ip.0")).unwrap(), "10.0.0.2");
+        assert_eq!(fs::read_to_string(dir.join("last_reserved_ip.1")).unwrap(), "fd00::2");
+        assert!(dir.join("lock").exists());
+        assert_eq!(store.last_reserved(1), Some("fd00::2".parse().unwrap()));
+        assert_eq!(store.last_reserved(2), None);
+
+        fs::write(dir.join("10.0.0.9"), "legacy-id").unwrap();
+        fs::create_dir(dir.join("10.0.0.10")).unwrap();
+        let mut all = store.reservations().unwrap();
+        all.sort_by_key(|r| r.ip);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].owner, Owner::parse("legacy-id"));
+
+        store.release("10.0.0.2".parse().unwrap()).unwrap();
+        store.release("10.0.0.2".parse().unwrap()).unwrap();
+        assert!(!dir.join("10.0.0.2").exists());
+        drop(store);
+        assert!(DiskStore::open_existing(&data, "other").unwrap().is_none());
+        assert!(!data.join("other").exists());
+        assert!(DiskStore::open_existing(&data, "net1").unwrap().is_some());
+        assert_eq!(DiskStore::open(&data, "..").err().unwrap().code, 7);
+        fs::remove_dir_all(&data).unwrap();
+    }
+}

@@ -1,0 +1,659 @@
+//! portmap: forwards host ports to the container (chained after a main
+//! plugin), with nftables whatever `backend` says.
+//!
+//! Everything lives in `table inet cnibox-portmap`, shared by all networks:
+//! ```text
+//! map hostports-v4-addr / -port     proto . port            -> container addr / port
+//! map hostip-v4-addr / -port        hostIP . proto . port   -> container addr / port
+//! (and -v6)
+//! set masq-v4 / masq-v6             source net . container addr   (interval)
+//! chain prerouting, output (nat, dstnat): jump conditional; jump hostports
+//! chain hostports: dnat through the maps (hostIP ones first; the others only
+//!                  to local addresses: fib daddr type local)
+//! chain conditional: one dnat rule per mapping that has conditionsV4/V6
+//! chain postrouting (nat, srcnat): ct status dnat, (saddr . daddr) in masq → masquerade
+//! ```
+//! Every element and conditional rule carries the comment `<network>
+//! <containerID> <ifname>`, so DEL and GC find them from the attachment alone.
+//! ADD is one transaction (`create element` claims the keys; a key held by a
+//! stale attachment is taken over after one listing); DEL is one listing
+//! plus one transaction.
+//!
+//! Masquerading (`snat`, default true) replaces the reference's mark bit:
+//! DNATed connections from the container's own subnet (hairpin: from itself
+//! or a neighbour on the same bridge, whose replies would otherwise bypass
+//! the host), from 127.0.0.0/8 (with route_localnet set on the interface
+//! routing to the container, as the reference does) or, with `masqAll`, from
+//! anywhere, are masqueraded. `markMasqBit` is validated (0..=31) but no mark
+//! is needed; `externalSetMarkChain` names an iptables chain nftables cannot
+//! jump to: it is accepted and cnibox masquerades itself.
+
+mod conditions;
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, CT};
+use nftables::schema::{Map, NfListObject, Set, SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{Match, NATFamily, Operator, Statement, NAT};
+use nftables::types::{NfChainType, NfFamily, NfHook};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cni::{gc, Applet, CniError, CniResult, Command};
+use crate::netlink::nft_build::{
+    add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
+};
+use crate::netlink::nft_owned::{self, ListedElement, Listing};
+use crate::netlink::{conntrack, nft, sysctl, Netlink};
+
+pub struct Portmap;
+
+const TABLE: &str = "cnibox-portmap";
+const FAMILY: NfFamily = NfFamily::INet;
+const DSTNAT: i32 = -100;
+const SRCNAT: i32 = 100;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct PortmapConf {
+    backend: Option<String>,
+    snat: Option<bool>,
+    #[serde(rename = "conditionsV4")]
+    conditions_v4: Option<Vec<String>>,
+    #[serde(rename = "conditionsV6")]
+    conditions_v6: Option<Vec<String>>,
+    masq_all: bool,
+    mark_masq_bit: Option<i64>,
+    external_set_mark_chain: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct PortMapping {
+    host_port: i64,
+    container_port: i64,
+    protocol: String,
+    #[serde(rename = "hostIP")]
+    host_ip: String,
+}
+
+/// One validated mapping.
+#[derive(Debug, Clone, PartialEq)]
+struct Mapping {
+    host_port: u16,
+    container_port: u16,
+    proto: &'static str,
+    host_ip: Option<IpAddr>,
+}
+
+fn parse_conf(cmd: &Command) -> Result<PortmapConf, CniError> {
+    let conf: PortmapConf = cmd.parse_config()?;
+    match conf.backend.as_deref() {
+        None | Some("nftables") => {}
+        Some("iptables") => log::info!("portmap: backend \"iptables\" is served with nftables"),
+        Some(other) => return Err(CniError::invalid_config(format!("unrecognized backend {other:?}"))),
+    }
+    if conf.mark_masq_bit.is_some() && conf.external_set_mark_chain.is_some() {
+        return Err(CniError::invalid_config("cannot specify both externalSetMarkChain and markMasqBit"));
+    }
+    if conf.mark_masq_bit.is_some_and(|b| !(0..=31).contains(&b)) {
+        return Err(CniError::invalid_config("markMasqBit must be between 0 and 31"));
+    }
+    if let Some(chain) = &conf.external_set_mark_chain {
+        log::info!(
+            "portmap: externalSetMarkChain {chain:?} is an iptables chain; cnibox masquerades with nftables itself"
+        );
+    }
+    Ok(conf)
+}
+
+fn mappings(cmd: &Command) -> Result<Vec<Mapping>, CniError> {
+    let raw: Vec<PortMapping> = cmd.runtime_config("portMappings")?.unwrap_or_default();
+    let port = |p: i64, what: &str| {
+        u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| CniError::invalid_config(format!("invalid {what} port number: {p}")))
+    };
+    raw.iter()
+        .map(|m| {
+            let proto = match m.protocol.to_ascii_lowercase().as_str() {
+                "" | "tcp" => "tcp",
+                "udp" => "udp",
+                "sctp" => "sctp",
+                other => return Err(CniError::invalid_config(format!("unsupported port mapping protocol {other:?}"))),
+            };
+            let host_ip = match m.host_ip.as_str() {
+                "" => None,
+                s => Some(
+                    s.parse::<IpAddr>()
+                        .map_err(|_| CniError::invalid_config(format!("invalid hostIP {s:?} in port mapping")))?,
+                ),
+            };
+            Ok(Mapping {
+                host_port: port(m.host_port, "host")?,
+                container_port: port(m.container_port, "container")?,
+                proto,
+                host_ip,
+            })
+        })
+        .collect()
+}
+
+/// The container's first IPv4 and first IPv6 address (with prefix), on the
+/// interface `ifname` in a sandbox, as the reference picks them.
+fn container_ips(prev: &CniResult, ifname: &str) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for ip in &prev.ips {
+        if out.iter().any(|o| o.addr().is_ipv4() == ip.address.addr().is_ipv4()) {
+            continue;
+        }
+        if let Some(iface) = ip.interface.and_then(|i| prev.interfaces.get(i)) {
+            if iface.name != ifname || iface.sandbox.is_empty() {
+                continue;
+            }
+        }
+        out.push(ip.address);
+    }
+    out
+}
+
+const T: Table = Table { family: FAMILY, name: TABLE };
+
+fn fib_daddr_local() -> Stmt {
+    let fib = Fib { result: FibResult::Type, flags: [FibFlag::Daddr].into_iter().collect() };
+    eq(Expression::Named(NamedExpression::Fib(fib)), str_expr("local"))
+}
+
+fn fam(v6: bool) -> &'static str {
+    if v6 {
+        "v6"
+    } else {
+        "v4"
+    }
+}
+
+fn map_name(hostip: bool, v6: bool, part: &str) -> String {
+    format!("{}-{}-{part}", if hostip { "hostip" } else { "hostports" }, fam(v6))
+}
+
+fn masq_set(v6: bool) -> String {
+    format!("masq-{}", fam(v6))
+}
+
+fn ip_type(v6: bool) -> SetType {
+    if v6 {
+        SetType::Ipv6Addr
+    } else {
+        SetType::Ipv4Addr
+    }
+}
+
+/// The table, its maps, sets and chains, and the fixed rules (rewritten on
+/// every ADD inside the same transaction: `add` of a rule is not idempotent).
+fn skeleton() -> Vec<Obj> {
+    let mut tx = vec![T.add_table()];
+    for v6 in [false, true] {
+        for hostip in [false, true] {
+            let mut key = vec![SetType::InetProto, SetType::InetService];
+            if hostip {
+                key.insert(0, ip_type(v6));
+            }
+            for (part, data) in [("addr", ip_type(v6)), ("port", SetType::InetService)] {
+                tx.push(add(NfListObject::Map(Box::new(Map {
+                    family: FAMILY,
+                    table: s(TABLE),
+                    name: s(map_name(hostip, v6, part)),
+                    set_type: SetTypeValue::Concatenated(Cow::Owned(key.clone())),
+                    map: SetTypeValue::Single(data),
+                    ..Default::default()
+                }))));
+            }
+        }
+        tx.push(add(NfListObject::Set(Box::new(Set {
+            family: FAMILY,
+            table: s(TABLE),
+            name: s(masq_set(v6)),
+            set_type: SetTypeValue::Concatenated(Cow::Owned(vec![ip_type(v6), ip_type(v6)])),
+            flags: Some([SetFlag::Interval].into_iter().collect()),
+            ..Default::default()
+        }))));
+    }
+    tx.push(add(NfListObject::Chain(T.chain("conditional"))));
+    tx.push(add(NfListObject::Chain(T.chain("hostports"))));
+    tx.push(add(NfListObject::Chain(T.base_chain("prerouting", NfChainType::NAT, NfHook::Prerouting, DSTNAT))));
+    tx.push(add(NfListObject::Chain(T.base_chain("output", NfChainType::NAT, NfHook::Output, DSTNAT))));
+    tx.push(add(NfListObject::Chain(T.base_chain("postrouting", NfChainType::NAT, NfHook::Postrouting, SRCNAT))));
+    for name in ["hostports", "prerouting", "output", "postrouting"] {
+        tx.push(T.flush_chain(name));
+    }
+    for name in ["prerouting", "output"] {
+        for target in ["conditional", "hostports"] {
+            tx.push(T.rule(name, vec![jump(target)], None));
+        }
+    }
+    let lookup = |hostip: bool, v6: bool, part: &str| {
+        let mut key = vec![meta(MetaKey::L4proto), payload("th", "dport")];
+        if hostip {
+            key.insert(0, payload(ip_proto(v6), "daddr"));
+        }
+        Some(Expression::Named(NamedExpression::Map(Box::new(MapExpr {
+            key: concat(key),
+            data: str_expr(format!("@{}", map_name(hostip, v6, part))),
+        }))))
+    };
+    for v6 in [false, true] {
+        for hostip in [true, false] {
+            let mut expr = vec![nfproto(v6)];
+            if !hostip {
+                expr.push(fib_daddr_local());
+            }
+            expr.push(Statement::DNAT(Some(NAT {
+                addr: lookup(hostip, v6, "addr"),
+                family: Some(if v6 { NATFamily::IP6 } else { NATFamily::IP }),
+                port: lookup(hostip, v6, "port"),
+                flags: None,
+            })));
+            tx.push(T.rule("hostports", expr, None));
+        }
+        let ct_dnat = Statement::Match(Match {
+            left: Expression::Named(NamedExpression::CT(CT { key: s("status"), family: None, dir: None })),
+            right: str_expr("dnat"),
+            op: Operator::IN,
+        });
+        let pair = concat(vec![payload(ip_proto(v6), "saddr"), payload(ip_proto(v6), "daddr")]);
+        tx.push(T.rule(
+            "postrouting",
+            vec![nfproto(v6), ct_dnat, eq(pair, str_expr(format!("@{}", masq_set(v6)))), Statement::Masquerade(None)],
+            None,
+        ));
+    }
+    tx
+}
+
+/// The elements (set, key, data) and conditional rules one attachment owns.
+#[derive(Debug, Default)]
+struct Plan {
+    /// (set, key, data)
+    elements: Vec<(String, Expr, Option<Expr>)>,
+    conditional: Vec<Vec<Stmt>>,
+    /// UDP host ports, per family, for the conntrack flush.
+    udp_ports: BTreeSet<(bool, u16)>,
+}
+
+fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, CniError> {
+    let mut plan = Plan::default();
+    let mut seen = BTreeSet::new();
+    for ip in ips {
+        let v6 = ip.addr().is_ipv6();
+        let (key_name, conds) =
+            if v6 { ("conditionsV6", &conf.conditions_v6) } else { ("conditionsV4", &conf.conditions_v4) };
+        let conds = conditions::translate(key_name, conds.as_deref().unwrap_or_default(), v6)?;
+        let mut mapped = false;
+        for m in maps {
+            // A hostIP of the other family skips the mapping; an unspecified one means any.
+            let host_ip = match m.host_ip {
+                Some(h) if h.is_ipv6() != v6 => continue,
+                Some(h) if h.is_unspecified() => None,
+                h => h,
+            };
+            // The first mapping of a key wins, as the first matching rule would.
+            if !seen.insert((v6, host_ip, m.proto, m.host_port)) {
+                continue;
+            }
+            mapped = true;
+            if m.proto == "udp" {
+                plan.udp_ports.insert((v6, m.host_port));
+            }
+            if !conds.is_empty() {
+                let mut expr = conds.clone();
+                expr.push(nfproto(v6));
+                expr.push(eq(meta(MetaKey::L4proto), str_expr(m.proto)));
+                expr.push(eq(payload("th", "dport"), Expression::Number(m.host_port as u32)));
+                match host_ip {
+                    Some(h) => expr.push(eq(payload(ip_proto(v6), "daddr"), str_expr(h))),
+                    None => expr.push(fib_daddr_local()),
+                }
+                expr.push(Statement::DNAT(Some(NAT {
+                    addr: Some(str_expr(ip.addr())),
+                    family: Some(if v6 { NATFamily::IP6 } else { NATFamily::IP }),
+                    port: Some(Expression::Number(m.container_port as u32)),
+                    flags: None,
+                })));
+                plan.conditional.push(expr);
+                continue;
+            }
+            let mut key = vec![str_expr(m.proto), Expression::Number(m.host_port as u32)];
+            if let Some(h) = host_ip {
+                key.insert(0, str_expr(h));
+            }
+            let hostip = host_ip.is_some();
+            plan.elements.push((map_name(hostip, v6, "addr"), concat(key.clone()), Some(str_expr(ip.addr()))));
+            plan.elements.push((
+                map_name(hostip, v6, "port"),
+                concat(key),
+                Some(Expression::Number(m.container_port as u32)),
+            ));
+        }
+        if mapped && conf.snat.unwrap_or(true) {
+            let any: IpNet = if v6 { "::/0".parse().unwrap() } else { "0.0.0.0/0".parse().unwrap() };
+            let mut sources = vec![if conf.masq_all { any } else { ip.trunc() }];
+            if !v6 && !conf.masq_all {
+                sources.push("127.0.0.0/8".parse().unwrap());
+            }
+            for src in sources {
+                plan.elements.push((masq_set(v6), concat(vec![prefix(src), str_expr(ip.addr())]), None));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Sets route_localnet on the interface routing to `ip`, so that 127/8
+/// sources may leave through it after DNAT (as the reference does).
+fn enable_localnet_routing(ip: IpAddr) -> Result<(), CniError> {
+    let nl = Netlink::new()?;
+    let best = nl
+        .routes(false)?
+        .into_iter()
+        .filter(|r| r.table.unwrap_or(254) == 254 && r.oif.is_some() && r.dst.is_some_and(|d| d.contains(&ip)))
+        .max_by_key(|r| r.dst.map(|d| d.prefix_len()));
+    let Some(oif) = best.and_then(|r| r.oif) else { return Ok(()) };
+    let Some(link) = nl.link_by_index(oif)? else { return Ok(()) };
+    sysctl::write(&sysctl::iface_key("ipv4", &link.name, "route_localnet"), "1")?;
+    Ok(())
+}
+
+/// Removes stale UDP flows to the host ports; failures are only logged, as
+/// in the reference (the rules are what matters).
+fn flush_udp_conntrack(ports: &BTreeSet<(bool, u16)>) {
+    for (v6, port) in ports {
+        let family = if *v6 { conntrack::AF_INET6 } else { conntrack::AF_INET };
+        match conntrack::delete_by_dst_port(family, conntrack::IPPROTO_UDP, *port) {
+            Ok(n) => log::debug!("conntrack: removed {n} UDP entries to port {port}"),
+            Err(e) => log::warn!("failed to delete stale UDP conntrack entries to port {port}: {e}"),
+        }
+    }
+}
+
+/// UDP host ports named by listed elements (`udp . port` keys) or rules.
+fn udp_ports_of(elements: &[ListedElement], rules: &[nft_owned::ListedRule]) -> BTreeSet<(bool, u16)> {
+    let mut out = BTreeSet::new();
+    for e in elements {
+        let v6 = e.set.contains("-v6-");
+        if let Some(items) = e.key.get("concat").and_then(Value::as_array) {
+            if let [.., proto, port] = items.as_slice() {
+                if proto == "udp" {
+                    if let Some(p) = port.as_u64() {
+                        out.insert((v6, p as u16));
+                    }
+                }
+            }
+        }
+    }
+    for r in rules {
+        let text = r.expr.to_string();
+        let v6 = text.contains("\"ipv6\"");
+        if !text.contains("\"udp\"") {
+            continue;
+        }
+        for stmt in r.expr.as_array().into_iter().flatten() {
+            let Some(m) = stmt.get("match") else { continue };
+            if m.pointer("/left/payload/field") == Some(&Value::from("dport")) {
+                if let Some(p) = m.get("right").and_then(Value::as_u64) {
+                    out.insert((v6, p as u16));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn owner(cmd: &Command) -> String {
+    nft_owned::owner_comment(&cmd.conf.name, &cmd.container_id, &cmd.ifname)
+}
+
+fn nft_err(e: nft::NftError) -> CniError {
+    CniError::from(e)
+}
+
+impl Applet for Portmap {
+    fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
+        let conf = parse_conf(cmd)?;
+        let Some(prev) = cmd.prev_result()? else {
+            return Err(CniError::invalid_config("portmap must be called as a chained plugin (no prevResult)"));
+        };
+        let maps = mappings(cmd)?;
+        if maps.is_empty() {
+            return Ok(prev);
+        }
+        let ips = container_ips(&prev, &cmd.ifname);
+        let plan = plan(&conf, &maps, &ips)?;
+        if plan.elements.is_empty() && plan.conditional.is_empty() {
+            return Ok(prev);
+        }
+        if conf.snat.unwrap_or(true) {
+            for ip in ips.iter().filter(|i| i.addr().is_ipv4()) {
+                enable_localnet_routing(ip.addr())?;
+            }
+        }
+        let owner = owner(cmd);
+        let mut tx = Vec::new();
+        for (set, key, data) in &plan.elements {
+            tx.push(T.element(true, set, key, data.as_ref(), Some(&owner)));
+        }
+        for expr in &plan.conditional {
+            tx.push(T.rule("conditional", expr.clone(), Some(owner.clone())));
+        }
+        // Keys this ADD claims, as nft would list them, to find their holders.
+        let claimed: Vec<(String, Value)> = plan
+            .elements
+            .iter()
+            .map(|(set, key, _)| (set.clone(), serde_json::to_value(key).unwrap_or_default()))
+            .collect();
+        let container_addrs: Vec<Value> = ips.iter().map(|i| Value::from(i.addr().to_string())).collect();
+        nft_owned::add_owned(FAMILY, TABLE, skeleton, tx, &owner, !plan.conditional.is_empty(), |e| {
+            if e.comment.as_deref() == Some(owner.as_str()) {
+                return true;
+            }
+            if e.set.starts_with("masq-") {
+                // Interval keys clash on the container address alone.
+                let daddr = e.key.get("concat").and_then(Value::as_array).and_then(|c| c.get(1));
+                return daddr.is_some_and(|d| container_addrs.contains(d));
+            }
+            claimed.iter().any(|(set, key)| *set == e.set && *key == e.key)
+        })
+        .map_err(nft_err)?;
+        flush_udp_conntrack(&plan.udp_ports);
+        Ok(prev)
+    }
+
+    fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        // DEL needs nothing but the attachment: what it owns carries its comment.
+        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
+        let owner = owner(cmd);
+        let (elements, rules) = nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| c == owner).map_err(nft_err)?;
+        flush_udp_conntrack(&udp_ports_of(&elements, &rules));
+        Ok(())
+    }
+
+    fn check(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf = parse_conf(cmd)?;
+        let Some(prev) = cmd.prev_result()? else {
+            return Err(CniError::invalid_config("required prevResult missing"));
+        };
+        let maps = mappings(cmd)?;
+        if maps.is_empty() {
+            return Ok(());
+        }
+        let plan = plan(&conf, &maps, &container_ips(&prev, &cmd.ifname))?;
+        if plan.elements.is_empty() && plan.conditional.is_empty() {
+            return Ok(());
+        }
+        let listing = nft_owned::list("inet", TABLE)
+            .map_err(nft_err)?
+            .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
+        check_listing(&listing, &plan, &owner(cmd))
+    }
+
+    fn status(&self, _cmd: &Command) -> Result<(), CniError> {
+        nft_owned::status()
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        let valid: BTreeSet<String> = gc::valid_attachments(cmd)?
+            .iter()
+            .map(|a| nft_owned::owner_comment(&cmd.conf.name, &a.container_id, &a.ifname))
+            .collect();
+        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
+        let net = cmd.conf.name.clone();
+        let (elements, rules) =
+            nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| nft_owned::is_network(c, &net) && !valid.contains(c))
+                .map_err(nft_err)?;
+        if !elements.is_empty() || !rules.is_empty() {
+            log::info!(
+                "portmap GC: removed {} elements and {} rules of stale attachments",
+                elements.len(),
+                rules.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniError> {
+    let chains = listing.chains();
+    for name in ["prerouting", "output", "postrouting", "hostports", "conditional"] {
+        if !chains.iter().any(|c| c == name) {
+            return Err(CniError::internal(format!("nftables chain {name} of inet {TABLE} is missing")));
+        }
+    }
+    let rules = listing.rules();
+    for (name, fixed) in [("prerouting", 2), ("output", 2), ("hostports", 4), ("postrouting", 2)] {
+        if rules.iter().filter(|r| r.chain == name).count() < fixed {
+            return Err(CniError::internal(format!(
+                "rules of chain {name} in inet {TABLE} are missing (delete the table and re-add the containers)"
+            )));
+        }
+    }
+    let present = listing.elements();
+    for (set, key, data) in &plan.elements {
+        let key = serde_json::to_value(key).unwrap_or_default();
+        let data = data.as_ref().map(|d| serde_json::to_value(d).unwrap_or_default());
+        let found = present.iter().any(|e| {
+            e.set == *set && e.key == key && e.comment.as_deref() == Some(owner) && (data.is_none() || e.data == data)
+        });
+        if !found {
+            return Err(CniError::internal(format!("port mapping element {key} missing from {set}")));
+        }
+    }
+    let owned_rules = rules.iter().filter(|r| r.comment.as_deref() == Some(owner)).count();
+    if owned_rules < plan.conditional.len() {
+        return Err(CniError::internal("conditional port mapping rules are missing"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftables::schema::Nftables;
+
+    fn m(host_port: u16, container_port: u16, proto: &'static str, host_ip: Option<&str>) -> Mapping {
+        Mapping { host_port, container_port, proto, host_ip: host_ip.map(|h| h.parse().unwrap()) }
+    }
+
+    #[test]
+    fn plans_elements_per_family() {
+        let ips: Vec<IpNet> = vec!["10.1.0.5/24".parse().unwrap(), "fd00::5/64".parse().unwrap()];
+        let maps = vec![
+            m(8080, 80, "tcp", None),
+            m(8080, 81, "tcp", None), // same key: the first wins
+            m(5353, 53, "udp", Some("192.168.1.1")),
+            m(9090, 90, "tcp", Some("::")),
+        ];
+        let p = plan(&PortmapConf::default(), &maps, &ips).unwrap();
+        let sets: Vec<&str> = p.elements.iter().map(|(s, _, _)| s.as_str()).collect();
+        assert_eq!(
+            sets,
+            vec![
+                "hostports-v4-addr",
+                "hostports-v4-port",
+                "hostip-v4-addr",
+                "hostip-v4-port",
+                "masq-v4",
+                "masq-v4",
+                "hostports-v6-addr",
+                "hostports-v6-port",
+                "hostports-v6-addr",
+                "hostports-v6-port",
+                "masq-v6"
+            ]
+        );
+        assert_eq!(p.udp_ports.iter().copied().collect::<Vec<_>>(), vec![(false, 5353)]);
+        let masq = serde_json::to_string(&p.elements[4].1).unwrap();
+        assert!(masq.contains(r#"{"prefix":{"addr":"10.1.0.0","len":24}}"#), "{masq}");
+    }
+
+    #[test]
+    fn snat_off_and_masq_all() {
+        let ips: Vec<IpNet> = vec!["10.1.0.5/24".parse().unwrap()];
+        let maps = vec![m(8080, 80, "tcp", None)];
+        let conf = PortmapConf { snat: Some(false), ..Default::default() };
+        assert!(plan(&conf, &maps, &ips).unwrap().elements.iter().all(|(s, _, _)| !s.starts_with("masq")));
+        let conf = PortmapConf { masq_all: true, ..Default::default() };
+        let p = plan(&conf, &maps, &ips).unwrap();
+        let masq: Vec<_> = p.elements.iter().filter(|(s, _, _)| s.starts_with("masq")).collect();
+        assert_eq!(masq.len(), 1);
+        assert!(serde_json::to_string(&masq[0].1).unwrap().contains(r#""len":0"#));
+    }
+
+    #[test]
+    fn conditions_make_rules() {
+        let ips: Vec<IpNet> = vec!["10.1.0.5/24".parse().unwrap()];
+        let conf = PortmapConf { conditions_v4: Some(vec!["-s".into(), "10.0.0.0/8".into()]), ..Default::default() };
+        let p = plan(&conf, &[m(8080, 80, "tcp", None)], &ips).unwrap();
+        assert_eq!(p.conditional.len(), 1);
+        assert!(p.elements.iter().all(|(s, _, _)| s.starts_with("masq")));
+    }
+
+    #[test]
+    fn skeleton_serializes() {
+        let doc = Nftables { objects: Cow::Owned(skeleton()) };
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(json.contains(r#""map":"ipv4_addr""#));
+        assert!(json.contains("@hostports-v4-port"));
+    }
+
+    #[test]
+    fn finds_udp_ports_of_listed_objects() {
+        let listing = Listing {
+            objects: serde_json::from_str(
+                r#"[{"map":{"name":"hostports-v6-addr","elem":[[{"elem":{"val":{"concat":["udp",53]},"comment":"o"}},"fd00::5"]]}},
+                    {"map":{"name":"hostip-v4-port","elem":[[{"elem":{"val":{"concat":["1.2.3.4","udp",54]},"comment":"o"}},53]]}},
+                    {"map":{"name":"hostports-v4-port","elem":[[{"elem":{"val":{"concat":["tcp",80]},"comment":"o"}},80]]}},
+                    {"rule":{"chain":"conditional","handle":3,"comment":"o","expr":[
+                        {"match":{"op":"==","left":{"meta":{"key":"nfproto"}},"right":"ipv4"}},
+                        {"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"udp"}},
+                        {"match":{"op":"==","left":{"payload":{"protocol":"th","field":"dport"}},"right":55}}]}}]"#,
+            )
+            .unwrap(),
+        };
+        let ports = udp_ports_of(&listing.elements(), &listing.rules());
+        assert_eq!(ports.into_iter().collect::<Vec<_>>(), vec![(false, 54), (false, 55), (true, 53)]);
+    }
+
+    #[test]
+    fn picks_sandbox_ips() {
+        let prev: CniResult = serde_json::from_str(
+            r#"{"interfaces":[{"name":"br0"},{"name":"eth0","sandbox":"/x"}],
+                "ips":[{"address":"10.0.0.1/24","interface":0},{"address":"10.0.0.5/24","interface":1},
+                       {"address":"10.0.0.6/24","interface":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(container_ips(&prev, "eth0"), vec!["10.0.0.5/24".parse::<IpNet>().unwrap()]);
+    }
+}

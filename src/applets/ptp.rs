@@ -1,0 +1,194 @@
+//! ptp: a point-to-point veth between the host and the container. The host
+//! end holds the gateway as a host address (/32, /128) and a host route to
+//! the container; the container reaches everything through the gateway.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::container::{
+    self, attachment, check_container_iface, check_container_l3, enable_forwarding, first_host, rollback, Made, NftUse,
+};
+use super::masq;
+use crate::cni::error::INVALID_ENV;
+use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
+use crate::netlink::route::{RouteEntry, SCOPE_LINK};
+use crate::netlink::veth;
+use crate::netlink::{iface, NetNs, Netlink};
+
+pub struct Ptp;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Conf {
+    ip_masq: bool,
+    ip_masq_backend: Option<String>,
+    mtu: u32,
+}
+
+fn host_prefix(ip: &IpNet) -> u8 {
+    if ip.addr().is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+impl Applet for Ptp {
+    fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let host = Netlink::new()?;
+        let cont = Netlink::in_netns(&ns)?;
+        ipam::add_then(cmd, |ipam_result| {
+            let mut made = Made::default();
+            let res = setup(cmd, &conf, &host, &ns, &cont, ipam_result, &mut made);
+            if res.is_err() {
+                rollback(cmd, &host, &ns, &made, NftUse { masq: conf.ip_masq, spoof: false });
+            }
+            res
+        })
+    }
+
+    fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        // The host routes go with the host end of the pair.
+        container::del(cmd, NftUse { masq: conf.ip_masq, spoof: false })
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        container::gc(cmd, NftUse { masq: conf.ip_masq, spoof: false })
+    }
+
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        container::status(cmd)
+    }
+
+    fn check(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        ipam::check(cmd)?;
+        let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
+        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let cont = Netlink::in_netns(&ns)?;
+        let link = check_container_iface(cmd, &prev, &cont)?;
+        check_container_l3(cmd, &prev, &cont, &link)?;
+        if conf.ip_masq {
+            let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
+            masq::check(&attachment(cmd), &ips)?;
+        }
+        Ok(())
+    }
+}
+
+fn setup(
+    cmd: &Command,
+    conf: &Conf,
+    host: &Netlink,
+    ns: &NetNs,
+    cont: &Netlink,
+    ipam_result: CniResult,
+    made: &mut Made,
+) -> Result<CniResult, CniError> {
+    let mut result = ipam_result;
+    for ip in &mut result.ips {
+        ip.interface = Some(1);
+        if ip.gateway.is_none() {
+            ip.gateway = Some(first_host(&ip.address));
+        }
+    }
+    let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+    enable_forwarding(&addrs)?;
+
+    let mtu = (conf.mtu > 0).then_some(conf.mtu);
+    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None)?;
+    made.veth = true;
+    result.interfaces = vec![
+        Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
+        Interface {
+            name: cmd.ifname.clone(),
+            mac: pair.container.mac.clone(),
+            sandbox: cmd.netns.clone(),
+            ..Default::default()
+        },
+    ];
+
+    // Container side: the addresses and IPAM routes, then every packet is
+    // sent to the gateway: the on-link subnet route the kernel added is
+    // replaced by "gw/32 dev if" plus "subnet via gw".
+    veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
+    iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
+    let index = pair.container.index;
+    // A tentative address cannot be a route's source: wait for the kernel
+    // to clear the flag (asynchronous after link-up even without DAD).
+    if addrs.iter().any(|a| a.addr().is_ipv6()) {
+        veth::wait_addresses_settled(cont, index, std::time::Duration::from_secs(10))?;
+    }
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let subnet = ip.address.trunc();
+        let full = host_prefix(&ip.address);
+        if ip.address.prefix_len() < full {
+            let auto = RouteEntry { dst: Some(subnet), oif: Some(index), ..Default::default() };
+            match cont.del_route(&auto) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let to_gw = RouteEntry {
+            dst: IpNet::new(gw, full).ok(),
+            oif: Some(index),
+            scope: Some(SCOPE_LINK),
+            src: Some(ip.address.addr()),
+            ..Default::default()
+        };
+        add_route(cont, &to_gw)?;
+        if ip.address.prefix_len() < full {
+            let via_gw = RouteEntry {
+                dst: Some(subnet),
+                gw: Some(gw),
+                oif: Some(index),
+                src: Some(ip.address.addr()),
+                ..Default::default()
+            };
+            add_route(cont, &via_gw)?;
+        }
+    }
+
+    // Host side: the gateway as a host address, and the container behind it.
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let full = host_prefix(&ip.address);
+        let gw_net = IpNet::new(gw, full).map_err(|e| CniError::internal(e.to_string()))?;
+        match host.add_addr(pair.host.index, gw_net, true) {
+            Err(e) if !e.is_exists() => return Err(e.into()),
+            _ => {}
+        }
+        let to_container = RouteEntry {
+            dst: IpNet::new(ip.address.addr(), full).ok(),
+            oif: Some(pair.host.index),
+            scope: Some(SCOPE_LINK),
+            ..Default::default()
+        };
+        // The host end must be up before a route can use it.
+        host.set_up(pair.host.index)?;
+        add_route(host, &to_container)?;
+    }
+    host.set_up(pair.host.index)?;
+
+    if conf.ip_masq {
+        made.nft = true;
+        masq::apply(&cmd.conf.name, masq::masq_add_commands(&attachment(cmd), &addrs))?;
+    }
+    if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+    Ok(result)
+}
+
+fn add_route(nl: &Netlink, r: &RouteEntry) -> Result<(), CniError> {
+    match nl.add_route(r) {
+        Err(e) if !e.is_exists() => Err(e.into()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,112 @@
+//! tap: a persistent tap device inside the container (for VMs and user-space
+//! network stacks), optionally a bridge port there, optionally addressed.
+
+use serde::Deserialize;
+
+use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::netlink::main_plugin::{address_or_up, check_interface, open_container, requested_mac};
+use crate::netlink::tuntap::{self, TapSpec};
+use crate::netlink::{sysctl, NetNs, Netlink};
+
+pub struct Tap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Conf {
+    multi_queue: bool,
+    mtu: i64,
+    mac: String,
+    owner: Option<u32>,
+    group: Option<u32>,
+    selinux_context: String,
+    bridge: String,
+}
+
+/// Everything after the device exists: MTU, MAC, bridge, addresses, up.
+fn configure(
+    cmd: &Command,
+    conf: &Conf,
+    mac: Option<Vec<u8>>,
+    ns: &NetNs,
+    nl: &Netlink,
+) -> Result<CniResult, CniError> {
+    let link = nl.require_link(&cmd.ifname)?;
+    if conf.mtu > 0 {
+        nl.set_mtu(link.index, conf.mtu as u32)?;
+    }
+    if let Some(mac) = mac {
+        nl.set_mac(link.index, &mac)?;
+    }
+    if !conf.bridge.is_empty() {
+        let bridge = nl
+            .link(&conf.bridge)?
+            .ok_or_else(|| CniError::invalid_config(format!("bridge {:?} not found in the container", conf.bridge)))?;
+        nl.set_master(link.index, bridge.index)?;
+    }
+    if ipam::has_ipam(cmd) {
+        let key = sysctl::iface_key("ipv4", &cmd.ifname, "arp_notify");
+        if let Ok(Err(e)) = ns.run(|| sysctl::write(&key, "1")) {
+            log::warn!("{e}");
+        }
+    }
+    // Read back for the MAC the kernel picked.
+    let link = nl.require_link(&cmd.ifname)?;
+    address_or_up(cmd, ns, nl, &link)
+}
+
+impl Applet for Tap {
+    fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+        if conf.mtu < 0 || conf.mtu > 65535 {
+            return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
+        }
+        if !conf.selinux_context.is_empty() {
+            log::warn!("selinuxContext is not supported; the tap gets the default label");
+        }
+        let mac = requested_mac(cmd, &conf.mac)?;
+        let (ns, nl) = open_container(cmd)?;
+        if nl.link(&cmd.ifname)?.is_some() {
+            // TUNSETIFF would attach to an existing tap of that name.
+            return Err(CniError::internal(format!("container already has an interface {}", cmd.ifname)));
+        }
+        let spec = TapSpec {
+            name: &cmd.ifname,
+            multi_queue: conf.multi_queue,
+            // As the reference: the vnet header when owner and group are both given.
+            vnet_hdr: conf.owner.is_some() && conf.group.is_some(),
+            owner: conf.owner,
+            group: conf.group,
+        };
+        ns.run(|| tuntap::create_tap(&spec))??;
+        configure(cmd, &conf, mac, &ns, &nl).inspect_err(|_| {
+            let _ = nl.del_link_by_name(&cmd.ifname);
+        })
+    }
+
+    fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        crate::netlink::main_plugin::del_link_and_ipam(cmd)
+    }
+
+    fn check(&self, cmd: &Command) -> Result<(), CniError> {
+        let (_nl, link) = check_interface(cmd)?;
+        if link.kind != "tun" {
+            return Err(CniError::internal(format!("{} is a {:?} link, not a tap", link.name, link.kind)));
+        }
+        Ok(())
+    }
+
+    fn gc(&self, cmd: &Command) -> Result<(), CniError> {
+        if ipam::has_ipam(cmd) {
+            ipam::gc(cmd)?;
+        }
+        Ok(())
+    }
+
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        if ipam::has_ipam(cmd) {
+            ipam::status(cmd)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! What the main plugins that give a container one interface (macvlan,
+//! ipvlan, host-device, tap, ...) share: the requested MAC, the result,
+//! IPAM-or-up, DEL of a container link plus IPAM, and CHECK's common part.
+
+use crate::cni::error::INVALID_ENV;
+use crate::cni::{ipam, CniContext, CniError, CniResult, Command, Interface, IpConfig};
+
+use super::{iface, mac, moved_link, verify, Link, NetNs, Netlink};
+
+/// CNI_ARGS keys main plugins accept: their own MAC, and what the static
+/// IPAM they delegate to reads (so `IP=...` needs no IgnoreUnknown).
+pub const KNOWN_ARGS: &[&str] = &["MAC", "IP", "GATEWAY"];
+
+/// The MAC to give the link: config `mac`, overridden by CNI_ARGS `MAC`,
+/// overridden by runtimeConfig `mac` (the reference's order).
+pub fn requested_mac(cmd: &Command, configured: &str) -> Result<Option<Vec<u8>>, CniError> {
+    let mut chosen = configured.to_string();
+    if let Some(m) = cmd.args.get("MAC").filter(|m| !m.is_empty()) {
+        chosen = m.to_string();
+    }
+    if let Some(m) = cmd.runtime_config::<String>("mac")?.filter(|m| !m.is_empty()) {
+        chosen = m;
+    }
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    let bytes = mac::parse(&chosen).filter(|b| b.len() == 6);
+    bytes.map(Some).ok_or_else(|| CniError::invalid_config(format!("invalid MAC address {chosen:?}")))
+}
+
+/// The result of a main plugin that made one container interface.
+pub fn one_interface_result(cmd: &Command, link: &Link, ipam: Option<CniResult>) -> CniResult {
+    let mut result = CniResult {
+        interfaces: vec![Interface {
+            name: cmd.ifname.clone(),
+            mac: link.mac.clone(),
+            sandbox: cmd.netns.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    if let Some(ipam) = ipam {
+        // Every address belongs to the one interface this plugin made.
+        result.ips = ipam.ips.into_iter().map(|ip| IpConfig { interface: Some(0), ..ip }).collect();
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+    }
+    if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+    result
+}
+
+pub fn open_container(cmd: &Command) -> Result<(NetNs, Netlink), CniError> {
+    let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+    let nl = Netlink::in_netns(&ns)?;
+    Ok((ns, nl))
+}
+
+/// Addresses the new interface from IPAM (released again if that fails),
+/// or just sets it up without IPAM.
+pub fn address_or_up(cmd: &Command, ns: &NetNs, nl: &Netlink, link: &Link) -> Result<CniResult, CniError> {
+    if !ipam::has_ipam(cmd) {
+        nl.set_up(link.index)?;
+        return Ok(one_interface_result(cmd, link, None));
+    }
+    ipam::add_then(cmd, |ipam| {
+        let result = one_interface_result(cmd, link, Some(ipam));
+        iface::configure_iface(ns, nl, &cmd.ifname, &cmd.netns, &result)?;
+        Ok(result)
+    })
+}
+
+/// DEL for plugins whose only state is a container link plus IPAM.
+pub fn del_link_and_ipam(cmd: &Command) -> Result<(), CniError> {
+    let mut first_error = None;
+    if ipam::has_ipam(cmd) {
+        if let Err(e) = ipam::del(cmd) {
+            log::warn!("IPAM DEL: {e}");
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Err(e) = moved_link::del_container_link(&cmd.netns, &cmd.ifname) {
+        log::warn!("{e}");
+        first_error.get_or_insert(e.into());
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// CHECK's common part: IPAM, prevResult, the interface, its IPs and routes.
+/// Returns the container socket and the link for applet-specific checks.
+pub fn check_interface(cmd: &Command) -> Result<(Netlink, Link), CniError> {
+    if ipam::has_ipam(cmd) {
+        ipam::check(cmd)?;
+    }
+    let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("required prevResult missing"))?;
+    let intf = verify::result_interface(&prev, &cmd.ifname, &cmd.netns)?;
+    let (_ns, nl) = open_container(cmd)?;
+    let link = verify::expect_link(&nl, intf)?;
+    verify::expect_ips(&nl, &prev, &cmd.ifname, &cmd.netns)?;
+    verify::expect_routes(&nl, &prev)?;
+    Ok((nl, link))
+}
+
+/// CHECK: the container link is of `kind` ("ipvlan", "vlan", ...).
+pub fn expect_kind(link: &Link, kind: &str) -> Result<(), CniError> {
+    if link.kind != kind {
+        return Err(CniError::internal(format!("{} is a {:?} link, not a {kind}", link.name, link.kind)));
+    }
+    Ok(())
+}
+
+/// CHECK: the link still hangs off `master` (an index in the master's netns).
+pub fn expect_parent(link: &Link, master: &Link) -> Result<(), CniError> {
+    if link.parent != Some(master.index) {
+        return Err(CniError::internal(format!("{} is no longer a link of master {}", link.name, master.name)));
+    }
+    Ok(())
+}
+
+/// GC for plugins whose only shared state is IPAM's.
+pub fn ipam_gc(cmd: &Command) -> Result<(), CniError> {
+    if ipam::has_ipam(cmd) {
+        ipam::gc(cmd)?;
+    }
+    Ok(())
+}
+
+/// STATUS for plugins whose readiness is IPAM's.
+pub fn ipam_status(cmd: &Command) -> Result<(), CniError> {
+    if ipam::has_ipam(cmd) {
+        ipam::status(cmd)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Links made on top of a master (macvlan, ipvlan, vlan, ...) and handed to
+//! a container: find the master (default: the interface of the default
+//! route), check the MTU against it, create the link under a temporary name
+//! born directly in the container netns, rename it to CNI_IFNAME there.
+
+use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkInfo, LinkMessage};
+
+use crate::cni::CniError;
+
+use super::link::Link;
+use super::{sysctl, Error, NetNs, Netlink, Result};
+
+/// The main-table table id.
+const MAIN_TABLE: u32 = 254;
+
+/// The link carrying the default route of `nl`'s netns (IPv4 first, then
+/// IPv6), as the reference picks the default master.
+pub fn default_route_link(nl: &Netlink) -> Result<Option<Link>> {
+    for v6 in [false, true] {
+        let routes = nl.routes(v6)?;
+        let default = routes.iter().find(|r| {
+            r.table.unwrap_or(MAIN_TABLE) == MAIN_TABLE && r.dst.is_some_and(|d| d.prefix_len() == 0) && r.oif.is_some()
+        });
+        if let Some(oif) = default.and_then(|r| r.oif) {
+            return nl.link_by_index(oif);
+        }
+    }
+    Ok(None)
+}
+
+/// The master named `name` (or the default-route link when empty), seen
+/// through `nl`. A missing master is a configuration error.
+pub fn find_master(nl: &Netlink, name: &str) -> std::result::Result<Link, CniError> {
+    if name.is_empty() {
+        return default_route_link(nl)?
+            .ok_or_else(|| CniError::invalid_config("no master given and no default route interface found"));
+    }
+    nl.link(name)?.ok_or_else(|| CniError::invalid_config(format!("master interface {name:?} not found")))
+}
+
+/// A child link's MTU may not exceed its master's (0 or None: inherit).
+pub fn check_mtu(master: &Link, mtu: i64) -> std::result::Result<(), CniError> {
+    if mtu < 0 || mtu > master.mtu as i64 {
+        return Err(CniError::invalid_config(format!(
+            "invalid MTU {mtu}, must be [0, master MTU({})] of {}",
+            master.mtu, master.name
+        )));
+    }
+    Ok(())
+}
+
+/// A short random link name ("cni" + 8 hex digits) for the moment between
+/// creation and the rename to CNI_IFNAME.
+pub fn temp_name() -> String {
+    let mut bytes = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    let salt = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let n = u32::from_ne_bytes(bytes) ^ salt ^ std::process::id();
+    format!("cni{n:08x}")
+}
+
+/// Where the new link is created and who sees it there.
+pub struct Target<'a> {
+    /// The container netns and a socket in it.
+    pub container: &'a NetNs,
+    pub container_nl: &'a Netlink,
+    /// The socket the RTM_NEWLINK goes through: the host's, or the
+    /// container's when the master lives in the container (linkInContainer).
+    pub creator: &'a Netlink,
+    pub creator_is_container: bool,
+}
+
+/// Creates the link described by `msg` (any kind; its IFLA_IFNAME is
+/// replaced) inside the container and renames it to `ifname`. The new link
+/// is never visible in the host under a real name; on failure nothing is
+/// left behind. Returns the link as the container sees it (still down).
+pub fn create_in_container(target: &Target, mut msg: LinkMessage, ifname: &str) -> Result<Link> {
+    if target.container_nl.link(ifname)?.is_some() {
+        return Err(Error::new(super::libc_errno::EEXIST, format!("container already has an interface {ifname}")));
+    }
+    let tmp = temp_name();
+    msg.attributes.retain(|a| !matches!(a, LinkAttribute::IfName(_) | LinkAttribute::NetNsFd(_)));
+    msg.attributes.push(LinkAttribute::IfName(tmp.clone()));
+    if !target.creator_is_container {
+        msg.attributes.push(LinkAttribute::NetNsFd(target.container.fd()));
+    }
+    target.creator.add_link_message(msg, &format!("creating link {tmp} for {ifname}"))?;
+    let renamed = target.container_nl.require_link(&tmp).and_then(|l| {
+        target.container_nl.set_name(l.index, ifname)?;
+        target.container_nl.require_link(ifname)
+    });
+    if renamed.is_err() {
+        let _ = target.container_nl.del_link_by_name(&tmp);
+    }
+    renamed
+}
+
+/// Gratuitous ARP / unsolicited NA on link changes, as the reference turns on
+/// for container interfaces (best effort: IPv6 may be off).
+pub fn enable_notify(container: &NetNs, ifname: &str) {
+    let v4 = sysctl::iface_key("ipv4", ifname, "arp_notify");
+    let v6 = sysctl::iface_key("ipv6", ifname, "ndisc_notify");
+    let outcome = container.run(|| (sysctl::write(&v4, "1"), sysctl::write(&v6, "1")));
+    if let Ok((Err(e), _)) = outcome {
+        log::warn!("{e}");
+    }
+}
+
+/// DEL's part for links that live only in the container: deletes `ifname`
+/// there. A missing netns or interface is success (both are already gone).
+pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
+    if netns.is_empty() {
+        return Ok(());
+    }
+    let Ok(ns) = NetNs::open(netns) else { return Ok(()) };
+    let nl = Netlink::in_netns(&ns)?;
+    match nl.del_link_by_name(ifname) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+impl Netlink {
+    /// The kind-specific attributes (IFLA_INFO_DATA) of link `index`: the
+    /// ipvlan mode, vlan id or vrf table that CHECK compares.
+    pub fn link_info_data(&self, index: u32) -> Result<Option<InfoData>> {
+        let req = self.handle().link().get().match_index(index).execute();
+        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
+        Ok(msgs.first().and_then(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::Data(d) => Some(d.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_fit_and_vary() {
+        let a = temp_name();
+        assert_eq!(a.len(), 11);
+        assert!(a.starts_with("cni"));
+        assert_ne!(a, temp_name());
+    }
+
+    #[test]
+    fn mtu_bounds() {
+        let master = Link { name: "br0".into(), mtu: 1500, ..Default::default() };
+        assert!(check_mtu(&master, 0).is_ok());
+        assert!(check_mtu(&master, 1500).is_ok());
+        assert_eq!(check_mtu(&master, 1501).unwrap_err().code, 7);
+        assert_eq!(check_mtu(&master, -1).unwrap_err().code, 7);
+    }
+}

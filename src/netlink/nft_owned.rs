@@ -1,0 +1,361 @@
+//! Set and map elements (and the odd rule) owned by one CNI attachment, found
+//! again from their comment. Plugins keep per-container state as elements of
+//! per-network sets/maps instead of per-container chains: one transaction
+//! adds them, one listing plus one transaction removes them.
+//!
+//! Listings are read as plain JSON: the `nftables` crate cannot parse every
+//! form nft prints (e.g. a map's concatenated data type) and operators may put
+//! anything in the chains we list; commands are still built from its types.
+
+use std::borrow::Cow;
+
+use nftables::expr::Expression;
+use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables, Rule};
+use nftables::types::NfFamily;
+use serde_json::Value;
+
+use super::nft::{self, NftError};
+
+/// nft's limit for a rule or element comment.
+const COMMENT_MAX: usize = 128;
+
+/// The comment marking what one attachment owns: `<network> <containerID>
+/// <ifname>` (none of them may hold spaces), or hashed parts when too long.
+pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
+    let plain = format!("{network} {container_id} {ifname}");
+    if plain.len() <= COMMENT_MAX {
+        return plain;
+    }
+    format!("{} #{}", network_part(network), hash_hex(&format!("{container_id} {ifname}")))
+}
+
+/// What every comment of `network` starts with (followed by a space).
+pub fn network_part(network: &str) -> String {
+    if network.len() <= 48 && !network.contains(char::is_whitespace) {
+        network.to_string()
+    } else {
+        format!("#{}", hash_hex(network))
+    }
+}
+
+/// Whether `comment` belongs to `network`.
+pub fn is_network(comment: &str, network: &str) -> bool {
+    comment.strip_prefix(&network_part(network)).is_some_and(|rest| rest.starts_with(' '))
+}
+
+/// 128-bit FNV-1a in hex: stable across versions, no dependency.
+fn hash_hex(s: &str) -> String {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in s.bytes() {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    format!("{h:032x}")
+}
+
+/// One element as nft lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedElement {
+    /// The set or map holding it.
+    pub set: String,
+    pub key: Value,
+    /// The mapped value, for maps.
+    pub data: Option<Value>,
+    pub comment: Option<String>,
+}
+
+/// One rule as nft lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedRule {
+    pub chain: String,
+    pub handle: u32,
+    pub comment: Option<String>,
+    pub expr: Value,
+}
+
+/// A table as nft lists it, or None when it does not exist.
+pub struct Listing {
+    pub objects: Vec<Value>,
+}
+
+pub fn list(family: &str, table: &str) -> Result<Option<Listing>, NftError> {
+    let out = match nft::run(&["-j", "list", "table", family, table], None) {
+        Ok(out) => out,
+        Err(e) if e.stderr.contains("No such file or directory") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let doc: Value = serde_json::from_str(&out)
+        .map_err(|e| NftError { msg: format!("parsing nft's listing of {family} {table}"), stderr: e.to_string() })?;
+    let objects = doc.get("nftables").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(Some(Listing { objects }))
+}
+
+impl Listing {
+    fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects.iter().filter_map(move |o| o.get(kind))
+    }
+
+    /// Every element of every set and map.
+    pub fn elements(&self) -> Vec<ListedElement> {
+        let mut out = Vec::new();
+        for object in &self.objects {
+            for (kind, set) in ["set", "map"].into_iter().filter_map(|k| Some((k, object.get(k)?))) {
+                let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
+                let Some(elems) = set.get("elem").and_then(Value::as_array) else { continue };
+                for e in elems {
+                    let (key, data) = match (kind, e) {
+                        ("map", Value::Array(pair)) if pair.len() == 2 => (&pair[0], Some(pair[1].clone())),
+                        _ => (e, None),
+                    };
+                    let (key, comment) = match key.get("elem") {
+                        Some(inner) => (
+                            inner.get("val").cloned().unwrap_or(Value::Null),
+                            inner.get("comment").and_then(Value::as_str).map(str::to_string),
+                        ),
+                        None => (key.clone(), None),
+                    };
+                    out.push(ListedElement { set: name.to_string(), key, data, comment });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every rule, with its handle and comment.
+    pub fn rules(&self) -> Vec<ListedRule> {
+        self.of_kind("rule")
+            .filter_map(|r| {
+                Some(ListedRule {
+                    chain: r.get("chain")?.as_str()?.to_string(),
+                    handle: r.get("handle")?.as_u64()? as u32,
+                    comment: r.get("comment").and_then(Value::as_str).map(str::to_string),
+                    expr: r.get("expr").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    /// Names of the chains in the table.
+    pub fn chains(&self) -> Vec<String> {
+        self.of_kind("chain").filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect()
+    }
+
+    /// Names of the sets and maps in the table.
+    pub fn sets(&self) -> Vec<String> {
+        self.of_kind("set")
+            .chain(self.of_kind("map"))
+            .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+/// `delete element <family> <table> <set> { key }`.
+pub fn delete_element(family: NfFamily, table: &str, set: &str, key: &Value) -> Result<NfObject<'static>, NftError> {
+    let key: Expression<'static> = serde_json::from_value(key.clone())
+        .map_err(|e| NftError { msg: format!("unexpected element in {table} {set}"), stderr: e.to_string() })?;
+    Ok(NfObject::CmdObject(NfCmd::Delete(NfListObject::Element(Element {
+        family,
+        table: Cow::Owned(table.to_string()),
+        name: Cow::Owned(set.to_string()),
+        elem: Cow::Owned(vec![key]),
+    }))))
+}
+
+/// `delete rule <family> <table> <chain> handle <handle>`.
+pub fn delete_rule(family: NfFamily, table: &str, chain: &str, handle: u32) -> NfObject<'static> {
+    NfObject::CmdObject(NfCmd::Delete(NfListObject::Rule(Rule {
+        family,
+        table: Cow::Owned(table.to_string()),
+        chain: Cow::Owned(chain.to_string()),
+        handle: Some(handle),
+        ..Default::default()
+    })))
+}
+
+/// Deletes everything in `listing` owned by the comments `owned` accepts:
+/// elements of any set or map and rules of any chain, in one transaction
+/// (none when nothing matches). When the transaction fails because a
+/// concurrent call changed the table meanwhile, lists it again and retries
+/// once. Returns what was removed.
+pub fn delete_owned(
+    family: NfFamily,
+    table: &str,
+    listing: &Listing,
+    owned: impl Fn(&str) -> bool,
+) -> Result<(Vec<ListedElement>, Vec<ListedRule>), NftError> {
+    match delete_owned_once(family, table, listing, &owned) {
+        Ok(done) => Ok(done),
+        Err(first) => match list(family_str(family), table)? {
+            Some(fresh) => delete_owned_once(family, table, &fresh, &owned).map_err(|_| first),
+            None => Ok((Vec::new(), Vec::new())),
+        },
+    }
+}
+
+fn delete_owned_once(
+    family: NfFamily,
+    table: &str,
+    listing: &Listing,
+    owned: &impl Fn(&str) -> bool,
+) -> Result<(Vec<ListedElement>, Vec<ListedRule>), NftError> {
+    let elements: Vec<ListedElement> =
+        listing.elements().into_iter().filter(|e| e.comment.as_deref().is_some_and(owned)).collect();
+    let rules: Vec<ListedRule> =
+        listing.rules().into_iter().filter(|r| r.comment.as_deref().is_some_and(owned)).collect();
+    let mut tx = Vec::new();
+    for e in &elements {
+        tx.push(delete_element(family, table, &e.set, &e.key)?);
+    }
+    for r in &rules {
+        tx.push(delete_rule(family, table, &r.chain, r.handle));
+    }
+    nft::apply(&Nftables { objects: Cow::Owned(tx) })?;
+    Ok((elements, rules))
+}
+
+/// STATUS: whether nft can run at all (code 50 "not available" otherwise).
+pub fn status() -> Result<(), crate::cni::CniError> {
+    nft::run(&["--version"], None).map(|_| ()).map_err(|e| {
+        crate::cni::CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg).with_details(e.stderr.trim().to_string())
+    })
+}
+
+/// Adds what one attachment owns with the least kernel work:
+/// 1. `claims` alone (`create element`s and owned rules): the common case,
+///    one transaction, when the table and its sets already exist;
+/// 2. when something is missing (first use on the node, or the table was
+///    removed): `skeleton()` and `claims` in one transaction;
+/// 3. when a claimed key is held already (a stale attachment whose DEL never
+///    came, or a retried ADD): one listing, then the holders `conflicts`
+///    picks (and rules carrying `owner`) are deleted and the claims applied
+///    in one transaction: last writer wins, as with the reference.
+///
+/// Rules are not keyed, so a retried ADD would duplicate them: when `claims`
+/// hold rules (`has_rules`), path 3 is taken from the start.
+/// A failed transaction changes nothing, so each path commits once.
+pub fn add_owned(
+    family: NfFamily,
+    table: &str,
+    skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
+    claims: Vec<NfObject<'static>>,
+    owner: &str,
+    has_rules: bool,
+    conflicts: impl Fn(&ListedElement) -> bool,
+) -> Result<(), NftError> {
+    if has_rules {
+        return reclaim(family, table, skeleton, claims, owner, conflicts, None);
+    }
+    match nft::apply(&Nftables { objects: Cow::Owned(claims.clone()) }) {
+        Ok(()) => Ok(()),
+        Err(e) if is_missing(&e) => {
+            let mut full = skeleton();
+            full.extend(claims);
+            match nft::apply(&Nftables { objects: Cow::Owned(full.clone()) }) {
+                Ok(()) => Ok(()),
+                Err(e) => reclaim(family, table, Vec::new, full, owner, conflicts, Some(e)),
+            }
+        }
+        Err(e) => reclaim(family, table, skeleton, claims, owner, conflicts, Some(e)),
+    }
+}
+
+fn is_missing(e: &NftError) -> bool {
+    e.stderr.contains("No such file or directory")
+}
+
+/// Lists the table, deletes what `conflicts` picks and the rules of `owner`,
+/// and applies `tx` in the same transaction (with the skeleton when the
+/// table is missing or the transaction finds something missing).
+fn reclaim(
+    family: NfFamily,
+    table: &str,
+    skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
+    tx: Vec<NfObject<'static>>,
+    owner: &str,
+    conflicts: impl Fn(&ListedElement) -> bool,
+    failure: Option<NftError>,
+) -> Result<(), NftError> {
+    let Some(listing) = list(family_str(family), table)? else {
+        let mut full = skeleton();
+        full.extend(tx);
+        return nft::apply(&Nftables { objects: Cow::Owned(full) });
+    };
+    let mut deletes = Vec::new();
+    for e in listing.elements().iter().filter(|e| conflicts(e)) {
+        deletes.push(delete_element(family, table, &e.set, &e.key)?);
+    }
+    for r in listing.rules().iter().filter(|r| r.comment.as_deref() == Some(owner)) {
+        deletes.push(delete_rule(family, table, &r.chain, r.handle));
+    }
+    if deletes.is_empty() {
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+    } else {
+        log::info!("nft: {table}: replacing {} object(s) held by this or stale attachments", deletes.len());
+    }
+    let mut retry = deletes.clone();
+    retry.extend(tx.iter().cloned());
+    match nft::apply(&Nftables { objects: Cow::Owned(retry) }) {
+        Err(e) if is_missing(&e) => {
+            let mut full = skeleton();
+            full.extend(deletes);
+            full.extend(tx);
+            nft::apply(&Nftables { objects: Cow::Owned(full) })
+        }
+        other => other,
+    }
+}
+
+pub fn family_str(family: NfFamily) -> &'static str {
+    match family {
+        NfFamily::IP => "ip",
+        NfFamily::IP6 => "ip6",
+        NfFamily::INet => "inet",
+        NfFamily::ARP => "arp",
+        NfFamily::Bridge => "bridge",
+        NfFamily::NetDev => "netdev",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_comments() {
+        assert_eq!(owner_comment("net", "abc", "eth0"), "net abc eth0");
+        assert!(is_network("net abc eth0", "net"));
+        assert!(!is_network("net2 abc eth0", "net"));
+        let long_id = "a".repeat(200);
+        let c = owner_comment("net", &long_id, "eth0");
+        assert!(c.len() <= COMMENT_MAX && c.starts_with("net #"));
+        assert_eq!(c, owner_comment("net", &long_id, "eth0"));
+        assert_ne!(c, owner_comment("net", &long_id, "eth1"));
+        let long_net = "n".repeat(100);
+        let c = owner_comment(&long_net, &long_id, "eth0");
+        assert!(c.len() <= COMMENT_MAX && is_network(&c, &long_net));
+    }
+
+    #[test]
+    fn reads_elements_of_sets_and_maps() {
+        let listing = Listing {
+            objects: serde_json::from_str(
+                r#"[{"metainfo":{}},
+                {"map":{"name":"m","elem":[[{"elem":{"val":{"concat":["tcp",80]},"comment":"n c e"}},"10.0.0.1"],
+                                           [{"concat":["udp",53]},"10.0.0.2"]]}},
+                {"set":{"name":"s","elem":["10.0.0.1",{"elem":{"val":"10.0.0.3","comment":"x"}}]}},
+                {"rule":{"chain":"c","handle":7,"comment":"n c e","expr":[]}}]"#,
+            )
+            .unwrap(),
+        };
+        let e = listing.elements();
+        assert_eq!(e.len(), 4);
+        assert_eq!(e[0].comment.as_deref(), Some("n c e"));
+        assert_eq!(e[0].data, Some(Value::from("10.0.0.1")));
+        assert_eq!(e[1].comment, None);
+        assert_eq!(e[3].key, Value::from("10.0.0.3"));
+        assert_eq!(listing.rules()[0].handle, 7);
+        delete_element(NfFamily::INet, "t", "m", &e[0].key).unwrap();
+    }
+}

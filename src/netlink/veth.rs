@@ -1,0 +1,119 @@
+//! The veth pair every "container on the host" plugin starts with (bridge,
+//! ptp): the host end in the calling netns, named `veth<8 hex>`, the peer
+//! born directly inside the container netns under CNI_IFNAME.
+
+use super::link::VethSpec;
+use super::{libc_errno, sysctl, Error, Link, NetNs, Netlink, Result};
+
+/// What `create_container_veth` made.
+#[derive(Debug, Clone)]
+pub struct VethPair {
+    pub host: Link,
+    pub container: Link,
+}
+
+/// The host-side name derived from the attachment: stable, so that DEL and
+/// rollback can find it even when the container netns is gone.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    format!("veth{}", crate::cni::hash::short_hex(&[container_id, ifname], 8))
+}
+
+/// Creates the pair. `host` is a socket in the host netns, `cont` one in
+/// `ns`. The host end is named `host_veth_name(..)`, or a random
+/// `veth<8 hex>` if that name is taken. Both ends are left down.
+pub fn create_container_veth(
+    host: &Netlink,
+    ns: &NetNs,
+    cont: &Netlink,
+    container_id: &str,
+    ifname: &str,
+    mtu: Option<u32>,
+    mac: Option<Vec<u8>>,
+) -> Result<VethPair> {
+    if cont.link(ifname)?.is_some() {
+        return Err(Error::new(libc_errno::EEXIST, format!("container veth name provided ({ifname}) already exists")));
+    }
+    let mut name = host_veth_name(container_id, ifname);
+    for attempt in 0..8 {
+        let spec =
+            VethSpec { name: &name, peer_name: ifname, peer_netns: Some(ns), mtu, mac: None, peer_mac: mac.clone() };
+        match host.add_veth(&spec) {
+            Ok(()) => break,
+            // The host name is taken (a stale pair or a hash collision): pick a random one.
+            Err(e) if e.is_exists() && attempt < 7 && host.link(&name)?.is_some() => {
+                name = format!("veth{:08x}", crate::cni::hash::random_u32());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let host_link = host.require_link(&name)?;
+    let container = cont.require_link(ifname)?;
+    Ok(VethPair { host: host_link, container })
+}
+
+/// Deletes the container's interface (its veth peer goes with it) and the
+/// derived host end if it is still there. Missing pieces are not errors.
+pub fn delete_container_veth(host: &Netlink, ns: Option<&NetNs>, container_id: &str, ifname: &str) -> Result<()> {
+    let mut first_err = None;
+    if let Some(ns) = ns {
+        let res = Netlink::in_netns(ns).and_then(|nl| nl.del_link_by_name(ifname));
+        if let Err(e) = res {
+            first_err = Some(e);
+        }
+    }
+    let name = host_veth_name(container_id, ifname);
+    if let Some(l) = host.link(&name)? {
+        if l.kind == "veth" {
+            match host.del_link(l.index) {
+                Err(e) if !e.is_not_found() => first_err = first_err.or(Some(e)),
+                _ => {}
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Container-side sysctls the main plugins set before adding addresses:
+/// IPv6 DAD off unless asked for (a fresh veth cannot collide, and DAD
+/// delays the address by a second or more), and arp_notify on so that
+/// neighbours learn a reused IP's new MAC at once. Best effort: a kernel
+/// without IPv6 has no such keys.
+pub fn prepare_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
+    let ifname = ifname.to_string();
+    ns.run(move || {
+        if enable_dad {
+            let _ = sysctl::write(&sysctl::iface_key("ipv6", &ifname, "enhanced_dad"), "1");
+            let _ = sysctl::write(&sysctl::iface_key("ipv6", &ifname, "accept_dad"), "1");
+        } else {
+            let _ = sysctl::write(&sysctl::iface_key("ipv6", &ifname, "accept_dad"), "0");
+        }
+        let _ = sysctl::write(&sysctl::iface_key("ipv4", &ifname, "arp_notify"), "1");
+    })
+}
+
+/// Waits until no IPv6 address of the link is tentative (DAD finished), or
+/// fails when DAD found a duplicate or `limit` passed.
+pub fn wait_addresses_settled(nl: &Netlink, index: u32, limit: std::time::Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let addrs = nl.addrs(Some(index))?;
+        if let Some(a) = addrs.iter().find(|a| a.dad_failed) {
+            return Err(Error::new(libc_errno::EADDRNOTAVAIL, format!("duplicate address detected for {}", a.net)));
+        }
+        // Link-local addresses are the kernel's own; only ours count.
+        let pending = addrs.iter().any(|a| a.tentative && !is_link_local(a.net.addr()));
+        if !pending {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(Error::new(0, format!("addresses on link #{index} still tentative after {limit:?}")));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}

@@ -1,0 +1,377 @@
+//! The dhcp IPAM and its daemon against dnsmasq, all inside namespaces the
+//! test creates: dnsmasq serves a bridge in a fake host netns, each
+//! container is a veth into that bridge.
+
+mod common;
+use common::*;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A child process killed (and reaped) on drop, even when an assertion fails.
+struct Process(Child);
+
+impl Process {
+    /// SIGTERM (so the process can clean up), SIGKILL if it lingers.
+    fn stop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A LAN with a DHCP server: bridge br0 (10.99.0.1/24) in `host`, dnsmasq on it.
+/// Fields drop in order: dnsmasq first, then its netns, then its files.
+struct Lan {
+    dnsmasq: Option<Process>,
+    host: Netns,
+    dir: TempDir,
+    veths: usize,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let dir = TempDir::new("dhcp");
+        let host = Netns::new("dh");
+        host.exec("ip link add br0 type bridge");
+        host.exec("ip addr add 10.99.0.1/24 dev br0");
+        host.exec("ip link set br0 up");
+        let mut lan = Lan { dnsmasq: None, dir, host, veths: 0 };
+        // dnsmasq's shortest lease is 2 minutes; a short T1 makes it renew soon.
+        lan.start_dnsmasq(&["--dhcp-option=option:T1,4"]);
+        lan
+    }
+
+    /// (Re)starts dnsmasq on br0; the lease file carries over.
+    fn start_dnsmasq(&mut self, extra: &[&str]) {
+        if let Some(mut old) = self.dnsmasq.take() {
+            old.stop();
+        }
+        let d = self.dir.path();
+        let log = d.join("dnsmasq.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host.name, "/usr/sbin/dnsmasq", "--keep-in-foreground"])
+            .args(["--conf-file=/dev/null", "--port=0", "--interface=br0", "--bind-interfaces", "--user=root"])
+            .args(["--no-ping", "--log-dhcp", "--log-facility=-"])
+            .arg("--dhcp-range=10.99.0.10,10.99.0.50,255.255.255.0,2m")
+            .arg("--dhcp-option=option:router,10.99.0.1")
+            .arg("--dhcp-option=option:dns-server,10.99.0.1,10.99.0.2")
+            .arg("--dhcp-option=option:domain-name,lan.test")
+            .arg("--dhcp-option=option:domain-search,lan.test,corp.test")
+            .arg("--dhcp-option=option:classless-static-route,10.77.0.0/16,10.99.0.3,0.0.0.0/0,10.99.0.1")
+            .args(extra)
+            .arg(format!("--dhcp-leasefile={}", d.join("leases").display()))
+            .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        self.dnsmasq = Some(Process(child));
+        wait_for("dnsmasq to start", || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("DHCP, sockets bound")));
+    }
+
+    /// A container netns whose eth0 is a veth into br0.
+    fn container(&mut self) -> Netns {
+        let ns = Netns::new("dc");
+        self.veths += 1;
+        let port = format!("vp{}", self.veths);
+        self.host.exec(&format!("ip link add {port} type veth peer name eth0 netns {}", ns.name));
+        self.host.exec(&format!("ip link set {port} master br0 up"));
+        ns
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("dhcp.sock")
+    }
+
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let log = self.dir.path().join("daemon.log");
+        let child = Command::new(BIN)
+            .args(["dhcp", "daemon", "-socketpath"])
+            .arg(self.socket())
+            .arg(format!("--pidfile={}", self.dir.path().join("daemon.pid").display()))
+            .args(["-timeout", "2s", "-resendtimeout=20s"])
+            .args(extra)
+            .env("CNIBOX_LOG", "debug")
+            .env("CNIBOX_LOG_FILE", &log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { process: Process(child), log };
+        wait_for("the daemon to listen", || std::os::unix::net::UnixStream::connect(self.socket()).is_ok());
+        d
+    }
+
+    fn conf(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": "lan",
+            "type": "macvlan",
+            "ipam": {
+                "type": "dhcp",
+                "daemonSocketPath": self.socket(),
+                "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}],
+            },
+        })
+        .to_string()
+    }
+
+    /// dnsmasq's lease file: (expiry, ip, hostname) per lease.
+    fn leases(&self) -> Vec<(u64, String, String)> {
+        // dnsmasq rewrites the file in place: only trust a read that a
+        // second read a moment later confirms.
+        let path = self.dir.path().join("leases");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let again = std::fs::read_to_string(&path).unwrap_or_default();
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.first()?.parse().ok()?, f.get(2)?.to_string(), f.get(3)?.to_string()))
+            })
+            .collect()
+    }
+
+    fn lease_of(&self, ip: &str) -> Option<(u64, String, String)> {
+        self.leases().into_iter().find(|l| l.1 == ip)
+    }
+}
+
+struct Daemon {
+    process: Process,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `cond` for up to 25 s (the whole test stays well under a minute).
+fn try_wait(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(try_wait(cond), "timed out waiting for {what}");
+}
+
+fn address(result: &Value) -> String {
+    let a = result["ips"][0]["address"].as_str().unwrap();
+    a.split('/').next().unwrap().to_string()
+}
+
+fn call(ns: &Netns, id: &str) -> Call {
+    Call::new("dhcp").container(id, &ns.path(), "eth0")
+}
+
+#[test]
+fn lease_renewal_release_and_daemon_restart() {
+    if not_root() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let mut daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let (a, b) = (lan.container(), lan.container());
+    let call_a = call(&a, "ctr-a");
+    let call_b = call(&b, "ctr-b").env("CNI_ARGS", "K8S_POD_NAME=web-0");
+
+    let ra = call_a.run("ADD", &conf).ok();
+    let rb = call_b.run("ADD", &conf).ok();
+    let (ip_a, ip_b) = (address(&ra), address(&rb));
+    // What the main plugin would do with the result: the server answers
+    // renewals by unicast to the leased address, which must answer ARP.
+    for (ns, r) in [(&a, &ra), (&b, &rb)] {
+        ns.exec(&format!("ip addr add {} dev eth0", r["ips"][0]["address"].as_str().unwrap()));
+    }
+    assert_ne!(ip_a, ip_b);
+    for r in [&ra, &rb] {
+        assert!(r["ips"][0]["address"].as_str().unwrap().ends_with("/24"), "{r}");
+        assert!(address(r).starts_with("10.99.0."), "{r}");
+        assert_eq!(r["ips"][0]["gateway"], "10.99.0.1");
+        // Option 121 replaces the router option's default route (RFC 3442).
+        assert_eq!(
+            r["routes"],
+            serde_json::json!([{"dst": "10.77.0.0/16", "gw": "10.99.0.3"}, {"dst": "0.0.0.0/0", "gw": "10.99.0.1"}])
+        );
+        assert_eq!(r["dns"]["nameservers"], serde_json::json!(["10.99.0.1", "10.99.0.2"]));
+        assert_eq!(r["dns"]["domain"], "lan.test");
+        assert_eq!(r["dns"]["search"], serde_json::json!(["lan.test", "corp.test"]));
+    }
+    // The host name came from CNI_ARGS through `provide`.
+    assert_eq!(lan.lease_of(&ip_b).unwrap().2, "web-0");
+    let first_expiry = lan.lease_of(&ip_a).unwrap().0;
+
+    // ADD again keeps the same lease; CHECK finds it.
+    assert_eq!(address(&call_a.run("ADD", &conf).ok()), ip_a);
+    call_a.run("CHECK", &conf).ok();
+
+    // T1 is 4 s: the daemon renews while the container lives.
+    wait_for("a renewal", || lan.lease_of(&ip_a).is_some_and(|l| l.0 > first_expiry));
+    assert!(daemon.log().contains("DHCPACK (RENEW)"), "{}", daemon.log());
+
+    // DEL releases the lease; a second DEL is fine.
+    call_a.run("DEL", &conf).ok();
+    wait_for("the release", || lan.lease_of(&ip_a).is_none());
+    assert!(lan.lease_of(&ip_b).is_some());
+    call_a.run("DEL", &conf).ok();
+    call_a.run("CHECK", &conf).err_code();
+
+    // STATUS: available with the daemon, 50 without; ADD asks to retry later.
+    let status = Call::new("dhcp");
+    status.run("STATUS", &conf).ok();
+    daemon.process.stop();
+    assert!(!lan.socket().exists(), "the daemon leaves its socket behind");
+    assert_eq!(status.run("STATUS", &conf).err_code(), 50);
+    assert_eq!(call_a.run("ADD", &conf).err_code(), 11);
+    call_b.run("DEL", &conf).ok();
+
+    // A restarted daemon serves again (the server still knows B's client ID).
+    let _daemon = lan.daemon(&[]);
+    status.run("STATUS", &conf).ok();
+    assert_eq!(address(&call_b.run("ADD", &conf).ok()), ip_b);
+    let ip_a = address(&call_a.run("ADD", &conf).ok());
+
+    // GC releases the leases of attachments the runtime no longer lists.
+    let mut gc_conf: Value = serde_json::from_str(&conf).unwrap();
+    gc_conf["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "ctr-b", "ifname": "eth0"}]);
+    Call::new("dhcp").run("GC", &gc_conf.to_string()).ok();
+    wait_for("the release of A by GC", || lan.lease_of(&ip_a).is_none());
+    assert!(lan.lease_of(&ip_b).is_some(), "{ip_a} {ip_b} {:?}\n{}", lan.leases(), _daemon.log());
+    call_a.run("CHECK", &conf).err_code();
+
+    call_b.run("DEL", &conf).ok();
+    wait_for("the release of B", || lan.lease_of(&ip_b).is_none());
+}
+
+#[test]
+fn broadcast_replies_and_del_after_the_netns_is_gone() {
+    if not_root() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let daemon = lan.daemon(&["-broadcast"]);
+    let conf = lan.conf();
+    let c = lan.container();
+    let path = c.path();
+    let r = call(&c, "ctr-c").run("ADD", &conf).ok();
+    let ip = address(&r);
+    assert!(lan.lease_of(&ip).is_some());
+    assert!(daemon.log().contains("DHCPACK of"), "{}", daemon.log());
+    drop(c);
+    // The container's netns went first: DEL still succeeds (the server lets
+    // the lease expire), and so does the next one.
+    let gone = Call::new("dhcp").container("ctr-c", &path, "eth0");
+    gone.run("DEL", &conf).ok();
+    gone.run("DEL", &conf).ok();
+}
+
+#[test]
+fn bad_options_are_refused_before_the_daemon() {
+    let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan",
+        "ipam":{"type":"dhcp","daemonSocketPath":"/nonexistent/dhcp.sock","request":[{"option":"no-such-option"}]}}"#;
+    let reply = Call::new("dhcp").container("c", "/proc/self/ns/net", "eth0").run("ADD", conf);
+    assert_eq!(reply.err_code(), 7);
+    // Without a daemon there is nothing to release.
+    let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan",
+        "ipam":{"type":"dhcp","daemonSocketPath":"/nonexistent/dhcp.sock"}}"#;
+    Call::new("dhcp").container("c", "/proc/self/ns/net", "eth0").run("DEL", conf).ok();
+}
+
+#[test]
+fn daemon_refuses_bad_flags() {
+    let out = Command::new(BIN).args(["dhcp", "daemon", "-nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).args(["dhcp", "bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn socket_activation() {
+    let activate = "/usr/bin/systemd-socket-activate";
+    if not_root() || !std::path::Path::new(activate).exists() {
+        return;
+    }
+    let dir = TempDir::new("dhcp-act");
+    let socket = dir.path().join("act.sock");
+    let child = Command::new(activate)
+        .arg("-l")
+        .arg(&socket)
+        .args([BIN, "dhcp", "daemon", "-socketpath", "/nonexistent/ignored.sock"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Process(child);
+    wait_for("the activation socket", || socket.exists());
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "n", "type": "macvlan",
+        "ipam": {"type": "dhcp", "daemonSocketPath": socket},
+    })
+    .to_string();
+    // The first connection starts the daemon on fd 3; it answers on it.
+    Call::new("dhcp").run("STATUS", &conf).ok();
+    Call::new("dhcp").run("STATUS", &conf).ok();
+}
+
+#[test]
+fn rebinding_when_the_server_moves() {
+    if not_root() {
+        return;
+    }
+    let mut lan = Lan::new();
+    lan.start_dnsmasq(&["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"]);
+    let daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let c = lan.container();
+    let r = call(&c, "ctr-r").run("ADD", &conf).ok();
+    let ip = address(&r);
+    c.exec(&format!("ip addr add {} dev eth0", r["ips"][0]["address"].as_str().unwrap()));
+    // The server changes address: renewals (unicast to 10.99.0.1) go
+    // unanswered until T2, when a broadcast REBIND reaches the new one.
+    lan.host.exec("ip addr del 10.99.0.1/24 dev br0");
+    lan.host.exec("ip addr add 10.99.0.5/24 dev br0");
+    lan.start_dnsmasq(&["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"]);
+    let rebound = try_wait(|| daemon.log().contains("DHCPACK (REBIND)"));
+    let dnsmasq_log = std::fs::read_to_string(lan.dir.path().join("dnsmasq.log")).unwrap_or_default();
+    assert!(rebound, "no rebind:\n{}\n{dnsmasq_log}", daemon.log());
+    assert!(lan.lease_of(&ip).is_some());
+    call(&c, "ctr-r").run("CHECK", &conf).ok();
+    // The release goes to the new server.
+    call(&c, "ctr-r").run("DEL", &conf).ok();
+    wait_for("the release", || lan.lease_of(&ip).is_none());
+}

@@ -1,0 +1,395 @@
+mod common;
+mod netfixture;
+
+use common::*;
+use netfixture::*;
+use serde_json::{json, Value};
+
+fn conf(extra: Value, mappings: Option<Value>, prev: Option<Value>) -> String {
+    let mut c =
+        json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap", "capabilities": {"portMappings": true}});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    if let Some(m) = mappings {
+        c["runtimeConfig"] = json!({ "portMappings": m });
+    }
+    if let Some(p) = prev {
+        c["prevResult"] = p;
+    }
+    c.to_string()
+}
+
+fn call(node: &Node, c: &Container) -> Call {
+    Call::new("portmap").container(&c.id, &c.ns.path(), "eth0").in_netns(&node.host).env("CNIBOX_LOG", "debug")
+}
+
+/// nft executions in a call's debug log: (transactions committed,
+/// transactions tried, listings). A failed transaction changes nothing.
+fn nft_execs(stderr: &str) -> (usize, usize, usize) {
+    let committed = stderr.lines().filter(|l| l.contains("nft transaction committed")).count();
+    let tried = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
+    let list = stderr.lines().filter(|l| l.contains("] nft -j list")).count();
+    (committed, tried, list)
+}
+
+fn ruleset(node: &Node) -> String {
+    node.host.exec("nft -j list ruleset")
+}
+
+fn std_maps() -> Value {
+    json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}
+    ])
+}
+
+#[test]
+fn reaches_the_container_from_everywhere_and_del_removes_all() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    serve(&c1.ns.name, 80, "c1-tcp");
+    serve(&c1.ns.name, 53, "c1-udp");
+    let add = conf(json!({}), Some(std_maps()), Some(c1.prev_result(1)));
+
+    let reply = call(&node, &c1).run("ADD", &add);
+    let stderr = reply.stderr.clone();
+    let result = reply.ok();
+    assert_eq!(result["ips"][0]["address"], "10.1.0.5/24", "prevResult passes through");
+    // The first ADD on the node creates the table: the fast attempt (elements
+    // only) fails without changing anything, then one transaction commits.
+    assert_eq!(nft_execs(&stderr), (1, 2, 0), "ADD commits one transaction, lists nothing:\n{stderr}");
+
+    let (o, h) = (&node.outside.name, &node.host.name);
+    // Another machine on the host's network, IPv4 and IPv6, TCP and UDP.
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(udp_get(o, "192.168.77.1:8053").as_deref(), Some("c1-udp"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(udp_get(o, "[fd77::1]:8053").as_deref(), Some("c1-udp"));
+    // The host itself: its own addresses and localhost.
+    assert_eq!(tcp_get(h, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(h, "10.1.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(h, "127.0.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(udp_get(h, "127.0.0.1:8053").as_deref(), Some("c1-udp"));
+    assert_eq!(tcp_get(h, "[fd77::1]:8080").as_deref(), Some("c1-tcp"));
+    // A neighbour on the same bridge, and the container itself (hairpin).
+    assert_eq!(tcp_get(&c2.ns.name, "10.1.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(udp_get(&c2.ns.name, "192.168.77.1:8053").as_deref(), Some("c1-udp"));
+    assert_eq!(tcp_get(&c2.ns.name, "[fd01::1]:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(&c1.ns.name, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
+
+    call(&node, &c1).run("CHECK", &add).ok();
+    assert!(ruleset(&node).contains(&c1.id));
+    // CHECK notices a removed element; a retried ADD restores it.
+    node.host.exec("nft delete element inet cnibox-portmap hostports-v4-port '{ udp . 8053 }'");
+    call(&node, &c1).run("CHECK", &add).err_code();
+    call(&node, &c1).run("ADD", &add).ok();
+    call(&node, &c1).run("CHECK", &add).ok();
+
+    // Any later ADD is a single nft execution.
+    let maps2 = json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}]);
+    let add2 = conf(json!({}), Some(maps2), Some(c2.prev_result(1)));
+    let reply = call(&node, &c2).run("ADD", &add2);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!(nft_execs(&stderr), (1, 1, 0), "{stderr}");
+
+    let reply = call(&node, &c1).run("DEL", &add);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!(nft_execs(&stderr), (1, 1, 1), "DEL is one listing and one transaction:\n{stderr}");
+    assert!(!ruleset(&node).contains(&c1.id));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
+    assert_eq!(udp_get(o, "192.168.77.1:8053"), None);
+    assert_eq!(tcp_get(h, "127.0.0.1:8080"), None);
+    call(&node, &c1).run("CHECK", &add).err_code();
+    // DEL again: idempotent, and nothing to change.
+    let reply = call(&node, &c1).run("DEL", &add);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!(nft_execs(&stderr), (0, 0, 1));
+}
+
+#[test]
+fn del_needs_neither_runtime_config_nor_prev_result() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    serve(&c1.ns.name, 80, "c1");
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(std_maps()), Some(c1.prev_result(1)))).ok();
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080").as_deref(), Some("c1"));
+    // The netns is gone too.
+    Call::new("portmap")
+        .container(&c1.id, "", "eth0")
+        .in_netns(&node.host)
+        .run("DEL", &conf(json!({}), None, None))
+        .ok();
+    assert!(!ruleset(&node).contains(&c1.id));
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080"), None);
+}
+
+#[test]
+fn no_mappings_touch_nothing() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let prev = c1.prev_result(1);
+    for mappings in [None, Some(json!([]))] {
+        let reply = call(&node, &c1).run("ADD", &conf(json!({}), mappings, Some(prev.clone())));
+        let stderr = reply.stderr.clone();
+        let out = reply.ok();
+        assert_eq!(out["interfaces"], prev["interfaces"]);
+        assert_eq!(out["ips"], prev["ips"]);
+        assert_eq!(nft_execs(&stderr), (0, 0, 0), "{stderr}");
+    }
+    assert_eq!(node.host.exec("nft list tables").trim(), "");
+}
+
+#[test]
+fn add_without_prev_result_fails() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    assert!(call(&node, &c1).run("ADD", &conf(json!({}), Some(std_maps()), None)).err_code() > 0);
+    assert_eq!(node.host.exec("nft list tables").trim(), "");
+}
+
+#[test]
+fn host_ip_and_conditions() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    serve(&c1.ns.name, 80, "c1");
+    serve(&c1.ns.name, 81, "c1-81");
+    let maps = json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "192.168.77.1"},
+        {"hostPort": 8081, "containerPort": 81, "protocol": "tcp", "hostIP": "fd77::1"}
+    ]);
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(maps.clone()), Some(c1.prev_result(1)))).ok();
+    let o = &node.outside.name;
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("c1"));
+    // Only the hostIP of each mapping forwards.
+    assert_eq!(tcp_get(&node.host.name, "10.1.0.1:8080"), None);
+    assert_eq!(tcp_get(o, "[fd77::1]:8081").as_deref(), Some("c1-81"));
+    assert_eq!(tcp_get(o, "192.168.77.1:8081"), None);
+    call(&node, &c1).run("DEL", &conf(json!({}), Some(maps), None)).ok();
+
+    // Conditions (iptables syntax): only the outside machine may use the port.
+    let c2 = node.container("br0", 1, 6);
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let extra =
+        json!({"conditionsV4": ["-s", "192.168.77.0/24", "!", "-i", "lo"], "conditionsV6": ["ip6 saddr fd77::/64"]});
+    let add = conf(extra, Some(maps.clone()), Some(c1.prev_result(1)));
+    call(&node, &c1).run("ADD", &add).ok();
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("c1"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("c1"));
+    assert_eq!(tcp_get(&c2.ns.name, "10.1.0.1:8080"), None);
+    call(&node, &c1).run("CHECK", &add).ok();
+    let conditional = || node.host.exec("nft list chain inet cnibox-portmap conditional").matches(&c1.id).count();
+    assert_eq!(conditional(), 2);
+    // A retried ADD does not duplicate the (unkeyed) rules.
+    call(&node, &c1).run("ADD", &add).ok();
+    assert_eq!(conditional(), 2);
+    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    assert!(!ruleset(&node).contains(&c1.id));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
+
+    // Untranslatable conditions are refused, naming them, and change nothing.
+    let extra = json!({"conditionsV4": ["-m", "conntrack", "--ctstate", "NEW"]});
+    let reply = call(&node, &c1).run("ADD", &conf(extra, Some(maps), Some(c1.prev_result(1))));
+    let out = reply.json();
+    assert_eq!(out["code"], 2);
+    assert!(out["msg"].as_str().unwrap().contains("conditionsV4"), "{out}");
+}
+
+#[test]
+fn stale_owner_is_replaced_and_gc_removes_stale_attachments() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    serve(&c1.ns.name, 80, "c1");
+    serve(&c2.ns.name, 80, "c2");
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(maps.clone()), Some(c1.prev_result(1)))).ok();
+    // c1's DEL never came; c2 gets the same host port: last writer wins.
+    call(&node, &c2).run("ADD", &conf(json!({}), Some(maps.clone()), Some(c2.prev_result(1)))).ok();
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080").as_deref(), Some("c2"));
+    // A late DEL of c1 leaves c2's mapping alone.
+    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080").as_deref(), Some("c2"));
+    // ADD retried for the same attachment works too.
+    call(&node, &c2).run("ADD", &conf(json!({}), Some(maps.clone()), Some(c2.prev_result(1)))).ok();
+
+    // GC: c2 is no longer valid, c1 (on another port) is.
+    let maps81 = json!([{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]);
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(maps81), Some(c1.prev_result(1)))).ok();
+    let gc = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
+        "cni.dev/valid-attachments": [{"containerID": c1.id, "ifname": "eth0"}]});
+    Call::new("portmap").in_netns(&node.host).run("GC", &gc.to_string()).ok();
+    let rs = ruleset(&node);
+    assert!(rs.contains(&c1.id) && !rs.contains(&c2.id));
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080"), None);
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8081").as_deref(), Some("c1"));
+    // Another network's GC does not touch pmnet's elements.
+    let gc_other =
+        json!({"cniVersion": "1.1.0", "name": "othernet", "type": "portmap", "cni.dev/valid-attachments": []});
+    Call::new("portmap").in_netns(&node.host).run("GC", &gc_other.to_string()).ok();
+    assert!(ruleset(&node).contains(&c1.id));
+}
+
+#[test]
+fn config_errors() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let prev = Some(c1.prev_result(1));
+    let cases = [
+        (json!({}), json!([{"hostPort": 0, "containerPort": 80}])),
+        (json!({}), json!([{"hostPort": 70000, "containerPort": 80}])),
+        (json!({}), json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}])),
+        (json!({"markMasqBit": 40}), std_maps()),
+        (json!({"markMasqBit": 4, "externalSetMarkChain": "KUBE-MARK-MASQ"}), std_maps()),
+        (json!({"backend": "ebpf"}), std_maps()),
+    ];
+    for (extra, maps) in cases {
+        assert_eq!(
+            call(&node, &c1).run("ADD", &conf(extra.clone(), Some(maps), prev.clone())).err_code(),
+            7,
+            "{extra}"
+        );
+    }
+    assert_eq!(node.host.exec("nft list tables").trim(), "");
+    // The iptables backend and its options are served with nftables.
+    let extra = json!({"backend": "iptables", "externalSetMarkChain": "KUBE-MARK-MASQ"});
+    call(&node, &c1).run("ADD", &conf(extra, Some(std_maps()), prev.clone())).ok();
+    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+
+    // STATUS: available when nft runs, code 50 when it cannot.
+    let status = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap"}).to_string();
+    Call::new("portmap").in_netns(&node.host).run("STATUS", &status).ok();
+    let missing = Call::new("portmap").in_netns(&node.host).env("CNIBOX_NFT", "/nonexistent/nft");
+    assert_eq!(missing.run("STATUS", &status).err_code(), 50);
+}
+
+#[test]
+fn stale_udp_conntrack_entries_are_flushed() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    serve(&c1.ns.name, 53, "c1-udp");
+    // Conntrack runs in a netns only once some rule needs it, as on a real host.
+    node.host.exec("nft 'add table inet other; add chain inet other c { type filter hook prerouting priority 0; }; add rule inet other c ct state new counter'");
+    // A client that keeps its source port: its first datagram, sent before
+    // the mapping exists, leaves a conntrack entry without DNAT.
+    let sock = in_ns(&node.outside.name, || std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(1500))).unwrap();
+    let ask = || {
+        sock.send_to(b"ping", "192.168.77.1:8053").unwrap();
+        let mut buf = [0u8; 64];
+        sock.recv_from(&mut buf).ok().map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    assert_eq!(ask(), None);
+    assert!(node.host.exec("cat /proc/net/nf_conntrack").contains("dport=8053"));
+    let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(maps), Some(c1.prev_result(1)))).ok();
+    // Without the flush the old entry would keep the flow away from the container.
+    assert_eq!(ask().as_deref(), Some("c1-udp"));
+    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    assert!(!node.host.exec("cat /proc/net/nf_conntrack").contains("dport=8053"));
+}
+
+#[test]
+fn concurrent_add_and_del() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let cs: Vec<Container> = (0..6).map(|i| node.container("br0", 1, 10 + i)).collect();
+    for (i, c) in cs.iter().enumerate() {
+        serve(&c.ns.name, 80, &format!("c{i}"));
+    }
+    let run_all = |verb: &str| {
+        std::thread::scope(|s| {
+            for (i, c) in cs.iter().enumerate() {
+                let maps = json!([{"hostPort": 9000 + i, "containerPort": 80, "protocol": "tcp"}]);
+                let stdin = conf(json!({}), Some(maps), Some(c.prev_result(1)));
+                let call = call(&node, c);
+                let verb = verb.to_string();
+                s.spawn(move || call.run(&verb, &stdin).ok());
+            }
+        })
+    };
+    run_all("ADD");
+    for i in 0..cs.len() {
+        assert_eq!(tcp_get(&node.outside.name, &format!("192.168.77.1:{}", 9000 + i)), Some(format!("c{i}")));
+    }
+    let rs = node.host.exec("nft list table inet cnibox-portmap");
+    assert_eq!(rs.matches("jump hostports").count(), 2, "fixed rules exist once:\n{rs}");
+    run_all("DEL");
+    let rs = ruleset(&node);
+    assert!(cs.iter().all(|c| !rs.contains(&c.id)));
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:9000"), None);
+}
+
+#[test]
+fn masquerading_follows_snat_and_masq_all() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    serve_peer(&c1.ns.name, 80);
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let o = &node.outside.name;
+    let add = |extra: Value| {
+        call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+        call(&node, &c1).run("ADD", &conf(extra, Some(maps.clone()), Some(c1.prev_result(1)))).ok();
+    };
+    // Default: only hairpin and localhost connections are masqueraded.
+    add(json!({}));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("192.168.77.2"));
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(&node.host.name, "127.0.0.1:8080").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("fd77::2"));
+    assert_eq!(tcp_get(&c2.ns.name, "[fd01::1]:8080").as_deref(), Some("fd01::1"));
+    // masqAll: everything is.
+    add(json!({"masqAll": true}));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("fd01::1"));
+    // snat off: nothing is. A neighbour's connection then only works where
+    // br_netfilter un-NATs the bridged replies; it is never masqueraded.
+    add(json!({"snat": false}));
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("192.168.77.2"));
+    assert_ne!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+}
