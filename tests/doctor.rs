@@ -44,6 +44,17 @@ impl Node {
                 node.ipam.path().display()
             ),
         );
+        node.write(
+            "30-flannel.conflist",
+            r#"{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"flannel","delegate":{"hairpinMode":true}},
+                {"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+        );
+        // A plugin from the reference suite, installed beside cnibox's links.
+        std::os::unix::fs::symlink("/usr/lib/cni/vlan", node.bin.path().join("vlan-ref")).unwrap();
+        node.write(
+            "40-ref.conf",
+            r#"{"cniVersion":"0.4.0","name":"ref","type":"vlan-ref","master":"eth0","vlanId":5}"#,
+        );
         node
     }
 
@@ -115,6 +126,10 @@ fn broken_links_and_configs_are_named() {
     node.write("40-unknown.conf", r#"{"cniVersion":"1.0.0","name":"x","type":"nosuchplugin"}"#);
     node.expect_problem(r#"plugin "nosuchplugin" is not installed"#);
     std::fs::remove_file(node.conf.path().join("40-unknown.conf")).unwrap();
+
+    node.write("45-flannel.conf", r#"{"cniVersion":"1.0.0","name":"fl","type":"flannel","delegate":{"name":"x"}}"#);
+    node.expect_problem("flannel rejects its config: 'delegate' dictionary must not have 'name' field");
+    std::fs::remove_file(node.conf.path().join("45-flannel.conf")).unwrap();
 
     node.write("50-ipam.conf", r#"{"cniVersion":"1.0.0","name":"y","type":"loopback","ipam":{"type":"dhcpx"}}"#);
     node.expect_problem(r#"plugin "dhcpx" is not installed"#);

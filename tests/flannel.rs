@@ -57,6 +57,12 @@ fn call(host: &Netns, id: &str, ctr: &str) -> Call {
     Call::new("flannel").container(id, ctr, "eth0").in_netns(host).env("CNI_PATH", &path)
 }
 
+/// The same, with the reference plugins first in CNI_PATH (the delegate is
+/// then run as a separate process).
+fn call_reference(host: &Netns, id: &str, ctr: &str) -> Call {
+    call(host, id, ctr).env("CNI_PATH", &format!("{REFERENCE}:{}", plugin_dir().display()))
+}
+
 #[test]
 fn add_check_and_del_after_the_lease_is_gone() {
     if not_root() {
@@ -83,10 +89,9 @@ fn add_check_and_del_after_the_lease_is_gone() {
     let reservation = lease.ipam_dir().join(&lease.net).join(format!("10.{o}.5.2"));
     assert!(reservation.exists());
 
-    // (The reference bridge's CHECK rejects the gateway-less routes its own
-    // ADD installs via the gateway, so CHECK is tested with another delegate.)
     let mut check = conf.clone();
     check["prevResult"] = result.clone();
+    call.run("CHECK", &check.to_string()).ok();
 
     // flanneld went away (or changed the lease): DEL uses the saved config.
     std::fs::remove_file(lease.subnet_file()).unwrap();
@@ -181,4 +186,25 @@ fn gc_and_status_reach_the_delegate_and_prune_saved_configs() {
     gc.run("STATUS", &conf.to_string()).ok();
     std::fs::remove_file(lease.subnet_file()).unwrap();
     assert_eq!(gc.run("STATUS", &conf.to_string()).err_code(), 50);
+}
+
+#[test]
+fn the_reference_bridge_as_delegate() {
+    if not_root() {
+        return;
+    }
+    let lease = Lease::new();
+    lease.write_env();
+    let host = Netns::new("fh");
+    let ctr = Netns::new("fc");
+    let id = unique("ctr");
+    let conf = lease.conf("1.0.0").to_string();
+    let call = call_reference(&host, &id, &ctr.path());
+    let result = call.run("ADD", &conf).ok();
+    assert_eq!(result["ips"][0]["address"], format!("10.{}.5.2/24", lease.octet), "{result}");
+    assert!(ctr.exec("ip link show eth0").contains("mtu 1400"));
+    std::fs::remove_file(lease.subnet_file()).unwrap();
+    call.run("DEL", &conf).ok();
+    assert!(!ctr.try_exec("ip link show eth0"));
+    assert!(!lease.data_dir().join(&id).exists());
 }
