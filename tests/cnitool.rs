@@ -359,3 +359,20 @@ fn a_failed_add_is_undone_and_reported() {
     let r = cnitool(None, &env, &["--conflist", list.to_str().unwrap(), "add", "other", "/tmp/x"]);
     assert_eq!(r.code, 1);
 }
+
+#[test]
+fn a_plugin_that_hangs_is_killed_after_the_timeout() {
+    let bin = TempDir::new("fakebin");
+    let slow = bin.path().join("slow");
+    std::fs::write(&slow, "#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] && exec sleep 60\nexit 0\n").unwrap();
+    sh(&format!("chmod +x {}", slow.display()));
+    let s = Setup::new(bin.path().to_str().unwrap());
+    let net = unique("slow");
+    s.write("x.conf", &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","type":"slow"}}"#));
+    let mut env = s.env();
+    env.push(("CNI_TIMEOUT", "1"));
+    let r = cnitool(None, &env, &["add", &net, "/tmp/some-netns"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("timed out after 1s"), "{}", r.stderr);
+    assert!(s.cache_files().is_empty());
+}
