@@ -187,7 +187,9 @@ fn save(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Dot-prefixed: container IDs never start with a dot, so GC skips it.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     let mut f =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
@@ -290,7 +292,7 @@ impl Applet for Flannel {
         let keep: Vec<&str> = valid.iter().filter_map(|a| a.get("containerID").and_then(Value::as_str)).collect();
         for entry in std::fs::read_dir(&conf.data_dir).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if keep.contains(&id.as_str()) {
+            if keep.contains(&id.as_str()) || id.starts_with('.') {
                 continue;
             }
             // The data dir may be shared by several flannel networks: only

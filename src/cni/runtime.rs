@@ -414,7 +414,8 @@ impl Cache {
             CniError::io(format!("cannot write cache file {}", path.display())).with_details(e.to_string())
         };
         std::fs::create_dir_all(self.results_dir()).map_err(io)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Dot-prefixed: no network name starts with a dot, so `list` skips it.
+        let tmp = self.results_dir().join(format!(".tmp{}-{}", std::process::id(), list.name));
         let bytes = serde_json::to_vec(&entry).map_err(|e| CniError::internal(e.to_string()))?;
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -439,7 +440,11 @@ impl Cache {
         let Ok(entries) = std::fs::read_dir(self.results_dir()) else {
             return Vec::new();
         };
-        let mut names: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        let mut names: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
         names.sort();
         names
             .iter()
