@@ -397,6 +397,15 @@ mod tests {
         );
         let d = render_delegate(&cmd, &FlannelConf::parse(&cmd).unwrap(), &env).unwrap();
         assert_eq!((d["mtu"].as_u64(), d["ipMasq"].as_bool(), d.get("isGateway")), (Some(9000), Some(true), None));
+        // Dual stack: one range set per family, routes to every network.
+        let dual = SubnetEnv::parse(
+            "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\nFLANNEL_IPV6_NETWORK=fd42::/56\n\
+             FLANNEL_IPV6_SUBNET=fd42:0:0:3::1/64\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=false\n",
+        )
+        .unwrap();
+        let d = render_delegate(&cmd, &FlannelConf::parse(&cmd).unwrap(), &dual).unwrap();
+        assert_eq!(d["ipam"]["ranges"], json!([[{"subnet": "10.42.3.0/24"}], [{"subnet": "fd42:0:0:3::/64"}]]));
+        assert_eq!(d["ipam"]["routes"], json!([{"dst": "10.42.0.0/16"}, {"dst": "fd42::/56"}]));
         for bad in [r#"{"name":"x"}"#, r#"{"ipam":{}}"#, r#"{"type":5}"#] {
             let cmd = command(&format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{bad}}}"#));
             assert_eq!(render_delegate(&cmd, &FlannelConf::parse(&cmd).unwrap(), &env).unwrap_err().code, 7, "{bad}");
