@@ -24,7 +24,7 @@ deps:
 	./scripts/deps.sh
 
 test: deps
-	$(CARGO) build --benches
+	$(CARGO) check --benches
 	$(CARGO) test --lib --bins --tests --features fault-injection
 	$(MAKE) vmtest
 
