@@ -13,7 +13,7 @@ use super::container::{
 use super::masq;
 use crate::cni::error::INVALID_ENV;
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
-use crate::netlink::brport::PortState;
+use crate::netlink::brport::{PortState, PortVlan};
 use crate::netlink::veth;
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
 
@@ -192,6 +192,12 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
     }
     if br.kind != "bridge" {
         return Err(CniError::internal(format!("{name:?} already exists but is not a bridge")));
+    }
+    // A bridge made without VLAN filtering (by hand, or by a network without
+    // VLANs) would take the ports' VLANs but ignore them: no isolation.
+    if vlan_filtering && !created && nl.bridge_vlan_filtering(br.index)? == Some(false) {
+        log::info!("turning on vlan_filtering on the existing bridge {name:?}");
+        nl.set_bridge_vlan_filtering(br.index, true)?;
     }
     if conf.promisc_mode && !br.promisc {
         nl.set_promisc(br.index, true)?;
@@ -387,6 +393,7 @@ impl Applet for Bridge {
         if !host_if.mac.is_empty() && host_if.mac != host_link.mac {
             return Err(CniError::internal(format!("Interface {} Mac doesn't match: {}", host_if.name, host_if.mac)));
         }
+        check_port_vlans(&host, &br, &host_link, &plan)?;
         check_container_l3(cmd, &prev, &cont, &cont_link)?;
         let att = attachment(cmd);
         if conf.ip_masq {
@@ -398,6 +405,32 @@ impl Applet for Bridge {
         }
         Ok(())
     }
+}
+
+/// CHECK of the VLANs ADD gave the port: the bridge still filters, the port
+/// is an untagged PVID member of `vlan` and carries every trunk VLAN.
+fn check_port_vlans(nl: &Netlink, br: &Link, port: &Link, plan: &Plan) -> Result<(), CniError> {
+    let vlan = plan.conf.vlan as u16;
+    if vlan == 0 && plan.trunk.is_empty() {
+        return Ok(());
+    }
+    if nl.bridge_vlan_filtering(br.index)? != Some(true) {
+        return Err(CniError::internal(format!("bridge {} does not filter VLANs", br.name)));
+    }
+    let have: std::collections::HashMap<u16, PortVlan> =
+        nl.bridge_port_vlans(port.index)?.into_iter().map(|v| (v.vid, v)).collect();
+    if vlan != 0 && !have.get(&vlan).is_some_and(|v| v.pvid && v.untagged) {
+        return Err(CniError::internal(format!(
+            "bridge port {} is not an untagged PVID member of VLAN {vlan}",
+            port.name
+        )));
+    }
+    for &(lo, hi) in &plan.trunk {
+        if let Some(missing) = (lo..=hi).find(|id| !have.contains_key(id)) {
+            return Err(CniError::internal(format!("bridge port {} lacks trunk VLAN {missing}", port.name)));
+        }
+    }
+    Ok(())
 }
 
 /// Everything ADD does after IPAM; records what it made in `made` so that
