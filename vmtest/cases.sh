@@ -361,7 +361,7 @@ no_ping() {
 # bridge "vlan": two containers on VLAN 100 (host-local, the gateway on
 # cnibrv.100) and one on VLAN 200 in the same subnet, which must not reach them.
 case_bridge_vlan() {
-    local c100 c200 r1 pa pb pc
+    local c100 c200 r1 pa pb pc p
     [ -e /opt/cni/bin/bridge ] || { echo "SKIP: no bridge applet"; return 2; }
     have host-local || fail "no host-local IPAM" || return 1
     ip netns add c-bva
@@ -386,11 +386,15 @@ case_bridge_vlan() {
     cni CHECK bridge id-bva c-bva eth0 "$(with_prev "$c100" "$r1")" || return 1
     pings c-bva "$(ip -n c-bvb -4 -o addr show eth0 | sed -n 's/.*inet \([0-9.]*\).*/\1/p')" || return 1
     pings c-bva 10.9.0.1 || return 1
-    no_ping c-bvc 10.9.0.1 || return 1
+    # Both ways at once: each failing ping waits a second.
+    no_ping c-bvc 10.9.0.1 &
+    p=$!
     no_ping c-bva 10.9.0.50 || return 1
+    wait $p || return 1
     # The port taken out of its VLAN: CHECK must notice.
     /sbin/bridge vlan del dev "$pa" vid 100
     cni_fails CHECK bridge id-bva c-bva eth0 "$(with_prev "$c100" "$r1")" || return 1
+    echo "$OUT" | grep -q "VLAN100" || fail "CHECK failed for another reason: $OUT" || return 1
     cni DEL bridge id-bva c-bva eth0 "$c100" || return 1
     cni DEL bridge id-bva c-bva eth0 "$c100" || return 1
     cni DEL bridge id-bvc c-bvc eth0 "$c200" || return 1
@@ -408,12 +412,14 @@ case_bridge_vlan() {
 # bridge "vlanTrunk": a trunk port (VLANs 10-20 and 30 tagged) whose
 # container talks VLAN 15 on a sub-interface to an access port of VLAN 15.
 case_bridge_trunk() {
-    local trunk access r1 pt pa
+    local trunk access r1 pt pa p v
     [ -e /opt/cni/bin/bridge ] || { echo "SKIP: no bridge applet"; return 2; }
     ip netns add c-bt
     ip netns add c-bt15
-    # A bridge that exists without VLAN filtering gets it turned on.
-    ip link add cnibrt type bridge
+    # A bridge that exists without VLAN filtering gets it turned on. (Its
+    # own MAC set: else it follows the lowest port MAC, and CHECK, like the
+    # reference's, fails once a later port changes it.)
+    ip link add cnibrt address 02:00:00:00:0b:01 type bridge
     trunk='{"cniVersion":"1.0.0","name":"brtrunk","type":"bridge","bridge":"cnibrt","vlanTrunk":[{"minID":10,"maxID":20},{"id":30}],"preserveDefaultVlan":false,"ipam":{}}'
     access='{"cniVersion":"1.0.0","name":"brt15","type":"bridge","bridge":"cnibrt","vlan":15,"ipam":'"$(static_ipam 10.15.0.2/24)"'}'
     cni ADD bridge id-bt c-bt eth0 "$trunk" || return 1
@@ -435,6 +441,7 @@ case_bridge_trunk() {
     no_ping c-bt 10.15.1.2 || return 1
     /sbin/bridge vlan del dev "$pt" vid 30
     cni_fails CHECK bridge id-bt c-bt eth0 "$(with_prev "$trunk" "$r1")" || return 1
+    echo "$OUT" | grep -q "trunkVLAN30" || fail "CHECK failed for another reason: $OUT" || return 1
     cni DEL bridge id-bt c-bt eth0 "$trunk" || return 1
     cni DEL bridge id-bt c-bt eth0 "$trunk" || return 1
     ip netns del c-bt15
