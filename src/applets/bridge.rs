@@ -278,33 +278,39 @@ fn attach_port(
 fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, CniError> {
     let vlan = conf.conf.vlan as u16;
     let name = format!("{}.{vlan}", br.name);
-    if let Some(l) = nl.link(&name)? {
-        return Ok(l);
+    if nl.link(&name)?.is_none() {
+        let peer = format!("veth{}", crate::cni::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
+        let spec = crate::netlink::link::VethSpec {
+            name: &name,
+            peer_name: &peer,
+            mtu: (br.mtu > 0).then_some(br.mtu),
+            ..Default::default()
+        };
+        match nl.add_veth(&spec) {
+            // Another ADD is creating it right now: wired below all the same.
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(CniError::internal(format!("failed to create vlan gateway {name:?}: {e}"))),
+            Ok(()) => {}
+        }
     }
-    let peer = format!("veth{}", crate::cni::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
-    let spec = crate::netlink::link::VethSpec {
-        name: &name,
-        peer_name: &peer,
-        mtu: (br.mtu > 0).then_some(br.mtu),
-        ..Default::default()
-    };
-    match nl.add_veth(&spec) {
-        // Another ADD is creating it right now.
-        Err(e) if e.is_exists() => return Ok(nl.require_link(&name)?),
-        Err(e) => return Err(CniError::internal(format!("failed to create vlan gateway {name:?}: {e}"))),
-        Ok(()) => {}
-    }
-    let peer_link = nl.require_link(&peer)?;
     let gw = nl.require_link(&name)?;
-    let c = &conf.conf;
-    let port_conf = Conf {
-        hairpin_mode: false,
-        port_isolation: false,
-        preserve_default_vlan: c.preserve_default_vlan,
-        ..Conf::default()
+    // Wire the peer as a VLAN port unless that is done: after our own
+    // add_veth, or when a concurrent ADD has not finished (all steps are
+    // idempotent) or one died half-way.
+    let peer = match gw.parent {
+        Some(i) => nl.link_by_index(i)?,
+        None => None,
     };
-    attach_port(nl, br, peer_link.index, &port_conf, &[], vlan)?;
-    nl.set_up(gw.index)?;
+    let Some(peer) = peer.filter(|_| gw.kind == "veth") else {
+        return Err(CniError::internal(format!("vlan gateway {name:?} is not a veth with its peer in the host")));
+    };
+    if peer.master != Some(br.index) || !peer.up {
+        let port_conf = Conf { preserve_default_vlan: conf.conf.preserve_default_vlan, ..Conf::default() };
+        attach_port(nl, br, peer.index, &port_conf, &[], vlan)?;
+    }
+    if !gw.up {
+        nl.set_up(gw.index)?;
+    }
     Ok(gw)
 }
 
