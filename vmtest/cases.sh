@@ -41,7 +41,7 @@ cni() {
 
 # cni_fails ...: like cni, but the call must fail.
 cni_fails() {
-    if cni "$@" >/dev/null; then fail "$1 $2 unexpectedly succeeded: $OUT"; fi
+    if cni "$@" >/dev/null; then fail "$1 $2 unexpectedly succeeded: $OUT"; return 1; fi
     return 0
 }
 
@@ -57,7 +57,7 @@ in_ns() {
 pings() { in_ns "$1" ping -c 1 -W 2 "$2" >/dev/null 2>&1 || fail "$1 cannot ping $2"; }
 
 link_gone() {
-    if ip -n "$1" link show "$2" >/dev/null 2>&1; then fail "$2 still exists in $1"; fi
+    if ip -n "$1" link show "$2" >/dev/null 2>&1; then fail "$2 still exists in $1"; return 1; fi
     return 0
 }
 
@@ -339,6 +339,122 @@ case_bridge() {
     ip netns del c-br2
 }
 
+# The host end (bridge port) of container NS's eth0.
+host_port() {
+    local idx
+    idx=$(ip -n "$1" -o link show eth0 | sed -n 's/.*eth0@if\([0-9]*\).*/\1/p')
+    ip -o link show | sed -n "s/^$idx: \([^@:]*\).*/\1/p"
+}
+
+# A bridge port's VLANs, one "VID FLAGS..." line each (e.g. "100 PVID Egress Untagged").
+port_vlans() {
+    /sbin/bridge vlan show dev "$1" | tail -n +2 | sed "s/^$1//" | awk 'NF { $1 = $1; print }'
+}
+
+has_vlan() { port_vlans "$1" | grep -qx "$2" || fail "$1 lacks vlan \"$2\": $(port_vlans "$1" | tr '\n' ';')"; }
+
+no_ping() {
+    if in_ns "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; then fail "$1 reaches $2 across VLANs"; return 1; fi
+    return 0
+}
+
+# bridge "vlan": two containers on VLAN 100 (host-local, the gateway on
+# cnibrv.100) and one on VLAN 200 in the same subnet, which must not reach them.
+case_bridge_vlan() {
+    local c100 c200 r1 pa pb pc p
+    [ -e /opt/cni/bin/bridge ] || { echo "SKIP: no bridge applet"; return 2; }
+    have host-local || fail "no host-local IPAM" || return 1
+    ip netns add c-bva
+    ip netns add c-bvb
+    ip netns add c-bvc
+    c100='{"cniVersion":"1.0.0","name":"brv100","type":"bridge","bridge":"cnibrv","isGateway":true,"vlan":100,"ipam":{"type":"host-local","dataDir":"/run/ipam-brv","ranges":[[{"subnet":"10.9.0.0/24"}]]}}'
+    c200='{"cniVersion":"1.0.0","name":"brv200","type":"bridge","bridge":"cnibrv","vlan":200,"preserveDefaultVlan":false,"ipam":'"$(static_ipam 10.9.0.50/24)"'}'
+    cni ADD bridge id-bva c-bva eth0 "$c100" || return 1
+    r1=$OUT
+    # A gateway left half-made (its peer out of the bridge, as after an ADD
+    # killed half-way) is repaired by the next ADD.
+    ip link set "$(ip -o link show cnibrv.100 | sed -n 's/.*cnibrv\.100@\([^:]*\):.*/\1/p')" nomaster
+    cni ADD bridge id-bvb c-bvb eth0 "$c100" || return 1
+    cni ADD bridge id-bvc c-bvc eth0 "$c200" || return 1
+    echo "$r1" | grep -q '"name":"cnibrv.100"' || fail "ADD result lacks cnibrv.100: $r1" || return 1
+    ip -d link show cnibrv | grep -q "vlan_filtering 1" || fail "cnibrv does not filter VLANs" || return 1
+    ip addr show cnibrv.100 | grep -q "inet 10.9.0.1/24" || fail "gateway not on cnibrv.100: $(ip addr show cnibrv.100)" || return 1
+    pa=$(host_port c-bva) pb=$(host_port c-bvb) pc=$(host_port c-bvc)
+    has_vlan "$pa" "100 PVID Egress Untagged" || return 1
+    has_vlan "$pb" "100 PVID Egress Untagged" || return 1
+    has_vlan "$pc" "200 PVID Egress Untagged" || return 1
+    # preserveDefaultVlan defaults to true: VLAN 1 stays (no longer the PVID).
+    has_vlan "$pa" "1 Egress Untagged" || return 1
+    if port_vlans "$pc" | grep -q '^1 '; then fail "VLAN 1 kept on $pc despite preserveDefaultVlan=false"; return 1; fi
+    cni CHECK bridge id-bva c-bva eth0 "$(with_prev "$c100" "$r1")" || return 1
+    pings c-bva "$(ip -n c-bvb -4 -o addr show eth0 | sed -n 's/.*inet \([0-9.]*\).*/\1/p')" || return 1
+    pings c-bvb 10.9.0.1 || return 1
+    # Both ways at once: each failing ping waits a second.
+    no_ping c-bvc 10.9.0.1 &
+    p=$!
+    no_ping c-bva 10.9.0.50 || return 1
+    wait $p || return 1
+    # The port taken out of its VLAN: CHECK must notice.
+    /sbin/bridge vlan del dev "$pa" vid 100
+    cni_fails CHECK bridge id-bva c-bva eth0 "$(with_prev "$c100" "$r1")" || return 1
+    echo "$OUT" | grep -q "VLAN100" || fail "CHECK failed for another reason: $OUT" || return 1
+    cni DEL bridge id-bva c-bva eth0 "$c100" || return 1
+    cni DEL bridge id-bva c-bva eth0 "$c100" || return 1
+    cni DEL bridge id-bvc c-bvc eth0 "$c200" || return 1
+    ip netns del c-bvb
+    cni DEL bridge id-bvb c-bvb eth0 "$c100" || return 1
+    cni DEL bridge id-bvb - eth0 "$c100" || return 1
+    for p in "$pa" "$pb" "$pc"; do
+        if ip link show "$p" >/dev/null 2>&1; then fail "port $p left after DEL"; return 1; fi
+    done
+    [ -z "$(ls /run/ipam-brv/brv100 | grep '^10\.')" ] || fail "addresses left: $(ls /run/ipam-brv/brv100)" || return 1
+    ip netns del c-bva
+    ip netns del c-bvc
+}
+
+# bridge "vlanTrunk": a trunk port (VLANs 10-20 and 30 tagged) whose
+# container talks VLAN 15 on a sub-interface to an access port of VLAN 15.
+case_bridge_trunk() {
+    local trunk access r1 pt pa p v
+    [ -e /opt/cni/bin/bridge ] || { echo "SKIP: no bridge applet"; return 2; }
+    ip netns add c-bt
+    ip netns add c-bt15
+    # A bridge that exists without VLAN filtering gets it turned on. (Its
+    # own MAC set: else it follows the lowest port MAC, and CHECK, like the
+    # reference's, fails once a later port changes it.)
+    ip link add cnibrt address 02:00:00:00:0b:01 type bridge
+    trunk='{"cniVersion":"1.0.0","name":"brtrunk","type":"bridge","bridge":"cnibrt","vlanTrunk":[{"minID":10,"maxID":20},{"id":30}],"preserveDefaultVlan":false,"ipam":{}}'
+    access='{"cniVersion":"1.0.0","name":"brt15","type":"bridge","bridge":"cnibrt","vlan":15,"ipam":'"$(static_ipam 10.15.0.2/24)"'}'
+    cni ADD bridge id-bt c-bt eth0 "$trunk" || return 1
+    r1=$OUT
+    cni ADD bridge id-bt15 c-bt15 eth0 "$access" || return 1
+    ip -d link show cnibrt | grep -q "vlan_filtering 1" || fail "cnibrt does not filter VLANs" || return 1
+    pt=$(host_port c-bt) pa=$(host_port c-bt15)
+    for v in 10 15 20 30; do has_vlan "$pt" "$v" || return 1; done
+    [ "$(port_vlans "$pt" | wc -l)" = 12 ] || fail "trunk port VLANs: $(port_vlans "$pt" | tr '\n' ';')" || return 1
+    has_vlan "$pa" "15 PVID Egress Untagged" || return 1
+    cni CHECK bridge id-bt c-bt eth0 "$(with_prev "$trunk" "$r1")" || return 1
+    ip -n c-bt link add link eth0 name eth0.15 type vlan id 15
+    ip -n c-bt addr add 10.15.0.3/24 dev eth0.15
+    ip -n c-bt link set eth0.15 up
+    pings c-bt 10.15.0.2 || return 1
+    # Untagged traffic from the trunk goes nowhere (no PVID, VLAN 1 removed).
+    ip -n c-bt addr add 10.15.1.3/24 dev eth0
+    ip -n c-bt15 addr add 10.15.1.2/24 dev eth0
+    no_ping c-bt 10.15.1.2 || return 1
+    /sbin/bridge vlan del dev "$pt" vid 30
+    cni_fails CHECK bridge id-bt c-bt eth0 "$(with_prev "$trunk" "$r1")" || return 1
+    echo "$OUT" | grep -q "trunkVLAN30" || fail "CHECK failed for another reason: $OUT" || return 1
+    cni DEL bridge id-bt c-bt eth0 "$trunk" || return 1
+    cni DEL bridge id-bt c-bt eth0 "$trunk" || return 1
+    ip netns del c-bt15
+    cni DEL bridge id-bt15 c-bt15 eth0 "$access" || return 1
+    for p in "$pt" "$pa"; do
+        if ip link show "$p" >/dev/null 2>&1; then fail "port $p left after DEL"; return 1; fi
+    done
+    ip netns del c-bt
+}
+
 run_case() {
     local name=$1 out rc
     shift
@@ -376,4 +492,6 @@ run_case dummy case_dummy
 run_case vrf case_vrf
 run_case macvlan case_macvlan
 run_case bridge case_bridge
+run_case bridge-vlan case_bridge_vlan
+run_case bridge-trunk case_bridge_trunk
 echo "SUMMARY passed=$passed failed=$failed skipped=$skipped"

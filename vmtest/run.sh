@@ -49,6 +49,8 @@ copy_with_libs() {
 cp /bin/busybox "$root/bin/busybox"
 # iproute2 for netns, veth, vlan and vrf set-up (busybox ip cannot create links).
 copy_with_libs "$(command -v ip)" /sbin/ip
+# iproute2's bridge, for the bridge VLAN cases (bridge vlan show).
+copy_with_libs "$(command -v bridge)" /sbin/bridge
 # nft for the plugins that program nftables (bridge ipMasq, portmap, ...).
 if command -v nft >/dev/null; then copy_with_libs "$(command -v nft)" /sbin/nft; fi
 

@@ -13,7 +13,7 @@ use super::container::{
 use super::masq;
 use crate::cni::error::INVALID_ENV;
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
-use crate::netlink::brport::PortState;
+use crate::netlink::brport::{PortState, PortVlan};
 use crate::netlink::veth;
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
 
@@ -193,6 +193,12 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
     if br.kind != "bridge" {
         return Err(CniError::internal(format!("{name:?} already exists but is not a bridge")));
     }
+    // A bridge made without VLAN filtering (by hand, or by a network without
+    // VLANs) would take the ports' VLANs but ignore them: no isolation.
+    if vlan_filtering && !created && nl.bridge_vlan_filtering(br.index)? == Some(false) {
+        log::info!("turning on vlan_filtering on the existing bridge {name:?}");
+        nl.set_bridge_vlan_filtering(br.index, true)?;
+    }
     if conf.promisc_mode && !br.promisc {
         nl.set_promisc(br.index, true)?;
     }
@@ -272,33 +278,39 @@ fn attach_port(
 fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, CniError> {
     let vlan = conf.conf.vlan as u16;
     let name = format!("{}.{vlan}", br.name);
-    if let Some(l) = nl.link(&name)? {
-        return Ok(l);
+    if nl.link(&name)?.is_none() {
+        let peer = format!("veth{}", crate::cni::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
+        let spec = crate::netlink::link::VethSpec {
+            name: &name,
+            peer_name: &peer,
+            mtu: (br.mtu > 0).then_some(br.mtu),
+            ..Default::default()
+        };
+        match nl.add_veth(&spec) {
+            // Another ADD is creating it right now: wired below all the same.
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(CniError::internal(format!("failed to create vlan gateway {name:?}: {e}"))),
+            Ok(()) => {}
+        }
     }
-    let peer = format!("veth{}", crate::cni::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
-    let spec = crate::netlink::link::VethSpec {
-        name: &name,
-        peer_name: &peer,
-        mtu: (br.mtu > 0).then_some(br.mtu),
-        ..Default::default()
-    };
-    match nl.add_veth(&spec) {
-        // Another ADD is creating it right now.
-        Err(e) if e.is_exists() => return Ok(nl.require_link(&name)?),
-        Err(e) => return Err(CniError::internal(format!("failed to create vlan gateway {name:?}: {e}"))),
-        Ok(()) => {}
-    }
-    let peer_link = nl.require_link(&peer)?;
     let gw = nl.require_link(&name)?;
-    let c = &conf.conf;
-    let port_conf = Conf {
-        hairpin_mode: false,
-        port_isolation: false,
-        preserve_default_vlan: c.preserve_default_vlan,
-        ..Conf::default()
+    // Wire the peer as a VLAN port unless that is done: after our own
+    // add_veth, or when a concurrent ADD has not finished (all steps are
+    // idempotent) or one died half-way.
+    let peer = match gw.parent {
+        Some(i) => nl.link_by_index(i)?,
+        None => None,
     };
-    attach_port(nl, br, peer_link.index, &port_conf, &[], vlan)?;
-    nl.set_up(gw.index)?;
+    let Some(peer) = peer.filter(|_| gw.kind == "veth") else {
+        return Err(CniError::internal(format!("vlan gateway {name:?} is not a veth with its peer in the host")));
+    };
+    if peer.master != Some(br.index) || !peer.up {
+        let port_conf = Conf { preserve_default_vlan: conf.conf.preserve_default_vlan, ..Conf::default() };
+        attach_port(nl, br, peer.index, &port_conf, &[], vlan)?;
+    }
+    if !gw.up {
+        nl.set_up(gw.index)?;
+    }
     Ok(gw)
 }
 
@@ -387,6 +399,7 @@ impl Applet for Bridge {
         if !host_if.mac.is_empty() && host_if.mac != host_link.mac {
             return Err(CniError::internal(format!("Interface {} Mac doesn't match: {}", host_if.name, host_if.mac)));
         }
+        check_port_vlans(&host, &br, &host_link, &plan)?;
         check_container_l3(cmd, &prev, &cont, &cont_link)?;
         let att = attachment(cmd);
         if conf.ip_masq {
@@ -398,6 +411,32 @@ impl Applet for Bridge {
         }
         Ok(())
     }
+}
+
+/// CHECK of the VLANs ADD gave the port: the bridge still filters, the port
+/// is an untagged PVID member of `vlan` and carries every trunk VLAN.
+fn check_port_vlans(nl: &Netlink, br: &Link, port: &Link, plan: &Plan) -> Result<(), CniError> {
+    let vlan = plan.conf.vlan as u16;
+    if vlan == 0 && plan.trunk.is_empty() {
+        return Ok(());
+    }
+    if nl.bridge_vlan_filtering(br.index)? != Some(true) {
+        return Err(CniError::internal(format!("bridge {} does not filter VLANs", br.name)));
+    }
+    let have: std::collections::HashMap<u16, PortVlan> =
+        nl.bridge_port_vlans(port.index)?.into_iter().map(|v| (v.vid, v)).collect();
+    if vlan != 0 && !have.get(&vlan).is_some_and(|v| v.pvid && v.untagged) {
+        return Err(CniError::internal(format!(
+            "bridge port {} is not an untagged PVID member of VLAN {vlan}",
+            port.name
+        )));
+    }
+    for &(lo, hi) in &plan.trunk {
+        if let Some(missing) = (lo..=hi).find(|id| !have.contains_key(id)) {
+            return Err(CniError::internal(format!("bridge port {} lacks trunk VLAN {missing}", port.name)));
+        }
+    }
+    Ok(())
 }
 
 /// Everything ADD does after IPAM; records what it made in `made` so that

@@ -2,11 +2,23 @@
 //! port's STP state.
 
 use rtnetlink::packet_route::link::{
-    BridgePortState, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoPortData, LinkAttribute, LinkInfo,
+    AfSpecBridge, BridgePortState, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoPortData,
+    LinkAttribute, LinkExtentMask, LinkInfo,
 };
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridgePort, LinkBridgeVlan};
 
 use super::{Netlink, Result};
+
+/// One VLAN a bridge port is a member of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortVlan {
+    pub vid: u16,
+    /// Untagged frames arriving on the port join this VLAN.
+    pub pvid: bool,
+    /// Frames of this VLAN leave the port untagged.
+    pub untagged: bool,
+}
 
 /// The STP state of a bridge port as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,23 +71,59 @@ impl Netlink {
         )
     }
 
-    /// The VLAN a bridge puts new ports in (untagged, pvid); None when the
-    /// link is not a bridge or the kernel does not say.
-    pub fn bridge_default_pvid(&self, index: u32) -> Result<Option<u16>> {
-        let req = self.handle().link().get().match_index(index).execute();
-        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
-        for attr in msgs.iter().flat_map(|m| m.attributes.iter()) {
-            let LinkAttribute::LinkInfo(infos) = attr else { continue };
-            for info in infos {
-                let LinkInfo::Data(InfoData::Bridge(opts)) = info else { continue };
-                for o in opts {
-                    if let InfoBridge::VlanDefaultPvid(v) = o {
-                        return Ok(Some(*v));
-                    }
+    /// The VLANs of a bridge port (or of the bridge itself), one entry per
+    /// VLAN id. Only an AF_BRIDGE dump reports them, so this dumps every
+    /// bridge port and keeps `index`'s.
+    pub fn bridge_port_vlans(&self, index: u32) -> Result<Vec<PortVlan>> {
+        let req = self.handle().link().get().set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan]);
+        let msgs = self.collect(req.execute(), "listing bridge port VLANs")?;
+        let mut vlans = Vec::new();
+        for attr in msgs.iter().filter(|m| m.header.index == index).flat_map(|m| m.attributes.iter()) {
+            let LinkAttribute::AfSpecBridge(specs) = attr else { continue };
+            for spec in specs {
+                if let AfSpecBridge::VlanInfo(v) = spec {
+                    vlans.push(PortVlan {
+                        vid: v.vid,
+                        pvid: v.flags.contains(BridgeVlanInfoFlags::Pvid),
+                        untagged: v.flags.contains(BridgeVlanInfoFlags::Untagged),
+                    });
                 }
             }
         }
-        Ok(None)
+        Ok(vlans)
+    }
+
+    /// The VLAN a bridge puts new ports in (untagged, pvid); None when the
+    /// link is not a bridge or the kernel does not say.
+    pub fn bridge_default_pvid(&self, index: u32) -> Result<Option<u16>> {
+        Ok(self.bridge_options(index)?.iter().find_map(|o| match o {
+            InfoBridge::VlanDefaultPvid(v) => Some(*v),
+            _ => None,
+        }))
+    }
+
+    /// Whether the bridge filters by VLAN; None when the link is not a
+    /// bridge or the kernel does not say.
+    pub fn bridge_vlan_filtering(&self, index: u32) -> Result<Option<bool>> {
+        Ok(self.bridge_options(index)?.iter().find_map(|o| match o {
+            InfoBridge::VlanFiltering(on) => Some(*on),
+            _ => None,
+        }))
+    }
+
+    /// The bridge options of link `index` (empty when it is no bridge).
+    fn bridge_options(&self, index: u32) -> Result<Vec<InfoBridge>> {
+        let req = self.handle().link().get().match_index(index).execute();
+        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
+        for attr in msgs.into_iter().flat_map(|m| m.attributes.into_iter()) {
+            let LinkAttribute::LinkInfo(infos) = attr else { continue };
+            for info in infos {
+                if let LinkInfo::Data(InfoData::Bridge(opts)) = info {
+                    return Ok(opts);
+                }
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// The port's STP state; None when the link is not a bridge port.
