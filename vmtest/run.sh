@@ -146,6 +146,10 @@ if [ -z "$summary" ]; then
     exit 1
 fi
 echo "$summary"
+# The plain closing line CI readers understand: "vmtest: N passed, N failed".
+passed=$(echo "$summary" | sed -n 's/.*passed=\([0-9]*\).*/\1/p')
+failed=$(echo "$summary" | sed -n 's/.*failed=\([0-9]*\).*/\1/p')
+echo "vmtest: ${passed:-0} passed, ${failed:-0} failed"
 case $summary in
     *" failed=0"*) exit 0 ;;
     *) [ "${VMTEST_VERBOSE:-}" = 1 ] && tr -d '\r' < "$log" >&2; exit 1 ;;
