@@ -26,7 +26,7 @@ deps:
 test: deps
 	$(CARGO) check --benches
 	$(CARGO) test --lib --bins --tests --features fault-injection
-	$(MAKE) vmtest
+	$(MAKE) --no-print-directory vmtest
 
 # The applets this kernel lacks (ipvlan, vlan, vrf, dummy, ...) tested in a
 # qemu VM booting Debian's kernel; see vmtest/README.md.
