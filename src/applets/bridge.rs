@@ -12,7 +12,7 @@ use super::container::{
 };
 use super::masq;
 use crate::cni::error::INVALID_ENV;
-use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
+use crate::cni::{fault, ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::PortState;
 use crate::netlink::veth;
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
@@ -246,6 +246,7 @@ fn attach_port(
     vlan: u16,
 ) -> Result<(), CniError> {
     nl.set_master(port, br.index)?;
+    fault::step("bridge: port enslaved")?;
     nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
     if (vlan != 0 || !trunk.is_empty()) && !conf.preserve_default_vlan {
         // A new port is a member of the bridge's default VLAN only (0: none).
@@ -263,8 +264,9 @@ fn attach_port(
     for &(lo, hi) in trunk {
         nl.add_bridge_vlans(port, lo, hi, false)?;
     }
+    fault::step("bridge: port vlans")?;
     nl.set_up(port)?;
-    Ok(())
+    fault::step("bridge: port up")
 }
 
 /// The gateway interface `<bridge>.<vlan>` the reference uses with `vlan`:
@@ -315,6 +317,8 @@ impl Applet for Bridge {
         let host = Netlink::new()?;
         let vlan_filtering = plan.conf.vlan != 0 || plan.conf.vlan_trunk.is_some();
         let br = ensure_bridge(&host, &plan.conf, vlan_filtering)?;
+        // The bridge is shared by the network's containers: it stays when a later step fails.
+        fault::step("bridge: bridge ready")?;
         let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
         let cont = Netlink::in_netns(&ns)?;
 
@@ -440,6 +444,7 @@ fn setup(
         result.dns = ipam_result.dns;
         let gateways = calc_gateways(&mut result, conf);
         veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
+        fault::step("bridge: container sysctls")?;
         iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
         // Even without DAD the kernel clears "tentative" asynchronously after
         // the link comes up; with DAD it takes a second or more.
@@ -456,8 +461,10 @@ fn setup(
             };
             for gw in &gateways {
                 ensure_addr(host, &gw_link, *gw, conf.force_address)?;
+                fault::step("bridge: gateway address")?;
             }
             enable_forwarding(&gateways)?;
+            fault::step("bridge: forwarding")?;
         }
         if conf.ip_masq {
             let ips: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
@@ -465,6 +472,7 @@ fn setup(
         }
     } else if !conf.disable_container_interface {
         cont.set_up(pair.container.index)?;
+        fault::step("bridge: container link up")?;
     }
     if conf.macspoofchk {
         nft_cmds.extend(masq::spoof_add_commands(&att, &pair.host.name, &pair.container.mac));
@@ -487,6 +495,7 @@ fn setup(
             }
         }
     }
+    fault::step("bridge: port forwarding")?;
     // The host end's and the bridge's MACs may change as ports come and go.
     if let Some(l) = host.link_by_index(pair.host.index)? {
         result.interfaces[1].mac = l.mac;
@@ -497,6 +506,7 @@ fn setup(
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();
     }
+    fault::step("bridge: result ready")?;
     Ok(result)
 }
 

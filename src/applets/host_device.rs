@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::main_plugin::{address_or_up, check_interface, open_container};
-use crate::netlink::{mac, Link, NetNs, Netlink};
+use crate::netlink::{fault_step, mac, Link, NetNs, Netlink};
 
 pub struct HostDevice;
 
@@ -135,11 +135,14 @@ fn move_in(
     }
     host_nl.set_netns(link.index, ns)?;
     let inside = (|| {
+        fault_step("host-device: moved into the container")?;
         let moved = ctr_nl.require_link(&link.name)?;
         // Devices can be renamed only when down.
         ctr_nl.set_down(moved.index)?;
         ctr_nl.set_alias(moved.index, &link.name)?;
+        fault_step("host-device: alias set")?;
         ctr_nl.set_name(moved.index, ifname)?;
+        fault_step("host-device: renamed")?;
         ctr_nl.require_link(ifname)
     })();
     match inside {

@@ -83,9 +83,11 @@ impl Applet for Macvlan {
             CniError::internal(format!("failed to create macvlan on {}", master.name)).with_details(e.msg)
         })?;
         moved_link::enable_notify(&ns, &cmd.ifname);
-        address_or_up(cmd, &ns, &ctr_nl, &link).inspect_err(|_| {
-            let _ = ctr_nl.del_link(link.index);
-        })
+        crate::cni::fault::step("macvlan: link in the container")
+            .and_then(|_| address_or_up(cmd, &ns, &ctr_nl, &link))
+            .inspect_err(|_| {
+                let _ = ctr_nl.del_link(link.index);
+            })
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {

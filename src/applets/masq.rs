@@ -173,7 +173,8 @@ pub fn apply(network: &str, cmds: Vec<Value>) -> Result<(), CniError> {
         return Ok(());
     }
     let _lock = network_lock(network)?;
-    transaction(cmds)
+    transaction(cmds)?;
+    crate::cni::fault::step("nft: transaction applied")
 }
 
 fn transaction(cmds: Vec<Value>) -> Result<(), CniError> {

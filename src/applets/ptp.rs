@@ -10,7 +10,7 @@ use super::container::{
 };
 use super::masq;
 use crate::cni::error::INVALID_ENV;
-use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
+use crate::cni::{fault, ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
 use crate::netlink::veth;
 use crate::netlink::{iface, NetNs, Netlink};
@@ -99,6 +99,7 @@ fn setup(
     }
     let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
     enable_forwarding(&addrs)?;
+    fault::step("ptp: forwarding")?;
 
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None)?;
@@ -117,6 +118,7 @@ fn setup(
     // sent to the gateway: the on-link subnet route the kernel added is
     // replaced by "gw/32 dev if" plus "subnet via gw".
     veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
+    fault::step("ptp: container sysctls")?;
     iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
     let index = pair.container.index;
     // A tentative address cannot be a route's source: wait for the kernel
@@ -134,6 +136,7 @@ fn setup(
                 Err(e) if !e.is_not_found() => return Err(e.into()),
                 _ => {}
             }
+            fault::step("ptp: on-link route removed")?;
         }
         let to_gw = RouteEntry {
             dst: IpNet::new(gw, full).ok(),
@@ -143,6 +146,7 @@ fn setup(
             ..Default::default()
         };
         add_route(cont, &to_gw)?;
+        fault::step("ptp: route to the gateway")?;
         if ip.address.prefix_len() < full {
             let via_gw = RouteEntry {
                 dst: Some(subnet),
@@ -152,6 +156,7 @@ fn setup(
                 ..Default::default()
             };
             add_route(cont, &via_gw)?;
+            fault::step("ptp: subnet route via the gateway")?;
         }
     }
 
@@ -164,6 +169,7 @@ fn setup(
             Err(e) if !e.is_exists() => return Err(e.into()),
             _ => {}
         }
+        fault::step("ptp: host address")?;
         let to_container = RouteEntry {
             dst: IpNet::new(ip.address.addr(), full).ok(),
             oif: Some(pair.host.index),
@@ -173,8 +179,10 @@ fn setup(
         // The host end must be up before a route can use it.
         host.set_up(pair.host.index)?;
         add_route(host, &to_container)?;
+        fault::step("ptp: host route")?;
     }
     host.set_up(pair.host.index)?;
+    fault::step("ptp: host end up")?;
 
     if conf.ip_masq {
         made.nft = true;
@@ -183,6 +191,7 @@ fn setup(
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();
     }
+    fault::step("ptp: result ready")?;
     Ok(result)
 }
 

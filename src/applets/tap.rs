@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::main_plugin::{address_or_up, check_interface, open_container, requested_mac};
 use crate::netlink::tuntap::{self, TapSpec};
 use crate::netlink::{sysctl, NetNs, Netlink};
@@ -30,6 +30,7 @@ fn configure(
     ns: &NetNs,
     nl: &Netlink,
 ) -> Result<CniResult, CniError> {
+    fault::step("tap: created")?;
     let link = nl.require_link(&cmd.ifname)?;
     if conf.mtu > 0 {
         nl.set_mtu(link.index, conf.mtu as u32)?;
@@ -37,11 +38,13 @@ fn configure(
     if let Some(mac) = mac {
         nl.set_mac(link.index, &mac)?;
     }
+    fault::step("tap: mtu and mac")?;
     if !conf.bridge.is_empty() {
         let bridge = nl
             .link(&conf.bridge)?
             .ok_or_else(|| CniError::invalid_config(format!("bridge {:?} not found in the container", conf.bridge)))?;
         nl.set_master(link.index, bridge.index)?;
+        fault::step("tap: bridge port")?;
     }
     if ipam::has_ipam(cmd) {
         let key = sysctl::iface_key("ipv4", &cmd.ifname, "arp_notify");

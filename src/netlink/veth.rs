@@ -46,9 +46,19 @@ pub fn create_container_veth(
             Err(e) => return Err(e),
         }
     }
-    let host_link = host.require_link(&name)?;
-    let container = cont.require_link(ifname)?;
-    Ok(VethPair { host: host_link, container })
+    // From here on the pair exists: a failure must not leave it behind.
+    let read_back = (|| {
+        super::fault_step("veth: pair created")?;
+        let host_link = host.require_link(&name)?;
+        let container = cont.require_link(ifname)?;
+        Ok(VethPair { host: host_link, container })
+    })();
+    if read_back.is_err() {
+        if let Err(e) = host.del_link_by_name(&name) {
+            log::warn!("removing the half-made veth {name}: {e}");
+        }
+    }
+    read_back
 }
 
 /// Deletes the container's interface (its veth peer goes with it) and the

@@ -101,6 +101,10 @@ impl Store for DiskStore {
             let _ = fs::remove_file(&path);
             return Err(CniError::io(format!("failed to reserve {ip}")).with_details(e.to_string()));
         }
+        if let Err(e) = crate::cni::fault::step("host-local: reservation file written") {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         let last = self.last_reserved_path(set);
         let written = OpenOptions::new()
             .write(true)
