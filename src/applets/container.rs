@@ -146,13 +146,26 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     errors.into_iter().next().map_or(Ok(()), Err)
 }
 
-/// GC: nftables elements of attachments not in `cni.dev/valid-attachments`,
-/// then the IPAM delegate's GC.
+/// GC: the host veths (found by the attachment tag in their alias) and
+/// nftables elements of attachments not in `cni.dev/valid-attachments`,
+/// then the IPAM delegate's GC. Without the list nothing of ours is removed.
 pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut first_err = None;
-    if nft.any() {
-        let valid = masq::valid_attachments(&cmd.config);
-        first_err = masq::gc(&cmd.conf.name, &valid, nft.masq, nft.spoof).err();
+    if let Some(valid) = masq::valid_attachments(&cmd.config) {
+        let network = cmd.conf.name.as_str();
+        let valid_tags: Vec<String> =
+            valid.iter().map(|(id, ifname)| Attachment { network, container_id: id, ifname }.comment()).collect();
+        let stale = |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
+        match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
+            Ok(0) => {}
+            Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
+            Err(e) => first_err = Some(e.into()),
+        }
+        if nft.any() {
+            if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
+                first_err = first_err.or(Some(e));
+            }
+        }
     }
     if ipam::has_ipam(cmd) {
         if let Err(e) = ipam::gc(cmd) {

@@ -102,7 +102,8 @@ fn setup(
     fault::step("ptp: forwarding")?;
 
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
-    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None)?;
+    let alias = attachment(cmd).comment();
+    let pair = veth::create_container_veth(host, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
     made.veth = true;
     result.interfaces = vec![
         Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },

@@ -128,6 +128,10 @@ impl Applet for HostLocal {
             return Ok(());
         };
         let Some(mut store) = DiskStore::open_existing(&data_dir, &name)? else { return Ok(()) };
+        let leftovers = store.remove_leftovers()?;
+        if leftovers > 0 {
+            log::info!("GC of network {name}: removed {leftovers} temporary files of killed calls");
+        }
         let released = allocator::gc(&mut store, &valid)?;
         if !released.is_empty() {
             log::info!("GC of network {name}: released {released:?}");
