@@ -2,4 +2,6 @@
 
 pub mod applets;
 pub mod cni;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod netlink;

@@ -304,16 +304,28 @@ fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, Cni
     Ok(gw)
 }
 
+/// The whole configuration checked, as ADD needs it.
+fn validated_plan(cmd: &Command) -> Result<Plan, CniError> {
+    let plan = plan(cmd)?;
+    if ipam::has_ipam(cmd) && plan.conf.disable_container_interface {
+        return Err(CniError::invalid_config("cannot use IPAM when DisableContainerInterface flag is set"));
+    }
+    if plan.conf.hairpin_mode && plan.conf.promisc_mode {
+        return Err(CniError::invalid_config("cannot set hairpin mode and promiscuous mode at the same time"));
+    }
+    Ok(plan)
+}
+
 impl Applet for Bridge {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        validated_plan(cmd)?;
+        cmd.prev_result()?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let plan = plan(cmd)?;
+        let plan = validated_plan(cmd)?;
         let l3 = ipam::has_ipam(cmd);
-        if l3 && plan.conf.disable_container_interface {
-            return Err(CniError::invalid_config("cannot use IPAM when DisableContainerInterface flag is set"));
-        }
-        if plan.conf.hairpin_mode && plan.conf.promisc_mode {
-            return Err(CniError::invalid_config("cannot set hairpin mode and promiscuous mode at the same time"));
-        }
         let host = Netlink::new()?;
         let vlan_filtering = plan.conf.vlan != 0 || plan.conf.vlan_trunk.is_some();
         let br = ensure_bridge(&host, &plan.conf, vlan_filtering)?;

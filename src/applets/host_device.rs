@@ -39,7 +39,8 @@ struct Selector {
     dpdk: bool,
 }
 
-fn load(cmd: &Command) -> Result<Selector, CniError> {
+/// The selector as configured, checked without looking at the system.
+fn parse(cmd: &Command) -> Result<Selector, CniError> {
     let conf: Conf = cmd.parse_config()?;
     let mut pci = conf.pci_bus_id;
     if let Some(id) = cmd.runtime_config::<String>("deviceID")?.filter(|s| !s.is_empty()) {
@@ -51,8 +52,17 @@ fn load(cmd: &Command) -> Result<Selector, CniError> {
     if pci.contains('/') || pci == "." || pci == ".." {
         return Err(CniError::invalid_config(format!("invalid PCI address {pci:?}")));
     }
-    let dpdk = !pci.is_empty() && has_userspace_driver(&pci)?;
-    Ok(Selector { device: conf.device, hwaddr: conf.hwaddr, kernelpath: conf.kernelpath, pci, dpdk })
+    // The first of device, hwaddr, ... given picks the link.
+    if conf.device.is_empty() && !conf.hwaddr.is_empty() && mac::parse(&conf.hwaddr).is_none() {
+        return Err(CniError::invalid_config(format!("failed to parse MAC address {:?}", conf.hwaddr)));
+    }
+    Ok(Selector { device: conf.device, hwaddr: conf.hwaddr, kernelpath: conf.kernelpath, pci, dpdk: false })
+}
+
+fn load(cmd: &Command) -> Result<Selector, CniError> {
+    let mut sel = parse(cmd)?;
+    sel.dpdk = !sel.pci.is_empty() && has_userspace_driver(&sel.pci)?;
+    Ok(sel)
 }
 
 fn has_userspace_driver(pci: &str) -> Result<bool, CniError> {
@@ -191,6 +201,11 @@ fn move_out(ctr_nl: &Netlink, host_ns: &NetNs, ifname: &str) -> Result<(), CniEr
 }
 
 impl Applet for HostDevice {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        parse(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let sel = load(cmd)?;
         let (ns, ctr_nl) = open_container(cmd)?;

@@ -55,12 +55,26 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
     Ok(None)
 }
 
+/// The configuration with everything checked that needs no system access.
+fn load(cmd: &Command) -> Result<(Conf, MacVlanMode, Option<Vec<u8>>), CniError> {
+    let conf: Conf = cmd.parse_config()?;
+    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    let mode = parse_mode(&conf.mode)?;
+    let mac = requested_mac(cmd, &conf.mac)?;
+    if conf.mtu < 0 {
+        return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
+    }
+    Ok((conf, mode, mac))
+}
+
 impl Applet for Macvlan {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
-        let mode = parse_mode(&conf.mode)?;
-        let mac = requested_mac(cmd, &conf.mac)?;
+        let (conf, mode, mac) = load(cmd)?;
         let (ns, ctr_nl) = open_container(cmd)?;
         let host_nl = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let creator = host_nl.as_ref().unwrap_or(&ctr_nl);

@@ -34,6 +34,16 @@ fn host_prefix(ip: &IpNet) -> u8 {
 }
 
 impl Applet for Ptp {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        if !ipam::has_ipam(cmd) {
+            return Err(CniError::invalid_config("ptp needs an ipam section with a type"));
+        }
+        cmd.prev_result()?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf: Conf = cmd.parse_config()?;
         masq::check_backend(conf.ip_masq_backend.as_deref())?;

@@ -181,16 +181,25 @@ fn do_routes(nl: &Netlink, conf: &Conf, ifname: &str, ips: &[IpConfig], done: &m
     Ok(())
 }
 
+/// The configuration, the chained result and the interface's IPs.
+fn load(cmd: &Command) -> Result<(Conf, CniResult, Vec<IpConfig>), CniError> {
+    let conf: Conf = cmd.parse_config()?;
+    conf.validate()?;
+    let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("sbr must be called as a chained plugin"))?;
+    let ips = ips_of(&prev, &cmd.ifname);
+    if ips.is_empty() {
+        return Err(CniError::invalid_config(format!("no IP addresses supplied on interface {}", cmd.ifname)));
+    }
+    Ok((conf, prev, ips))
+}
+
 impl Applet for Sbr {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd).map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        conf.validate()?;
-        let prev =
-            cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("sbr must be called as a chained plugin"))?;
-        let ips = ips_of(&prev, &cmd.ifname);
-        if ips.is_empty() {
-            return Err(CniError::invalid_config(format!("no IP addresses supplied on interface {}", cmd.ifname)));
-        }
+        let (conf, prev, ips) = load(cmd)?;
         let (_ns, nl) = open_container(cmd)?;
         let _lock = lock_netns(&cmd.netns)?;
         let mut done = Done::default();

@@ -57,17 +57,28 @@ fn configure(
     address_or_up(cmd, ns, nl, &link)
 }
 
+/// The configuration with everything checked that needs no system access.
+fn load(cmd: &Command) -> Result<(Conf, Option<Vec<u8>>), CniError> {
+    let conf: Conf = cmd.parse_config()?;
+    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    if conf.mtu < 0 || conf.mtu > 65535 {
+        return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
+    }
+    let mac = requested_mac(cmd, &conf.mac)?;
+    Ok((conf, mac))
+}
+
 impl Applet for Tap {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
-        if conf.mtu < 0 || conf.mtu > 65535 {
-            return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
-        }
+        let (conf, mac) = load(cmd)?;
         if !conf.selinux_context.is_empty() {
             log::warn!("selinuxContext is not supported; the tap gets the default label");
         }
-        let mac = requested_mac(cmd, &conf.mac)?;
         let (ns, nl) = open_container(cmd)?;
         if nl.link(&cmd.ifname)?.is_some() {
             // TUNSETIFF would attach to an existing tap of that name.

@@ -59,6 +59,11 @@ fn valid_attachments(config: &Value) -> Result<Option<Vec<(String, String)>>, Cn
 }
 
 impl Applet for HostLocal {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        config::load(cmd, true)?;
+        cmd.prev_result().map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = config::load(cmd, true)?;
         let dns = match conf.resolv_conf.as_str() {
