@@ -325,6 +325,8 @@ impl Applet for Bridge {
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let plan = validated_plan(cmd)?;
+        // A bad IPAM section fails before the bridge is touched.
+        ipam::validate(cmd)?;
         let l3 = ipam::has_ipam(cmd);
         let host = Netlink::new()?;
         let vlan_filtering = plan.conf.vlan != 0 || plan.conf.vlan_trunk.is_some();

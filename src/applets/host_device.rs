@@ -208,6 +208,7 @@ impl Applet for HostDevice {
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let sel = load(cmd)?;
+        ipam::validate(cmd)?;
         let (ns, ctr_nl) = open_container(cmd)?;
         if sel.dpdk {
             // No netdev: only addresses to report.

@@ -75,6 +75,7 @@ impl Applet for Macvlan {
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let (conf, mode, mac) = load(cmd)?;
+        ipam::validate(cmd)?;
         let (ns, ctr_nl) = open_container(cmd)?;
         let host_nl = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let creator = host_nl.as_ref().unwrap_or(&ctr_nl);

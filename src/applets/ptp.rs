@@ -47,6 +47,7 @@ impl Applet for Ptp {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf: Conf = cmd.parse_config()?;
         masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        ipam::validate(cmd)?;
         let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
         let host = Netlink::new()?;
         let cont = Netlink::in_netns(&ns)?;

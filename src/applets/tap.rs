@@ -76,6 +76,7 @@ impl Applet for Tap {
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let (conf, mac) = load(cmd)?;
+        ipam::validate(cmd)?;
         if !conf.selinux_context.is_empty() {
             log::warn!("selinuxContext is not supported; the tap gets the default label");
         }
