@@ -281,3 +281,34 @@ fn killed_bridge_adds() {
     assert!(state::host_veths(&host).is_empty());
     assert!(state::nft_elements(&host).is_empty());
 }
+
+/// A host end that had to take a random name (its derived name was taken)
+/// is still found by DEL without the container's netns, by its tag.
+#[test]
+fn del_without_netns_finds_a_renamed_host_end() {
+    if not_root() {
+        return;
+    }
+    let host = Netns::new("crrh");
+    let data = TempDir::new("crash-rn");
+    let conf = json!({"cniVersion": "1.0.0", "name": unique("crashrn"), "type": "bridge", "bridge": unique("crbr"),
+        "ipam": {"type": "host-local", "dataDir": data.path(), "ranges": [[{"subnet": "10.212.0.0/24"}]]}})
+    .to_string();
+    let cni_path = format!("{}:/usr/lib/cni", plugin_dir().display());
+    let cont = Netns::new("crrc");
+    let call = |ns: &str| Call::new("bridge").container("rn1", ns, "eth0").in_netns(&host).env("CNI_PATH", &cni_path);
+    let first = call(&cont.path()).run("ADD", &conf).ok();
+    let derived = first["interfaces"][1]["name"].as_str().unwrap().to_string();
+    call(&cont.path()).run("DEL", &conf).ok();
+    // Someone else's link holds the derived name.
+    host.exec(&format!("ip link add {derived} type veth peer name squatter"));
+    host.exec(&format!("ip link set {derived} alias someone-else"));
+    let second = call(&cont.path()).run("ADD", &conf).ok();
+    let renamed = second["interfaces"][1]["name"].as_str().unwrap().to_string();
+    assert_ne!(renamed, derived);
+    // The runtime lost the netns path (the netns itself lives on): DEL without CNI_NETNS.
+    call("").run("DEL", &conf).ok();
+    assert!(!host.try_exec(&format!("ip link show {renamed}")), "{renamed} left behind");
+    assert!(!cont.try_exec("ip link show eth0"), "the container end went with it");
+    assert!(host.try_exec(&format!("ip link show {derived}")), "the link holding the derived name is not ours");
+}

@@ -116,7 +116,8 @@ pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: Nft
         }
     }
     if made.veth {
-        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname) {
+        let tag = attachment(cmd).comment();
+        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname, &tag) {
             log::warn!("rollback: deleting the veth pair: {e}");
         }
     }
@@ -134,8 +135,19 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
         }
     }
     let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
+    let netns_gone = ns.is_none();
     let host = Netlink::new();
-    if let Err(e) = host.and_then(|h| veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname)) {
+    let tag = attachment(cmd).comment();
+    let deleted = host.and_then(|h| {
+        veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname, &tag)?;
+        if netns_gone {
+            // A host end that got a random name (its derived one was taken) is
+            // found by its tag; the container's end is not there to take it along.
+            veth::delete_host_veths(&h, |alias| alias == tag)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = deleted {
         errors.push(e.into());
     }
     if ipam::has_ipam(cmd) {

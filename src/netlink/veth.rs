@@ -99,7 +99,15 @@ pub fn delete_host_veths(host: &Netlink, doomed: impl Fn(&str) -> bool) -> Resul
 
 /// Deletes the container's interface (its veth peer goes with it) and the
 /// derived host end if it is still there. Missing pieces are not errors.
-pub fn delete_container_veth(host: &Netlink, ns: Option<&NetNs>, container_id: &str, ifname: &str) -> Result<()> {
+/// `tag` is the alias `create_container_veth` gave the host end: a veth
+/// under the derived name that carries another tag is someone else's.
+pub fn delete_container_veth(
+    host: &Netlink,
+    ns: Option<&NetNs>,
+    container_id: &str,
+    ifname: &str,
+    tag: &str,
+) -> Result<()> {
     let mut first_err = None;
     if let Some(ns) = ns {
         let res = Netlink::in_netns(ns).and_then(|nl| nl.del_link_by_name(ifname));
@@ -109,7 +117,8 @@ pub fn delete_container_veth(host: &Netlink, ns: Option<&NetNs>, container_id: &
     }
     let name = host_veth_name(container_id, ifname);
     if let Some(l) = host.link(&name)? {
-        if l.kind == "veth" {
+        // An empty alias: made before host ends were tagged.
+        if l.kind == "veth" && (l.alias.is_empty() || l.alias == tag) {
             match host.del_link(l.index) {
                 Err(e) if !e.is_not_found() => first_err = first_err.or(Some(e)),
                 _ => {}
