@@ -97,7 +97,11 @@ fn tree(root: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn network_names_with_path_separators_are_code_7_and_write_nothing() {
+    if not_root() {
+        return;
+    }
     let root = TempDir::new("hostile-names");
+    let host = Netns::new("hnh");
     let data = root.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let ranges = serde_json::json!({"ranges": [[{"subnet": "10.220.0.0/24"}]]});
@@ -113,10 +117,14 @@ fn network_names_with_path_separators_are_code_7_and_write_nothing() {
         let mut bridge: serde_json::Value = serde_json::from_str(&conf).unwrap();
         bridge["type"] = "bridge".into();
         bridge["bridge"] = "hostile-nobr".into();
-        let r = Call::new("bridge").container("c1", "/run/netns/none", "eth0").run("ADD", &bridge.to_string());
+        let r = Call::new("bridge")
+            .container("c1", "/run/netns/none", "eth0")
+            .in_netns(&host)
+            .run("ADD", &bridge.to_string());
         assert_eq!(r.err_code(), 7, "bridge ADD with network name {name:?}");
     }
     assert_eq!(tree(root.path()), ["data"], "something was written");
+    assert!(!host.try_exec("ip link show hostile-nobr"), "the bridge was created");
 }
 
 #[test]
@@ -157,6 +165,19 @@ fn invalid_cidrs_and_addresses_are_code_7() {
         assert_eq!(r.err_code(), 7, "static address {addr:?}");
     }
     assert_eq!(tree(root.path()), Vec::<String>::new(), "a refused ADD wrote something");
+    // Through a main plugin: refused before the bridge is created.
+    if !not_root() {
+        let host = Netns::new("hch");
+        let bridge = serde_json::json!({"cniVersion": "1.0.0", "name": "bad", "type": "bridge", "bridge": "hostile-br",
+            "ipam": {"type": "host-local", "dataDir": root.path(), "subnet": "10.0.0.0/33"}});
+        let r = Call::new("bridge")
+            .container("c1", "/run/netns/none", "eth0")
+            .in_netns(&host)
+            .env("CNI_PATH", &format!("{}", plugin_dir().display()))
+            .run("ADD", &bridge.to_string());
+        assert_eq!(r.err_code(), 7);
+        assert!(!host.try_exec("ip link show hostile-br"), "the bridge was created");
+    }
 }
 
 #[test]
