@@ -254,6 +254,13 @@ fn killed_bridge_adds() {
         state::nft_elements(&host).len(),
         survivors.len()
     );
+    // A GC without the list of valid attachments removes nothing.
+    let before = (check_store(&dir).len(), state::host_veths(&host).len(), state::nft_elements(&host).len());
+    let mut no_list = conf.clone();
+    no_list["cniVersion"] = json!("1.1.0");
+    Call::new("bridge").in_netns(&host).env("CNI_PATH", &cni_path).run("GC", &no_list.to_string()).ok();
+    let after = (check_store(&dir).len(), state::host_veths(&host).len(), state::nft_elements(&host).len());
+    assert_eq!(before, after, "GC without cni.dev/valid-attachments removed something");
     // GC with the survivors as the valid attachments.
     Call::new("bridge").in_netns(&host).env("CNI_PATH", &cni_path).run("GC", &gc_conf(&conf, &survivors)).ok();
     let owners: BTreeSet<String> = check_store(&dir).values().map(|(id, _)| id.clone()).collect();
