@@ -5,7 +5,7 @@ STATIC_BIN := target/$(TARGET)/release/cnibox
 DESTDIR ?= /opt/cni/bin
 SYSTEMD_DIR ?= /etc/systemd/system
 
-.PHONY: all build release static test unit integration vmtest bench demo install lint deps clean
+.PHONY: all build release static test unit integration vmtest bench demo install lint deps clean fuzz soak
 
 all: build
 
@@ -35,6 +35,20 @@ vmtest: static
 
 unit:
 	$(CARGO) test --lib
+
+# Long-running checks, not part of `make test` (see README, "Fuzzing" and "Soak").
+FUZZ_TARGETS ?= applet_configs cni_args lenient prev_result
+FUZZ_SECONDS ?= 120
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/work/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t target/work/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; \
+	done
+
+soak: deps
+	$(CARGO) test --features fault-injection --test soak -- --ignored --nocapture
 
 demo: deps release
 	./scripts/demo.sh target/release/cnibox

@@ -3,4 +3,6 @@
 pub mod applets;
 pub mod cni;
 pub mod doctor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod netlink;

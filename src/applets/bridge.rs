@@ -12,7 +12,7 @@ use super::container::{
 };
 use super::masq;
 use crate::cni::error::INVALID_ENV;
-use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
+use crate::cni::{fault, ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::{PortState, PortVlan};
 use crate::netlink::veth;
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
@@ -252,6 +252,7 @@ fn attach_port(
     vlan: u16,
 ) -> Result<(), CniError> {
     nl.set_master(port, br.index)?;
+    fault::step("bridge: port enslaved")?;
     nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
     if (vlan != 0 || !trunk.is_empty()) && !conf.preserve_default_vlan {
         // A new port is a member of the bridge's default VLAN only (0: none).
@@ -269,8 +270,9 @@ fn attach_port(
     for &(lo, hi) in trunk {
         nl.add_bridge_vlans(port, lo, hi, false)?;
     }
+    fault::step("bridge: port vlans")?;
     nl.set_up(port)?;
-    Ok(())
+    fault::step("bridge: port up")
 }
 
 /// The gateway interface `<bridge>.<vlan>` the reference uses with `vlan`:
@@ -314,19 +316,35 @@ fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, Cni
     Ok(gw)
 }
 
+/// The whole configuration checked, as ADD needs it.
+fn validated_plan(cmd: &Command) -> Result<Plan, CniError> {
+    let plan = plan(cmd)?;
+    if ipam::has_ipam(cmd) && plan.conf.disable_container_interface {
+        return Err(CniError::invalid_config("cannot use IPAM when DisableContainerInterface flag is set"));
+    }
+    if plan.conf.hairpin_mode && plan.conf.promisc_mode {
+        return Err(CniError::invalid_config("cannot set hairpin mode and promiscuous mode at the same time"));
+    }
+    Ok(plan)
+}
+
 impl Applet for Bridge {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        validated_plan(cmd)?;
+        cmd.prev_result()?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let plan = plan(cmd)?;
+        let plan = validated_plan(cmd)?;
+        // A bad IPAM section fails before the bridge is touched.
+        ipam::validate(cmd)?;
         let l3 = ipam::has_ipam(cmd);
-        if l3 && plan.conf.disable_container_interface {
-            return Err(CniError::invalid_config("cannot use IPAM when DisableContainerInterface flag is set"));
-        }
-        if plan.conf.hairpin_mode && plan.conf.promisc_mode {
-            return Err(CniError::invalid_config("cannot set hairpin mode and promiscuous mode at the same time"));
-        }
         let host = Netlink::new()?;
         let vlan_filtering = plan.conf.vlan != 0 || plan.conf.vlan_trunk.is_some();
         let br = ensure_bridge(&host, &plan.conf, vlan_filtering)?;
+        // The bridge is shared by the network's containers: it stays when a later step fails.
+        fault::step("bridge: bridge ready")?;
         let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
         let cont = Netlink::in_netns(&ns)?;
 
@@ -454,7 +472,8 @@ fn setup(
 ) -> Result<CniResult, CniError> {
     let conf = &plan.conf;
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
-    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone())?;
+    let alias = attachment(cmd).comment();
+    let pair = veth::create_container_veth(host, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone(), &alias)?;
     made.veth = true;
     attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
 
@@ -479,6 +498,7 @@ fn setup(
         result.dns = ipam_result.dns;
         let gateways = calc_gateways(&mut result, conf);
         veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
+        fault::step("bridge: container sysctls")?;
         iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
         // Even without DAD the kernel clears "tentative" asynchronously after
         // the link comes up; with DAD it takes a second or more.
@@ -495,8 +515,10 @@ fn setup(
             };
             for gw in &gateways {
                 ensure_addr(host, &gw_link, *gw, conf.force_address)?;
+                fault::step("bridge: gateway address")?;
             }
             enable_forwarding(&gateways)?;
+            fault::step("bridge: forwarding")?;
         }
         if conf.ip_masq {
             let ips: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
@@ -504,6 +526,7 @@ fn setup(
         }
     } else if !conf.disable_container_interface {
         cont.set_up(pair.container.index)?;
+        fault::step("bridge: container link up")?;
     }
     if conf.macspoofchk {
         nft_cmds.extend(masq::spoof_add_commands(&att, &pair.host.name, &pair.container.mac));
@@ -526,6 +549,7 @@ fn setup(
             }
         }
     }
+    fault::step("bridge: port forwarding")?;
     // The host end's and the bridge's MACs may change as ports come and go.
     if let Some(l) = host.link_by_index(pair.host.index)? {
         result.interfaces[1].mac = l.mac;
@@ -536,6 +560,7 @@ fn setup(
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();
     }
+    fault::step("bridge: result ready")?;
     Ok(result)
 }
 

@@ -116,7 +116,8 @@ pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: Nft
         }
     }
     if made.veth {
-        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname) {
+        let tag = attachment(cmd).comment();
+        if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname, &tag) {
             log::warn!("rollback: deleting the veth pair: {e}");
         }
     }
@@ -134,8 +135,19 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
         }
     }
     let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
+    let netns_gone = ns.is_none();
     let host = Netlink::new();
-    if let Err(e) = host.and_then(|h| veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname)) {
+    let tag = attachment(cmd).comment();
+    let deleted = host.and_then(|h| {
+        veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname, &tag)?;
+        if netns_gone {
+            // A host end that got a random name (its derived one was taken) is
+            // found by its tag; the container's end is not there to take it along.
+            veth::delete_host_veths(&h, |alias| alias == tag)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = deleted {
         errors.push(e.into());
     }
     if ipam::has_ipam(cmd) {
@@ -146,13 +158,26 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     errors.into_iter().next().map_or(Ok(()), Err)
 }
 
-/// GC: nftables elements of attachments not in `cni.dev/valid-attachments`,
-/// then the IPAM delegate's GC.
+/// GC: the host veths (found by the attachment tag in their alias) and
+/// nftables elements of attachments not in `cni.dev/valid-attachments`,
+/// then the IPAM delegate's GC. Without the list nothing of ours is removed.
 pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut first_err = None;
-    if nft.any() {
-        let valid = masq::valid_attachments(&cmd.config);
-        first_err = masq::gc(&cmd.conf.name, &valid, nft.masq, nft.spoof).err();
+    if let Some(valid) = masq::valid_attachments(&cmd.config) {
+        let network = cmd.conf.name.as_str();
+        let valid_tags: Vec<String> =
+            valid.iter().map(|(id, ifname)| Attachment { network, container_id: id, ifname }.comment()).collect();
+        let stale = |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
+        match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
+            Ok(0) => {}
+            Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
+            Err(e) => first_err = Some(e.into()),
+        }
+        if nft.any() {
+            if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
+                first_err = first_err.or(Some(e));
+            }
+        }
     }
     if ipam::has_ipam(cmd) {
         if let Err(e) = ipam::gc(cmd) {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::main_plugin::{address_or_up, check_interface, open_container};
-use crate::netlink::{mac, Link, NetNs, Netlink};
+use crate::netlink::{fault_step, mac, Link, NetNs, Netlink};
 
 pub struct HostDevice;
 
@@ -39,7 +39,8 @@ struct Selector {
     dpdk: bool,
 }
 
-fn load(cmd: &Command) -> Result<Selector, CniError> {
+/// The selector as configured, checked without looking at the system.
+fn parse(cmd: &Command) -> Result<Selector, CniError> {
     let conf: Conf = cmd.parse_config()?;
     let mut pci = conf.pci_bus_id;
     if let Some(id) = cmd.runtime_config::<String>("deviceID")?.filter(|s| !s.is_empty()) {
@@ -51,8 +52,17 @@ fn load(cmd: &Command) -> Result<Selector, CniError> {
     if pci.contains('/') || pci == "." || pci == ".." {
         return Err(CniError::invalid_config(format!("invalid PCI address {pci:?}")));
     }
-    let dpdk = !pci.is_empty() && has_userspace_driver(&pci)?;
-    Ok(Selector { device: conf.device, hwaddr: conf.hwaddr, kernelpath: conf.kernelpath, pci, dpdk })
+    // The first of device, hwaddr, ... given picks the link.
+    if conf.device.is_empty() && !conf.hwaddr.is_empty() && mac::parse(&conf.hwaddr).is_none() {
+        return Err(CniError::invalid_config(format!("failed to parse MAC address {:?}", conf.hwaddr)));
+    }
+    Ok(Selector { device: conf.device, hwaddr: conf.hwaddr, kernelpath: conf.kernelpath, pci, dpdk: false })
+}
+
+fn load(cmd: &Command) -> Result<Selector, CniError> {
+    let mut sel = parse(cmd)?;
+    sel.dpdk = !sel.pci.is_empty() && has_userspace_driver(&sel.pci)?;
+    Ok(sel)
 }
 
 fn has_userspace_driver(pci: &str) -> Result<bool, CniError> {
@@ -135,11 +145,14 @@ fn move_in(
     }
     host_nl.set_netns(link.index, ns)?;
     let inside = (|| {
+        fault_step("host-device: moved into the container")?;
         let moved = ctr_nl.require_link(&link.name)?;
         // Devices can be renamed only when down.
         ctr_nl.set_down(moved.index)?;
         ctr_nl.set_alias(moved.index, &link.name)?;
+        fault_step("host-device: alias set")?;
         ctr_nl.set_name(moved.index, ifname)?;
+        fault_step("host-device: renamed")?;
         ctr_nl.require_link(ifname)
     })();
     match inside {
@@ -188,8 +201,14 @@ fn move_out(ctr_nl: &Netlink, host_ns: &NetNs, ifname: &str) -> Result<(), CniEr
 }
 
 impl Applet for HostDevice {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        parse(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let sel = load(cmd)?;
+        ipam::validate(cmd)?;
         let (ns, ctr_nl) = open_container(cmd)?;
         if sel.dpdk {
             // No netdev: only addresses to report.

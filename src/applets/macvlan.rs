@@ -55,12 +55,27 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
     Ok(None)
 }
 
+/// The configuration with everything checked that needs no system access.
+fn load(cmd: &Command) -> Result<(Conf, MacVlanMode, Option<Vec<u8>>), CniError> {
+    let conf: Conf = cmd.parse_config()?;
+    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    let mode = parse_mode(&conf.mode)?;
+    let mac = requested_mac(cmd, &conf.mac)?;
+    if conf.mtu < 0 {
+        return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
+    }
+    Ok((conf, mode, mac))
+}
+
 impl Applet for Macvlan {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
-        let mode = parse_mode(&conf.mode)?;
-        let mac = requested_mac(cmd, &conf.mac)?;
+        let (conf, mode, mac) = load(cmd)?;
+        ipam::validate(cmd)?;
         let (ns, ctr_nl) = open_container(cmd)?;
         let host_nl = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let creator = host_nl.as_ref().unwrap_or(&ctr_nl);
@@ -83,9 +98,11 @@ impl Applet for Macvlan {
             CniError::internal(format!("failed to create macvlan on {}", master.name)).with_details(e.msg)
         })?;
         moved_link::enable_notify(&ns, &cmd.ifname);
-        address_or_up(cmd, &ns, &ctr_nl, &link).inspect_err(|_| {
-            let _ = ctr_nl.del_link(link.index);
-        })
+        crate::cni::fault::step("macvlan: link in the container")
+            .and_then(|_| address_or_up(cmd, &ns, &ctr_nl, &link))
+            .inspect_err(|_| {
+                let _ = ctr_nl.del_link(link.index);
+            })
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {

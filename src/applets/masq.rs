@@ -60,7 +60,7 @@ impl Attachment<'_> {
 }
 
 /// The comment's (container id, ifname), if it is one of ours for `network`.
-fn owner_of<'c>(comment: &'c str, network: &str) -> Option<(&'c str, &'c str)> {
+pub fn owner_of<'c>(comment: &'c str, network: &str) -> Option<(&'c str, &'c str)> {
     let mut parts = comment.splitn(3, ' ');
     if parts.next()? != network_hash(network) {
         return None;
@@ -173,7 +173,8 @@ pub fn apply(network: &str, cmds: Vec<Value>) -> Result<(), CniError> {
         return Ok(());
     }
     let _lock = network_lock(network)?;
-    transaction(cmds)
+    transaction(cmds)?;
+    crate::cni::fault::step("nft: transaction applied")
 }
 
 fn transaction(cmds: Vec<Value>) -> Result<(), CniError> {
@@ -354,19 +355,14 @@ pub fn check_backend(backend: Option<&str>) -> Result<(), CniError> {
     }
 }
 
-/// The `cni.dev/valid-attachments` of a GC request.
-pub fn valid_attachments(config: &Value) -> Vec<(String, String)> {
-    config
-        .get("cni.dev/valid-attachments")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|a| {
-                    Some((a.get("containerID")?.as_str()?.to_string(), a.get("ifname")?.as_str()?.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The `cni.dev/valid-attachments` of a GC request; None when the runtime
+/// sent no list (then nothing may be treated as stale).
+pub fn valid_attachments(config: &Value) -> Option<Vec<(String, String)>> {
+    config.get("cni.dev/valid-attachments").and_then(Value::as_array).map(|list| {
+        list.iter()
+            .filter_map(|a| Some((a.get("containerID")?.as_str()?.to_string(), a.get("ifname")?.as_str()?.to_string())))
+            .collect()
+    })
 }
 
 #[cfg(test)]

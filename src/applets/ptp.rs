@@ -10,7 +10,7 @@ use super::container::{
 };
 use super::masq;
 use crate::cni::error::INVALID_ENV;
-use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
+use crate::cni::{fault, ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
 use crate::netlink::veth;
 use crate::netlink::{iface, NetNs, Netlink};
@@ -34,9 +34,20 @@ fn host_prefix(ip: &IpNet) -> u8 {
 }
 
 impl Applet for Ptp {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf: Conf = cmd.parse_config()?;
+        masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        if !ipam::has_ipam(cmd) {
+            return Err(CniError::invalid_config("ptp needs an ipam section with a type"));
+        }
+        cmd.prev_result()?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf: Conf = cmd.parse_config()?;
         masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        ipam::validate(cmd)?;
         let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
         let host = Netlink::new()?;
         let cont = Netlink::in_netns(&ns)?;
@@ -99,9 +110,11 @@ fn setup(
     }
     let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
     enable_forwarding(&addrs)?;
+    fault::step("ptp: forwarding")?;
 
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
-    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None)?;
+    let alias = attachment(cmd).comment();
+    let pair = veth::create_container_veth(host, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
     made.veth = true;
     result.interfaces = vec![
         Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
@@ -117,6 +130,7 @@ fn setup(
     // sent to the gateway: the on-link subnet route the kernel added is
     // replaced by "gw/32 dev if" plus "subnet via gw".
     veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
+    fault::step("ptp: container sysctls")?;
     iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
     let index = pair.container.index;
     // A tentative address cannot be a route's source: wait for the kernel
@@ -134,6 +148,7 @@ fn setup(
                 Err(e) if !e.is_not_found() => return Err(e.into()),
                 _ => {}
             }
+            fault::step("ptp: on-link route removed")?;
         }
         let to_gw = RouteEntry {
             dst: IpNet::new(gw, full).ok(),
@@ -143,6 +158,7 @@ fn setup(
             ..Default::default()
         };
         add_route(cont, &to_gw)?;
+        fault::step("ptp: route to the gateway")?;
         if ip.address.prefix_len() < full {
             let via_gw = RouteEntry {
                 dst: Some(subnet),
@@ -152,6 +168,7 @@ fn setup(
                 ..Default::default()
             };
             add_route(cont, &via_gw)?;
+            fault::step("ptp: subnet route via the gateway")?;
         }
     }
 
@@ -164,6 +181,7 @@ fn setup(
             Err(e) if !e.is_exists() => return Err(e.into()),
             _ => {}
         }
+        fault::step("ptp: host address")?;
         let to_container = RouteEntry {
             dst: IpNet::new(ip.address.addr(), full).ok(),
             oif: Some(pair.host.index),
@@ -173,8 +191,10 @@ fn setup(
         // The host end must be up before a route can use it.
         host.set_up(pair.host.index)?;
         add_route(host, &to_container)?;
+        fault::step("ptp: host route")?;
     }
     host.set_up(pair.host.index)?;
+    fault::step("ptp: host end up")?;
 
     if conf.ip_masq {
         made.nft = true;
@@ -183,6 +203,7 @@ fn setup(
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();
     }
+    fault::step("ptp: result ready")?;
     Ok(result)
 }
 

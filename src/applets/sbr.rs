@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 
-use crate::cni::{Applet, CniError, CniResult, Command, IpConfig};
+use crate::cni::{fault, Applet, CniError, CniResult, Command, IpConfig};
 use crate::netlink::main_plugin::open_container;
 use crate::netlink::rule::Rule;
 use crate::netlink::{Netlink, RouteEntry};
@@ -95,8 +95,14 @@ impl Done {
         for r in &self.table_routes {
             let _ = nl.del_route(r);
         }
-        for r in &self.removed_main {
-            let _ = nl.add_route(r);
+        // Routes through a gateway need the on-link route to that gateway
+        // back first: routes without a gateway go in before the others.
+        let (direct, via): (Vec<&RouteEntry>, Vec<&RouteEntry>) =
+            self.removed_main.iter().partition(|r| r.gw.is_none());
+        for r in direct.into_iter().chain(via) {
+            if let Err(e) = nl.add_route(r) {
+                log::warn!("restoring route {}: {e}", crate::netlink::route::describe(r));
+            }
         }
     }
 }
@@ -105,7 +111,7 @@ fn add_rule(nl: &Netlink, done: &mut Done, ip: IpAddr, table: u32) -> Result<(),
     let rule = Rule::from_ip(ip, table);
     nl.add_rule(&rule)?;
     done.rules.push(rule);
-    Ok(())
+    fault::step("sbr: rule added")
 }
 
 /// Does a main-table route of the interface go with `ip` (its source or
@@ -138,11 +144,13 @@ fn do_routes(nl: &Netlink, conf: &Conf, ifname: &str, ips: &[IpConfig], done: &m
             };
             nl.add_route(&route)?;
             done.table_routes.push(route);
+            fault::step("sbr: default route in the table")?;
         }
         for r in link_routes.iter().filter(|r| route_goes_with(r, ip)) {
             let copy = RouteEntry { table: Some(table), ..r.clone() };
             nl.replace_route(&copy)?;
             done.table_routes.push(copy);
+            fault::step("sbr: route copied into the table")?;
         }
         table = free_table(&rules, &routes, table + 1);
     }
@@ -153,6 +161,7 @@ fn do_routes(nl: &Netlink, conf: &Conf, ifname: &str, ips: &[IpConfig], done: &m
         }
         nl.del_route(r)?;
         done.removed_main.push(r.clone());
+        fault::step("sbr: route removed from main")?;
     }
     if conf.add_source_hints {
         for ip in ips {
@@ -172,16 +181,25 @@ fn do_routes(nl: &Netlink, conf: &Conf, ifname: &str, ips: &[IpConfig], done: &m
     Ok(())
 }
 
+/// The configuration, the chained result and the interface's IPs.
+fn load(cmd: &Command) -> Result<(Conf, CniResult, Vec<IpConfig>), CniError> {
+    let conf: Conf = cmd.parse_config()?;
+    conf.validate()?;
+    let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("sbr must be called as a chained plugin"))?;
+    let ips = ips_of(&prev, &cmd.ifname);
+    if ips.is_empty() {
+        return Err(CniError::invalid_config(format!("no IP addresses supplied on interface {}", cmd.ifname)));
+    }
+    Ok((conf, prev, ips))
+}
+
 impl Applet for Sbr {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd).map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        conf.validate()?;
-        let prev =
-            cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("sbr must be called as a chained plugin"))?;
-        let ips = ips_of(&prev, &cmd.ifname);
-        if ips.is_empty() {
-            return Err(CniError::invalid_config(format!("no IP addresses supplied on interface {}", cmd.ifname)));
-        }
+        let (conf, prev, ips) = load(cmd)?;
         let (_ns, nl) = open_container(cmd)?;
         let _lock = lock_netns(&cmd.netns)?;
         let mut done = Done::default();

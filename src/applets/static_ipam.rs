@@ -146,6 +146,11 @@ fn validate(addresses: &[IpConfig], cni_version: &str) -> Result<(), CniError> {
 }
 
 impl Applet for Static {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd)?;
+        cmd.prev_result().map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = load(cmd)?;
         Ok(CniResult { ips: conf.addresses, routes: conf.routes, dns: conf.dns, ..Default::default() })

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::main_plugin::{address_or_up, check_interface, open_container, requested_mac};
 use crate::netlink::tuntap::{self, TapSpec};
 use crate::netlink::{sysctl, NetNs, Netlink};
@@ -30,6 +30,7 @@ fn configure(
     ns: &NetNs,
     nl: &Netlink,
 ) -> Result<CniResult, CniError> {
+    fault::step("tap: created")?;
     let link = nl.require_link(&cmd.ifname)?;
     if conf.mtu > 0 {
         nl.set_mtu(link.index, conf.mtu as u32)?;
@@ -37,11 +38,13 @@ fn configure(
     if let Some(mac) = mac {
         nl.set_mac(link.index, &mac)?;
     }
+    fault::step("tap: mtu and mac")?;
     if !conf.bridge.is_empty() {
         let bridge = nl
             .link(&conf.bridge)?
             .ok_or_else(|| CniError::invalid_config(format!("bridge {:?} not found in the container", conf.bridge)))?;
         nl.set_master(link.index, bridge.index)?;
+        fault::step("tap: bridge port")?;
     }
     if ipam::has_ipam(cmd) {
         let key = sysctl::iface_key("ipv4", &cmd.ifname, "arp_notify");
@@ -54,17 +57,29 @@ fn configure(
     address_or_up(cmd, ns, nl, &link)
 }
 
+/// The configuration with everything checked that needs no system access.
+fn load(cmd: &Command) -> Result<(Conf, Option<Vec<u8>>), CniError> {
+    let conf: Conf = cmd.parse_config()?;
+    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    if conf.mtu < 0 || conf.mtu > 65535 {
+        return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
+    }
+    let mac = requested_mac(cmd, &conf.mac)?;
+    Ok((conf, mac))
+}
+
 impl Applet for Tap {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        load(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let conf: Conf = cmd.parse_config()?;
-        cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
-        if conf.mtu < 0 || conf.mtu > 65535 {
-            return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
-        }
+        let (conf, mac) = load(cmd)?;
+        ipam::validate(cmd)?;
         if !conf.selinux_context.is_empty() {
             log::warn!("selinuxContext is not supported; the tap gets the default label");
         }
-        let mac = requested_mac(cmd, &conf.mac)?;
         let (ns, nl) = open_container(cmd)?;
         if nl.link(&cmd.ifname)?.is_some() {
             // TUNSETIFF would attach to an existing tap of that name.

@@ -13,6 +13,30 @@ use super::skel::{Command, Verb};
 use super::types::CniResult;
 use super::version;
 
+/// How deep in-process delegation may nest (flannel -> bridge -> host-local
+/// is 2). A config whose delegates name each other in a cycle (`"ipam":
+/// {"type": "bridge"}` in a bridge config) would otherwise recurse until the
+/// stack overflows.
+const MAX_DELEGATION_DEPTH: usize = 4;
+
+thread_local! {
+    static DELEGATION_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` one delegation level deeper, or fails when that is too deep.
+fn nested<T>(plugin: &str, f: impl FnOnce() -> Result<T, CniError>) -> Result<T, CniError> {
+    let depth = DELEGATION_DEPTH.with(|d| d.get());
+    if depth >= MAX_DELEGATION_DEPTH {
+        return Err(CniError::invalid_config(format!(
+            "delegating to {plugin:?} nests more than {MAX_DELEGATION_DEPTH} plugins deep (do the plugin types form a cycle?)"
+        )));
+    }
+    DELEGATION_DEPTH.with(|d| d.set(depth + 1));
+    let out = f();
+    DELEGATION_DEPTH.with(|d| d.set(depth));
+    out
+}
+
 /// Finds `plugin` in the CNI_PATH directories.
 pub fn find_plugin(cmd: &Command, plugin: &str) -> Result<PathBuf, CniError> {
     if plugin.is_empty() || plugin.contains('/') || plugin == "." || plugin == ".." {
@@ -37,9 +61,13 @@ fn in_process_applet(path: &std::path::Path, plugin: &str) -> Option<&'static dy
 /// Runs `plugin` for `verb` with `stdin` as its config and the rest of the
 /// environment taken from `cmd`. Returns its stdout on success.
 pub fn exec_plugin(cmd: &Command, plugin: &str, verb: Verb, stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
+    if plugin == cmd.conf.plugin_type {
+        // It would run itself again with the same config, forever.
+        return Err(CniError::invalid_config(format!("the plugin {plugin:?} cannot delegate to itself")));
+    }
     let path = find_plugin(cmd, plugin)?;
     if let Some(applet) = in_process_applet(&path, plugin) {
-        return run_in_process(cmd, applet, verb, stdin);
+        return nested(plugin, || run_in_process(cmd, applet, verb, stdin));
     }
     let mut child = Process::new(&path)
         .env("CNI_COMMAND", verb.as_str())
@@ -118,6 +146,19 @@ pub fn has_ipam(cmd: &Command) -> bool {
     ipam_type(cmd).is_ok()
 }
 
+/// Validates the IPAM section with the delegate's own parser when the
+/// delegate is one of cnibox's applets (nothing is run or touched).
+pub fn validate(cmd: &Command) -> Result<(), CniError> {
+    let Ok(plugin) = ipam_type(cmd) else { return Ok(()) };
+    if plugin == cmd.conf.plugin_type {
+        return Err(CniError::invalid_config(format!("the plugin {plugin:?} cannot delegate to itself")));
+    }
+    match crate::applets::plugin(plugin) {
+        Some(applet) => nested(plugin, || applet.validate(cmd)),
+        None => Ok(()),
+    }
+}
+
 /// IPAM ADD. The caller must call `del` if a later step of its ADD fails.
 pub fn add(cmd: &Command) -> Result<CniResult, CniError> {
     let plugin = ipam_type(cmd)?;
@@ -149,9 +190,25 @@ pub fn status(cmd: &Command) -> Result<(), CniError> {
 /// Runs IPAM ADD, then `rest`; if `rest` fails the reservation is released.
 pub fn add_then<T>(cmd: &Command, rest: impl FnOnce(CniResult) -> Result<T, CniError>) -> Result<T, CniError> {
     let ipam = add(cmd)?;
-    rest(ipam).inspect_err(|_| {
+    super::fault::step("ipam: reserved").and_then(|_| rest(ipam)).inspect_err(|_| {
         if let Err(e) = del(cmd) {
             log::warn!("releasing the IPAM reservation after a failed ADD: {e}");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delegation_cycles_end_with_an_error() {
+        // ptp -> bridge -> ptp -> ...: every level passes the type check.
+        fn cycle() -> Result<(), CniError> {
+            nested("bridge", cycle)
+        }
+        let e = cycle().unwrap_err();
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert_eq!(DELEGATION_DEPTH.with(|d| d.get()), 0);
+    }
 }

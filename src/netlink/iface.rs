@@ -36,7 +36,9 @@ pub fn configure_iface(ns: &NetNs, nl: &Netlink, ifname: &str, sandbox: &str, re
             other => other?,
         }
     }
+    super::fault_step("iface: addresses added")?;
     nl.set_up(link.index)?;
+    super::fault_step("iface: link up")?;
     let gw_v4 = ips.iter().filter_map(|ip| ip.gateway).find(IpAddr::is_ipv4);
     let gw_v6 = ips.iter().filter_map(|ip| ip.gateway).find(IpAddr::is_ipv6);
     for r in &result.routes {
@@ -62,6 +64,7 @@ pub fn configure_iface(ns: &NetNs, nl: &Netlink, ifname: &str, sandbox: &str, re
             Err(e) => return Err(Error::new(e.errno, format!("{} (on {ifname})", e.msg))),
             Ok(()) => {}
         }
+        super::fault_step("iface: route added")?;
     }
     Ok(())
 }

@@ -62,11 +62,13 @@ pub fn open_container(cmd: &Command) -> Result<(NetNs, Netlink), CniError> {
 pub fn address_or_up(cmd: &Command, ns: &NetNs, nl: &Netlink, link: &Link) -> Result<CniResult, CniError> {
     if !ipam::has_ipam(cmd) {
         nl.set_up(link.index)?;
+        crate::cni::fault::step("main plugin: interface up")?;
         return Ok(one_interface_result(cmd, link, None));
     }
     ipam::add_then(cmd, |ipam| {
         let result = one_interface_result(cmd, link, Some(ipam));
         iface::configure_iface(ns, nl, &cmd.ifname, &cmd.netns, &result)?;
+        crate::cni::fault::step("main plugin: interface configured")?;
         Ok(result)
     })
 }

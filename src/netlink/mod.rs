@@ -42,6 +42,12 @@ pub struct Error {
     pub msg: String,
 }
 
+/// `cni::fault::step` for code returning netlink errors (test builds only
+/// ever fail it; see src/cni/fault.rs).
+pub(crate) fn fault_step(name: &str) -> Result<()> {
+    crate::cni::fault::step(name).map_err(|e| Error::new(0, e.msg))
+}
+
 impl Error {
     pub fn new(errno: i32, msg: impl Into<String>) -> Self {
         Error { errno, msg: msg.into() }

@@ -87,12 +87,19 @@ pub fn create_in_container(target: &Target, mut msg: LinkMessage, ifname: &str) 
         msg.attributes.push(LinkAttribute::NetNsFd(target.container.fd()));
     }
     target.creator.add_link_message(msg, &format!("creating link {tmp} for {ifname}"))?;
-    let renamed = target.container_nl.require_link(&tmp).and_then(|l| {
+    let renamed = super::fault_step("moved link: created").and_then(|_| {
+        let l = target.container_nl.require_link(&tmp)?;
         target.container_nl.set_name(l.index, ifname)?;
+        super::fault_step("moved link: renamed")?;
         target.container_nl.require_link(ifname)
     });
     if renamed.is_err() {
-        let _ = target.container_nl.del_link_by_name(&tmp);
+        // Under either name, depending on where it failed.
+        for name in [tmp.as_str(), ifname] {
+            if let Err(e) = target.container_nl.del_link_by_name(name) {
+                log::warn!("removing the half-made link {name}: {e}");
+            }
+        }
     }
     renamed
 }

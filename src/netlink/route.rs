@@ -25,6 +25,9 @@ pub struct RouteEntry {
     pub advmss: Option<u32>,
     /// RT_SCOPE_* (0 universe, 253 link, 254 host).
     pub scope: Option<u8>,
+    /// RTPROT_* (2 kernel, 3 boot, 4 static); None: the builder's default
+    /// (static). Kept so that a route read and re-added is the same route.
+    pub protocol: Option<u8>,
 }
 
 pub const SCOPE_LINK: u8 = 253;
@@ -38,7 +41,11 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 fn from_message(msg: &RouteMessage) -> RouteEntry {
-    let mut r = RouteEntry { scope: Some(u8::from(msg.header.scope)), ..Default::default() };
+    let mut r = RouteEntry {
+        scope: Some(u8::from(msg.header.scope)),
+        protocol: Some(u8::from(msg.header.protocol)),
+        ..Default::default()
+    };
     let mut table = msg.header.table as u32;
     let mut dst_ip = None;
     for attr in &msg.attributes {
@@ -98,6 +105,9 @@ fn build(r: &RouteEntry, v6: bool) -> RouteMessage {
         b = b.scope(RouteScope::from(scope));
     }
     let mut msg = b.build();
+    if let Some(p) = r.protocol {
+        msg.header.protocol = rtnetlink::packet_route::route::RouteProtocol::from(p);
+    }
     msg.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
     let mut metrics = Vec::new();
     if let Some(mtu) = r.mtu {

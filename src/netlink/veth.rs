@@ -18,42 +18,96 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("veth{}", crate::cni::hash::short_hex(&[container_id, ifname], 8))
 }
 
-/// Creates the pair. `host` is a socket in the host netns, `cont` one in
-/// `ns`. The host end is named `host_veth_name(..)`, or a random
-/// `veth<8 hex>` if that name is taken. Both ends are left down.
+/// Creates the pair. `host` is a socket in the host netns (the calling
+/// thread's), `cont` one in the container's. The host end is named
+/// `host_veth_name(..)`, or a random `veth<8 hex>` if that name is taken, and
+/// carries `alias` (the attachment's owner tag, for GC). Both ends are left
+/// down.
+///
+/// The pair is born inside the container and the host end, already tagged,
+/// moved out: whenever the process dies, a host end without its tag never
+/// exists, so GC can always tell whose a leftover is.
+#[allow(clippy::too_many_arguments)]
 pub fn create_container_veth(
     host: &Netlink,
-    ns: &NetNs,
     cont: &Netlink,
     container_id: &str,
     ifname: &str,
     mtu: Option<u32>,
     mac: Option<Vec<u8>>,
+    alias: &str,
 ) -> Result<VethPair> {
     if cont.link(ifname)?.is_some() {
         return Err(Error::new(libc_errno::EEXIST, format!("container veth name provided ({ifname}) already exists")));
     }
     let mut name = host_veth_name(container_id, ifname);
-    for attempt in 0..8 {
-        let spec =
-            VethSpec { name: &name, peer_name: ifname, peer_netns: Some(ns), mtu, mac: None, peer_mac: mac.clone() };
-        match host.add_veth(&spec) {
-            Ok(()) => break,
-            // The host name is taken (a stale pair or a hash collision): pick a random one.
-            Err(e) if e.is_exists() && attempt < 7 && host.link(&name)?.is_some() => {
-                name = format!("veth{:08x}", crate::cni::hash::random_u32());
+    // A name free in the container, where the pair is born.
+    while cont.link(&name)?.is_some() {
+        name = format!("veth{:08x}", crate::cni::hash::random_u32());
+    }
+    let spec = VethSpec { name: &name, peer_name: ifname, peer_netns: None, mtu, mac: None, peer_mac: mac };
+    cont.add_veth(&spec)?;
+    let mut moved = false;
+    let made = (|| {
+        super::fault_step("veth: pair created")?;
+        let host_end = cont.require_link(&name)?;
+        cont.set_alias(host_end.index, alias)?;
+        let host_ns = NetNs::current()?;
+        for attempt in 0..8 {
+            match cont.set_netns(host_end.index, &host_ns) {
+                Ok(()) => break,
+                // The host name is taken (a stale pair or a hash collision): pick a random one.
+                Err(e) if e.is_exists() && attempt < 7 => {
+                    name = format!("veth{:08x}", crate::cni::hash::random_u32());
+                    cont.set_name(host_end.index, &name)?;
+                }
+                Err(e) => return Err(e),
             }
+        }
+        moved = true;
+        super::fault_step("veth: host end moved")?;
+        let host_link = host.require_link(&name)?;
+        let container = cont.require_link(ifname)?;
+        Ok(VethPair { host: host_link, container })
+    })();
+    if made.is_err() {
+        // Deleting either end deletes the pair.
+        let undo = if moved { host.del_link_by_name(&name) } else { cont.del_link_by_name(ifname) };
+        if let Err(e) = undo {
+            log::warn!("removing the half-made veth {name}: {e}");
+        }
+    }
+    made
+}
+
+/// Deletes the host ends of veth pairs whose alias `doomed` picks (GC of
+/// attachments that are gone). Returns how many were deleted.
+pub fn delete_host_veths(host: &Netlink, doomed: impl Fn(&str) -> bool) -> Result<usize> {
+    let mut deleted = 0;
+    for l in host.links()? {
+        if l.kind != "veth" || l.alias.is_empty() || !doomed(&l.alias) {
+            continue;
+        }
+        match host.del_link(l.index) {
+            Ok(()) => deleted += 1,
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
     }
-    let host_link = host.require_link(&name)?;
-    let container = cont.require_link(ifname)?;
-    Ok(VethPair { host: host_link, container })
+    Ok(deleted)
 }
 
 /// Deletes the container's interface (its veth peer goes with it) and the
 /// derived host end if it is still there. Missing pieces are not errors.
-pub fn delete_container_veth(host: &Netlink, ns: Option<&NetNs>, container_id: &str, ifname: &str) -> Result<()> {
+/// `tag` is the alias `create_container_veth` gave the host end: a veth
+/// under the derived name that carries another tag is someone else's.
+pub fn delete_container_veth(
+    host: &Netlink,
+    ns: Option<&NetNs>,
+    container_id: &str,
+    ifname: &str,
+    tag: &str,
+) -> Result<()> {
     let mut first_err = None;
     if let Some(ns) = ns {
         let res = Netlink::in_netns(ns).and_then(|nl| nl.del_link_by_name(ifname));
@@ -63,7 +117,8 @@ pub fn delete_container_veth(host: &Netlink, ns: Option<&NetNs>, container_id: &
     }
     let name = host_veth_name(container_id, ifname);
     if let Some(l) = host.link(&name)? {
-        if l.kind == "veth" {
+        // An empty alias: made before host ends were tagged.
+        if l.kind == "veth" && (l.alias.is_empty() || l.alias == tag) {
             match host.del_link(l.index) {
                 Err(e) if !e.is_not_found() => first_err = first_err.or(Some(e)),
                 _ => {}

@@ -161,6 +161,16 @@ impl Call {
         self
     }
     pub fn run(&self, verb: &str, stdin: &str) -> Reply {
+        let out = self.spawn(verb, stdin).wait_with_output().unwrap();
+        Reply {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the call and returns at once (stdin already written and closed).
+    pub fn spawn(&self, verb: &str, stdin: &str) -> std::process::Child {
         let exe = plugin_dir().join(&self.plugin);
         let mut cmd = match &self.host_netns {
             Some(ns) => {
@@ -182,13 +192,9 @@ impl Call {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Reply {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        // A plugin killed early may not read its stdin: a broken pipe is fine.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child
     }
 }
 

@@ -152,11 +152,13 @@ pub fn allocate(
     let mut result = Vec::with_capacity(sets.len());
     let mut reserved_now = Vec::with_capacity(sets.len());
     for (idx, set) in sets.iter().enumerate() {
-        match allocate_in_set(store, set, idx, &owner, wanted[idx], &taken) {
+        let reserved = allocate_in_set(store, set, idx, &owner, wanted[idx], &taken).and_then(|ip_config| {
+            reserved_now.push(ip_config.address.addr());
+            crate::cni::fault::step("host-local: range set reserved").map(|_| ip_config)
+        });
+        match reserved {
             Ok(ip_config) => {
-                let ip = ip_config.address.addr();
-                taken.insert(ip);
-                reserved_now.push(ip);
+                taken.insert(ip_config.address.addr());
                 result.push(ip_config);
             }
             Err(e) => {

@@ -186,12 +186,20 @@ impl RawRange {
             .trim()
             .parse()
             .map_err(|_| CniError::invalid_config(format!("invalid subnet {:?}", self.subnet)))?;
-        let subnet = match subnet {
-            IpNet::V6(n) if n.addr().to_ipv4_mapped().is_some() && n.prefix_len() >= 96 => {
-                IpNet::new(n.addr().to_canonical(), n.prefix_len() - 96).expect("prefix fits")
+        // The reference refuses these too ("IPNet IP and Mask version mismatch"):
+        // an IPv4 network must be written as one.
+        if let IpNet::V6(n) = subnet {
+            if let Some(v4) = n.addr().to_ipv4_mapped() {
+                let hint = match n.prefix_len().checked_sub(96) {
+                    Some(len) => format!(" (write it as {}/{len})", v4),
+                    None => String::new(),
+                };
+                return Err(CniError::invalid_config(format!(
+                    "subnet {:?} is an IPv4-mapped IPv6 network{hint}",
+                    self.subnet
+                )));
             }
-            other => other,
-        };
+        }
         // No room for anything but the network and broadcast addresses.
         if subnet.prefix_len() > subnet.max_prefix_len() - 2 {
             return Err(CniError::invalid_config(format!("Network {subnet} too small to allocate from")));
@@ -494,6 +502,21 @@ mod tests {
         assert_eq!(e.msg, "CNI version 0.2.0 does not support more than 1 address per family");
         let config = config.replace("10.2.0.0/16", "fd00::/64");
         load(&command("ADD", &config, ""), true).unwrap();
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses() {
+        // A mapped subnet is refused, as the reference does; mapped addresses
+        // in a range or a request count as IPv4.
+        let e = load_err(r#"{"subnet":"::ffff:10.0.0.0/120"}"#);
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("write it as 10.0.0.0/24"), "{}", e.msg);
+        let c = load_ok(r#"{"subnet":"10.0.0.0/24","rangeStart":"::ffff:10.0.0.5","gateway":"::ffff:10.0.0.1"}"#);
+        assert_eq!(c.ranges[0].to_string(), "10.0.0.5-10.0.0.254");
+        assert_eq!(c.ranges[0].0[0].gateway.to_string(), "10.0.0.1");
+        let config = conf(r#"{"type":"host-local","subnet":"10.0.0.0/24"}"#);
+        let c = load(&command("ADD", &config, "IP=::ffff:10.0.0.9"), true).unwrap();
+        assert_eq!(c.requested[0].to_string(), "10.0.0.9");
     }
 
     #[test]

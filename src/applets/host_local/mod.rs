@@ -59,6 +59,11 @@ fn valid_attachments(config: &Value) -> Result<Option<Vec<(String, String)>>, Cn
 }
 
 impl Applet for HostLocal {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        config::load(cmd, true)?;
+        cmd.prev_result().map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = config::load(cmd, true)?;
         let dns = match conf.resolv_conf.as_str() {
@@ -128,6 +133,10 @@ impl Applet for HostLocal {
             return Ok(());
         };
         let Some(mut store) = DiskStore::open_existing(&data_dir, &name)? else { return Ok(()) };
+        let leftovers = store.remove_leftovers()?;
+        if leftovers > 0 {
+            log::info!("GC of network {name}: removed {leftovers} temporary files of killed calls");
+        }
         let released = allocator::gc(&mut store, &valid)?;
         if !released.is_empty() {
             log::info!("GC of network {name}: released {released:?}");

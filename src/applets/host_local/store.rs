@@ -16,6 +16,7 @@ use crate::cni::lock::FileLock;
 use crate::cni::{CniContext, CniError};
 
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+const TEMP_PREFIX: &str = ".cnibox-tmp.";
 
 /// The store of one network, locked for as long as it lives.
 pub struct DiskStore {
@@ -61,6 +62,38 @@ impl DiskStore {
     fn last_reserved_path(&self, set: usize) -> PathBuf {
         self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"))
     }
+
+    /// A file written before being moved to its name (never an IP, so no
+    /// reader takes it for a reservation).
+    fn temp_path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{TEMP_PREFIX}{what}.{}", std::process::id()))
+    }
+
+    /// Removes temporary files a killed process left. Only called with the
+    /// lock held, so no live writer owns them.
+    pub fn remove_leftovers(&self) -> Result<usize, CniError> {
+        let entries = fs::read_dir(&self.dir).cni(IO_FAILURE, format!("failed to list {}", self.dir.display()))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Creates `path` (replacing a leftover of a killed process) with `content`.
+fn write_new_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let _ = fs::remove_file(path);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        // Never write through a link planted in the store.
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .and_then(|mut f| f.write_all(content))
 }
 
 impl Store for DiskStore {
@@ -90,28 +123,33 @@ impl Store for DiskStore {
 
     fn reserve(&mut self, ip: IpAddr, owner: &Owner, set: usize) -> Result<bool, CniError> {
         let path = self.dir.join(ip.to_string());
-        // create_new: an existing reservation, stale or not, is never overwritten.
-        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-            Ok(f) => f,
+        if fs::symlink_metadata(&path).is_ok() {
+            return Ok(false);
+        }
+        // The file appears with its content or not at all, even when the
+        // process is killed half-way: written aside, then hard-linked into
+        // place (which, like create_new, never replaces an existing
+        // reservation, stale or not).
+        let tmp = self.temp_path(&ip.to_string());
+        write_new_file(&tmp, owner.file_content().as_bytes())
+            .map_err(|e| CniError::io(format!("failed to reserve {ip}")).with_details(e.to_string()))?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(CniError::io(format!("failed to reserve {ip}")).with_details(e.to_string())),
-        };
-        if let Err(e) = file.write_all(owner.file_content().as_bytes()) {
-            drop(file);
-            let _ = fs::remove_file(&path);
-            return Err(CniError::io(format!("failed to reserve {ip}")).with_details(e.to_string()));
         }
+        if let Err(e) = crate::cni::fault::step("host-local: reservation file written") {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        // Replaced by rename: readers see the old or the new IP, never a torn one.
         let last = self.last_reserved_path(set);
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            // Never write through a link planted in the store.
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&last)
-            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()));
+        let tmp = self.temp_path(&format!("{LAST_RESERVED_PREFIX}{set}"));
+        let written = write_new_file(&tmp, ip.to_string().as_bytes()).and_then(|()| fs::rename(&tmp, &last));
         if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
             let _ = fs::remove_file(&path);
             return Err(CniError::io(format!("failed to write {}", last.display())).with_details(e.to_string()));
         }

@@ -1,0 +1,152 @@
+//! The fuzz targets' bodies (fuzz/ calls them; a unit test replays the
+//! committed seed corpus through them, so `make test` keeps every input that
+//! once crashed). Each takes arbitrary bytes and must never panic, loop or
+//! touch the system.
+//!
+//! To add a target: a function here, a line in `TARGETS`, a file in
+//! fuzz/fuzz_targets/ calling it, an entry in fuzz/Cargo.toml and a seed
+//! directory fuzz/corpus/<name>/.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::applets::{Entry, APPLETS};
+use crate::cni::args::CniArgs;
+use crate::cni::skel::Command;
+use crate::cni::{lenient, version, CniResult, NetConf};
+
+/// A target's body.
+pub type Target = fn(&[u8]);
+
+/// Every target: its name (as in fuzz/) and its body.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("applet_configs", applet_configs),
+    ("cni_args", cni_args),
+    ("lenient", lenient_config),
+    ("prev_result", prev_result),
+];
+
+/// The environment of a fuzzed plugin call. The input's first line, when it
+/// starts with `CNI_ARGS=`, is the CNI_ARGS value; the rest is stdin.
+fn split_args(data: &[u8]) -> (String, &[u8]) {
+    if let Some(rest) = data.strip_prefix(b"CNI_ARGS=") {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let args = String::from_utf8_lossy(&rest[..end]).into_owned();
+        return (args, rest.get(end + 1..).unwrap_or_default());
+    }
+    (String::new(), data)
+}
+
+/// A config (and CNI_ARGS) through `Command::from_env` and every plugin
+/// applet's `validate`, for each verb that parses configs.
+pub fn applet_configs(data: &[u8]) {
+    let (args, stdin) = split_args(data);
+    for verb in ["ADD", "CHECK", "DEL"] {
+        let env = |k: &str| -> Option<String> {
+            Some(match k {
+                "CNI_COMMAND" => verb.into(),
+                "CNI_CONTAINERID" => "fuzz-container".into(),
+                "CNI_NETNS" => "/run/netns/fuzz".into(),
+                "CNI_IFNAME" => "eth0".into(),
+                "CNI_PATH" => "/opt/cni/bin".into(),
+                "CNI_ARGS" => args.clone(),
+                _ => return None,
+            })
+        };
+        let Ok(cmd) = Command::from_env(env, stdin.to_vec()) else { return };
+        for info in APPLETS {
+            if let Entry::Plugin(applet) = info.entry {
+                let _ = applet.validate(&cmd);
+            }
+        }
+    }
+}
+
+/// CNI_ARGS parsing and lookups.
+pub fn cni_args(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(args) = CniArgs::parse(&text) {
+        let _ = args.get("IP");
+        let _ = args.check_known(&["IP", "MAC", "GATEWAY", "K8S_POD_NAME"]);
+        for (k, _) in args.pairs() {
+            let _ = args.get(k);
+        }
+    }
+}
+
+/// A prevResult / delegate result in every version: parsed, rendered in
+/// every version, and the rendering parsed again.
+pub fn prev_result(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else { return };
+    for v in version::SUPPORTED {
+        let Ok(result) = version::parse_result(&value, v) else { continue };
+        for out in version::SUPPORTED {
+            let rendered = version::render(&result, out);
+            let _ = version::parse_result(&rendered, out);
+        }
+    }
+}
+
+/// Shapes the lenient deserializer meets in configs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[allow(dead_code)]
+struct Shapes {
+    name: String,
+    flag: bool,
+    count: u32,
+    signed: i64,
+    ratio: f64,
+    maybe: Option<String>,
+    list: Vec<u16>,
+    nested: Vec<Vec<Shapes>>,
+    map: std::collections::BTreeMap<String, Value>,
+    tuple: (u8, String),
+    #[serde(rename = "pciBusID")]
+    pci: String,
+    net: Option<ipnet::IpNet>,
+    ip: Option<std::net::IpAddr>,
+    choice: Option<Choice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Choice {
+    One,
+    Two(u8),
+    Three { x: u8 },
+}
+
+/// The lenient deserializer into the common config, a result, and a
+/// struct with every shape applets use.
+pub fn lenient_config(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else { return };
+    let _ = lenient::from_value::<NetConf>(&value);
+    let _ = lenient::from_value::<CniResult>(&value);
+    let _ = lenient::from_value::<Shapes>(&value);
+    let _ = lenient::from_value::<Vec<Shapes>>(&value);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every committed seed (and every input that once crashed) goes through
+    /// its target on each `cargo test`.
+    #[test]
+    fn seed_corpus_replays() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let mut total = 0;
+        for (name, target) in super::TARGETS {
+            let dir = root.join(name);
+            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            for entry in entries.flatten() {
+                let data = std::fs::read(entry.path()).unwrap();
+                target(&data);
+                total += 1;
+            }
+        }
+        assert!(total > 0, "no seed corpus under {}", root.display());
+    }
+}

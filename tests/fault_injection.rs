@@ -1,0 +1,280 @@
+//! Fault injection: every step of every applet's ADD fails in turn
+//! (CNIBOX_FAIL_AT=1, 2, ... until ADD succeeds), and each failure must leave
+//! the fake host, the container and the host-local store exactly as they
+//! were. Needs the binary built with `--features fault-injection` (as `make
+//! test` does); skipped otherwise.
+//!
+//! To cover a new applet, add one `Case` to `cases()`.
+mod common;
+mod state;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::{json, Value};
+use state::{diff, reservations, snapshot};
+
+/// The world of one case: a fake host, a container, a host-local data dir.
+struct World {
+    host: Netns,
+    cont: Netns,
+    data: TempDir,
+    /// A name unique to the case (network, bridge).
+    tag: String,
+}
+
+impl World {
+    fn new() -> World {
+        World { host: Netns::new("fih"), cont: Netns::new("fic"), data: TempDir::new("fault"), tag: unique("fi") }
+    }
+
+    fn host_local(&self, subnets: &[&str]) -> Value {
+        let ranges: Vec<Value> = subnets.iter().map(|s| json!([{ "subnet": s }])).collect();
+        json!({"type": "host-local", "dataDir": self.data.path(), "ranges": ranges,
+               "routes": [{"dst": "192.0.2.0/24"}]})
+    }
+
+    fn state(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = snapshot(&self.host).into_iter().map(|l| format!("host {l}")).collect();
+        all.extend(snapshot(&self.cont).into_iter().map(|l| format!("container {l}")));
+        all.extend(reservations(self.data.path()));
+        all
+    }
+}
+
+struct Case {
+    name: &'static str,
+    plugin: &'static str,
+    ifname: &'static str,
+    /// Builds the topology the test owns and returns the network config
+    /// (Null: this kernel cannot run the case).
+    setup: fn(&World) -> Value,
+    /// Run one ADD + DEL before measuring, so that shared objects a first ADD
+    /// creates (a bridge, its gateway address, an nftables table) are there
+    /// already; DEL must then also bring the world back to that state.
+    warm_up: bool,
+}
+
+fn conf(w: &World, plugin: &str, ipam: Value, extra: Value) -> Value {
+    let mut c = json!({"cniVersion": "1.0.0", "name": w.tag, "type": plugin});
+    if !ipam.is_null() {
+        c["ipam"] = ipam;
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "host-local dual stack",
+            plugin: "host-local",
+            ifname: "eth0",
+            setup: |w| conf(w, "bridge", w.host_local(&["10.201.0.0/24", "fd00:201::/64"]), json!({})),
+            warm_up: false,
+        },
+        Case {
+            name: "bridge gateway, masquerade, spoof check, dual stack",
+            plugin: "bridge",
+            ifname: "eth0",
+            setup: |w| {
+                conf(
+                    w,
+                    "bridge",
+                    w.host_local(&["10.202.0.0/24", "fd00:202::/64"]),
+                    json!({"bridge": w.tag, "isDefaultGateway": true, "ipMasq": true, "macspoofchk": true,
+                           "hairpinMode": true}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "bridge layer 2 with a MAC and the spoof check",
+            plugin: "bridge",
+            ifname: "eth0",
+            setup: |w| {
+                conf(
+                    w,
+                    "bridge",
+                    Value::Null,
+                    json!({"bridge": w.tag, "promiscMode": true, "macspoofchk": true,
+                           "runtimeConfig": {"mac": "02:00:00:00:aa:02"}}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "bridge VLAN with its gateway interface",
+            plugin: "bridge",
+            ifname: "eth0",
+            setup: |w| {
+                if !w.host.try_exec("ip link add vfprobe type bridge vlan_filtering 1") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del vfprobe");
+                conf(
+                    w,
+                    "bridge",
+                    w.host_local(&["10.208.0.0/24"]),
+                    json!({"bridge": w.tag, "vlan": 7, "isGateway": true, "preserveDefaultVlan": false}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "ptp masquerade, dual stack",
+            plugin: "ptp",
+            ifname: "eth0",
+            setup: |w| {
+                conf(w, "ptp", w.host_local(&["10.203.0.0/24", "fd00:203::/64"]), json!({"ipMasq": true, "mtu": 1400}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "macvlan on a host bridge",
+            plugin: "macvlan",
+            ifname: "eth0",
+            setup: |w| {
+                // A bridge with a port: it has carrier, which macvlans inherit.
+                w.host.exec("ip link add mvmaster type bridge");
+                w.host.exec("ip link add mvport0 type veth peer name mvport1");
+                w.host.exec("ip link set mvport1 up");
+                w.host.exec("ip link set mvport0 master mvmaster up");
+                w.host.exec("ip link set mvmaster up");
+                conf(w, "macvlan", w.host_local(&["10.204.0.0/24"]), json!({"master": "mvmaster", "mtu": 1400}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "host-device by name",
+            plugin: "host-device",
+            ifname: "net1",
+            setup: |w| {
+                w.host.exec("ip link add hdev0 type veth peer name hdev1");
+                w.host.exec("ip link set hdev1 up");
+                conf(w, "host-device", w.host_local(&["10.205.0.0/24"]), json!({"device": "hdev0"}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "tap on a container bridge",
+            plugin: "tap",
+            ifname: "tap0",
+            setup: |w| {
+                w.cont.exec("ip link add tapbr type bridge");
+                conf(
+                    w,
+                    "tap",
+                    w.host_local(&["10.206.0.0/24"]),
+                    json!({"bridge": "tapbr", "mtu": 1400, "mac": "02:00:00:00:aa:06"}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "sbr moving routes into a table",
+            plugin: "sbr",
+            ifname: "eth0",
+            setup: |w| {
+                w.host.exec(&format!("ip link add sb0 type veth peer name eth0 netns {}", w.cont.name));
+                w.cont.exec("ip addr add 10.207.0.2/24 dev eth0");
+                w.cont.exec("ip -6 addr add fd00:207::2/64 dev eth0 nodad");
+                w.cont.exec("ip link set eth0 up");
+                w.cont.exec("ip route add default via 10.207.0.1 dev eth0");
+                w.cont.exec("ip route add 10.99.0.0/16 via 10.207.0.1 dev eth0");
+                let mut c = conf(w, "sbr", Value::Null, json!({}));
+                c["prevResult"] = json!({
+                    "cniVersion": "1.0.0",
+                    "interfaces": [{"name": "eth0", "sandbox": w.cont.path()}],
+                    "ips": [{"address": "10.207.0.2/24", "gateway": "10.207.0.1", "interface": 0},
+                            {"address": "fd00:207::2/64", "gateway": "fd00:207::1", "interface": 0}]
+                });
+                c
+            },
+            // sbr's DEL leaves the interface's routes in their table (as the reference does).
+            warm_up: false,
+        },
+    ]
+}
+
+/// Whether the binary fails the first step of a loopback ADD when told to.
+fn fault_injection_built_in() -> bool {
+    let ns = Netns::new("fiprobe");
+    let conf = r#"{"cniVersion":"1.0.0","name":"probe","type":"loopback"}"#;
+    let r = Call::new("loopback").container("probe", &ns.path(), "lo").env("CNIBOX_FAIL_AT", "1").run("ADD", conf);
+    r.code != 0 && r.stdout.contains("injected failure")
+}
+
+/// The most steps any ADD may have; a bound against endless loops.
+const MAX_STEPS: usize = 100;
+
+fn run_case(case: &Case) -> Option<usize> {
+    let w = World::new();
+    let conf = (case.setup)(&w);
+    if conf.is_null() {
+        return None;
+    }
+    let conf = conf.to_string();
+    let call = Call::new(case.plugin)
+        .container(&format!("{}-c", w.tag), &w.cont.path(), case.ifname)
+        .in_netns(&w.host)
+        .env("CNI_PATH", &format!("{}:/usr/lib/cni", plugin_dir().display()));
+    if case.warm_up {
+        call.run("ADD", &conf).ok();
+        call.run("DEL", &conf).ok();
+    }
+    let before = w.state();
+    for n in 1..=MAX_STEPS {
+        let r = call.clone().env("CNIBOX_FAIL_AT", &n.to_string()).run("ADD", &conf);
+        if r.code == 0 {
+            call.run("DEL", &conf).ok();
+            if case.warm_up {
+                let left = diff(&before, &w.state());
+                assert!(left.is_empty(), "{}: DEL after a full ADD left:\n{}", case.name, left.join("\n"));
+            }
+            return Some(n - 1);
+        }
+        assert!(
+            r.stdout.contains("injected failure"),
+            "{}: step {n}: a real failure: {}\n{}",
+            case.name,
+            r.stdout,
+            r.stderr
+        );
+        let left = diff(&before, &w.state());
+        assert!(
+            left.is_empty(),
+            "{}: ADD failing at step {n} ({}) left:\n{}\n{}",
+            case.name,
+            r.json()["msg"],
+            left.join("\n"),
+            r.stderr
+        );
+    }
+    panic!("{}: ADD still failing after {MAX_STEPS} injected failures", case.name);
+}
+
+#[test]
+fn every_failed_step_leaves_nothing_behind() {
+    if not_root() {
+        return;
+    }
+    if !fault_injection_built_in() {
+        eprintln!("skipped: cnibox was built without the fault-injection feature (make test builds it)");
+        return;
+    }
+    // One thread per case: they share nothing.
+    let cases = cases();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cases.iter().map(|c| (c.name, s.spawn(|| run_case(c)))).collect();
+        for (name, h) in handles {
+            match h.join() {
+                Ok(Some(steps)) => eprintln!("{name}: {steps} steps, each failure cleaned up"),
+                Ok(None) => eprintln!("{name}: skipped, this kernel cannot run it"),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    });
+}
