@@ -34,9 +34,10 @@ demo: deps release
 # Side by side with the reference plugins; writes BENCHMARKS.md. Needs root.
 bench: deps static
 	cc -O2 -static -o target/noop-plugin bench/noop.c
+	cc -O2 -static -o target/maxrss bench/maxrss.c
 	rm -rf target/bench-bin
 	./install.sh --bin $(STATIC_BIN) target/bench-bin >/dev/null
-	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin BENCHMARKS.md
+	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin $(CURDIR)/target/maxrss BENCHMARKS.md
 
 install: release
 	./install.sh $(DESTDIR)

@@ -1,6 +1,6 @@
 //! cnibox and the reference plugins, measured side by side (`make bench`).
 //!
-//! Usage (as root): compare CNIBOX_DIR REFERENCE_DIR NOOP_PLUGIN [OUTPUT.md]
+//! Usage (as root): compare CNIBOX_DIR REFERENCE_DIR NOOP_PLUGIN MAXRSS [OUTPUT.md]
 //!
 //! A small libcni-like driver runs the same configurations against each
 //! suite, alternating them, inside a fake host netns made here. A third
@@ -143,29 +143,34 @@ fn parallel_add_del(suite: &Suite, list: &ConfList, containers: &[String]) -> Du
     start.elapsed()
 }
 
-/// Peak RSS (KiB) of one plugin process, from wait4's rusage.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot do with rusage
-fn peak_rss_kib(suite: &Suite, list: &ConfList, container: &str) -> i64 {
+/// Peak RSS (KiB) of one plugin call (with the processes it waits for),
+/// measured by the tiny static `maxrss` launcher: Linux carries the RSS
+/// high-water mark across exec, so a plugin spawned from this driver would
+/// report the driver's own RSS.
+fn peak_rss_kib(maxrss: &Path, suite: &Suite, list: &ConfList, container: &str) -> i64 {
     let conf = plugin_conf(list, 0, &Value::Null);
     let plugin = conf["type"].as_str().unwrap();
-    let mut child = Command::new(suite.dir.join(plugin))
+    let mut child = Command::new(maxrss)
+        .arg(suite.dir.join(plugin))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", container)
         .env("CNI_NETNS", netns_path(container))
         .env("CNI_IFNAME", list.ifname)
         .env("CNI_PATH", &suite.dir)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-    let mut status = 0;
-    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid out-pointers.
-    unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let _ = chain_del(suite, list, container, &Value::Null);
-    usage.ru_maxrss
+    let out = child.wait_with_output().unwrap();
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let _ = chain_del(suite, list, container, &result);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib = stderr.lines().find_map(|l| l.strip_prefix("maxrss ")).and_then(|n| n.trim().parse().ok());
+    kib.unwrap_or_else(|| panic!("{}: no peak RSS reported: {stderr}", suite.name))
 }
 
 fn installed_size(dir: &Path, names: &[String]) -> u64 {
@@ -189,6 +194,8 @@ struct Row {
     floor: f64,
     unit: &'static str,
     budget: String,
+    /// Why the row was not measured (a plugin cnibox does not have yet).
+    skipped: Option<String>,
 }
 
 impl Row {
@@ -198,14 +205,35 @@ impl Row {
     }
 }
 
+/// The applets the cnibox under test provides (`cnibox --list`).
+fn cnibox_applets(dir: &Path) -> Vec<String> {
+    let out = Command::new(dir.join("cnibox")).arg("--list").output().expect("running cnibox --list");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The plugins of `list` (and their IPAM delegates) that cnibox lacks.
+fn missing_plugins(list: &ConfList, have: &[String]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for p in &list.plugins {
+        for t in [&p["type"], &p["ipam"]["type"]] {
+            if let Some(t) = t.as_str() {
+                if !have.iter().any(|h| h == t) && !missing.iter().any(|m| m == t) {
+                    missing.push(t.to_string());
+                }
+            }
+        }
+    }
+    missing
+}
+
 fn host_local(data: &Path, subnet: &str) -> Value {
     json!({"type": "host-local", "dataDir": data, "ranges": [[{"subnet": subnet}]]})
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    if args.len() < 4 {
-        eprintln!("usage: compare CNIBOX_DIR REFERENCE_DIR NOOP_PLUGIN [OUTPUT.md]");
+    if args.len() < 5 {
+        eprintln!("usage: compare CNIBOX_DIR REFERENCE_DIR NOOP_PLUGIN MAXRSS [OUTPUT.md]");
         std::process::exit(2);
     }
     let work = std::env::temp_dir().join(format!("cnibox-bench-{}", std::process::id()));
@@ -230,13 +258,16 @@ fn main() {
     nix::sched::setns(host.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     let containers: Vec<String> = (0..265).map(|i| format!("cnibox-bench-c{i}")).collect();
     for c in &containers {
-        sh(&format!("ip netns add {c}"));
+        // A run that panicked may have left it behind.
+        sh(&format!("ip netns del {c} 2>/dev/null; ip netns add {c}"));
     }
     let data = work.join("ipam");
 
     let loopback = ConfList { name: "bench-lo".into(), plugins: vec![json!({"type": "loopback"})], ifname: "lo" };
+    // An IPAM plugin receives the whole network config and reads its `ipam` key.
+    let hl = host_local(&data, "10.77.0.0/16");
     let ipam_only =
-        ConfList { name: "bench-hl".into(), plugins: vec![host_local(&data, "10.77.0.0/16")], ifname: "eth0" };
+        ConfList { name: "bench-hl".into(), plugins: vec![json!({"type": "host-local", "ipam": hl})], ifname: "eth0" };
     let bridge = ConfList {
         name: "bench-br".into(),
         plugins: vec![json!({"type": "bridge", "bridge": "benchbr0", "isGateway": true,
@@ -255,9 +286,25 @@ fn main() {
         ifname: "eth0",
     };
     let c0 = &containers[0];
+    let have = cnibox_applets(&suites[0].dir);
     let mut rows = Vec::new();
-    let mut push = |what: &str, m: Vec<Duration>, budget: &str| {
-        println!("{what:<48} cnibox {:>8.2} ms  reference {:>8.2} ms  floor {:>7.2} ms", ms(m[0]), ms(m[1]), ms(m[2]));
+    // Measures one row with `f`, or records it as skipped when cnibox lacks a plugin of `list`.
+    let mut row = |what: &str, list: &ConfList, budget: &str, f: &mut dyn FnMut() -> Vec<Duration>| {
+        let missing = missing_plugins(list, &have);
+        let (m, skipped) = if missing.is_empty() {
+            let m = f();
+            println!(
+                "{what:<48} cnibox {:>8.2} ms  reference {:>8.2} ms  floor {:>7.2} ms",
+                ms(m[0]),
+                ms(m[1]),
+                ms(m[2])
+            );
+            (m, None)
+        } else {
+            let why = format!("skipped: cnibox has no {}", missing.join(", "));
+            println!("{what:<48} {why}");
+            (vec![Duration::ZERO; 3], Some(why))
+        };
         rows.push(Row {
             what: what.into(),
             cnibox: ms(m[0]),
@@ -265,6 +312,7 @@ fn main() {
             floor: ms(m[2]),
             unit: "ms",
             budget: budget.into(),
+            skipped,
         });
     };
 
@@ -273,27 +321,29 @@ fn main() {
         exec_plugin(s, "VERSION", c0, "eth0", &json!({"cniVersion": VERSION, "type": "bridge"})).unwrap();
         start.elapsed()
     };
-    push("VERSION exec", alternate(&suites, rounds * 4, version), "≥ 4×");
-    push("host-local ADD+DEL", alternate(&suites, rounds, |s| add_del(s, &ipam_only, c0)), "");
-    push("loopback ADD+DEL", alternate(&suites, rounds, |s| add_del(s, &loopback, c0)), "");
-    push("bridge + host-local ADD+DEL", alternate(&suites, rounds, |s| add_del(s, &bridge, c0)), "≥ 5×");
-    push(
-        "bridge+ipMasq, portmap, firewall, tuning ADD+DEL",
-        alternate(&suites, rounds, |s| add_del(s, &full, c0)),
-        "≥ 8×",
-    );
+    row("VERSION exec", &bridge, "≥ 4×", &mut || alternate(&suites, rounds * 4, version));
+    row("host-local ADD+DEL", &ipam_only, "", &mut || alternate(&suites, rounds, |s| add_del(s, &ipam_only, c0)));
+    row("loopback ADD+DEL", &loopback, "", &mut || alternate(&suites, rounds, |s| add_del(s, &loopback, c0)));
+    row("bridge + host-local ADD+DEL", &bridge, "≥ 5×", &mut || {
+        alternate(&suites, rounds, |s| add_del(s, &bridge, c0))
+    });
+    row("bridge+ipMasq, portmap, firewall, tuning ADD+DEL", &full, "≥ 8×", &mut || {
+        alternate(&suites, rounds, |s| add_del(s, &full, c0))
+    });
     let par = &containers[1..65];
-    push(
-        "64 bridge ADDs in parallel, then 64 DELs",
-        alternate(&suites, (rounds / 5).max(2), |s| parallel_add_del(s, &bridge, par)),
-        "≥ 5×",
-    );
+    row("64 bridge ADDs in parallel, then 64 DELs", &bridge, "≥ 5×", &mut || {
+        alternate(&suites, (rounds / 5).max(2), |s| parallel_add_del(s, &bridge, par))
+    });
 
     // Growth with the node's population: the full chain on an empty node,
     // then with 200 containers of the same network present.
     let population = &containers[65..265];
     let mut growth = Vec::new();
-    for s in &suites {
+    let growth_missing = missing_plugins(&full, &have);
+    if !growth_missing.is_empty() {
+        println!("full chain with 200 containers: skipped: cnibox has no {}", growth_missing.join(", "));
+    }
+    for s in suites.iter().filter(|_| growth_missing.is_empty()) {
         let empty = median((0..rounds).map(|_| add_del(s, &full, c0)).collect());
         let results: Vec<Value> = population.iter().map(|c| chain_add(s, &full, c).unwrap()).collect();
         let busy = median((0..rounds).map(|_| add_del(s, &full, c0)).collect());
@@ -304,7 +354,7 @@ fn main() {
         growth.push((s.name, ms(empty), ms(busy)));
     }
 
-    let rss: Vec<i64> = suites.iter().map(|s| peak_rss_kib(s, &bridge, c0)).collect();
+    let rss: Vec<i64> = suites.iter().map(|s| peak_rss_kib(Path::new(&args[4]), s, &bridge, c0)).collect();
     let all_ref: Vec<String> = std::fs::read_dir(&suites[1].dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
@@ -351,6 +401,10 @@ fn main() {
     md += "Ratios are reference / cnibox on the cost above the floor (the same calls answered by a do-nothing static C plugin).\n\n";
     md += "| what | cnibox | reference | floor | ratio | budget |\n|---|---:|---:|---:|---:|---|\n";
     for r in &rows {
+        if let Some(why) = &r.skipped {
+            md += &format!("| {} | | | | {why} | {} |\n", r.what, r.budget);
+            continue;
+        }
         md += &format!(
             "| {} | {:.2} {u} | {:.2} {u} | {:.2} {u} | {:.1}× | {} |\n",
             r.what,
@@ -360,6 +414,12 @@ fn main() {
             r.ratio(),
             r.budget,
             u = r.unit
+        );
+    }
+    if !growth_missing.is_empty() {
+        md += &format!(
+            "| full chain with 200 containers / empty node | | | | skipped: cnibox has no {} | cnibox ≤ 1.1× |\n",
+            growth_missing.join(", ")
         );
     }
     for (name, empty, busy) in &growth {
@@ -381,7 +441,7 @@ fn main() {
         size_ref as f64 / size_ours.max(1) as f64
     );
     println!("\n{md}");
-    if let Some(out) = args.get(4) {
+    if let Some(out) = args.get(5) {
         let notes = std::fs::read_to_string(out)
             .ok()
             .and_then(|old| old.split_once("\n## Notes").map(|(_, n)| format!("\n## Notes{n}")))

@@ -209,7 +209,7 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
 /// `force` (then it is replaced).
 fn ensure_addr(nl: &Netlink, link: &Link, gw: IpNet, force: bool) -> Result<(), CniError> {
     let v6 = gw.addr().is_ipv6();
-    for a in nl.addrs(Some(link.index))?.into_iter().filter(|a| a.net.addr().is_ipv6() == v6) {
+    for a in nl.link_addrs(link.index, v6)? {
         if a.net == gw {
             return Ok(());
         }
