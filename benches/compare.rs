@@ -252,7 +252,7 @@ fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
 
     // A fake host: this process (and so every plugin it runs) enters it.
-    let _ = Command::new("ip").args(["netns", "del", HOST_NS]).status();
+    let _ = Command::new("ip").args(["netns", "del", HOST_NS]).stderr(Stdio::null()).status();
     sh(&format!("ip netns add {HOST_NS} && ip -n {HOST_NS} link set lo up"));
     let host = std::fs::File::open(netns_path(HOST_NS)).unwrap();
     nix::sched::setns(host.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
