@@ -245,8 +245,17 @@ fn attach_port(
     trunk: &[(u16, u16)],
     vlan: u16,
 ) -> Result<(), CniError> {
+    let flags = conf.hairpin_mode || conf.port_isolation;
+    if !flags && vlan == 0 && trunk.is_empty() {
+        // A new port has hairpin and isolation off already: nothing between
+        // enslaving and up, so one request does both.
+        nl.set_master_up(port, br.index)?;
+        return Ok(());
+    }
     nl.set_master(port, br.index)?;
-    nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
+    if flags {
+        nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
+    }
     if (vlan != 0 || !trunk.is_empty()) && !conf.preserve_default_vlan {
         // A new port is a member of the bridge's default VLAN only (0: none).
         let pvid = nl.bridge_default_pvid(br.index)?.unwrap_or(1);

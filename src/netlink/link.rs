@@ -203,6 +203,15 @@ impl Netlink {
         self.set(Self::by_index(index).controller(master), format!("enslaving link #{index} to #{master}"))
     }
 
+    /// Enslaves the link and sets it up in one request (the kernel applies
+    /// the master first): one RTNL round instead of two on a busy node.
+    pub fn set_master_up(&self, index: u32, master: u32) -> Result<()> {
+        self.set(
+            Self::by_index(index).controller(master).up(),
+            format!("enslaving link #{index} to #{master} and setting it up"),
+        )
+    }
+
     pub fn set_nomaster(&self, index: u32) -> Result<()> {
         self.set(Self::by_index(index).nocontroller(), format!("releasing link #{index} from its master"))
     }
