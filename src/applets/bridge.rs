@@ -182,7 +182,10 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
             Ok(()) => created = true,
         }
     }
-    let br = nl.require_link(name)?;
+    let br = match existing {
+        Some(l) => l,
+        None => nl.require_link(name)?,
+    };
     if created && br.kind == "bridge" {
         // Setting the bridge's own MAC pins it; otherwise the kernel gives the
         // bridge the lowest port MAC, which changes as containers come and go.
@@ -483,8 +486,11 @@ fn setup(
         masq::apply(&cmd.conf.name, nft_cmds)?;
     }
 
+    // The host end as last read (the forwarding wait reads it anyway).
+    let mut host_link_now = None;
     if !conf.disable_container_interface {
-        let state = host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3))?;
+        let (state, port_link) = host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3))?;
+        host_link_now = port_link;
         match state {
             Some(PortState::Forwarding) => {}
             // STP is on: the port forwards once STP says so.
@@ -497,7 +503,11 @@ fn setup(
         }
     }
     // The host end's and the bridge's MACs may change as ports come and go.
-    if let Some(l) = host.link_by_index(pair.host.index)? {
+    let host_link_now = match host_link_now {
+        Some(l) => Some(l),
+        None => host.link_by_index(pair.host.index)?,
+    };
+    if let Some(l) = host_link_now {
         result.interfaces[1].mac = l.mac;
     }
     if let Some(l) = host.link_by_index(br.index)? {

@@ -31,7 +31,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(msg: &LinkMessage) -> Link {
+    pub(super) fn from_message(msg: &LinkMessage) -> Link {
         let mut link = Link {
             index: msg.header.index,
             up: msg.header.flags.contains(LinkFlags::Up),

@@ -30,15 +30,20 @@ pub fn create_container_veth(
     mtu: Option<u32>,
     mac: Option<Vec<u8>>,
 ) -> Result<VethPair> {
-    if cont.link(ifname)?.is_some() {
-        return Err(Error::new(libc_errno::EEXIST, format!("container veth name provided ({ifname}) already exists")));
-    }
     let mut name = host_veth_name(container_id, ifname);
     for attempt in 0..8 {
         let spec =
             VethSpec { name: &name, peer_name: ifname, peer_netns: Some(ns), mtu, mac: None, peer_mac: mac.clone() };
         match host.add_veth(&spec) {
             Ok(()) => break,
+            // Only on EEXIST do we look at which name is taken: no lookups on
+            // the way in (each takes RTNL, which parallel ADDs queue on).
+            Err(e) if e.is_exists() && cont.link(ifname)?.is_some() => {
+                return Err(Error::new(
+                    libc_errno::EEXIST,
+                    format!("container veth name provided ({ifname}) already exists"),
+                ))
+            }
             // The host name is taken (a stale pair or a hash collision): pick a random one.
             Err(e) if e.is_exists() && attempt < 7 && host.link(&name)?.is_some() => {
                 name = format!("veth{:08x}", crate::cni::hash::random_u32());
