@@ -73,7 +73,12 @@ fn exec_plugin(suite: &Suite, verb: &str, container: &str, ifname: &str, conf: &
 }
 
 /// The config one plugin of the list receives.
-fn plugin_conf(list: &ConfList, index: usize, prev: &Value) -> Value {
+/// Each container maps its own host port (a node never maps one twice).
+fn host_port(container: &str) -> u64 {
+    20000 + container.rsplit('c').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn plugin_conf(list: &ConfList, index: usize, prev: &Value, container: &str) -> Value {
     let mut conf = list.plugins[index].clone();
     conf["name"] = list.name.clone().into();
     conf["cniVersion"] = VERSION.into();
@@ -82,7 +87,8 @@ fn plugin_conf(list: &ConfList, index: usize, prev: &Value) -> Value {
     }
     // runtimeConfig for the capabilities the plugin declares, as libcni does.
     if conf["capabilities"]["portMappings"] == true {
-        conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+        conf["runtimeConfig"] =
+            json!({"portMappings": [{"hostPort": host_port(container), "containerPort": 80, "protocol": "tcp"}]});
     }
     conf
 }
@@ -90,14 +96,14 @@ fn plugin_conf(list: &ConfList, index: usize, prev: &Value) -> Value {
 fn chain_add(suite: &Suite, list: &ConfList, container: &str) -> Result<Value, String> {
     let mut prev = Value::Null;
     for i in 0..list.plugins.len() {
-        prev = exec_plugin(suite, "ADD", container, list.ifname, &plugin_conf(list, i, &prev))?;
+        prev = exec_plugin(suite, "ADD", container, list.ifname, &plugin_conf(list, i, &prev, container))?;
     }
     Ok(prev)
 }
 
 fn chain_del(suite: &Suite, list: &ConfList, container: &str, prev: &Value) -> Result<(), String> {
     for i in (0..list.plugins.len()).rev() {
-        exec_plugin(suite, "DEL", container, list.ifname, &plugin_conf(list, i, prev))?;
+        exec_plugin(suite, "DEL", container, list.ifname, &plugin_conf(list, i, prev, container))?;
     }
     Ok(())
 }
@@ -150,7 +156,7 @@ fn parallel_add_del(suite: &Suite, list: &ConfList, containers: &[String]) -> Du
 /// high-water mark across exec, so a plugin spawned from this driver would
 /// report the driver's own RSS.
 fn peak_rss_kib(maxrss: &Path, suite: &Suite, list: &ConfList, container: &str) -> i64 {
-    let conf = plugin_conf(list, 0, &Value::Null);
+    let conf = plugin_conf(list, 0, &Value::Null, container);
     let plugin = conf["type"].as_str().unwrap();
     let mut child = Command::new(maxrss)
         .arg(suite.dir.join(plugin))
