@@ -182,7 +182,10 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
             Ok(()) => created = true,
         }
     }
-    let br = nl.require_link(name)?;
+    let br = match existing {
+        Some(l) => l,
+        None => nl.require_link(name)?,
+    };
     if created && br.kind == "bridge" {
         // Setting the bridge's own MAC pins it; otherwise the kernel gives the
         // bridge the lowest port MAC, which changes as containers come and go.
@@ -215,7 +218,7 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
 /// `force` (then it is replaced).
 fn ensure_addr(nl: &Netlink, link: &Link, gw: IpNet, force: bool) -> Result<(), CniError> {
     let v6 = gw.addr().is_ipv6();
-    for a in nl.addrs(Some(link.index))?.into_iter().filter(|a| a.net.addr().is_ipv6() == v6) {
+    for a in nl.link_addrs(link.index, v6)? {
         if a.net == gw {
             return Ok(());
         }
@@ -251,9 +254,18 @@ fn attach_port(
     trunk: &[(u16, u16)],
     vlan: u16,
 ) -> Result<(), CniError> {
+    let flags = conf.hairpin_mode || conf.port_isolation;
+    if !flags && vlan == 0 && trunk.is_empty() {
+        // A new port has hairpin and isolation off already: nothing between
+        // enslaving and up, so one request does both.
+        nl.set_master_up(port, br.index)?;
+        return Ok(());
+    }
     nl.set_master(port, br.index)?;
     fault::step("bridge: port enslaved")?;
-    nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
+    if flags {
+        nl.set_bridge_port_flags(port, conf.hairpin_mode, conf.port_isolation)?;
+    }
     if (vlan != 0 || !trunk.is_empty()) && !conf.preserve_default_vlan {
         // A new port is a member of the bridge's default VLAN only (0: none).
         let pvid = nl.bridge_default_pvid(br.index)?.unwrap_or(1);
@@ -536,8 +548,11 @@ fn setup(
         masq::apply(&cmd.conf.name, nft_cmds)?;
     }
 
+    // The host end as last read (the forwarding wait reads it anyway).
+    let mut host_link_now = None;
     if !conf.disable_container_interface {
-        let state = host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3))?;
+        let (state, port_link) = host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3))?;
+        host_link_now = port_link;
         match state {
             Some(PortState::Forwarding) => {}
             // STP is on: the port forwards once STP says so.
@@ -551,7 +566,11 @@ fn setup(
     }
     fault::step("bridge: port forwarding")?;
     // The host end's and the bridge's MACs may change as ports come and go.
-    if let Some(l) = host.link_by_index(pair.host.index)? {
+    let host_link_now = match host_link_now {
+        Some(l) => Some(l),
+        None => host.link_by_index(pair.host.index)?,
+    };
+    if let Some(l) = host_link_now {
         result.interfaces[1].mac = l.mac;
     }
     if let Some(l) = host.link_by_index(br.index)? {

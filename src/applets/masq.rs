@@ -181,9 +181,8 @@ fn transaction(cmds: Vec<Value>) -> Result<(), CniError> {
     if cmds.is_empty() {
         return Ok(());
     }
-    let doc: nftables::schema::Nftables = serde_json::from_value(json!({ "nftables": cmds }))
-        .map_err(|e| CniError::internal("building the nftables transaction").with_details(e.to_string()))?;
-    nft::apply(&doc).map_err(CniError::from)
+    // The unit tests check these commands against the nftables crate's schema.
+    nft::apply_commands(&cmds).map_err(CniError::from)
 }
 
 /// A table's objects as nft lists them (empty when the table is absent).

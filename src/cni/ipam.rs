@@ -50,9 +50,13 @@ pub fn find_plugin(cmd: &Command, plugin: &str) -> Result<PathBuf, CniError> {
 }
 
 /// The applet behind `path` when it is a link to the running executable.
+/// Compares files (links followed) rather than canonical paths: two stat
+/// calls instead of a readlink per path component.
 fn in_process_applet(path: &std::path::Path, plugin: &str) -> Option<&'static dyn super::skel::Applet> {
-    let me = std::fs::canonicalize("/proc/self/exe").ok()?;
-    if std::fs::canonicalize(path).ok()? != me {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self/exe").ok()?;
+    let it = std::fs::metadata(path).ok()?;
+    if (me.dev(), me.ino()) != (it.dev(), it.ino()) {
         return None;
     }
     crate::applets::plugin(plugin)

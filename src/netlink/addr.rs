@@ -49,6 +49,20 @@ impl Netlink {
         Ok(msgs.iter().filter_map(from_message).filter(|a| index.is_none_or(|i| a.index == i)).collect())
     }
 
+    /// The addresses of one family on one link. The kernel dumps only that
+    /// family, so a host with hundreds of veths (each with an IPv6
+    /// link-local address) does not make an IPv4 lookup slow.
+    pub fn link_addrs(&self, index: u32, v6: bool) -> Result<Vec<Addr>> {
+        let mut req = self.handle().address().get().set_link_index_filter(index);
+        req.message_mut().header.family = if v6 {
+            rtnetlink::packet_route::AddressFamily::Inet6
+        } else {
+            rtnetlink::packet_route::AddressFamily::Inet
+        };
+        let msgs = self.collect(req.execute(), "listing addresses")?;
+        Ok(msgs.iter().filter_map(from_message).filter(|a| a.index == index && a.net.addr().is_ipv6() == v6).collect())
+    }
+
     /// Adds `net` to the link. `nodad` skips IPv6 duplicate address detection.
     pub fn add_addr(&self, index: u32, net: IpNet, nodad: bool) -> Result<()> {
         let mut req = self.handle().address().add(index, net.addr(), net.prefix_len());

@@ -3,12 +3,12 @@
 
 use rtnetlink::packet_route::link::{
     AfSpecBridge, BridgePortState, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoPortData,
-    LinkAttribute, LinkExtentMask, LinkInfo,
+    LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridgePort, LinkBridgeVlan};
 
-use super::{Netlink, Result};
+use super::{Link, Netlink, Result};
 
 /// One VLAN a bridge port is a member of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,43 +128,62 @@ impl Netlink {
 
     /// The port's STP state; None when the link is not a bridge port.
     pub fn bridge_port_state(&self, index: u32) -> Result<Option<PortState>> {
+        Ok(self.bridge_port(index)?.and_then(|(_, state)| state))
+    }
+
+    /// The link and its STP state (None when it is not a bridge port), from
+    /// one request; None when the link is gone.
+    pub fn bridge_port(&self, index: u32) -> Result<Option<(Link, Option<PortState>)>> {
         let req = self.handle().link().get().match_index(index).execute();
         let msgs = self.collect(req, &format!("looking up link #{index}"))?;
-        for attr in msgs.iter().flat_map(|m| m.attributes.iter()) {
-            let LinkAttribute::LinkInfo(infos) = attr else { continue };
-            for info in infos {
-                let LinkInfo::PortData(InfoPortData::BridgePort(port)) = info else { continue };
-                for p in port {
-                    if let InfoBridgePort::State(s) = p {
-                        return Ok(Some(match s {
-                            BridgePortState::Disabled => PortState::Disabled,
-                            BridgePortState::Listening => PortState::Listening,
-                            BridgePortState::Learning => PortState::Learning,
-                            BridgePortState::Forwarding => PortState::Forwarding,
-                            BridgePortState::Blocking => PortState::Blocking,
-                            _ => PortState::Other,
-                        }));
-                    }
-                }
-            }
-        }
-        Ok(None)
+        Ok(msgs.first().map(|m| (Link::from_message(m), port_state(m))))
     }
 
     /// Waits until the port forwards. With STP off (the bridge plugin's
     /// default) the kernel moves a port to forwarding as soon as it has
     /// carrier, so this normally returns after one query; between queries
     /// it sleeps briefly. Returns the last state seen when `limit` passes.
-    pub fn wait_bridge_port_forwarding(&self, index: u32, limit: std::time::Duration) -> Result<Option<PortState>> {
+    /// Also returns the port's link as last seen (None when it is gone).
+    pub fn wait_bridge_port_forwarding(
+        &self,
+        index: u32,
+        limit: std::time::Duration,
+    ) -> Result<(Option<PortState>, Option<Link>)> {
         let start = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            let state = self.bridge_port_state(index)?;
+            let (link, state) = match self.bridge_port(index)? {
+                Some((link, state)) => (Some(link), state),
+                None => (None, None),
+            };
             if state == Some(PortState::Forwarding) || start.elapsed() >= limit {
-                return Ok(state);
+                return Ok((state, link));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }
+}
+
+/// The STP state in a link message; None when it is not a bridge port.
+fn port_state(msg: &LinkMessage) -> Option<PortState> {
+    for attr in &msg.attributes {
+        let LinkAttribute::LinkInfo(infos) = attr else { continue };
+        for info in infos {
+            let LinkInfo::PortData(InfoPortData::BridgePort(port)) = info else { continue };
+            for p in port {
+                if let InfoBridgePort::State(s) = p {
+                    return Some(match s {
+                        BridgePortState::Disabled => PortState::Disabled,
+                        BridgePortState::Listening => PortState::Listening,
+                        BridgePortState::Learning => PortState::Learning,
+                        BridgePortState::Forwarding => PortState::Forwarding,
+                        BridgePortState::Blocking => PortState::Blocking,
+                        _ => PortState::Other,
+                    });
+                }
+            }
+        }
+    }
+    None
 }

@@ -2,8 +2,8 @@
 //! with verb_object names over rtnetlink on a current-thread runtime.
 //!
 //! A netlink socket stays bound to the netns it was created in, so
-//! `Netlink::in_netns` opens one on a short-lived thread inside the target
-//! netns and then drives it from the caller's thread.
+//! `Netlink::in_netns` opens one while the calling thread is briefly inside
+//! the target netns, and then drives it from the caller's own netns.
 
 pub mod addr;
 pub mod brport;

@@ -73,6 +73,20 @@ pub fn apply(doc: &Nftables) -> Result<(), NftError> {
     Ok(())
 }
 
+/// Applies nft JSON commands (`{"add": {...}}`, ...) as one atomic
+/// transaction; none when empty. For callers that build their commands as
+/// JSON values: parsing them into the crate's schema types first would link
+/// the whole schema's deserializer (~0.1 MB) into the binary.
+pub fn apply_commands(cmds: &[serde_json::Value]) -> Result<(), NftError> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_vec(&serde_json::json!({ "nftables": cmds }))
+        .map_err(|e| NftError { msg: "encoding nft JSON".into(), stderr: e.to_string() })?;
+    log::debug!("nft transaction: {}", String::from_utf8_lossy(&json));
+    run(&["-j", "-f", "-"], Some(&json)).map(|_| ())
+}
+
 /// The table's contents, or None when it does not exist.
 pub fn list_table(family: &str, table: &str) -> Result<Option<Nftables<'static>>, NftError> {
     match run(&["-j", "list", "table", family, table], None) {

@@ -188,6 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn last_reserved_is_rewritten_in_place() {
+        let data = temp_dir();
+        let mut store = DiskStore::open(&data, "net1").unwrap();
+        let owner = Owner::new("abc", "eth0");
+        assert!(store.reserve("10.0.0.200".parse().unwrap(), &owner, 0).unwrap());
+        // A shorter address leaves no tail of the longer one.
+        assert!(store.reserve("10.0.0.3".parse().unwrap(), &owner, 0).unwrap());
+        assert_eq!(fs::read_to_string(data.join("net1/last_reserved_ip.0")).unwrap(), "10.0.0.3");
+        assert!(store.reserve("10.0.0.40".parse().unwrap(), &owner, 0).unwrap());
+        assert_eq!(fs::read_to_string(data.join("net1/last_reserved_ip.0")).unwrap(), "10.0.0.40");
+        drop(store);
+        fs::remove_dir_all(&data).unwrap();
+    }
+
+    #[test]
     fn files_as_the_reference_writes_them() {
         let data = temp_dir();
         let mut store = DiskStore::open(&data, "net1").unwrap();
