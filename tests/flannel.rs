@@ -2,6 +2,7 @@
 //! so DEL works after the lease file is gone.
 
 mod common;
+mod netfixture;
 use common::*;
 
 use serde_json::{json, Value};
@@ -207,4 +208,33 @@ fn the_reference_bridge_as_delegate() {
     call.run("DEL", &conf).ok();
     assert!(!ctr.try_exec("ip link show eth0"));
     assert!(!lease.data_dir().join(&id).exists());
+}
+
+#[test]
+fn two_containers_reach_each_other() {
+    if not_root() {
+        return;
+    }
+    let lease = Lease::new();
+    lease.write_env();
+    let host = Netns::new("fh");
+    let (c1, c2) = (Netns::new("fc"), Netns::new("fc"));
+    let conf = lease.conf("1.0.0").to_string();
+    let cni_path = plugin_dir().display().to_string();
+    let call = |id: &str, ns: &Netns| {
+        Call::new("flannel").container(id, &ns.path(), "eth0").in_netns(&host).env("CNI_PATH", &cni_path)
+    };
+    let (id1, id2) = (unique("ctr"), unique("ctr"));
+    let r1 = call(&id1, &c1).run("ADD", &conf).ok();
+    let r2 = call(&id2, &c2).run("ADD", &conf).ok();
+    let ip = |r: &Value| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    netfixture::serve(&c2.name, 7070, "c2");
+    assert_eq!(netfixture::tcp_get(&c1.name, &format!("{}:7070", ip(&r2))).as_deref(), Some("c2"));
+    netfixture::serve(&c1.name, 7070, "c1");
+    assert_eq!(netfixture::tcp_get(&c2.name, &format!("{}:7070", ip(&r1))).as_deref(), Some("c1"));
+    // DEL after flanneld is gone still cleans up both.
+    std::fs::remove_file(lease.subnet_file()).unwrap();
+    call(&id1, &c1).run("DEL", &conf).ok();
+    call(&id2, &c2).run("DEL", &conf).ok();
+    assert!(!host.exec("ip -br link").contains("veth"));
 }
