@@ -330,7 +330,7 @@ impl Applet for Bandwidth {
     /// longer valid attachments. Only devices carrying cnibox's alias for this
     /// network are considered (the names alone do not tell networks apart).
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let valid: Vec<String> = gc::valid_attachments(cmd)?.into_iter().map(|a| a.container_id).collect();
+        let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
         let nl = Netlink::new()?;
         let mut errors = Vec::new();
         for link in nl.links()? {
@@ -339,7 +339,7 @@ impl Applet for Bandwidth {
             }
             let Some(rest) = link.alias.strip_prefix(ALIAS_PREFIX) else { continue };
             let Some((container_id, network)) = rest.split_once(':') else { continue };
-            if network != cmd.conf.name || valid.iter().any(|v| v == container_id) {
+            if network != cmd.conf.name || gc::is_valid_container(&valid, container_id) {
                 continue;
             }
             log::info!("GC: deleting {} of container {container_id}", link.name);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::masq::{self, Attachment};
-use crate::cni::{ipam, CniError, CniResult, Command, Route};
+use crate::cni::{gc, ipam, CniError, CniResult, Command, Route};
 use crate::netlink::{iface, sysctl, veth, Link, NetNs, Netlink};
 
 /// The attachment `cmd` is about, as the nftables elements name it.
@@ -163,21 +163,27 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
 /// then the IPAM delegate's GC. Without the list nothing of ours is removed.
 pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut first_err = None;
-    if let Some(valid) = masq::valid_attachments(&cmd.config) {
-        let network = cmd.conf.name.as_str();
-        let valid_tags: Vec<String> =
-            valid.iter().map(|(id, ifname)| Attachment { network, container_id: id, ifname }.comment()).collect();
-        let stale = |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
-        match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
-            Ok(0) => {}
-            Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
-            Err(e) => first_err = Some(e.into()),
-        }
-        if nft.any() {
-            if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
-                first_err = first_err.or(Some(e));
+    match gc::valid_attachments(cmd) {
+        Ok(Some(valid)) => {
+            let network = cmd.conf.name.as_str();
+            let valid_tags: Vec<String> = valid
+                .iter()
+                .map(|a| Attachment { network, container_id: &a.container_id, ifname: &a.ifname }.comment())
+                .collect();
+            let stale = |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
+            match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
+                Ok(0) => {}
+                Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
+                Err(e) => first_err = Some(e.into()),
+            }
+            if nft.any() {
+                if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
+                    first_err = first_err.or(Some(e));
+                }
             }
         }
+        Ok(None) => log::warn!("GC without cni.dev/valid-attachments: no veth or nftables element removed"),
+        Err(e) => first_err = Some(e),
     }
     if ipam::has_ipam(cmd) {
         if let Err(e) = ipam::gc(cmd) {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::cni::error::{DECODE_FAILURE, NOT_AVAILABLE, UNKNOWN_CONTAINER};
-use crate::cni::{ipam, Applet, CniError, CniResult, Command, Verb};
+use crate::cni::{gc, ipam, Applet, CniError, CniResult, Command, Verb};
 
 pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
@@ -279,20 +279,18 @@ impl Applet for Flannel {
     /// valid attachments any more.
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = FlannelConf::parse(cmd)?;
-        let valid = cmd.config.get("cni.dev/valid-attachments").cloned();
+        let valid = gc::valid_attachments(cmd)?;
         let mut delegate = current_delegate(cmd, &conf)?;
         if let Some(v) = &valid {
+            let v = serde_json::to_value(v).map_err(|e| CniError::internal(e.to_string()))?;
             delegate["cni.dev/valid-attachments"] = v.clone();
-            delegate["cni.dev/attachments"] = v.clone();
+            delegate["cni.dev/attachments"] = v;
         }
         run_delegate(cmd, Verb::Gc, &delegate)?;
-        let Some(valid) = valid.as_ref().and_then(Value::as_array) else {
-            return Ok(());
-        };
-        let keep: Vec<&str> = valid.iter().filter_map(|a| a.get("containerID").and_then(Value::as_str)).collect();
+        let Some(valid) = valid else { return Ok(()) };
         for entry in std::fs::read_dir(&conf.data_dir).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if keep.contains(&id.as_str()) || id.starts_with('.') {
+            if gc::is_valid_container(&valid, &id) || id.starts_with('.') {
                 continue;
             }
             // The data dir may be shared by several flannel networks: only

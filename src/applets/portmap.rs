@@ -504,7 +504,8 @@ impl Applet for Portmap {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let valid: BTreeSet<String> = gc::valid_attachments(cmd)?
+        let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
+        let valid: BTreeSet<String> = valid
             .iter()
             .map(|a| nft_owned::owner_comment(&cmd.conf.name, &a.container_id, &a.ifname))
             .collect();

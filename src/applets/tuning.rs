@@ -562,8 +562,8 @@ impl Applet for Tuning {
     /// are left alone: the data dir is shared by every network.
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let dir = data_dir(cmd);
-        let valid: Vec<String> =
-            gc::valid_attachments(cmd)?.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
+        let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
+        let valid: Vec<String> = valid.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
