@@ -321,10 +321,8 @@ impl Applet for Firewall {
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
-        let valid: BTreeSet<String> = valid
-            .iter()
-            .map(|a| nft_owned::owner_comment(&cmd.conf.name, &a.container_id, &a.ifname))
-            .collect();
+        let valid: BTreeSet<String> =
+            valid.iter().map(|a| nft_owned::owner_comment(&cmd.conf.name, &a.container_id, &a.ifname)).collect();
         let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
         let net = cmd.conf.name.clone();
         let (elements, _) =

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::main_plugin::{address_or_up, check_interface, open_container};
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{address_or_up, check_interface, open_container};
 use crate::netlink::{fault_step, mac, Link, NetNs, Netlink};
 
 pub struct HostDevice;

@@ -6,8 +6,8 @@ use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, LinkAttribute, LinkIn
 use rtnetlink::LinkMacVlan;
 use serde::Deserialize;
 
+use super::main_plugin::{address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
 
@@ -58,7 +58,7 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, MacVlanMode, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    cmd.args.check_known(super::main_plugin::KNOWN_ARGS)?;
     let mode = parse_mode(&conf.mode)?;
     let mac = requested_mac(cmd, &conf.mac)?;
     if conf.mtu < 0 {

@@ -5,6 +5,7 @@ use crate::cni::Applet;
 
 mod bandwidth;
 mod bridge;
+mod check;
 mod cnitool;
 mod container;
 mod dhcp;
@@ -16,6 +17,7 @@ mod host_local;
 mod ipvlan;
 mod loopback;
 mod macvlan;
+mod main_plugin;
 mod masq;
 mod portmap;
 mod ptp;

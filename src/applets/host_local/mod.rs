@@ -17,7 +17,6 @@ mod config;
 mod dns;
 mod store;
 
-
 use crate::cni::error::NOT_AVAILABLE;
 use crate::cni::{gc, Applet, CniError, CniResult, Command};
 use allocator::Store;
