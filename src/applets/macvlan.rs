@@ -6,7 +6,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, LinkAttribute, LinkIn
 use rtnetlink::LinkMacVlan;
 use serde::Deserialize;
 
-use super::main_plugin::{address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
+use super::main_plugin::{self, address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
@@ -124,10 +124,7 @@ impl Applet for Macvlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::gc(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_gc(cmd)
     }
 
     /// The network can take containers when its master exists (a master in
@@ -140,10 +137,7 @@ impl Applet for Macvlan {
                 .map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
             log::debug!("master {} is present", master.name);
         }
-        if ipam::has_ipam(cmd) {
-            ipam::status(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_status(cmd)
     }
 }
 

@@ -19,6 +19,7 @@ mod loopback;
 mod macvlan;
 mod main_plugin;
 mod masq;
+mod owned_nft_gc;
 mod portmap;
 mod ptp;
 mod sbr;

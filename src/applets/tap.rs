@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::main_plugin::{address_or_up, check_interface, open_container, requested_mac};
+use super::check;
+use super::main_plugin::{self, address_or_up, check_interface, open_container, requested_mac};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::tuntap::{self, TapSpec};
 use crate::netlink::{sysctl, NetNs, Netlink};
@@ -105,23 +106,14 @@ impl Applet for Tap {
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let (_nl, link) = check_interface(cmd)?;
-        if link.kind != "tun" {
-            return Err(CniError::internal(format!("{} is a {:?} link, not a tap", link.name, link.kind)));
-        }
-        Ok(())
+        check::expect_kind(&link, "tun")
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::gc(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::status(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_status(cmd)
     }
 }
