@@ -7,7 +7,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::container::{self, attachment, check_container_veth, enable_forwarding, first_host, rollback, Made, NftUse};
+use super::container::{
+    self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
+};
 use super::masq;
 use super::{check, main_plugin};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface, Route};
@@ -474,16 +476,10 @@ fn setup(
     attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
 
     let mut result = CniResult {
-        interfaces: vec![
-            Interface { name: br.name.clone(), mac: br.mac.clone(), ..Default::default() },
-            Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
-            Interface {
-                name: cmd.ifname.clone(),
-                mac: pair.container.mac.clone(),
-                sandbox: cmd.netns.clone(),
-                ..Default::default()
-            },
-        ],
+        interfaces: [Interface { name: br.name.clone(), mac: br.mac.clone(), ..Default::default() }]
+            .into_iter()
+            .chain(veth_interfaces(cmd, &pair))
+            .collect(),
         ..Default::default()
     };
     let att = attachment(cmd);

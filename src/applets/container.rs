@@ -8,7 +8,8 @@ use ipnet::IpNet;
 
 use super::check;
 use super::masq::{self, Attachment};
-use crate::cni::{gc, ipam, CniError, CniResult, Command};
+use crate::cni::{gc, ipam, CniError, CniResult, Command, Interface};
+use crate::netlink::veth::VethPair;
 use crate::netlink::{sysctl, veth, Link, NetNs, Netlink};
 
 /// The attachment `cmd` is about, as the nftables elements name it.
@@ -41,6 +42,20 @@ pub fn check_container_veth(cmd: &Command, prev: &CniResult, cont: &Netlink) -> 
     let link = check::expect_container_link(cmd, prev, cont)?;
     check::expect_kind(&link, "veth")?;
     Ok(link)
+}
+
+/// The result's interfaces for a veth pair: the host end, then the
+/// container's (in the sandbox).
+pub fn veth_interfaces(cmd: &Command, pair: &VethPair) -> [Interface; 2] {
+    [
+        Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
+        Interface {
+            name: cmd.ifname.clone(),
+            mac: pair.container.mac.clone(),
+            sandbox: cmd.netns.clone(),
+            ..Default::default()
+        },
+    ]
 }
 
 /// Which nftables pieces an attachment has.

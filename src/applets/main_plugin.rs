@@ -53,9 +53,15 @@ pub fn one_interface_result(cmd: &Command, link: &Link, ipam: Option<CniResult>)
     result
 }
 
+/// The container's netns (CNI_NETNS); an invalid-environment error when it
+/// cannot be opened.
+pub fn open_netns(cmd: &Command) -> Result<NetNs, CniError> {
+    NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))
+}
+
 /// The container's netns and a netlink socket inside it.
 pub fn open_container(cmd: &Command) -> Result<(NetNs, Netlink), CniError> {
-    let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+    let ns = open_netns(cmd)?;
     let nl = Netlink::in_netns(&ns)?;
     Ok((ns, nl))
 }

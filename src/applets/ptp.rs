@@ -5,10 +5,12 @@
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::container::{self, attachment, check_container_veth, enable_forwarding, first_host, rollback, Made, NftUse};
+use super::container::{
+    self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
+};
 use super::masq;
 use super::{check, main_plugin};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
 use crate::netlink::veth;
 use crate::netlink::{iface, NetNs, Netlink};
@@ -112,15 +114,7 @@ fn setup(
     let alias = attachment(cmd).comment();
     let pair = veth::create_container_veth(host, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
     made.veth = true;
-    result.interfaces = vec![
-        Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
-        Interface {
-            name: cmd.ifname.clone(),
-            mac: pair.container.mac.clone(),
-            sandbox: cmd.netns.clone(),
-            ..Default::default()
-        },
-    ];
+    result.interfaces = veth_interfaces(cmd, &pair).into();
 
     // Container side: the addresses and IPAM routes, then every packet is
     // sent to the gateway: the on-link subnet route the kernel added is
