@@ -248,3 +248,16 @@ pub fn nft_execs(stderr: &str) -> (usize, usize, usize) {
 pub fn ruleset(ns: &Netns) -> String {
     ns.exec("nft -j list ruleset")
 }
+
+/// The reservation files (one per reserved IP) of a host-local network
+/// directory, sorted; empty when there is none.
+pub fn reserved_ips(net_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(net_dir) else { return Vec::new() };
+    let mut ips: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    ips.sort();
+    ips
+}

@@ -63,3 +63,13 @@ pub fn probe(from: &Netns, target: &Netns, ip: IpAddr) -> Option<IpAddr> {
     let l = Listener::new(target, ip);
     connects(from, l.addr).then(|| l.peer())
 }
+
+/// The veths of `ns` named like the host ends the plugins make (`veth...`).
+pub fn host_veth_names(ns: &Netns) -> Vec<String> {
+    ns.exec("ip -o link show type veth")
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("veth"))
+        .collect()
+}
