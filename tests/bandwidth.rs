@@ -263,6 +263,10 @@ fn gc_removes_ifbs_of_stale_attachments() {
         .ok();
     assert_eq!(a.ifbs().len(), 2);
     let before = a.ifbs();
+    // A GC without the list removes nothing.
+    let no_list = json!({"cniVersion": "1.1.0", "name": "bw-gc", "type": "bandwidth"});
+    Call::new("bandwidth").in_netns(&a.host).run("GC", &no_list.to_string()).ok();
+    assert_eq!(a.ifbs().len(), 2);
 
     let gc = json!({"cniVersion": "1.1.0", "name": "bw-gc", "type": "bandwidth",
                     "cni.dev/valid-attachments": [{"containerID": a.id, "ifname": "eth0"}]});

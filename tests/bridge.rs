@@ -29,28 +29,12 @@ impl Setup {
     }
     /// The host-side veths the plugin names (`veth<hex>`).
     fn host_veths(&self) -> Vec<String> {
-        self.host
-            .exec("ip -o link show type veth")
-            .lines()
-            .filter_map(|l| l.split(':').nth(1))
-            .map(|n| n.trim().split('@').next().unwrap().to_string())
-            .filter(|n| n.starts_with("veth"))
-            .collect()
+        host_veth_names(&self.host)
     }
     /// Reserved IPs in the host-local store of this network.
     fn reservations(&self) -> Vec<String> {
         reserved_ips(&self.data.path().join(&self.name))
     }
-}
-
-/// The reservation files of a host-local store (one file per reserved IP).
-fn reserved_ips(dir: &std::path::Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.parse::<IpAddr>().is_ok())
-        .collect()
 }
 
 #[test]

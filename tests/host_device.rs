@@ -1,18 +1,8 @@
 mod common;
 use common::*;
 
-fn cni_path() -> String {
-    format!("{}:/usr/lib/cni", plugin_dir().display())
-}
-
 fn call(host: &Netns, id: &str, ns: &str) -> Call {
     Call::new("host-device").container(id, ns, "net1").in_netns(host).env("CNI_PATH", &cni_path())
-}
-
-fn with_prev(conf: &str, result: &serde_json::Value) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(conf).unwrap();
-    v["prevResult"] = result.clone();
-    v.to_string()
 }
 
 /// A fake host with a veth pair hd0/hd1; hd0 is the device to hand over.

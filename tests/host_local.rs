@@ -38,20 +38,6 @@ fn net_dir(data: &TempDir, name: &str) -> PathBuf {
     data.path().join(name)
 }
 
-/// The IP files of a network, sorted.
-fn reserved(dir: &Path) -> Vec<String> {
-    let mut ips: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    ips.sort();
-    ips
-}
-
 fn addresses(result: &Value) -> Vec<String> {
     result["ips"].as_array().unwrap().iter().map(|ip| ip["address"].as_str().unwrap().to_string()).collect()
 }
@@ -84,7 +70,7 @@ fn add_check_del() {
     c.run("CHECK", &with_prev.to_string()).err_code();
 
     c.run("DEL", &conf).ok();
-    assert!(reserved(&dir).is_empty());
+    assert!(reserved_ips(&dir).is_empty());
     c.run("CHECK", &conf).err_code();
     c.run("DEL", &conf).ok();
 
@@ -127,11 +113,11 @@ fn dual_stack_and_legacy_range() {
     assert_eq!(result["ips"][1]["gateway"], "fd00:72::1");
     assert_eq!(result["routes"].as_array().unwrap().len(), 2);
     let dir = net_dir(&data, &name);
-    assert_eq!(reserved(&dir), ["10.72.5.10", "fd00:72::100"]);
+    assert_eq!(reserved_ips(&dir), ["10.72.5.10", "fd00:72::100"]);
     assert_eq!(fs::read_to_string(dir.join("last_reserved_ip.1")).unwrap(), "fd00:72::100");
     call("c1", &ns).run("CHECK", &conf).ok();
     call("c1", &ns).run("DEL", &conf).ok();
-    assert!(reserved(&dir).is_empty());
+    assert!(reserved_ips(&dir).is_empty());
 }
 
 #[test]
@@ -147,10 +133,10 @@ fn a_second_add_is_refused() {
     let reply = call("c1", &ns).run("ADD", &conf);
     assert!(reply.stdout.contains("duplicate allocation is not allowed"), "{}", reply.stdout);
     reply.err_code();
-    assert_eq!(reserved(&net_dir(&data, &name)), ["10.73.0.2"]);
+    assert_eq!(reserved_ips(&net_dir(&data, &name)), ["10.73.0.2"]);
     // Another interface of the same container is another attachment.
     call("c1", &ns).env("CNI_IFNAME", "eth1").run("ADD", &conf).ok();
-    assert_eq!(reserved(&net_dir(&data, &name)).len(), 2);
+    assert_eq!(reserved_ips(&net_dir(&data, &name)).len(), 2);
 }
 
 #[test]
@@ -171,7 +157,7 @@ fn fifty_concurrent_adds() {
     });
     let ips: HashSet<String> = results.iter().map(|r| addresses(r)[0].clone()).collect();
     assert_eq!(ips.len(), 50, "duplicate addresses handed out");
-    let files = reserved(&net_dir(&data, &name));
+    let files = reserved_ips(&net_dir(&data, &name));
     assert_eq!(files.len(), 50);
     for ip in &ips {
         assert!(files.contains(&ip.trim_end_matches("/24").to_string()));
@@ -191,23 +177,23 @@ fn gc_keeps_only_valid_attachments() {
         call(id, &ns).run("ADD", &conf).ok();
     }
     let dir = net_dir(&data, &name);
-    assert_eq!(reserved(&dir).len(), 4);
+    assert_eq!(reserved_ips(&dir).len(), 4);
 
     // A GC without the list keeps everything.
     Call::new("host-local").run("GC", &conf).ok();
-    assert_eq!(reserved(&dir).len(), 4);
+    assert_eq!(reserved_ips(&dir).len(), 4);
 
     let mut gc: Value = serde_json::from_str(&conf).unwrap();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "a", "ifname": "eth0"}, {"containerID": "b", "ifname": "eth0"},
                {"containerID": "c", "ifname": "eth9"}]);
     Call::new("host-local").run("GC", &gc.to_string()).ok();
-    assert_eq!(reserved(&dir), ["10.75.0.2", "10.75.0.3"]);
+    assert_eq!(reserved_ips(&dir), ["10.75.0.2", "10.75.0.3"]);
 
     // The older key name is honoured too.
     let mut gc: Value = serde_json::from_str(&conf).unwrap();
     gc["cni.dev/attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
     Call::new("host-local").run("GC", &gc.to_string()).ok();
-    assert_eq!(reserved(&dir), ["10.75.0.3"]);
+    assert_eq!(reserved_ips(&dir), ["10.75.0.3"]);
 }
 
 #[test]
@@ -236,7 +222,7 @@ fn exhaustion_and_status() {
     );
     reply.err_code();
     // Nothing of the failed ADD is left, in either range set.
-    assert_eq!(reserved(&net_dir(&data, &name)), ["10.76.0.2", "fd00:76::2"]);
+    assert_eq!(reserved_ips(&net_dir(&data, &name)), ["10.76.0.2", "fd00:76::2"]);
     assert_eq!(Call::new("host-local").run("STATUS", &conf).err_code(), 50);
     call("c1", &ns).run("DEL", &conf).ok();
     Call::new("host-local").run("STATUS", &conf).ok();
@@ -279,7 +265,7 @@ fn requested_ips() {
     rc["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.78.0.0/24"}]]});
     let result = call("c5", &ns).run("ADD", &rc.to_string()).ok();
     assert_eq!(addresses(&result), ["10.78.0.2/24", "10.77.0.2/24", "fd00:77::2/64"]);
-    assert_eq!(reserved(&net_dir(&data, &name)).len(), 7);
+    assert_eq!(reserved_ips(&net_dir(&data, &name)).len(), 7);
 }
 
 #[test]
@@ -416,7 +402,7 @@ fn mixed_concurrent_adds_with_the_reference() {
     });
     let ips: HashSet<String> = results.iter().map(|r| addresses(r)[0].clone()).collect();
     assert_eq!(ips.len(), 30);
-    assert_eq!(reserved(&net_dir(&data, &name)).len(), 30);
+    assert_eq!(reserved_ips(&net_dir(&data, &name)).len(), 30);
 }
 
 /// Same config, separate stores: the same results as the reference, in every result version.

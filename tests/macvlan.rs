@@ -1,10 +1,6 @@
 mod common;
 use common::*;
 
-fn cni_path() -> String {
-    format!("{}:/usr/lib/cni", plugin_dir().display())
-}
-
 /// A fake host netns with an up bridge `br0` to serve as the master.
 fn host_with_bridge() -> Netns {
     let host = Netns::new("mvh");
@@ -51,12 +47,6 @@ fn two_containers(mode: &str) -> bool {
     call(&host, "c2", &c2).run("DEL", &conf2).ok();
     assert!(!c1.try_exec("ip link show eth0"));
     reached
-}
-
-fn with_prev(conf: &str, result: &serde_json::Value) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(conf).unwrap();
-    v["prevResult"] = result.clone();
-    v.to_string()
 }
 
 #[test]

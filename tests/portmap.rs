@@ -24,19 +24,6 @@ fn call(node: &Node, c: &Container) -> Call {
     Call::new("portmap").container(&c.id, &c.ns.path(), "eth0").in_netns(&node.host).env("CNIBOX_LOG", "debug")
 }
 
-/// nft executions in a call's debug log: (transactions committed,
-/// transactions tried, listings). A failed transaction changes nothing.
-fn nft_execs(stderr: &str) -> (usize, usize, usize) {
-    let committed = stderr.lines().filter(|l| l.contains("nft transaction committed")).count();
-    let tried = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
-    let list = stderr.lines().filter(|l| l.contains("] nft -j list")).count();
-    (committed, tried, list)
-}
-
-fn ruleset(node: &Node) -> String {
-    node.host.exec("nft -j list ruleset")
-}
-
 fn std_maps() -> Value {
     json!([
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
@@ -85,7 +72,7 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     assert_eq!(tcp_get(&c1.ns.name, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
 
     call(&node, &c1).run("CHECK", &add).ok();
-    assert!(ruleset(&node).contains(&c1.id));
+    assert!(ruleset(&node.host).contains(&c1.id));
     // CHECK notices a removed element; a retried ADD restores it.
     node.host.exec("nft delete element inet cnibox-portmap hostports-v4-port '{ udp . 8053 }'");
     call(&node, &c1).run("CHECK", &add).err_code();
@@ -104,7 +91,7 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     let stderr = reply.stderr.clone();
     reply.ok();
     assert_eq!(nft_execs(&stderr), (1, 1, 1), "DEL is one listing and one transaction:\n{stderr}");
-    assert!(!ruleset(&node).contains(&c1.id));
+    assert!(!ruleset(&node.host).contains(&c1.id));
     assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
     assert_eq!(udp_get(o, "192.168.77.1:8053"), None);
     assert_eq!(tcp_get(h, "127.0.0.1:8080"), None);
@@ -133,7 +120,7 @@ fn del_needs_neither_runtime_config_nor_prev_result() {
         .in_netns(&node.host)
         .run("DEL", &conf(json!({}), None, None))
         .ok();
-    assert!(!ruleset(&node).contains(&c1.id));
+    assert!(!ruleset(&node.host).contains(&c1.id));
     assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080"), None);
 }
 
@@ -209,7 +196,7 @@ fn host_ip_and_conditions() {
     call(&node, &c1).run("ADD", &add).ok();
     assert_eq!(conditional(), 2);
     call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
-    assert!(!ruleset(&node).contains(&c1.id));
+    assert!(!ruleset(&node.host).contains(&c1.id));
     assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
 
     // Untranslatable conditions are refused, naming them, and change nothing.
@@ -245,10 +232,15 @@ fn stale_owner_is_replaced_and_gc_removes_stale_attachments() {
     // GC: c2 is no longer valid, c1 (on another port) is.
     let maps81 = json!([{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]);
     call(&node, &c1).run("ADD", &conf(json!({}), Some(maps81), Some(c1.prev_result(1)))).ok();
+    // A GC without the list removes nothing.
+    let no_list = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap"});
+    Call::new("portmap").in_netns(&node.host).run("GC", &no_list.to_string()).ok();
+    let rs = ruleset(&node.host);
+    assert!(rs.contains(&c1.id) && rs.contains(&c2.id));
     let gc = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
         "cni.dev/valid-attachments": [{"containerID": c1.id, "ifname": "eth0"}]});
     Call::new("portmap").in_netns(&node.host).run("GC", &gc.to_string()).ok();
-    let rs = ruleset(&node);
+    let rs = ruleset(&node.host);
     assert!(rs.contains(&c1.id) && !rs.contains(&c2.id));
     assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080"), None);
     assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8081").as_deref(), Some("c1"));
@@ -256,7 +248,7 @@ fn stale_owner_is_replaced_and_gc_removes_stale_attachments() {
     let gc_other =
         json!({"cniVersion": "1.1.0", "name": "othernet", "type": "portmap", "cni.dev/valid-attachments": []});
     Call::new("portmap").in_netns(&node.host).run("GC", &gc_other.to_string()).ok();
-    assert!(ruleset(&node).contains(&c1.id));
+    assert!(ruleset(&node.host).contains(&c1.id));
 }
 
 #[test]
@@ -355,7 +347,7 @@ fn concurrent_add_and_del() {
     let rs = node.host.exec("nft list table inet cnibox-portmap");
     assert_eq!(rs.matches("jump hostports").count(), 2, "fixed rules exist once:\n{rs}");
     run_all("DEL");
-    let rs = ruleset(&node);
+    let rs = ruleset(&node.host);
     assert!(cs.iter().all(|c| !rs.contains(&c.id)));
     assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:9000"), None);
 }

@@ -24,14 +24,10 @@ impl Setup {
         call("ptp", &self.host, id, &ns.path(), "eth0")
     }
     fn host_veths(&self) -> usize {
-        self.host.exec("ip -o link show type veth").lines().filter(|l| l.contains(": veth")).count()
+        host_veth_names(&self.host).len()
     }
     fn reservations(&self) -> usize {
-        std::fs::read_dir(self.data.path().join(&self.name))
-            .map(|d| {
-                d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok()).count()
-            })
-            .unwrap_or(0)
+        reserved_ips(&self.data.path().join(&self.name)).len()
     }
 }
 

@@ -1,19 +1,9 @@
 mod common;
 use common::*;
 
-fn cni_path() -> String {
-    format!("{}:/usr/lib/cni", plugin_dir().display())
-}
-
 /// The plugin runs in a fake host netns, as a runtime would run it.
 fn call(host: &Netns, id: &str, ns: &str) -> Call {
     Call::new("tap").container(id, ns, "tap0").in_netns(host).env("CNI_PATH", &cni_path())
-}
-
-fn with_prev(conf: &str, result: &serde_json::Value) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(conf).unwrap();
-    v["prevResult"] = result.clone();
-    v.to_string()
 }
 
 #[test]

@@ -273,6 +273,10 @@ fn gc_removes_stale_backups_of_its_network() {
     std::fs::write(&foreign, r#"{"mtu": 1500, "network": "another"}"#).unwrap();
     let reference_made = p.data.path().join("ref-container_eth0.json");
     std::fs::write(&reference_made, r#"{"mtu": 1500}"#).unwrap();
+    // A GC without the list removes nothing.
+    let no_list = json!({"cniVersion": "1.1.0", "name": "tuning-test", "type": "tuning", "dataDir": p.data.path()});
+    Call::new("tuning").in_netns(&p.host).run("GC", &no_list.to_string()).ok();
+    assert!(stale.exists());
     let gc = json!({"cniVersion": "1.1.0", "name": "tuning-test", "type": "tuning", "dataDir": p.data.path(),
                     "cni.dev/valid-attachments": [{"containerID": p.id, "ifname": "eth0"}]});
     Call::new("tuning").in_netns(&p.host).run("GC", &gc.to_string()).ok();

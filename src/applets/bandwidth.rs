@@ -11,8 +11,7 @@
 
 use serde::Deserialize;
 
-use crate::cni::error::INVALID_ENV;
-use crate::cni::{gc, sha512, Applet, CniContext, CniError, CniResult, Command, Interface};
+use crate::cni::{gc, sha512, Applet, CniError, CniResult, Command, Interface};
 use crate::netlink::tc::{self, Tbf};
 use crate::netlink::{Link, NetNs, Netlink};
 
@@ -121,10 +120,6 @@ fn ifb_alias(cmd: &Command) -> String {
     format!("{ALIAS_PREFIX}{}:{}", cmd.container_id, cmd.conf.name)
 }
 
-fn open_netns(cmd: &Command) -> Result<NetNs, CniError> {
-    NetNs::open(&cmd.netns).cni(INVALID_ENV, "failed to open the container netns")
-}
-
 /// The host side of the container's veth. A candidate must be a veth whose
 /// peer is the container interface and whose index the container interface
 /// names as its peer. Interfaces without a sandbox in prevResult are tried
@@ -150,7 +145,7 @@ fn host_veth(host: &Netlink, container: &Link, prev: Option<&CniResult>) -> Resu
 
 /// Looks up the container interface and the host veth for ADD and CHECK.
 fn require_host_veth(cmd: &Command, host: &Netlink, prev: &CniResult) -> Result<Link, CniError> {
-    let ns = open_netns(cmd)?;
+    let ns = super::main_plugin::open_netns(cmd)?;
     let cnl = Netlink::in_netns(&ns)?;
     let container = cnl
         .link(&cmd.ifname)?
@@ -330,7 +325,7 @@ impl Applet for Bandwidth {
     /// longer valid attachments. Only devices carrying cnibox's alias for this
     /// network are considered (the names alone do not tell networks apart).
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let valid: Vec<String> = gc::valid_attachments(cmd)?.into_iter().map(|a| a.container_id).collect();
+        let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
         let nl = Netlink::new()?;
         let mut errors = Vec::new();
         for link in nl.links()? {
@@ -339,7 +334,7 @@ impl Applet for Bandwidth {
             }
             let Some(rest) = link.alias.strip_prefix(ALIAS_PREFIX) else { continue };
             let Some((container_id, network)) = rest.split_once(':') else { continue };
-            if network != cmd.conf.name || valid.iter().any(|v| v == container_id) {
+            if network != cmd.conf.name || gc::is_valid_container(&valid, container_id) {
                 continue;
             }
             log::info!("GC: deleting {} of container {container_id}", link.name);

@@ -8,11 +8,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::container::{
-    self, attachment, check_container_iface, check_container_l3, enable_forwarding, first_host, rollback, Made, NftUse,
+    self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
 };
 use super::masq;
-use crate::cni::error::INVALID_ENV;
-use crate::cni::{fault, ipam, Applet, CniContext, CniError, CniResult, Command, Interface, Route};
+use super::{check, main_plugin};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::{PortState, PortVlan};
 use crate::netlink::veth;
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
@@ -357,8 +357,7 @@ impl Applet for Bridge {
         let br = ensure_bridge(&host, &plan.conf, vlan_filtering)?;
         // The bridge is shared by the network's containers: it stays when a later step fails.
         fault::step("bridge: bridge ready")?;
-        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
-        let cont = Netlink::in_netns(&ns)?;
+        let (ns, cont) = main_plugin::open_container(cmd)?;
 
         let run = |ipam_result: Option<CniResult>| {
             let mut made = Made::default();
@@ -386,7 +385,7 @@ impl Applet for Bridge {
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        container::status(cmd)
+        main_plugin::ipam_status(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -397,8 +396,7 @@ impl Applet for Bridge {
         }
         let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
         let host = Netlink::new()?;
-        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
-        let cont = Netlink::in_netns(&ns)?;
+        let (_ns, cont) = main_plugin::open_container(cmd)?;
 
         let br_if = prev.interfaces.iter().find(|i| i.name == conf.bridge && i.sandbox.is_empty());
         let br = host.link(&conf.bridge)?.filter(|l| l.kind == "bridge").ok_or_else(|| {
@@ -415,7 +413,7 @@ impl Applet for Bridge {
                 br.name, conf.promisc_mode, br.promisc
             )));
         }
-        let cont_link = check_container_iface(cmd, &prev, &cont)?;
+        let cont_link = check_container_veth(cmd, &prev, &cont)?;
         // The host end: a veth of the result enslaved to the bridge, peer of the container's.
         let host_veth = prev
             .interfaces
@@ -430,7 +428,7 @@ impl Applet for Bridge {
             return Err(CniError::internal(format!("Interface {} Mac doesn't match: {}", host_if.name, host_if.mac)));
         }
         check_port_vlans(&host, &br, &host_link, &plan)?;
-        check_container_l3(cmd, &prev, &cont, &cont_link)?;
+        check::expect_container_l3(cmd, &prev, &cont, &cont_link)?;
         let att = attachment(cmd);
         if conf.ip_masq {
             let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
@@ -490,16 +488,10 @@ fn setup(
     attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
 
     let mut result = CniResult {
-        interfaces: vec![
-            Interface { name: br.name.clone(), mac: br.mac.clone(), ..Default::default() },
-            Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
-            Interface {
-                name: cmd.ifname.clone(),
-                mac: pair.container.mac.clone(),
-                sandbox: cmd.netns.clone(),
-                ..Default::default()
-            },
-        ],
+        interfaces: [Interface { name: br.name.clone(), mac: br.mac.clone(), ..Default::default() }]
+            .into_iter()
+            .chain(veth_interfaces(cmd, &pair))
+            .collect(),
         ..Default::default()
     };
     let att = attachment(cmd);

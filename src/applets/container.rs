@@ -6,9 +6,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::check;
 use super::masq::{self, Attachment};
-use crate::cni::{ipam, CniError, CniResult, Command, Route};
-use crate::netlink::{iface, sysctl, veth, Link, NetNs, Netlink};
+use crate::cni::{gc, ipam, CniError, CniResult, Command, Interface};
+use crate::netlink::veth::VethPair;
+use crate::netlink::{sysctl, veth, Link, NetNs, Netlink};
 
 /// The attachment `cmd` is about, as the nftables elements name it.
 pub fn attachment(cmd: &Command) -> Attachment<'_> {
@@ -36,55 +38,24 @@ pub fn enable_forwarding(addrs: &[IpNet]) -> Result<(), CniError> {
 
 /// CHECK of the container side: the interface named in the result exists in
 /// the netns, is a veth and has the result's MAC.
-pub fn check_container_iface(cmd: &Command, prev: &CniResult, cont: &Netlink) -> Result<Link, CniError> {
-    let Some(cont_if) = prev.interfaces.iter().find(|i| i.name == cmd.ifname && i.sandbox == cmd.netns) else {
-        return Err(CniError::internal(format!(
-            "interface {} in sandbox {} is not in prevResult",
-            cmd.ifname, cmd.netns
-        )));
-    };
-    let link = cont
-        .link(&cmd.ifname)?
-        .ok_or_else(|| CniError::internal(format!("CNI created interface in container {} not found", cmd.ifname)))?;
-    if link.kind != "veth" {
-        return Err(CniError::internal(format!("Container interface {} not of type veth", cmd.ifname)));
-    }
-    if !cont_if.mac.is_empty() && !cont_if.mac.eq_ignore_ascii_case(&link.mac) {
-        return Err(CniError::internal(format!(
-            "Interface {} Mac {} doesn't match container Mac: {}",
-            cmd.ifname, cont_if.mac, link.mac
-        )));
-    }
+pub fn check_container_veth(cmd: &Command, prev: &CniResult, cont: &Netlink) -> Result<Link, CniError> {
+    let link = check::expect_container_link(cmd, prev, cont)?;
+    check::expect_kind(&link, "veth")?;
     Ok(link)
 }
 
-/// CHECK of the container's addresses and routes against the result.
-pub fn check_container_l3(cmd: &Command, prev: &CniResult, cont: &Netlink, link: &Link) -> Result<(), CniError> {
-    let addrs = cont.addrs(Some(link.index))?;
-    for ip in iface::ips_for(prev, &cmd.ifname, &cmd.netns) {
-        if !addrs.iter().any(|a| a.net == ip.address) {
-            return Err(CniError::internal(format!("address {} not found on {}", ip.address, cmd.ifname)));
-        }
-    }
-    for v6 in [false, true] {
-        let wanted: Vec<&Route> = prev.routes.iter().filter(|r| r.dst.addr().is_ipv6() == v6).collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        let routes = cont.routes(v6)?;
-        for r in wanted {
-            let table = r.table.unwrap_or(254);
-            let found = routes.iter().any(|have| {
-                have.dst.map(|d| d.trunc()) == Some(r.dst.trunc())
-                    && have.table == Some(table)
-                    && (r.gw.is_none() || have.gw == r.gw)
-            });
-            if !found {
-                return Err(CniError::internal(format!("route to {} not found in the container", r.dst)));
-            }
-        }
-    }
-    Ok(())
+/// The result's interfaces for a veth pair: the host end, then the
+/// container's (in the sandbox).
+pub fn veth_interfaces(cmd: &Command, pair: &VethPair) -> [Interface; 2] {
+    [
+        Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
+        Interface {
+            name: cmd.ifname.clone(),
+            mac: pair.container.mac.clone(),
+            sandbox: cmd.netns.clone(),
+            ..Default::default()
+        },
+    ]
 }
 
 /// Which nftables pieces an attachment has.
@@ -163,21 +134,28 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
 /// then the IPAM delegate's GC. Without the list nothing of ours is removed.
 pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut first_err = None;
-    if let Some(valid) = masq::valid_attachments(&cmd.config) {
-        let network = cmd.conf.name.as_str();
-        let valid_tags: Vec<String> =
-            valid.iter().map(|(id, ifname)| Attachment { network, container_id: id, ifname }.comment()).collect();
-        let stale = |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
-        match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
-            Ok(0) => {}
-            Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
-            Err(e) => first_err = Some(e.into()),
-        }
-        if nft.any() {
-            if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
-                first_err = first_err.or(Some(e));
+    match gc::valid_attachments(cmd) {
+        Ok(Some(valid)) => {
+            let network = cmd.conf.name.as_str();
+            let valid_tags: Vec<String> = valid
+                .iter()
+                .map(|a| Attachment { network, container_id: &a.container_id, ifname: &a.ifname }.comment())
+                .collect();
+            let stale =
+                |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
+            match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
+                Ok(0) => {}
+                Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
+                Err(e) => first_err = Some(e.into()),
+            }
+            if nft.any() {
+                if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
+                    first_err = first_err.or(Some(e));
+                }
             }
         }
+        Ok(None) => log::warn!("GC without cni.dev/valid-attachments: no veth or nftables element removed"),
+        Err(e) => first_err = Some(e),
     }
     if ipam::has_ipam(cmd) {
         if let Err(e) = ipam::gc(cmd) {
@@ -185,12 +163,4 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
         }
     }
     first_err.map_or(Ok(()), Err)
-}
-
-/// STATUS: the IPAM delegate's, when there is one.
-pub fn status(cmd: &Command) -> Result<(), CniError> {
-    if ipam::has_ipam(cmd) {
-        ipam::status(cmd)?;
-    }
-    Ok(())
 }

@@ -3,8 +3,9 @@
 
 use rtnetlink::LinkDummy;
 
+use super::check;
+use super::main_plugin::{self, open_container};
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{self, open_container};
 
 pub struct Dummy;
 
@@ -39,7 +40,7 @@ impl Applet for Dummy {
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         require_ipam(cmd)?;
         let (_nl, link) = main_plugin::check_interface(cmd)?;
-        main_plugin::expect_kind(&link, "dummy")?;
+        check::expect_kind(&link, "dummy")?;
         if !link.up {
             return Err(CniError::internal(format!("interface {} is down", link.name)));
         }

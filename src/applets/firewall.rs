@@ -41,7 +41,8 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::{gc, Applet, CniError, CniResult, Command};
+use super::owned_nft_gc;
+use crate::cni::{Applet, CniError, CniResult, Command};
 use crate::netlink::nft::NftError;
 use crate::netlink::nft_build::{add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table};
 use crate::netlink::nft_owned::{self, Listing};
@@ -320,15 +321,7 @@ impl Applet for Firewall {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let valid: BTreeSet<String> = gc::valid_attachments(cmd)?
-            .iter()
-            .map(|a| nft_owned::owner_comment(&cmd.conf.name, &a.container_id, &a.ifname))
-            .collect();
-        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
-        let net = cmd.conf.name.clone();
-        let (elements, _) =
-            nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| nft_owned::is_network(c, &net) && !valid.contains(c))
-                .map_err(nft_err)?;
+        let (elements, _) = owned_nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
         if !elements.is_empty() {
             log::info!("firewall GC: removed {} elements of stale attachments", elements.len());
         }

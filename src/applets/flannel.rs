@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::cni::error::{DECODE_FAILURE, NOT_AVAILABLE, UNKNOWN_CONTAINER};
-use crate::cni::{ipam, Applet, CniError, CniResult, Command, Verb};
+use crate::cni::{gc, ipam, Applet, CniError, CniResult, Command, Verb};
 
 pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
@@ -279,20 +279,18 @@ impl Applet for Flannel {
     /// valid attachments any more.
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = FlannelConf::parse(cmd)?;
-        let valid = cmd.config.get("cni.dev/valid-attachments").cloned();
+        let valid = gc::valid_attachments(cmd)?;
         let mut delegate = current_delegate(cmd, &conf)?;
         if let Some(v) = &valid {
+            let v = serde_json::to_value(v).map_err(|e| CniError::internal(e.to_string()))?;
             delegate["cni.dev/valid-attachments"] = v.clone();
-            delegate["cni.dev/attachments"] = v.clone();
+            delegate["cni.dev/attachments"] = v;
         }
         run_delegate(cmd, Verb::Gc, &delegate)?;
-        let Some(valid) = valid.as_ref().and_then(Value::as_array) else {
-            return Ok(());
-        };
-        let keep: Vec<&str> = valid.iter().filter_map(|a| a.get("containerID").and_then(Value::as_str)).collect();
+        let Some(valid) = valid else { return Ok(()) };
         for entry in std::fs::read_dir(&conf.data_dir).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if keep.contains(&id.as_str()) || id.starts_with('.') {
+            if gc::is_valid_container(&valid, &id) || id.starts_with('.') {
                 continue;
             }
             // The data dir may be shared by several flannel networks: only
@@ -328,6 +326,7 @@ impl Applet for Flannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::skel::test_command;
 
     const ENV: &str =
         "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
@@ -352,30 +351,15 @@ mod tests {
         assert!(SubnetEnv::parse("FLANNEL_MTU=big\n").is_err());
     }
 
-    fn command(config: &str) -> Command {
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "CNI_COMMAND" => "ADD",
-                    "CNI_CONTAINERID" => "c1",
-                    "CNI_NETNS" => "/x",
-                    "CNI_IFNAME" => "eth0",
-                    "CNI_PATH" => "/opt/cni/bin",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
-        Command::from_env(env, config.as_bytes().to_vec()).unwrap()
-    }
-
     #[test]
     fn delegate_rendering() {
         let env = SubnetEnv::parse(ENV).unwrap();
-        let cmd = command(
+        let cmd = test_command(
+            "ADD",
             r#"{"cniVersion":"1.0.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true},
                 "ipam":{"dataDir":"/tmp/x","routes":[{"dst":"192.168.0.0/16"}]},
                 "runtimeConfig":{"portMappings":[]}}"#,
+            "",
         );
         let conf = FlannelConf::parse(&cmd).unwrap();
         assert_eq!((conf.subnet_file.as_str(), conf.data_dir.as_str()), (DEFAULT_SUBNET_FILE, DEFAULT_DATA_DIR));
@@ -392,8 +376,10 @@ mod tests {
             })
         );
         // The delegate's own values win; no isGateway for other types.
-        let cmd = command(
+        let cmd = test_command(
+            "ADD",
             r#"{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{"type":"ipvlan","mtu":9000,"ipMasq":true}}"#,
+            "",
         );
         let d = render_delegate(&cmd, &FlannelConf::parse(&cmd).unwrap(), &env).unwrap();
         assert_eq!((d["mtu"].as_u64(), d["ipMasq"].as_bool(), d.get("isGateway")), (Some(9000), Some(true), None));
@@ -407,7 +393,11 @@ mod tests {
         assert_eq!(d["ipam"]["ranges"], json!([[{"subnet": "10.42.3.0/24"}], [{"subnet": "fd42:0:0:3::/64"}]]));
         assert_eq!(d["ipam"]["routes"], json!([{"dst": "10.42.0.0/16"}, {"dst": "fd42::/56"}]));
         for bad in [r#"{"name":"x"}"#, r#"{"ipam":{}}"#, r#"{"type":5}"#] {
-            let cmd = command(&format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{bad}}}"#));
+            let cmd = test_command(
+                "ADD",
+                &format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{bad}}}"#),
+                "",
+            );
             assert_eq!(render_delegate(&cmd, &FlannelConf::parse(&cmd).unwrap(), &env).unwrap_err().code, 7, "{bad}");
         }
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::main_plugin::{self, address_or_up, check_interface, open_container};
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{address_or_up, check_interface, open_container};
 use crate::netlink::{fault_step, mac, Link, NetNs, Netlink};
 
 pub struct HostDevice;
@@ -275,16 +275,10 @@ impl Applet for HostDevice {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::gc(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::status(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_status(cmd)
     }
 }

@@ -6,8 +6,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoIpVlan, IpVlanMode};
 use rtnetlink::LinkIpVlan;
 use serde::Deserialize;
 
+use super::check;
+use super::main_plugin::{self, open_container};
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{self, open_container};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::{iface, Netlink};
 
@@ -100,14 +101,14 @@ impl Applet for Ipvlan {
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let (conf, mode) = Conf::load(cmd)?;
         let (cont, link) = main_plugin::check_interface(cmd)?;
-        main_plugin::expect_kind(&link, "ipvlan")?;
+        check::expect_kind(&link, "ipvlan")?;
         // Without a configured master, ADD took the default-route link or the
         // previous plugin's interface, which the prevResult no longer names:
         // only a configured master can be compared.
         if !conf.master.is_empty() {
             let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
             let master = moved_link::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
-            main_plugin::expect_parent(&link, &master)?;
+            check::expect_parent(&link, &master)?;
         }
         let have = match cont.link_info_data(link.index)? {
             Some(InfoData::IpVlan(infos)) => infos.into_iter().find_map(|i| match i {

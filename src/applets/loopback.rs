@@ -1,15 +1,10 @@
 //! loopback: brings `lo` up inside the container.
 
-use crate::cni::{Applet, CniContext, CniError, CniResult, Command, Interface, IpConfig};
+use super::main_plugin::open_container;
+use crate::cni::{Applet, CniError, CniResult, Command, Interface, IpConfig};
 use crate::netlink::{NetNs, Netlink};
 
 pub struct Loopback;
-
-fn container(cmd: &Command) -> Result<(NetNs, Netlink), CniError> {
-    let ns = NetNs::open(&cmd.netns).cni(crate::cni::error::INVALID_ENV, "cannot open the container netns")?;
-    let nl = Netlink::in_netns(&ns)?;
-    Ok((ns, nl))
-}
 
 impl Applet for Loopback {
     fn validate(&self, cmd: &Command) -> Result<(), CniError> {
@@ -17,7 +12,7 @@ impl Applet for Loopback {
     }
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
-        let (_ns, nl) = container(cmd)?;
+        let (_ns, nl) = open_container(cmd)?;
         // Before anything changed: lets tests tell whether fault injection is built in.
         crate::cni::fault::step("loopback: container opened")?;
         let lo = nl.require_link("lo")?;
@@ -53,7 +48,7 @@ impl Applet for Loopback {
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
-        let (_ns, nl) = container(cmd)?;
+        let (_ns, nl) = open_container(cmd)?;
         let lo = nl.require_link("lo")?;
         if !lo.up {
             return Err(CniError::internal("loopback interface is down"));

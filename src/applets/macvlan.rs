@@ -6,8 +6,8 @@ use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, LinkAttribute, LinkIn
 use rtnetlink::LinkMacVlan;
 use serde::Deserialize;
 
+use super::main_plugin::{self, address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
 
@@ -58,7 +58,7 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, MacVlanMode, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    cmd.args.check_known(super::main_plugin::KNOWN_ARGS)?;
     let mode = parse_mode(&conf.mode)?;
     let mac = requested_mac(cmd, &conf.mac)?;
     if conf.mtu < 0 {
@@ -124,10 +124,7 @@ impl Applet for Macvlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::gc(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_gc(cmd)
     }
 
     /// The network can take containers when its master exists (a master in
@@ -140,10 +137,7 @@ impl Applet for Macvlan {
                 .map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
             log::debug!("master {} is present", master.name);
         }
-        if ipam::has_ipam(cmd) {
-            ipam::status(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_status(cmd)
     }
 }
 

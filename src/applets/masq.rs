@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
+use crate::cni::gc;
 use crate::cni::hash::short_hex;
 use crate::cni::lock::FileLock;
 use crate::cni::CniError;
@@ -294,9 +295,9 @@ pub fn del(att: &Attachment, masq: bool, spoof: bool) -> Result<(), CniError> {
     remove(att.network, masq, spoof, move |cid, ifn| (cid == id && ifn == ifname) || format!("{cid} {ifn}") == rest)
 }
 
-/// GC: drops the elements of attachments not in `valid` (container id, ifname).
-pub fn gc(network: &str, valid: &[(String, String)], masq: bool, spoof: bool) -> Result<(), CniError> {
-    remove(network, masq, spoof, |id, ifname| !valid.iter().any(|(v_id, v_if)| v_id == id && v_if == ifname))
+/// GC: drops the elements of attachments not in `valid`.
+pub fn gc(network: &str, valid: &[gc::Attachment], masq: bool, spoof: bool) -> Result<(), CniError> {
+    remove(network, masq, spoof, |id, ifname| !gc::is_valid(valid, id, ifname))
 }
 
 /// CHECK: every address of `ips` is in its network's set under this
@@ -352,16 +353,6 @@ pub fn check_backend(backend: Option<&str>) -> Result<(), CniError> {
             "unknown ipMasqBackend {other:?} (expected \"iptables\" or \"nftables\")"
         ))),
     }
-}
-
-/// The `cni.dev/valid-attachments` of a GC request; None when the runtime
-/// sent no list (then nothing may be treated as stale).
-pub fn valid_attachments(config: &Value) -> Option<Vec<(String, String)>> {
-    config.get("cni.dev/valid-attachments").and_then(Value::as_array).map(|list| {
-        list.iter()
-            .filter_map(|a| Some((a.get("containerID")?.as_str()?.to_string(), a.get("ifname")?.as_str()?.to_string())))
-            .collect()
-    })
 }
 
 #[cfg(test)]

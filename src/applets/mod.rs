@@ -5,6 +5,7 @@ use crate::cni::Applet;
 
 mod bandwidth;
 mod bridge;
+mod check;
 mod cnitool;
 mod container;
 mod dhcp;
@@ -16,7 +17,9 @@ mod host_local;
 mod ipvlan;
 mod loopback;
 mod macvlan;
+mod main_plugin;
 mod masq;
+mod owned_nft_gc;
 mod portmap;
 mod ptp;
 mod sbr;

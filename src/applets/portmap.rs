@@ -42,7 +42,8 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::{gc, Applet, CniError, CniResult, Command};
+use super::owned_nft_gc;
+use crate::cni::{Applet, CniError, CniResult, Command};
 use crate::netlink::nft_build::{
     add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
 };
@@ -504,15 +505,7 @@ impl Applet for Portmap {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let valid: BTreeSet<String> = gc::valid_attachments(cmd)?
-            .iter()
-            .map(|a| nft_owned::owner_comment(&cmd.conf.name, &a.container_id, &a.ifname))
-            .collect();
-        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
-        let net = cmd.conf.name.clone();
-        let (elements, rules) =
-            nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| nft_owned::is_network(c, &net) && !valid.contains(c))
-                .map_err(nft_err)?;
+        let (elements, rules) = owned_nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
         if !elements.is_empty() || !rules.is_empty() {
             log::info!(
                 "portmap GC: removed {} elements and {} rules of stale attachments",

@@ -6,11 +6,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::container::{
-    self, attachment, check_container_iface, check_container_l3, enable_forwarding, first_host, rollback, Made, NftUse,
+    self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
 };
 use super::masq;
-use crate::cni::error::INVALID_ENV;
-use crate::cni::{fault, ipam, Applet, CniContext, CniError, CniResult, Command, Interface};
+use super::{check, main_plugin};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
 use crate::netlink::veth;
 use crate::netlink::{iface, NetNs, Netlink};
@@ -48,9 +48,8 @@ impl Applet for Ptp {
         let conf: Conf = cmd.parse_config()?;
         masq::check_backend(conf.ip_masq_backend.as_deref())?;
         ipam::validate(cmd)?;
-        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+        let (ns, cont) = main_plugin::open_container(cmd)?;
         let host = Netlink::new()?;
-        let cont = Netlink::in_netns(&ns)?;
         ipam::add_then(cmd, |ipam_result| {
             let mut made = Made::default();
             let res = setup(cmd, &conf, &host, &ns, &cont, ipam_result, &mut made);
@@ -73,17 +72,16 @@ impl Applet for Ptp {
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        container::status(cmd)
+        main_plugin::ipam_status(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
         ipam::check(cmd)?;
         let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
-        let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
-        let cont = Netlink::in_netns(&ns)?;
-        let link = check_container_iface(cmd, &prev, &cont)?;
-        check_container_l3(cmd, &prev, &cont, &link)?;
+        let (_ns, cont) = main_plugin::open_container(cmd)?;
+        let link = check_container_veth(cmd, &prev, &cont)?;
+        check::expect_container_l3(cmd, &prev, &cont, &link)?;
         if conf.ip_masq {
             let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
             masq::check(&attachment(cmd), &ips)?;
@@ -116,15 +114,7 @@ fn setup(
     let alias = attachment(cmd).comment();
     let pair = veth::create_container_veth(host, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
     made.veth = true;
-    result.interfaces = vec![
-        Interface { name: pair.host.name.clone(), mac: pair.host.mac.clone(), ..Default::default() },
-        Interface {
-            name: cmd.ifname.clone(),
-            mac: pair.container.mac.clone(),
-            sandbox: cmd.netns.clone(),
-            ..Default::default()
-        },
-    ];
+    result.interfaces = veth_interfaces(cmd, &pair).into();
 
     // Container side: the addresses and IPAM routes, then every packet is
     // sent to the gateway: the on-link subnet route the kernel added is

@@ -194,21 +194,7 @@ impl Applet for Static {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn command(config: &str, cni_args: &str) -> Command {
-        let env: HashMap<&str, &str> = [
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_NETNS", "/x"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/opt/cni/bin"),
-            ("CNI_ARGS", cni_args),
-        ]
-        .into_iter()
-        .collect();
-        Command::from_env(|k| env.get(k).map(|v| v.to_string()), config.as_bytes().to_vec()).unwrap()
-    }
+    use crate::cni::skel::test_command;
 
     fn addrs(conf: &StaticConfig) -> Vec<String> {
         conf.addresses
@@ -227,7 +213,7 @@ mod tests {
 
     #[test]
     fn config_addresses_routes_dns() {
-        let conf = load(&command(BASE, "")).unwrap();
+        let conf = load(&test_command("ADD", BASE, "")).unwrap();
         assert_eq!(addrs(&conf), ["10.10.0.5/24 via 10.10.0.1", "3ffe:ffff:0:1::5/64"]);
         assert_eq!(conf.routes.len(), 2);
         assert_eq!(conf.routes[1].gw, Some("10.10.0.254".parse().unwrap()));
@@ -237,7 +223,8 @@ mod tests {
 
     #[test]
     fn cni_args_append_and_set_gateways() {
-        let conf = load(&command(BASE, "IP=10.20.0.7/16, 10.30.0.7/24;GATEWAY=10.20.0.1,10.30.0.1")).unwrap();
+        let conf =
+            load(&test_command("ADD", BASE, "IP=10.20.0.7/16, 10.30.0.7/24;GATEWAY=10.20.0.1,10.30.0.1")).unwrap();
         assert_eq!(
             addrs(&conf),
             [
@@ -248,7 +235,7 @@ mod tests {
             ]
         );
         // A gateway replaces the configured one when its subnet holds it.
-        let conf = load(&command(BASE, "GATEWAY=10.10.0.254")).unwrap();
+        let conf = load(&test_command("ADD", BASE, "GATEWAY=10.10.0.254")).unwrap();
         assert_eq!(addrs(&conf)[0], "10.10.0.5/24 via 10.10.0.254");
     }
 
@@ -256,18 +243,18 @@ mod tests {
     fn args_then_runtime_config_replace() {
         let with_args =
             BASE.replacen(r#""type":"bridge","#, r#""type":"bridge","args":{"cni":{"ips":["10.1.0.2/24"]}},"#, 1);
-        let conf = load(&command(&with_args, "IP=10.20.0.7/16")).unwrap();
+        let conf = load(&test_command("ADD", &with_args, "IP=10.20.0.7/16")).unwrap();
         assert_eq!(addrs(&conf), ["10.1.0.2/24"]);
         let with_rc = with_args.replacen(
             r#""type":"bridge","#,
             r#""type":"bridge","runtimeConfig":{"ips":["10.2.0.2/24","fd00::2/64"]},"#,
             1,
         );
-        let conf = load(&command(&with_rc, "IP=10.20.0.7/16")).unwrap();
+        let conf = load(&test_command("ADD", &with_rc, "IP=10.20.0.7/16")).unwrap();
         assert_eq!(addrs(&conf), ["10.2.0.2/24", "fd00::2/64"]);
         // Empty lists replace nothing.
         let empty = BASE.replacen(r#""type":"bridge","#, r#""type":"bridge","runtimeConfig":{"ips":[]},"#, 1);
-        assert_eq!(load(&command(&empty, "")).unwrap().addresses.len(), 2);
+        assert_eq!(load(&test_command("ADD", &empty, "")).unwrap().addresses.len(), 2);
     }
 
     #[test]
@@ -282,17 +269,17 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{},"runtimeConfig":{"ips":["10.0.0.1"]}}"#,
         ];
         for conf in bad {
-            assert_eq!(load(&command(conf, "")).unwrap_err().code, 7, "{conf}");
+            assert_eq!(load(&test_command("ADD", conf, "")).unwrap_err().code, 7, "{conf}");
         }
-        assert_eq!(load(&command(BASE, "IP=10.0.0.1")).unwrap_err().code, 7);
-        assert_eq!(load(&command(BASE, "GATEWAY=x")).unwrap_err().code, 7);
-        assert_eq!(load(&command(BASE, "FOO=1")).unwrap_err().code, 7);
-        load(&command(BASE, "FOO=1;IgnoreUnknown=1")).unwrap();
+        assert_eq!(load(&test_command("ADD", BASE, "IP=10.0.0.1")).unwrap_err().code, 7);
+        assert_eq!(load(&test_command("ADD", BASE, "GATEWAY=x")).unwrap_err().code, 7);
+        assert_eq!(load(&test_command("ADD", BASE, "FOO=1")).unwrap_err().code, 7);
+        load(&test_command("ADD", BASE, "FOO=1;IgnoreUnknown=1")).unwrap();
     }
 
     #[test]
     fn keys_match_case_insensitively() {
         let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"x","IPAM":{"Addresses":[{"Address":"10.0.0.5/24","Gateway":"10.0.0.1"}]}}"#;
-        assert_eq!(addrs(&load(&command(conf, "")).unwrap()), ["10.0.0.5/24 via 10.0.0.1"]);
+        assert_eq!(addrs(&load(&test_command("ADD", conf, "")).unwrap()), ["10.0.0.5/24 via 10.0.0.1"]);
     }
 }

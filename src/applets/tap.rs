@@ -3,8 +3,9 @@
 
 use serde::Deserialize;
 
+use super::check;
+use super::main_plugin::{self, address_or_up, check_interface, open_container, requested_mac};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{address_or_up, check_interface, open_container, requested_mac};
 use crate::netlink::tuntap::{self, TapSpec};
 use crate::netlink::{sysctl, NetNs, Netlink};
 
@@ -60,7 +61,7 @@ fn configure(
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(crate::netlink::main_plugin::KNOWN_ARGS)?;
+    cmd.args.check_known(super::main_plugin::KNOWN_ARGS)?;
     if conf.mtu < 0 || conf.mtu > 65535 {
         return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
     }
@@ -100,28 +101,19 @@ impl Applet for Tap {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        crate::netlink::main_plugin::del_link_and_ipam(cmd)
+        super::main_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let (_nl, link) = check_interface(cmd)?;
-        if link.kind != "tun" {
-            return Err(CniError::internal(format!("{} is a {:?} link, not a tap", link.name, link.kind)));
-        }
-        Ok(())
+        check::expect_kind(&link, "tun")
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::gc(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        if ipam::has_ipam(cmd) {
-            ipam::status(cmd)?;
-        }
-        Ok(())
+        main_plugin::ipam_status(cmd)
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::cni::error::{INVALID_CONFIG, INVALID_ENV, IO_FAILURE};
+use crate::cni::error::{INVALID_CONFIG, IO_FAILURE};
 use crate::cni::{gc, lenient, Applet, CniContext, CniError, CniResult, Command};
 use crate::netlink::{mac, sysctl, Link, NetNs, Netlink};
 
@@ -325,10 +325,6 @@ fn remove_file(path: &Path) -> Result<(), CniError> {
     }
 }
 
-fn open_netns(cmd: &Command) -> Result<NetNs, CniError> {
-    NetNs::open(&cmd.netns).cni(INVALID_ENV, "failed to open the container netns")
-}
-
 /// The current values of what `s` changes.
 fn originals(ns: &NetNs, link: &Link, s: &Settings, network: &str) -> Result<Backup, CniError> {
     let paths: Vec<String> = s.sysctls.iter().map(|(_, p, _)| p.clone()).collect();
@@ -469,7 +465,7 @@ impl Applet for Tuning {
         if s.sysctls.is_empty() && !s.changes_link() {
             return Ok(prev);
         }
-        let ns = open_netns(cmd)?;
+        let ns = super::main_plugin::open_netns(cmd)?;
         let nl = Netlink::in_netns(&ns)?;
         let link = nl
             .link(&cmd.ifname)?
@@ -515,7 +511,7 @@ impl Applet for Tuning {
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let s = settings(cmd)?;
         require_prev(cmd)?;
-        let ns = open_netns(cmd)?;
+        let ns = super::main_plugin::open_netns(cmd)?;
         let paths: Vec<String> = s.sysctls.iter().map(|(_, p, _)| p.clone()).collect();
         let current = ns.run(|| paths.iter().map(|p| sysctl::read(p)).collect::<Vec<_>>())?;
         for ((key, _, want), got) in s.sysctls.iter().zip(current) {
@@ -562,8 +558,8 @@ impl Applet for Tuning {
     /// are left alone: the data dir is shared by every network.
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let dir = data_dir(cmd);
-        let valid: Vec<String> =
-            gc::valid_attachments(cmd)?.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
+        let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
+        let valid: Vec<String> = valid.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

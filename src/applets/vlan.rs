@@ -5,8 +5,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoVlan};
 use rtnetlink::LinkVlan;
 use serde::Deserialize;
 
+use super::check;
+use super::main_plugin::{self, open_container};
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::{self, open_container};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
 
@@ -79,10 +80,10 @@ impl Applet for Vlan {
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = Conf::load(cmd)?;
         let (cont, link) = main_plugin::check_interface(cmd)?;
-        main_plugin::expect_kind(&link, "vlan")?;
+        check::expect_kind(&link, "vlan")?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let master = moved_link::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
-        main_plugin::expect_parent(&link, &master)?;
+        check::expect_parent(&link, &master)?;
         let id = match cont.link_info_data(link.index)? {
             Some(InfoData::Vlan(infos)) => infos.into_iter().find_map(|i| match i {
                 InfoVlan::Id(id) => Some(i64::from(id)),

@@ -12,9 +12,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoVrf, LinkAttribute, LinkInfo};
 use rtnetlink::LinkVrf;
 use serde::Deserialize;
 
+use super::main_plugin::open_container;
 use crate::cni::error::INCOMPATIBLE_VERSION;
 use crate::cni::{version, Applet, CniError, CniResult, Command};
-use crate::netlink::main_plugin::open_container;
 use crate::netlink::{Link, Netlink, RouteEntry};
 
 pub struct Vrf;

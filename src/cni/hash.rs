@@ -14,6 +14,18 @@ pub fn fnv1a(parts: &[&str]) -> u64 {
     h
 }
 
+/// 128-bit FNV-1a of `s` (no separator) as 32 hex characters: for names
+/// that must practically never collide (nft comments of long attachments).
+/// Stored in nft state: the output must never change.
+pub fn fnv1a_128_hex(s: &str) -> String {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in s.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    format!("{h:032x}")
+}
+
 /// `len` lowercase hex characters (at most 16) of the parts' hash.
 pub fn short_hex(parts: &[&str], len: usize) -> String {
     let s = format!("{:016x}", fnv1a(parts));
@@ -38,5 +50,11 @@ mod tests {
         assert_eq!(super::short_hex(&["a", "bc"], 8), super::short_hex(&["a", "bc"], 8));
         assert_ne!(super::short_hex(&["ab", "c"], 8), super::short_hex(&["a", "bc"], 8));
         assert_eq!(super::short_hex(&["x"], 8).len(), 8);
+    }
+
+    #[test]
+    fn fnv1a_128_is_pinned() {
+        // Existing nft comments carry this value: it must not change.
+        assert_eq!(super::fnv1a_128_hex("net c1 eth0"), "2a15564a4771f51d852fb78dcec2fbd9");
     }
 }

@@ -304,6 +304,22 @@ fn emit_error(e: &CniError, version: &str) -> i32 {
     1
 }
 
+/// A Command as a runtime would make it for container c1, eth0 in /x: the
+/// fixture of unit tests that parse configs.
+#[cfg(test)]
+pub fn test_command(verb: &str, config: &str, cni_args: &str) -> Command {
+    let env = [
+        ("CNI_COMMAND", verb),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/x"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        ("CNI_ARGS", cni_args),
+    ];
+    let getenv = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string());
+    Command::from_env(getenv, config.as_bytes().to_vec()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@ pub mod conntrack;
 pub mod iface;
 pub mod link;
 pub mod mac;
-pub mod main_plugin;
 pub mod moved_link;
 pub mod netns;
 pub mod nft;
@@ -22,7 +21,6 @@ pub mod rule;
 pub mod sysctl;
 pub mod tc;
 pub mod tuntap;
-pub mod verify;
 pub mod veth;
 
 use std::fmt;

@@ -15,6 +15,7 @@ use nftables::types::NfFamily;
 use serde_json::Value;
 
 use super::nft::{self, NftError};
+use crate::cni::hash::fnv1a_128_hex;
 
 /// nft's limit for a rule or element comment.
 const COMMENT_MAX: usize = 128;
@@ -26,7 +27,7 @@ pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String 
     if plain.len() <= COMMENT_MAX {
         return plain;
     }
-    format!("{} #{}", network_part(network), hash_hex(&format!("{container_id} {ifname}")))
+    format!("{} #{}", network_part(network), fnv1a_128_hex(&format!("{container_id} {ifname}")))
 }
 
 /// What every comment of `network` starts with (followed by a space).
@@ -34,23 +35,13 @@ pub fn network_part(network: &str) -> String {
     if network.len() <= 48 && !network.contains(char::is_whitespace) {
         network.to_string()
     } else {
-        format!("#{}", hash_hex(network))
+        format!("#{}", fnv1a_128_hex(network))
     }
 }
 
 /// Whether `comment` belongs to `network`.
 pub fn is_network(comment: &str, network: &str) -> bool {
     comment.strip_prefix(&network_part(network)).is_some_and(|rest| rest.starts_with(' '))
-}
-
-/// 128-bit FNV-1a in hex: stable across versions, no dependency.
-fn hash_hex(s: &str) -> String {
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for b in s.bytes() {
-        h ^= b as u128;
-        h = h.wrapping_mul(0x0000000001000000000000000000013B);
-    }
-    format!("{h:032x}")
 }
 
 /// One element as nft lists it.

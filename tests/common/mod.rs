@@ -206,3 +206,58 @@ pub fn not_root() -> bool {
     eprintln!("skipped: needs root");
     true
 }
+
+/// CNI_PATH with cnibox's applets first and the reference plugins after
+/// them (for delegates cnibox does not have).
+pub fn cni_path() -> String {
+    format!("{}:/usr/lib/cni", plugin_dir().display())
+}
+
+/// The config of a CHECK: the ADD's config (JSON text or Value) with its
+/// result as prevResult.
+pub fn with_prev(conf: &(impl std::fmt::Display + ?Sized), result: &Value) -> String {
+    let mut c: Value = serde_json::from_str(&conf.to_string()).unwrap();
+    c["prevResult"] = result.clone();
+    c.to_string()
+}
+
+/// Runs `f` on a thread inside the named netns.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// nft executions in a call's debug log (CNIBOX_LOG=debug): (transactions
+/// committed, transactions tried, listings). A failed transaction changes
+/// nothing.
+pub fn nft_execs(stderr: &str) -> (usize, usize, usize) {
+    let committed = stderr.lines().filter(|l| l.contains("nft transaction committed")).count();
+    let tried = stderr.lines().filter(|l| l.contains("] nft -j -f -")).count();
+    let list = stderr.lines().filter(|l| l.contains("] nft -j list")).count();
+    (committed, tried, list)
+}
+
+/// `nft -j list ruleset` inside the netns.
+pub fn ruleset(ns: &Netns) -> String {
+    ns.exec("nft -j list ruleset")
+}
+
+/// The reservation files (one per reserved IP) of a host-local network
+/// directory, sorted; empty when there is none.
+pub fn reserved_ips(net_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(net_dir) else { return Vec::new() };
+    let mut ips: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    ips.sort();
+    ips
+}

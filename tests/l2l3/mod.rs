@@ -2,20 +2,12 @@
 //! from threads inside a test's namespaces (no ping or nc needed).
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-/// CNI_PATH with cnibox's applets first and the reference plugins after
-/// them (host-local comes from /usr/lib/cni until cnibox has its own).
-pub fn cni_path() -> String {
-    format!("{}:/usr/lib/cni", plugin_dir().display())
-}
 
 /// A plugin call for one container, run inside the fake host netns.
 pub fn call(plugin: &str, host: &Netns, id: &str, netns: &str, ifname: &str) -> Call {
@@ -37,30 +29,10 @@ pub fn net_conf(plugin: &str, name: &str, ipam: Value, extra: Value) -> Value {
     conf
 }
 
-/// The config of a CHECK: the ADD's config with its result as prevResult.
-pub fn with_prev(conf: &Value, result: &Value) -> String {
-    let mut c = conf.clone();
-    c["prevResult"] = result.clone();
-    c.to_string()
-}
-
 /// The address of the result's `n`th IP, without prefix.
 pub fn result_ip(result: &Value, n: usize) -> IpAddr {
     let s = result["ips"][n]["address"].as_str().unwrap();
     s.split('/').next().unwrap().parse().unwrap()
-}
-
-/// Runs `f` on a thread inside the named netns.
-pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = File::open(format!("/run/netns/{ns}")).unwrap();
-            setns(file, CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 /// A TCP listener bound inside a netns.
@@ -92,7 +64,12 @@ pub fn probe(from: &Netns, target: &Netns, ip: IpAddr) -> Option<IpAddr> {
     connects(from, l.addr).then(|| l.peer())
 }
 
-/// `nft -j list ruleset` inside the netns.
-pub fn ruleset(ns: &Netns) -> String {
-    ns.exec("nft -j list ruleset")
+/// The veths of `ns` named like the host ends the plugins make (`veth...`).
+pub fn host_veth_names(ns: &Netns) -> Vec<String> {
+    ns.exec("ip -o link show type veth")
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("veth"))
+        .collect()
 }

@@ -344,24 +344,14 @@ impl Daemon {
 
     /// Releases this network's leases whose attachment the runtime no longer lists.
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Attachment {
-            #[serde(rename = "containerID")]
-            container_id: String,
-            ifname: String,
-        }
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
-        let valid: Vec<Attachment> = match req.config.get("cni.dev/valid-attachments") {
-            Some(v) if !v.is_null() => crate::cni::lenient::parse_config(v, "cni.dev/valid-attachments")?,
-            _ => Vec::new(),
-        };
+        let Some(valid) = crate::cni::gc::valid_attachments_in(&req.config)? else { return Ok(()) };
         let stale: Vec<Arc<Managed>> = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<String> = leases
                 .iter()
                 .filter(|(_, m)| m.net_name == conf.name)
-                .filter(|(_, m)| !valid.iter().any(|a| a.container_id == m.container_id && a.ifname == m.ifname))
+                .filter(|(_, m)| !crate::cni::gc::is_valid(&valid, &m.container_id, &m.ifname))
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| leases.remove(k)).collect()

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::config::{from_u128, to_u128, RangeSet};
+use crate::cni::gc::Attachment;
 use crate::cni::{CniError, IpConfig};
 
 /// Who holds a reservation: the content of a reservation file.
@@ -248,11 +249,11 @@ pub fn held_by(store: &impl Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>
 /// Releases every reservation whose attachment is not in `valid`
 /// (container ID, ifname). Legacy files stay while their container has a
 /// valid attachment.
-pub fn gc(store: &mut impl Store, valid: &[(String, String)]) -> Result<Vec<IpAddr>, CniError> {
+pub fn gc(store: &mut impl Store, valid: &[Attachment]) -> Result<Vec<IpAddr>, CniError> {
     let stale: Vec<IpAddr> = store
         .reservations()?
         .into_iter()
-        .filter(|r| !valid.iter().any(|(id, ifname)| r.owner.matches(id, ifname)))
+        .filter(|r| !valid.iter().any(|a| r.owner.matches(&a.container_id, &a.ifname)))
         .map(|r| r.ip)
         .collect();
     release_all(store, &stale)?;
@@ -481,7 +482,7 @@ pub mod tests {
         allocate(&mut store, &sets, "a", "eth1", &[]).unwrap();
         store.ips.insert(ip("10.0.0.100"), Owner::parse("b"));
         store.ips.insert(ip("10.0.0.101"), Owner::parse("z"));
-        let valid = [("a".to_string(), "eth0".to_string()), ("b".to_string(), "eth0".to_string())];
+        let valid = ["a", "b"].map(|id| Attachment { container_id: id.to_string(), ifname: "eth0".to_string() });
         let mut removed = gc(&mut store, &valid).unwrap();
         removed.sort();
         assert_eq!(removed, [ip("10.0.0.4"), ip("10.0.0.5"), ip("10.0.0.101")]);

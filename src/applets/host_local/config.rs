@@ -359,32 +359,18 @@ pub fn load(cmd: &Command, require_ranges: bool) -> Result<Config, CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn command(verb: &str, config: &str, cni_args: &str) -> Command {
-        let env: HashMap<&str, &str> = [
-            ("CNI_COMMAND", verb),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_NETNS", "/x"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/opt/cni/bin"),
-            ("CNI_ARGS", cni_args),
-        ]
-        .into_iter()
-        .collect();
-        Command::from_env(|k| env.get(k).map(|v| v.to_string()), config.as_bytes().to_vec()).unwrap()
-    }
+    use crate::cni::skel::test_command;
 
     fn conf(ipam: &str) -> String {
         format!(r#"{{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipam":{ipam}}}"#)
     }
 
     fn load_ok(ipam: &str) -> Config {
-        load(&command("ADD", &conf(ipam), ""), true).unwrap()
+        load(&test_command("ADD", &conf(ipam), ""), true).unwrap()
     }
 
     fn load_err(ipam: &str) -> CniError {
-        load(&command("ADD", &conf(ipam), ""), true).unwrap_err()
+        load(&test_command("ADD", &conf(ipam), ""), true).unwrap_err()
     }
 
     #[test]
@@ -428,26 +414,26 @@ mod tests {
         let config = r#"{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipam":{"type":"host-local",
             "ranges":[[{"subnet":"10.1.0.0/16"}]]},
             "runtimeConfig":{"ipRanges":[[{"subnet":"10.2.0.0/16"}]]}}"#;
-        let c = load(&command("ADD", config, ""), true).unwrap();
+        let c = load(&test_command("ADD", config, ""), true).unwrap();
         assert_eq!(c.ranges.len(), 2);
         assert_eq!(c.ranges[0].0[0].subnet.to_string(), "10.2.0.0/16");
         // A config with only the capability works.
         let config = r#"{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipam":{"type":"host-local"},
             "runtimeConfig":{"ipRanges":[[{"subnet":"10.2.0.0/16"}]]}}"#;
-        assert_eq!(load(&command("ADD", config, ""), true).unwrap().ranges.len(), 1);
+        assert_eq!(load(&test_command("ADD", config, ""), true).unwrap().ranges.len(), 1);
     }
 
     #[test]
     fn requested_ips_from_everywhere() {
         let config = r#"{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipam":{"type":"host-local",
             "subnet":"10.1.0.0/16"},"args":{"cni":{"ips":["10.1.0.8"]}},"runtimeConfig":{"ips":["10.1.0.9/16"]}}"#;
-        let c = load(&command("ADD", config, "IP=10.1.0.5,10.1.0.6/16"), true).unwrap();
+        let c = load(&test_command("ADD", config, "IP=10.1.0.5,10.1.0.6/16"), true).unwrap();
         let ips: Vec<String> = c.requested.iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["10.1.0.5", "10.1.0.6", "10.1.0.8", "10.1.0.9"]);
-        assert_eq!(load(&command("ADD", config, "IP=10.1.0.500"), true).unwrap_err().code, 7);
-        assert_eq!(load(&command("ADD", config, "IP=10.1.0.5/"), true).unwrap_err().code, 7);
-        assert_eq!(load(&command("ADD", config, "FOO=bar"), true).unwrap_err().code, 7);
-        assert!(load(&command("ADD", config, "IP=;IgnoreUnknown=1;FOO=bar"), true).is_ok());
+        assert_eq!(load(&test_command("ADD", config, "IP=10.1.0.500"), true).unwrap_err().code, 7);
+        assert_eq!(load(&test_command("ADD", config, "IP=10.1.0.5/"), true).unwrap_err().code, 7);
+        assert_eq!(load(&test_command("ADD", config, "FOO=bar"), true).unwrap_err().code, 7);
+        assert!(load(&test_command("ADD", config, "IP=;IgnoreUnknown=1;FOO=bar"), true).is_ok());
     }
 
     #[test]
@@ -498,10 +484,10 @@ mod tests {
     fn old_versions_take_one_address_per_family() {
         let config = r#"{"cniVersion":"0.2.0","name":"net1","type":"bridge","ipam":{"type":"host-local",
             "ranges":[[{"subnet":"10.1.0.0/16"}],[{"subnet":"10.2.0.0/16"}]]}}"#;
-        let e = load(&command("ADD", config, ""), true).unwrap_err();
+        let e = load(&test_command("ADD", config, ""), true).unwrap_err();
         assert_eq!(e.msg, "CNI version 0.2.0 does not support more than 1 address per family");
         let config = config.replace("10.2.0.0/16", "fd00::/64");
-        load(&command("ADD", &config, ""), true).unwrap();
+        load(&test_command("ADD", &config, ""), true).unwrap();
     }
 
     #[test]
@@ -515,7 +501,7 @@ mod tests {
         assert_eq!(c.ranges[0].to_string(), "10.0.0.5-10.0.0.254");
         assert_eq!(c.ranges[0].0[0].gateway.to_string(), "10.0.0.1");
         let config = conf(r#"{"type":"host-local","subnet":"10.0.0.0/24"}"#);
-        let c = load(&command("ADD", &config, "IP=::ffff:10.0.0.9"), true).unwrap();
+        let c = load(&test_command("ADD", &config, "IP=::ffff:10.0.0.9"), true).unwrap();
         assert_eq!(c.requested[0].to_string(), "10.0.0.9");
     }
 
@@ -526,13 +512,13 @@ mod tests {
         }
         validate_network_name("my-net.v1_2").unwrap();
         let config = r#"{"cniVersion":"1.0.0","name":"../etc","type":"bridge","ipam":{"subnet":"10.0.0.0/24"}}"#;
-        assert_eq!(load(&command("ADD", config, ""), true).unwrap_err().code, 7);
-        assert_eq!(load_location(&command("DEL", config, "")).unwrap_err().code, 7);
+        assert_eq!(load(&test_command("ADD", config, ""), true).unwrap_err().code, 7);
+        assert_eq!(load_location(&test_command("DEL", config, "")).unwrap_err().code, 7);
     }
 
     #[test]
     fn status_without_ranges() {
-        let c = load(&command("ADD", &conf(r#"{"type":"host-local"}"#), ""), false).unwrap();
+        let c = load(&test_command("ADD", &conf(r#"{"type":"host-local"}"#), ""), false).unwrap();
         assert!(c.ranges.is_empty());
     }
 }

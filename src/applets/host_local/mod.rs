@@ -17,11 +17,8 @@ mod config;
 mod dns;
 mod store;
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use crate::cni::error::NOT_AVAILABLE;
-use crate::cni::{lenient, Applet, CniError, CniResult, Command};
+use crate::cni::{gc, Applet, CniError, CniResult, Command};
 use allocator::Store;
 use store::DiskStore;
 
@@ -38,25 +35,6 @@ pub const KEYS: &[(&str, &str)] = &[
     ("runtimeConfig.ips", "capability \"ips\": IPs to reserve"),
     ("runtimeConfig.ipRanges", "capability \"ipRanges\": range sets put before the configured ones"),
 ];
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Attachment {
-    #[serde(rename = "containerID")]
-    container_id: String,
-    ifname: String,
-}
-
-/// The attachments a GC must keep; None when the runtime sent no list.
-fn valid_attachments(config: &Value) -> Result<Option<Vec<(String, String)>>, CniError> {
-    let mut found = None;
-    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-        let Some(list) = config.get(key).filter(|v| !v.is_null()) else { continue };
-        let list: Vec<Attachment> = lenient::parse_config(list, key)?;
-        found.get_or_insert_with(Vec::new).extend(list.into_iter().map(|a| (a.container_id, a.ifname)));
-    }
-    Ok(found)
-}
 
 impl Applet for HostLocal {
     fn validate(&self, cmd: &Command) -> Result<(), CniError> {
@@ -127,7 +105,7 @@ impl Applet for HostLocal {
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let (name, data_dir) = config::load_location(cmd)?;
-        let Some(valid) = valid_attachments(&cmd.config)? else {
+        let Some(valid) = gc::valid_attachments(cmd)? else {
             // Without the list every reservation would look stale: keep them.
             log::warn!("GC without cni.dev/valid-attachments: nothing released");
             return Ok(());
@@ -166,23 +144,5 @@ impl Applet for HostLocal {
                 .with_details(format!("network {}: every address is reserved, ADD would fail", conf.name)));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn attachments_from_both_keys() {
-        let conf = json!({"name": "n",
-            "cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}],
-            "cni.dev/attachments": [{"containerid": "b", "IfName": "eth1"}]});
-        let valid = valid_attachments(&conf).unwrap().unwrap();
-        assert_eq!(valid, [("a".into(), "eth0".into()), ("b".into(), "eth1".into())]);
-        assert_eq!(valid_attachments(&json!({"name": "n"})).unwrap(), None);
-        assert_eq!(valid_attachments(&json!({"cni.dev/valid-attachments": []})).unwrap(), Some(vec![]));
-        assert!(valid_attachments(&json!({"cni.dev/valid-attachments": 5})).is_err());
     }
 }

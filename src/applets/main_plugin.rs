@@ -1,11 +1,13 @@
 //! What the main plugins that give a container one interface (macvlan,
 //! ipvlan, host-device, tap, ...) share: the requested MAC, the result,
 //! IPAM-or-up, DEL of a container link plus IPAM, and CHECK's common part.
+//! Also the container netns opening and the IPAM-only GC/STATUS every main
+//! plugin uses.
 
+use super::check;
 use crate::cni::error::INVALID_ENV;
 use crate::cni::{ipam, CniContext, CniError, CniResult, Command, Interface, IpConfig};
-
-use super::{iface, mac, moved_link, verify, Link, NetNs, Netlink};
+use crate::netlink::{iface, mac, moved_link, Link, NetNs, Netlink};
 
 /// CNI_ARGS keys main plugins accept: their own MAC, and what the static
 /// IPAM they delegate to reads (so `IP=...` needs no IgnoreUnknown).
@@ -51,8 +53,15 @@ pub fn one_interface_result(cmd: &Command, link: &Link, ipam: Option<CniResult>)
     result
 }
 
+/// The container's netns (CNI_NETNS); an invalid-environment error when it
+/// cannot be opened.
+pub fn open_netns(cmd: &Command) -> Result<NetNs, CniError> {
+    NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))
+}
+
+/// The container's netns and a netlink socket inside it.
 pub fn open_container(cmd: &Command) -> Result<(NetNs, Netlink), CniError> {
-    let ns = NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))?;
+    let ns = open_netns(cmd)?;
     let nl = Netlink::in_netns(&ns)?;
     Ok((ns, nl))
 }
@@ -96,28 +105,11 @@ pub fn check_interface(cmd: &Command) -> Result<(Netlink, Link), CniError> {
         ipam::check(cmd)?;
     }
     let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("required prevResult missing"))?;
-    let intf = verify::result_interface(&prev, &cmd.ifname, &cmd.netns)?;
+    let intf = check::result_interface(&prev, &cmd.ifname, &cmd.netns)?;
     let (_ns, nl) = open_container(cmd)?;
-    let link = verify::expect_link(&nl, intf)?;
-    verify::expect_ips(&nl, &prev, &cmd.ifname, &cmd.netns)?;
-    verify::expect_routes(&nl, &prev)?;
+    let link = check::expect_link(&nl, intf)?;
+    check::expect_container_l3(cmd, &prev, &nl, &link)?;
     Ok((nl, link))
-}
-
-/// CHECK: the container link is of `kind` ("ipvlan", "vlan", ...).
-pub fn expect_kind(link: &Link, kind: &str) -> Result<(), CniError> {
-    if link.kind != kind {
-        return Err(CniError::internal(format!("{} is a {:?} link, not a {kind}", link.name, link.kind)));
-    }
-    Ok(())
-}
-
-/// CHECK: the link still hangs off `master` (an index in the master's netns).
-pub fn expect_parent(link: &Link, master: &Link) -> Result<(), CniError> {
-    if link.parent != Some(master.index) {
-        return Err(CniError::internal(format!("{} is no longer a link of master {}", link.name, master.name)));
-    }
-    Ok(())
 }
 
 /// GC for plugins whose only shared state is IPAM's.
