@@ -3,7 +3,6 @@
 //! through the installed links: ADD, CHECK, traffic, DEL, nothing left.
 
 mod common;
-mod netfixture;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,7 +10,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use netfixture::in_ns;
 use serde_json::{json, Value};
 
 /// Rate of the bandwidth plugin in both directions: 8 Mbit/s (1 MB/s).

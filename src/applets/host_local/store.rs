@@ -146,10 +146,27 @@ impl Store for DiskStore {
         }
         // Replaced by rename: readers see the old or the new IP, never a torn one.
         let last = self.last_reserved_path(set);
-        let tmp = self.temp_path(&format!("{LAST_RESERVED_PREFIX}{set}"));
-        let written = write_new_file(&tmp, ip.to_string().as_bytes()).and_then(|()| fs::rename(&tmp, &last));
+        // Rewritten in place, then cut to length. Not replaced by rename and
+        // not truncated first: dropping the old block (unlinked inode or
+        // truncate to zero) can wait for the disk (ext4 with `discard`, or a
+        // block under writeback) while this store's lock is held, stalling
+        // every parallel ADD. The file is only a round-robin hint: a torn
+        // value after a SIGKILL between the two calls is either unparsable
+        // (read as no hint) or another valid address (a different start).
+        let text = ip.to_string();
+        #[allow(clippy::suspicious_open_options)] // no truncate on purpose: set_len below
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            // Never write through a link planted in the store.
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&last)
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.set_len(text.len() as u64)
+            });
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
             let _ = fs::remove_file(&path);
             return Err(CniError::io(format!("failed to write {}", last.display())).with_details(e.to_string()));
         }
