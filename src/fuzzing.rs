@@ -22,6 +22,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("applet_configs", applet_configs),
     ("cni_args", cni_args),
+    ("dhcp_packet", dhcp_packet),
     ("lenient", lenient_config),
     ("prev_result", prev_result),
 ];
@@ -60,6 +61,28 @@ pub fn applet_configs(data: &[u8]) {
             }
         }
     }
+}
+
+/// A DHCP message off the wire, as the dhcp daemon receives it: either the
+/// UDP payload alone or a whole IPv4 + UDP frame from the packet socket.
+/// Every option accessor runs on what decodes, and a decoded message must
+/// encode and decode back to itself.
+pub fn dhcp_packet(data: &[u8]) {
+    use crate::applets::dhcp::packet::{self, Packet};
+    let mut payloads = vec![data];
+    if let Some((_src, payload)) = packet::parse_udp_frame(data, packet::CLIENT_PORT) {
+        payloads.push(payload);
+    }
+    for payload in payloads {
+        let Some(p) = Packet::decode(payload) else { continue };
+        let _ = (p.message_type(), p.server_id(), p.subnet_mask(), p.lease_time(), p.renewal_time());
+        let _ = (p.rebinding_time(), p.routers(), p.dns_servers(), p.domain_name(), p.hostname());
+        let _ = (p.search_list(), p.classless_routes(), p.static_routes());
+        let again = Packet::decode(&p.encode());
+        assert_eq!(again.as_ref(), Some(&p), "a decoded DHCP message does not survive encoding");
+    }
+    let _ = packet::decode_classless_routes(data);
+    let _ = packet::decode_search_list(data);
 }
 
 /// CNI_ARGS parsing and lookups.

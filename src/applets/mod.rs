@@ -7,7 +7,7 @@ mod bandwidth;
 mod bridge;
 mod cnitool;
 mod container;
-mod dhcp;
+pub(crate) mod dhcp;
 mod dummy;
 mod firewall;
 mod flannel;

@@ -5,7 +5,7 @@
 
 mod client;
 mod daemon;
-mod packet;
+pub(crate) mod packet;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
