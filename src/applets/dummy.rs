@@ -3,7 +3,7 @@
 
 use rtnetlink::LinkDummy;
 
-use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::main_plugin::{self, open_container};
 
 pub struct Dummy;
@@ -17,6 +17,11 @@ fn require_ipam(cmd: &Command) -> Result<(), CniError> {
 }
 
 impl Applet for Dummy {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        require_ipam(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         require_ipam(cmd)?;
         let (ns, nl) = open_container(cmd)?;
@@ -27,7 +32,7 @@ impl Applet for Dummy {
             },
         )?;
         let link = nl.require_link(&cmd.ifname)?;
-        main_plugin::address_or_up(cmd, &ns, &nl, &link).inspect_err(|_| {
+        fault::step("dummy: created").and_then(|_| main_plugin::address_or_up(cmd, &ns, &nl, &link)).inspect_err(|_| {
             let _ = nl.del_link(link.index);
         })
     }
