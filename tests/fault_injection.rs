@@ -247,6 +247,64 @@ fn cases() -> Vec<Case> {
             warm_up: false,
         },
         Case {
+            name: "dummy with host-local",
+            plugin: "dummy",
+            ifname: "eth0",
+            setup: |w| {
+                if !w.host.try_exec("ip link add dmprobe type dummy") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del dmprobe");
+                conf(w, "dummy", w.host_local(&["10.214.0.0/24"]), json!({}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "ipvlan l2 on a host veth",
+            plugin: "ipvlan",
+            ifname: "eth0",
+            setup: |w| {
+                w.host.exec("ip link add ipm0 type veth peer name ipm1");
+                w.host.exec("ip link set ipm0 up");
+                if !w.host.try_exec("ip link add ipprobe link ipm0 type ipvlan mode l2") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del ipprobe");
+                conf(w, "ipvlan", w.host_local(&["10.215.0.0/24"]), json!({"master": "ipm0", "mtu": 1400}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "vlan on a host veth",
+            plugin: "vlan",
+            ifname: "eth0",
+            setup: |w| {
+                w.host.exec("ip link add vlm0 type veth peer name vlm1");
+                w.host.exec("ip link set vlm0 up");
+                if !w.host.try_exec("ip link add vlprobe link vlm0 type vlan id 9") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del vlprobe");
+                conf(w, "vlan", w.host_local(&["10.216.0.0/24"]), json!({"master": "vlm0", "vlanId": 9}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "vrf taking the container interface and its routes",
+            plugin: "vrf",
+            ifname: "eth0",
+            setup: |w| {
+                if !w.cont.try_exec("ip link add vrfprobe type vrf table 99") {
+                    return Value::Null;
+                }
+                w.cont.exec("ip link del vrfprobe");
+                let prev = w.attached(217);
+                conf(w, "vrf", Value::Null, json!({"prevResult": prev, "vrfname": "fivrf", "table": 1001}))
+            },
+            // Leaving the VRF on DEL does not bring the routes back into the main table.
+            warm_up: false,
+        },
+        Case {
             name: "tuning sysctls and every link attribute",
             plugin: "tuning",
             ifname: "eth0",

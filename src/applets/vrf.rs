@@ -233,6 +233,12 @@ fn enslave(nl: &Netlink, vrf: &VrfDev, ifname: &str) -> Result<(), CniError> {
     })();
     if moved.is_err() {
         let _ = nl.set_nomaster(link.index);
+        // Leaving the VRF cycles the link again: its global IPv6 addresses
+        // (and with them the routes through them) may be gone once more.
+        let now = global_v6_addrs(nl, link.index).unwrap_or_default();
+        for addr in addrs.iter().filter(|a| !now.contains(a)) {
+            let _ = nl.add_addr(link.index, *addr, false);
+        }
         for r in &routes {
             let _ = nl.replace_route(r);
         }
