@@ -358,6 +358,23 @@ fn cases() -> Vec<Case> {
             warm_up: true,
         },
         Case {
+            name: "portmap with conditions (per-mapping rules)",
+            plugin: "portmap",
+            ifname: "eth0",
+            setup: |w| {
+                let prev = w.attached(218);
+                conf(
+                    w,
+                    "portmap",
+                    Value::Null,
+                    json!({"prevResult": prev, "conditionsV4": ["-s", "192.168.77.0/24", "!", "-i", "lo"],
+                           "conditionsV6": ["ip6 saddr fd77::/64"], "runtimeConfig": {"portMappings": [
+                        {"hostPort": 8081, "containerPort": 81, "protocol": "tcp"}]}}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
             name: "firewall with the isolated ingress policy",
             plugin: "firewall",
             ifname: "eth0",
