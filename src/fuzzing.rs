@@ -22,6 +22,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("applet_configs", applet_configs),
     ("cni_args", cni_args),
+    ("dhcp_packet", dhcp_packet),
     ("lenient", lenient_config),
     ("prev_result", prev_result),
 ];
@@ -60,6 +61,28 @@ pub fn applet_configs(data: &[u8]) {
             }
         }
     }
+}
+
+/// A DHCP message off the wire, as the dhcp daemon receives it: either the
+/// UDP payload alone or a whole IPv4 + UDP frame from the packet socket.
+/// Every option accessor runs on what decodes, and a decoded message must
+/// encode and decode back to itself.
+pub fn dhcp_packet(data: &[u8]) {
+    use crate::applets::dhcp::packet::{self, Packet};
+    let mut payloads = vec![data];
+    if let Some((_src, payload)) = packet::parse_udp_frame(data, packet::CLIENT_PORT) {
+        payloads.push(payload);
+    }
+    for payload in payloads {
+        let Some(p) = Packet::decode(payload) else { continue };
+        let _ = (p.message_type(), p.server_id(), p.subnet_mask(), p.lease_time(), p.renewal_time());
+        let _ = (p.rebinding_time(), p.routers(), p.dns_servers(), p.domain_name(), p.hostname());
+        let _ = (p.search_list(), p.classless_routes(), p.static_routes());
+        let again = Packet::decode(&p.encode());
+        assert_eq!(again.as_ref(), Some(&p), "a decoded DHCP message does not survive encoding");
+    }
+    let _ = packet::decode_classless_routes(data);
+    let _ = packet::decode_search_list(data);
 }
 
 /// CNI_ARGS parsing and lookups.
@@ -148,5 +171,75 @@ mod tests {
             }
         }
         assert!(total > 0, "no seed corpus under {}", root.display());
+    }
+
+    /// `validate` of the applet a config names (with the fuzzer's environment).
+    fn validate(data: &[u8]) -> Result<(), crate::cni::CniError> {
+        let (args, stdin) = super::split_args(data);
+        let env = |k: &str| -> Option<String> {
+            Some(match k {
+                "CNI_COMMAND" => "ADD".into(),
+                "CNI_CONTAINERID" => "fuzz-container".into(),
+                "CNI_NETNS" => "/run/netns/fuzz".into(),
+                "CNI_IFNAME" => "eth0".into(),
+                "CNI_PATH" => "/opt/cni/bin".into(),
+                "CNI_ARGS" => args.clone(),
+                _ => return None,
+            })
+        };
+        let cmd = crate::cni::skel::Command::from_env(env, stdin.to_vec()).map_err(|(e, _)| e)?;
+        let applet = crate::applets::plugin(&cmd.conf.plugin_type).expect("a cnibox applet");
+        applet.validate(&cmd)
+    }
+
+    /// The seeds of these applets are valid configs: `validate` accepts them.
+    #[test]
+    fn valid_seeds_validate() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/applet_configs");
+        for name in ["tuning", "bandwidth", "portmap", "firewall", "vrf", "vlan", "ipvlan", "dummy", "dhcp", "sbr"] {
+            let data = std::fs::read(root.join(name)).unwrap();
+            if let Err(e) = validate(&data) {
+                panic!("{name}: {} ({})", e.msg, e.details);
+            }
+        }
+    }
+
+    /// Chained plugins validate without a prevResult (doctor has none).
+    #[test]
+    fn chained_plugins_validate_without_prev_result() {
+        for plugin in ["tuning", "bandwidth", "portmap", "firewall", "vrf", "sbr"] {
+            let extra = if plugin == "vrf" { r#","vrfname":"blue""# } else { "" };
+            let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"{plugin}"{extra}}}"#);
+            if let Err(e) = validate(conf.as_bytes()) {
+                panic!("{plugin}: {}", e.msg);
+            }
+        }
+    }
+
+    /// What each applet's `validate` refuses, without touching anything.
+    #[test]
+    fn bad_configs_are_invalid() {
+        let bad = [
+            r#"{"cniVersion":"1.0.0","name":"n","type":"tuning","sysctl":{"kernel.panic":"1"}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"tuning","mac":"nonsense"}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"bandwidth","ingressRate":1000}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"portmap","markMasqBit":40}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"portmap","backend":"pf"}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"firewall","ingressPolicy":"closed"}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"vrf"}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"vlan","master":"eth0","vlanId":5000,"ipam":{"type":"dhcp"}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"vlan","master":"eth0","vlanId":5}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"ipvlan","mode":"l4","ipam":{"type":"dhcp"}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"dummy"}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"dummy","ipam":{"type":"host-local"}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"dhcp","ipam":{"type":"dhcp","request":[{"option":"no-such-option"}]}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"sbr","gateways":["10.0.0.1","10.0.0.2"]}"#,
+        ];
+        for conf in bad {
+            match validate(conf.as_bytes()) {
+                Ok(()) => panic!("accepted: {conf}"),
+                Err(e) => assert!([2, 7].contains(&e.code), "{conf}: code {} ({})", e.code, e.msg),
+            }
+        }
     }
 }

@@ -49,6 +49,19 @@ impl Node {
             r#"{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"flannel","delegate":{"hairpinMode":true}},
                 {"type":"portmap","capabilities":{"portMappings":true}}]}"#,
         );
+        // Chained plugins are validated without a prevResult.
+        node.write(
+            "35-chain.conflist",
+            &format!(
+                r#"{{"cniVersion":"1.0.0","name":"chain","plugins":[{{"type":"ptp",
+                    "ipam":{{"type":"host-local","subnet":"10.89.0.0/16","dataDir":"{}"}}}},
+                    {{"type":"tuning","sysctl":{{"net.ipv4.conf.IFNAME.arp_filter":"1"}}}},
+                    {{"type":"bandwidth","capabilities":{{"bandwidth":true}}}},
+                    {{"type":"firewall","ingressPolicy":"same-bridge"}},
+                    {{"type":"sbr"}}]}}"#,
+                node.ipam.path().display()
+            ),
+        );
         // A plugin from the reference suite, installed beside cnibox's links.
         std::os::unix::fs::symlink("/usr/lib/cni/vlan", node.bin.path().join("vlan-ref")).unwrap();
         node.write(
@@ -130,6 +143,10 @@ fn broken_links_and_configs_are_named() {
     node.write("45-flannel.conf", r#"{"cniVersion":"1.0.0","name":"fl","type":"flannel","delegate":{"name":"x"}}"#);
     node.expect_problem("flannel rejects its config: 'delegate' dictionary must not have 'name' field");
     std::fs::remove_file(node.conf.path().join("45-flannel.conf")).unwrap();
+
+    node.write("47-tuning.conf", r#"{"cniVersion":"1.0.0","name":"t","type":"tuning","sysctl":{"kernel.panic":"1"}}"#);
+    node.expect_problem("tuning rejects its config");
+    std::fs::remove_file(node.conf.path().join("47-tuning.conf")).unwrap();
 
     node.write("50-ipam.conf", r#"{"cniVersion":"1.0.0","name":"y","type":"loopback","ipam":{"type":"dhcpx"}}"#);
     node.expect_problem(r#"plugin "dhcpx" is not installed"#);

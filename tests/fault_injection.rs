@@ -8,11 +8,12 @@
 mod common;
 mod state;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use common::*;
 use serde_json::{json, Value};
-use state::{diff, reservations, snapshot};
+use state::{diff, files, reservations, snapshot};
 
 /// The world of one case: a fake host, a container, a host-local data dir.
 struct World {
@@ -21,11 +22,56 @@ struct World {
     data: TempDir,
     /// A name unique to the case (network, bridge).
     tag: String,
+    /// Commands run in the container whose output is part of the state
+    /// (what the general snapshot leaves out: sysctls, link attributes).
+    watched: RefCell<Vec<String>>,
 }
 
 impl World {
     fn new() -> World {
-        World { host: Netns::new("fih"), cont: Netns::new("fic"), data: TempDir::new("fault"), tag: unique("fi") }
+        World {
+            host: Netns::new("fih"),
+            cont: Netns::new("fic"),
+            data: TempDir::new("fault"),
+            tag: unique("fi"),
+            watched: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Makes the output of `cmd` in the container part of the state.
+    fn watch(&self, cmd: &str) {
+        self.watched.borrow_mut().push(cmd.to_string());
+    }
+
+    /// Where chained plugins that keep files (tuning) keep them.
+    fn state_dir(&self) -> String {
+        self.data.path().join("state").display().to_string()
+    }
+
+    /// A container attached as the bridge plugin would attach it: host
+    /// bridge `fibr0` with 10.<n>.0.1/24 and fd00:<n>::1/64, port `fiveth0`,
+    /// container `eth0` with .2 / ::2 and a default route; returns the
+    /// prevResult describing it.
+    fn attached(&self, n: u8) -> Value {
+        let (v4, v6) = (format!("10.{n}.0"), format!("fd00:{n}:"));
+        self.host.exec("ip link add fibr0 type bridge");
+        self.host.exec(&format!("ip link add fiveth0 type veth peer name eth0 netns {}", self.cont.name));
+        self.host.exec("ip link set fiveth0 master fibr0 up");
+        self.host.exec(&format!("ip addr add {v4}.1/24 dev fibr0"));
+        self.host.exec(&format!("ip -6 addr add {v6}:1/64 dev fibr0 nodad"));
+        self.host.exec("ip link set fibr0 up");
+        self.cont.exec(&format!("ip addr add {v4}.2/24 dev eth0"));
+        self.cont.exec(&format!("ip -6 addr add {v6}:2/64 dev eth0 nodad"));
+        self.cont.exec("ip link set eth0 up");
+        self.cont.exec(&format!("ip route add default via {v4}.1 dev eth0"));
+        let mac = self.cont.exec("cat /sys/class/net/eth0/address").trim().to_string();
+        json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "fibr0"}, {"name": "fiveth0"}, {"name": "eth0", "mac": mac, "sandbox": self.cont.path()}],
+            "ips": [{"address": format!("{v4}.2/24"), "gateway": format!("{v4}.1"), "interface": 2},
+                    {"address": format!("{v6}:2/64"), "gateway": format!("{v6}:1"), "interface": 2}],
+            "routes": [{"dst": "0.0.0.0/0"}]
+        })
     }
 
     fn host_local(&self, subnets: &[&str]) -> Value {
@@ -38,6 +84,10 @@ impl World {
         let mut all: BTreeSet<String> = snapshot(&self.host).into_iter().map(|l| format!("host {l}")).collect();
         all.extend(snapshot(&self.cont).into_iter().map(|l| format!("container {l}")));
         all.extend(reservations(self.data.path()));
+        all.extend(files(std::path::Path::new(&self.state_dir())));
+        for cmd in self.watched.borrow().iter() {
+            all.insert(format!("container `{cmd}`: {}", self.cont.exec(cmd).trim()));
+        }
         all
     }
 }
@@ -195,6 +245,145 @@ fn cases() -> Vec<Case> {
             },
             // sbr's DEL leaves the interface's routes in their table (as the reference does).
             warm_up: false,
+        },
+        Case {
+            name: "dummy with host-local",
+            plugin: "dummy",
+            ifname: "eth0",
+            setup: |w| {
+                if !w.host.try_exec("ip link add dmprobe type dummy") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del dmprobe");
+                conf(w, "dummy", w.host_local(&["10.214.0.0/24"]), json!({}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "ipvlan l2 on a host veth",
+            plugin: "ipvlan",
+            ifname: "eth0",
+            setup: |w| {
+                w.host.exec("ip link add ipm0 type veth peer name ipm1");
+                w.host.exec("ip link set ipm0 up");
+                if !w.host.try_exec("ip link add ipprobe link ipm0 type ipvlan mode l2") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del ipprobe");
+                conf(w, "ipvlan", w.host_local(&["10.215.0.0/24"]), json!({"master": "ipm0", "mtu": 1400}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "vlan on a host veth",
+            plugin: "vlan",
+            ifname: "eth0",
+            setup: |w| {
+                w.host.exec("ip link add vlm0 type veth peer name vlm1");
+                w.host.exec("ip link set vlm0 up");
+                if !w.host.try_exec("ip link add vlprobe link vlm0 type vlan id 9") {
+                    return Value::Null;
+                }
+                w.host.exec("ip link del vlprobe");
+                conf(w, "vlan", w.host_local(&["10.216.0.0/24"]), json!({"master": "vlm0", "vlanId": 9}))
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "vrf taking the container interface and its routes",
+            plugin: "vrf",
+            ifname: "eth0",
+            setup: |w| {
+                if !w.cont.try_exec("ip link add vrfprobe type vrf table 99") {
+                    return Value::Null;
+                }
+                w.cont.exec("ip link del vrfprobe");
+                let prev = w.attached(217);
+                conf(w, "vrf", Value::Null, json!({"prevResult": prev, "vrfname": "fivrf", "table": 1001}))
+            },
+            // Leaving the VRF on DEL does not bring the routes back into the main table.
+            warm_up: false,
+        },
+        Case {
+            name: "tuning sysctls and every link attribute",
+            plugin: "tuning",
+            ifname: "eth0",
+            setup: |w| {
+                let prev = w.attached(210);
+                w.watch("ip -d link show eth0");
+                w.watch("cat /proc/sys/net/ipv4/conf/eth0/arp_filter /proc/sys/net/ipv6/conf/eth0/accept_ra");
+                conf(
+                    w,
+                    "tuning",
+                    Value::Null,
+                    json!({"dataDir": w.state_dir(), "prevResult": prev,
+                           "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1", "net.ipv6.conf.IFNAME.accept_ra": "0"},
+                           "mac": "02:00:00:00:aa:0a", "promisc": true, "mtu": 1300, "allmulti": true,
+                           "txQLen": 500}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "bandwidth both directions (tbf, ingress redirect, ifb)",
+            plugin: "bandwidth",
+            ifname: "eth0",
+            setup: |w| {
+                let prev = w.attached(211);
+                conf(
+                    w,
+                    "bandwidth",
+                    Value::Null,
+                    json!({"prevResult": prev, "ingressRate": 8_000_000, "ingressBurst": 80_000,
+                           "egressRate": 4_000_000, "egressBurst": 40_000}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "portmap tcp and udp, dual stack, with SNAT",
+            plugin: "portmap",
+            ifname: "eth0",
+            setup: |w| {
+                let prev = w.attached(212);
+                conf(
+                    w,
+                    "portmap",
+                    Value::Null,
+                    json!({"prevResult": prev, "snat": true, "runtimeConfig": {"portMappings": [
+                        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                        {"hostPort": 8053, "containerPort": 53, "protocol": "udp", "hostIP": "10.212.0.1"}]}}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "portmap with conditions (per-mapping rules)",
+            plugin: "portmap",
+            ifname: "eth0",
+            setup: |w| {
+                let prev = w.attached(218);
+                conf(
+                    w,
+                    "portmap",
+                    Value::Null,
+                    json!({"prevResult": prev, "conditionsV4": ["-s", "192.168.77.0/24", "!", "-i", "lo"],
+                           "conditionsV6": ["ip6 saddr fd77::/64"], "runtimeConfig": {"portMappings": [
+                        {"hostPort": 8081, "containerPort": 81, "protocol": "tcp"}]}}),
+                )
+            },
+            warm_up: true,
+        },
+        Case {
+            name: "firewall with the isolated ingress policy",
+            plugin: "firewall",
+            ifname: "eth0",
+            setup: |w| {
+                let prev = w.attached(213);
+                conf(w, "firewall", Value::Null, json!({"prevResult": prev, "ingressPolicy": "isolated"}))
+            },
+            // The bridge's isolation elements are shared and outlive DEL.
+            warm_up: true,
         },
     ]
 }

@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use crate::cni::{gc, sha512, Applet, CniError, CniResult, Command, Interface};
+use crate::cni::{fault, gc, sha512, Applet, CniError, CniResult, Command, Interface};
 use crate::netlink::tc::{self, Tbf};
 use crate::netlink::{Link, NetNs, Netlink};
 
@@ -183,6 +183,7 @@ fn apply(cmd: &Command, nl: &Netlink, veth: &Link, limits: &Limits, undo: &mut U
         let tbf = tbf_for(l, ticks);
         nl.replace_root_tbf(veth.index, &tbf)?;
         undo.root_tbf = Some(veth.index);
+        fault::step("bandwidth: ingress tbf")?;
     }
     let Some(l) = limits.egress else { return Ok(None) };
     let tbf = tbf_for(l, ticks);
@@ -196,7 +197,9 @@ fn apply(cmd: &Command, nl: &Netlink, veth: &Link, limits: &Limits, undo: &mut U
     nl.add_ifb(&name, veth.mtu)?;
     let ifb = nl.require_link(&name)?;
     undo.ifb = Some(ifb.index);
+    fault::step("bandwidth: ifb created")?;
     nl.set_alias(ifb.index, &ifb_alias(cmd))?;
+    fault::step("bandwidth: ifb alias")?;
     match nl.add_ingress_qdisc(veth.index) {
         // An ingress qdisc from an earlier ADD: start afresh so filters do not pile up.
         Err(e) if e.is_exists() => {
@@ -206,8 +209,11 @@ fn apply(cmd: &Command, nl: &Netlink, veth: &Link, limits: &Limits, undo: &mut U
         r => r?,
     }
     undo.ingress_qdisc = Some(veth.index);
+    fault::step("bandwidth: ingress qdisc")?;
     nl.add_redirect_filter(veth.index, ifb.index)?;
+    fault::step("bandwidth: redirect filter")?;
     nl.replace_root_tbf(ifb.index, &tbf)?;
+    fault::step("bandwidth: egress tbf")?;
     Ok(Some(ifb))
 }
 
@@ -227,6 +233,12 @@ fn check_tbf(nl: &Netlink, dev: &Link, want: Tbf) -> Result<(), CniError> {
 }
 
 impl Applet for Bandwidth {
+    /// Chained: a prevResult, when given, must parse; ADD demands one.
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        limits(cmd)?;
+        cmd.prev_result().map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let limits = limits(cmd)?;
         let prev = cmd.prev_result()?;

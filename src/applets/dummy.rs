@@ -5,7 +5,7 @@ use rtnetlink::LinkDummy;
 
 use super::check;
 use super::main_plugin::{self, open_container};
-use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 
 pub struct Dummy;
 
@@ -18,6 +18,11 @@ fn require_ipam(cmd: &Command) -> Result<(), CniError> {
 }
 
 impl Applet for Dummy {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        require_ipam(cmd)?;
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         require_ipam(cmd)?;
         let (ns, nl) = open_container(cmd)?;
@@ -28,7 +33,7 @@ impl Applet for Dummy {
             },
         )?;
         let link = nl.require_link(&cmd.ifname)?;
-        main_plugin::address_or_up(cmd, &ns, &nl, &link).inspect_err(|_| {
+        fault::step("dummy: created").and_then(|_| main_plugin::address_or_up(cmd, &ns, &nl, &link)).inspect_err(|_| {
             let _ = nl.del_link(link.index);
         })
     }

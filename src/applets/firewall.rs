@@ -252,6 +252,16 @@ fn address_keys(prev: &CniResult) -> Vec<(String, Value)> {
 }
 
 impl Applet for Firewall {
+    /// Chained: a prevResult, when given, must parse and suit the policy;
+    /// ADD demands one.
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf = parse_conf(cmd)?;
+        if let Some(prev) = cmd.prev_result()? {
+            policy_bridge(conf.policy, &prev)?;
+        }
+        Ok(())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = parse_conf(cmd)?;
         let Some(prev) = cmd.prev_result()? else {
@@ -288,6 +298,13 @@ impl Applet for Firewall {
             },
         )
         .map_err(nft_err)?;
+        if let Err(e) = crate::cni::fault::step("firewall: rules committed") {
+            // Take back this attachment's elements (shared isolation elements stay, as after DEL).
+            if let Err(undo) = self.del(cmd) {
+                log::warn!("undoing a failed ADD: {undo}");
+            }
+            return Err(e);
+        }
         Ok(prev)
     }
 

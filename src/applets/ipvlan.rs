@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::check;
 use super::main_plugin::{self, open_container};
-use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::{iface, Netlink};
 
@@ -56,6 +56,16 @@ impl Conf {
 }
 
 impl Applet for Ipvlan {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        let (conf, _mode) = Conf::load(cmd)?;
+        let prev = cmd.prev_result()?;
+        conf.master_name(prev.as_ref())?;
+        if ipam::has_ipam(cmd) {
+            ipam::validate(cmd)?;
+        }
+        Ok(())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let (conf, mode) = Conf::load(cmd)?;
         let prev = cmd.prev_result()?;
@@ -82,13 +92,13 @@ impl Applet for Ipvlan {
         let link = moved_link::create_in_container(&target, msg.build(), &cmd.ifname)
             .map_err(|e| CniError::internal(format!("failed to create ipvlan: {}", e.msg)))?;
         moved_link::enable_notify(&ns, &cmd.ifname);
-        let configured = match prev_ips {
+        let configured = fault::step("ipvlan: link in the container").and_then(|_| match prev_ips {
             Some(prev) => {
                 let result = main_plugin::one_interface_result(cmd, &link, Some(prev));
                 iface::configure_iface(&ns, &cont, &cmd.ifname, &cmd.netns, &result).map(|_| result).map_err(Into::into)
             }
             None => main_plugin::address_or_up(cmd, &ns, &cont, &link),
-        };
+        });
         configured.inspect_err(|_| {
             let _ = cont.del_link(link.index);
         })

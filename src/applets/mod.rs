@@ -8,7 +8,7 @@ mod bridge;
 mod check;
 mod cnitool;
 mod container;
-mod dhcp;
+pub(crate) mod dhcp;
 mod dummy;
 mod firewall;
 mod flannel;

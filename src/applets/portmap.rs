@@ -43,7 +43,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::owned_nft_gc;
-use crate::cni::{Applet, CniError, CniResult, Command};
+use crate::cni::{fault, Applet, CniError, CniResult, Command};
 use crate::netlink::nft_build::{
     add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
 };
@@ -422,6 +422,16 @@ fn nft_err(e: nft::NftError) -> CniError {
 }
 
 impl Applet for Portmap {
+    /// Chained: a prevResult, when given, must parse and plan; ADD demands one.
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        let conf = parse_conf(cmd)?;
+        let maps = mappings(cmd)?;
+        if let Some(prev) = cmd.prev_result()? {
+            plan(&conf, &maps, &container_ips(&prev, &cmd.ifname))?;
+        }
+        Ok(())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = parse_conf(cmd)?;
         let Some(prev) = cmd.prev_result()? else {
@@ -441,6 +451,7 @@ impl Applet for Portmap {
                 enable_localnet_routing(ip.addr())?;
             }
         }
+        fault::step("portmap: localnet routing")?;
         let owner = owner(cmd);
         let mut tx = Vec::new();
         for (set, key, data) in &plan.elements {
@@ -468,6 +479,13 @@ impl Applet for Portmap {
             claimed.iter().any(|(set, key)| *set == e.set && *key == e.key)
         })
         .map_err(nft_err)?;
+        if let Err(e) = fault::step("portmap: mappings committed") {
+            // Take back what this ADD committed.
+            if let Err(undo) = self.del(cmd) {
+                log::warn!("undoing a failed ADD: {undo}");
+            }
+            return Err(e);
+        }
         flush_udp_conntrack(&plan.udp_ports);
         Ok(prev)
     }

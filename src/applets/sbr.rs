@@ -194,8 +194,12 @@ fn load(cmd: &Command) -> Result<(Conf, CniResult, Vec<IpConfig>), CniError> {
 }
 
 impl Applet for Sbr {
+    /// The config alone (doctor validates without a prevResult); a given
+    /// prevResult must parse.
     fn validate(&self, cmd: &Command) -> Result<(), CniError> {
-        load(cmd).map(|_| ())
+        let conf: Conf = cmd.parse_config()?;
+        conf.validate()?;
+        cmd.prev_result().map(|_| ())
     }
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {

@@ -15,7 +15,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cni::error::{INVALID_CONFIG, IO_FAILURE};
-use crate::cni::{gc, lenient, Applet, CniContext, CniError, CniResult, Command};
+use crate::cni::{fault, gc, lenient, Applet, CniContext, CniError, CniResult, Command};
 use crate::netlink::{mac, sysctl, Link, NetNs, Netlink};
 
 pub struct Tuning;
@@ -361,20 +361,26 @@ fn apply(ns: &NetNs, nl: &Netlink, link: &Link, s: &Settings) -> Result<(), CniE
     if !errors.is_empty() {
         return Err(CniError::io("failed to set sysctls in the container").with_details(errors.join("; ")));
     }
+    fault::step("tuning: sysctls")?;
     if let Some(m) = &s.mac {
         nl.set_mac(link.index, m)?;
+        fault::step("tuning: mac")?;
     }
     if s.promisc {
         nl.set_promisc(link.index, true)?;
+        fault::step("tuning: promisc")?;
     }
     if let Some(mtu) = s.mtu {
         nl.set_mtu(link.index, mtu)?;
+        fault::step("tuning: mtu")?;
     }
     if let Some(on) = s.allmulti {
         nl.set_allmulti(link.index, on)?;
+        fault::step("tuning: allmulti")?;
     }
     if let Some(len) = s.txqlen {
         nl.set_txqlen(link.index, len)?;
+        fault::step("tuning: txqlen")?;
     }
     Ok(())
 }
@@ -459,6 +465,12 @@ fn same_value(a: &str, b: &str) -> bool {
 }
 
 impl Applet for Tuning {
+    /// Chained: a prevResult, when given, must parse; ADD demands one.
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        settings(cmd)?;
+        cmd.prev_result().map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let s = settings(cmd)?;
         let prev = require_prev(cmd)?;
@@ -479,7 +491,7 @@ impl Applet for Tuning {
             None => orig.clone(),
         };
         write_backup(&path, &saved)?;
-        if let Err(e) = apply(&ns, &nl, &link, &s) {
+        if let Err(e) = fault::step("tuning: originals saved").and_then(|_| apply(&ns, &nl, &link, &s)) {
             // Leave the interface as it was before this ADD.
             for err in restore(&ns, &cmd.ifname, &orig) {
                 log::warn!("undoing a failed ADD: {err}");

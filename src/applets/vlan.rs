@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::check;
 use super::main_plugin::{self, open_container};
-use crate::cni::{ipam, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
 
@@ -49,6 +49,14 @@ impl Conf {
 }
 
 impl Applet for Vlan {
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        Conf::load(cmd)?;
+        if !ipam::has_ipam(cmd) {
+            return Err(CniError::invalid_config("ipam.type is required"));
+        }
+        ipam::validate(cmd)
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = Conf::load(cmd)?;
         if !ipam::has_ipam(cmd) {
@@ -66,7 +74,9 @@ impl Applet for Vlan {
         let target = Target { container: &ns, container_nl: &cont, creator, creator_is_container: host.is_none() };
         let link = moved_link::create_in_container(&target, msg.build(), &cmd.ifname)
             .map_err(|e| CniError::internal(format!("failed to create vlan: {}", e.msg)))?;
-        main_plugin::address_or_up(cmd, &ns, &cont, &link).inspect_err(|_| {
+        let configured =
+            fault::step("vlan: link in the container").and_then(|_| main_plugin::address_or_up(cmd, &ns, &cont, &link));
+        configured.inspect_err(|_| {
             let _ = cont.del_link(link.index);
         })
     }

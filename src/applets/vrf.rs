@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::main_plugin::open_container;
 use crate::cni::error::INCOMPATIBLE_VERSION;
-use crate::cni::{version, Applet, CniError, CniResult, Command};
+use crate::cni::{fault, version, Applet, CniError, CniResult, Command};
 use crate::netlink::{Link, Netlink, RouteEntry};
 
 pub struct Vrf;
@@ -217,6 +217,7 @@ fn enslave(nl: &Netlink, vrf: &VrfDev, ifname: &str) -> Result<(), CniError> {
     let routes = routes_to_move(nl, link.index)?;
     nl.set_master(link.index, vrf.link.index)?;
     let moved = (|| {
+        fault::step("vrf: enslaved")?;
         let now = global_v6_addrs(nl, link.index)?;
         for addr in addrs.iter().filter(|a| !now.contains(a)) {
             match nl.add_addr(link.index, *addr, false) {
@@ -228,10 +229,16 @@ fn enslave(nl: &Netlink, vrf: &VrfDev, ifname: &str) -> Result<(), CniError> {
         for r in &routes {
             nl.replace_route(&RouteEntry { table: Some(vrf.table), ..r.clone() })?;
         }
-        Ok(())
+        fault::step("vrf: routes moved")
     })();
     if moved.is_err() {
         let _ = nl.set_nomaster(link.index);
+        // Leaving the VRF cycles the link again: its global IPv6 addresses
+        // (and with them the routes through them) may be gone once more.
+        let now = global_v6_addrs(nl, link.index).unwrap_or_default();
+        for addr in addrs.iter().filter(|a| !now.contains(a)) {
+            let _ = nl.add_addr(link.index, *addr, false);
+        }
         for r in &routes {
             let _ = nl.replace_route(r);
         }
@@ -240,13 +247,20 @@ fn enslave(nl: &Netlink, vrf: &VrfDev, ifname: &str) -> Result<(), CniError> {
 }
 
 impl Applet for Vrf {
+    /// Chained: a prevResult, when given, must parse; ADD demands one.
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        Conf::load(cmd)?;
+        cmd.prev_result().map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = Conf::load(cmd)?;
         let prev =
             cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("missing prevResult from earlier plugin"))?;
         let (_ns, nl) = open_container(cmd)?;
         let (vrf, created) = find_or_create_vrf(&nl, &conf)?;
-        enslave(&nl, &vrf, &cmd.ifname).inspect_err(|_| {
+        let enslaved = fault::step("vrf: vrf ready").and_then(|_| enslave(&nl, &vrf, &cmd.ifname));
+        enslaved.inspect_err(|_| {
             if created {
                 let _ = del_vrf_if_unused(&nl, &vrf.link);
             }

@@ -112,6 +112,24 @@ pub fn reservations(data_dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// The files under `dir` (recursively) with their contents: state that
+/// chained plugins keep on disk (tuning's saved originals).
+pub fn files(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            let content =
+                std::fs::read_to_string(&path).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+            out.insert(format!("file {} {content}", path.display()));
+        }
+    }
+    out
+}
+
 /// Lines of `after` not in `before` (+) and of `before` not in `after` (-).
 pub fn diff(before: &BTreeSet<String>, after: &BTreeSet<String>) -> Vec<String> {
     let mut d: Vec<String> = after.difference(before).map(|l| format!("+ {l}")).collect();

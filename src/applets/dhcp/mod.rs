@@ -5,7 +5,7 @@
 
 mod client;
 mod daemon;
-mod packet;
+pub(crate) mod packet;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -249,6 +249,11 @@ fn conf(cmd: &Command) -> Result<Conf, CniError> {
 pub struct Dhcp;
 
 impl Applet for Dhcp {
+    /// The config and the options asked for in CNI_ARGS; the daemon is not asked.
+    fn validate(&self, cmd: &Command) -> Result<(), CniError> {
+        conf(cmd).map(|_| ())
+    }
+
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = conf(cmd)?;
         match call(cmd, &conf, "ADD") {
