@@ -114,7 +114,7 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
         if netns_gone {
             // A host end that got a random name (its derived one was taken) is
             // found by its tag; the container's end is not there to take it along.
-            veth::delete_host_veths(&h, |alias| alias == tag)?;
+            veth::delete_host_veths(&h, |alias| alias == tag, |_| true)?;
         }
         Ok(())
     });
@@ -143,7 +143,10 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
                 .collect();
             let stale =
                 |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
-            match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale)) {
+            let kept_names: Vec<String> =
+                valid.iter().map(|a| veth::host_veth_name(&a.container_id, &a.ifname)).collect();
+            let kept = |name: &str| kept_names.iter().any(|n| n == name);
+            match Netlink::new().and_then(|host| veth::delete_host_veths(&host, stale, kept)) {
                 Ok(0) => {}
                 Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
                 Err(e) => first_err = Some(e.into()),

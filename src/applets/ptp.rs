@@ -112,7 +112,7 @@ fn setup(
 
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let alias = attachment(cmd).comment();
-    let pair = veth::create_container_veth(host, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
+    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
     made.veth = true;
     result.interfaces = veth_interfaces(cmd, &pair).into();
 

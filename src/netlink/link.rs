@@ -28,6 +28,8 @@ pub struct Link {
     pub allmulti: bool,
     /// The port kind when enslaved ("bridge" for bridge ports).
     pub port_kind: String,
+    /// The interface group (IFLA_GROUP; 0 by default).
+    pub group: u32,
 }
 
 impl Link {
@@ -49,6 +51,7 @@ impl Link {
                 LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
                 LinkAttribute::IfAlias(a) => link.alias = a.clone(),
                 LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
+                LinkAttribute::Group(g) => link.group = *g,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -82,6 +85,8 @@ pub struct VethSpec<'a> {
     pub mtu: Option<u32>,
     pub mac: Option<Vec<u8>>,
     pub peer_mac: Option<Vec<u8>>,
+    /// The interface group of `name` (IFLA_GROUP, set at creation).
+    pub group: Option<u32>,
 }
 
 impl Netlink {
@@ -138,6 +143,9 @@ impl Netlink {
         }
         if let Some(m) = &spec.mac {
             b = b.address(m.clone());
+        }
+        if let Some(g) = spec.group {
+            b = b.link_group(g);
         }
         self.add_link_message(b.build(), &format!("creating veth {}/{}", spec.name, spec.peer_name))
     }

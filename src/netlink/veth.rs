@@ -18,18 +18,23 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("veth{}", crate::cni::hash::short_hex(&[container_id, ifname], 8))
 }
 
+/// The interface group every host end cnibox creates is born in (IFLA_GROUP
+/// is set by the very request that creates the pair): GC can tell cnibox's
+/// leftovers from anyone else's even when a process died before tagging one.
+pub const HOST_VETH_GROUP: u32 = 0x00c1_b0c5;
+
 /// Creates the pair. `host` is a socket in the host netns (the calling
 /// thread's), `cont` one in the container's. The host end is named
-/// `host_veth_name(..)`, or a random `veth<8 hex>` if that name is taken, and
-/// carries `alias` (the attachment's owner tag, for GC). Both ends are left
-/// down.
-///
-/// The pair is born inside the container and the host end, already tagged,
-/// moved out: whenever the process dies, a host end without its tag never
-/// exists, so GC can always tell whose a leftover is.
+/// `host_veth_name(..)`, or a random `veth<8 hex>` if that name is taken, is
+/// born in `HOST_VETH_GROUP`, and then carries `alias` (the attachment's
+/// owner tag, for GC). The peer is born directly in the container netns:
+/// moving a link between namespaces would cost an RCU grace period under
+/// RTNL, which every parallel ADD on the node queues behind. Both ends are
+/// left down.
 #[allow(clippy::too_many_arguments)]
 pub fn create_container_veth(
     host: &Netlink,
+    ns: &NetNs,
     cont: &Netlink,
     container_id: &str,
     ifname: &str,
@@ -37,43 +42,43 @@ pub fn create_container_veth(
     mac: Option<Vec<u8>>,
     alias: &str,
 ) -> Result<VethPair> {
-    if cont.link(ifname)?.is_some() {
-        return Err(Error::new(libc_errno::EEXIST, format!("container veth name provided ({ifname}) already exists")));
-    }
     let mut name = host_veth_name(container_id, ifname);
-    // A name free in the container, where the pair is born.
-    while cont.link(&name)?.is_some() {
-        name = format!("veth{:08x}", crate::cni::hash::random_u32());
+    for attempt in 0..8 {
+        let spec = VethSpec {
+            name: &name,
+            peer_name: ifname,
+            peer_netns: Some(ns),
+            mtu,
+            mac: None,
+            peer_mac: mac.clone(),
+            group: Some(HOST_VETH_GROUP),
+        };
+        match host.add_veth(&spec) {
+            Ok(()) => break,
+            // Only after an EEXIST do we look at which name is taken: no
+            // lookups on the way in (each takes RTNL).
+            Err(e) if e.is_exists() && cont.link(ifname)?.is_some() => {
+                return Err(Error::new(
+                    libc_errno::EEXIST,
+                    format!("container veth name provided ({ifname}) already exists"),
+                ))
+            }
+            // The host name is taken (a stale pair or a hash collision): pick a random one.
+            Err(e) if e.is_exists() && attempt < 7 => name = format!("veth{:08x}", crate::cni::hash::random_u32()),
+            Err(e) => return Err(e),
+        }
     }
-    let spec = VethSpec { name: &name, peer_name: ifname, peer_netns: None, mtu, mac: None, peer_mac: mac };
-    cont.add_veth(&spec)?;
-    let mut moved = false;
     let made = (|| {
         super::fault_step("veth: pair created")?;
-        let host_end = cont.require_link(&name)?;
-        cont.set_alias(host_end.index, alias)?;
-        let host_ns = NetNs::current()?;
-        for attempt in 0..8 {
-            match cont.set_netns(host_end.index, &host_ns) {
-                Ok(()) => break,
-                // The host name is taken (a stale pair or a hash collision): pick a random one.
-                Err(e) if e.is_exists() && attempt < 7 => {
-                    name = format!("veth{:08x}", crate::cni::hash::random_u32());
-                    cont.set_name(host_end.index, &name)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        moved = true;
-        super::fault_step("veth: host end moved")?;
-        let host_link = host.require_link(&name)?;
+        let host_end = host.require_link(&name)?;
+        host.set_alias(host_end.index, alias)?;
+        super::fault_step("veth: host end tagged")?;
         let container = cont.require_link(ifname)?;
-        Ok(VethPair { host: host_link, container })
+        Ok(VethPair { host: Link { alias: alias.to_string(), ..host_end }, container })
     })();
     if made.is_err() {
         // Deleting either end deletes the pair.
-        let undo = if moved { host.del_link_by_name(&name) } else { cont.del_link_by_name(ifname) };
-        if let Err(e) = undo {
+        if let Err(e) = host.del_link_by_name(&name) {
             log::warn!("removing the half-made veth {name}: {e}");
         }
     }
@@ -81,11 +86,18 @@ pub fn create_container_veth(
 }
 
 /// Deletes the host ends of veth pairs whose alias `doomed` picks (GC of
-/// attachments that are gone). Returns how many were deleted.
-pub fn delete_host_veths(host: &Netlink, doomed: impl Fn(&str) -> bool) -> Result<usize> {
+/// attachments that are gone), and cnibox's untagged host ends (a process
+/// died between creating and tagging them) whose name no valid attachment
+/// derives (`kept_name`). Returns how many were deleted.
+pub fn delete_host_veths(
+    host: &Netlink,
+    doomed: impl Fn(&str) -> bool,
+    kept_name: impl Fn(&str) -> bool,
+) -> Result<usize> {
     let mut deleted = 0;
     for l in host.links()? {
-        if l.kind != "veth" || l.alias.is_empty() || !doomed(&l.alias) {
+        let untagged_leftover = l.alias.is_empty() && l.group == HOST_VETH_GROUP && !kept_name(&l.name);
+        if l.kind != "veth" || !(untagged_leftover || (!l.alias.is_empty() && doomed(&l.alias))) {
             continue;
         }
         match host.del_link(l.index) {
