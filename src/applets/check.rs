@@ -5,8 +5,6 @@
 use crate::cni::{CniError, CniResult, Command, Interface};
 use crate::netlink::{iface, Link, Netlink};
 
-/// The main routing table: where a result's route without `table` lives.
-const MAIN_TABLE: u32 = 254;
 
 /// The interface of `result` called `ifname` in `sandbox`, or an error
 /// saying the result does not list it.
@@ -80,10 +78,12 @@ pub fn expect_routes(nl: &Netlink, result: &CniResult) -> Result<(), CniError> {
         }
         let have = nl.routes(v6)?;
         for r in wanted {
-            let table = r.table.unwrap_or(MAIN_TABLE);
+            // A route the result puts in no table may live in any: plugins
+            // chained later (vrf, sbr) move the interface's routes out of
+            // main, and a chain's CHECK runs every plugin's CHECK.
             let found = have.iter().any(|h| {
                 h.dst.map(|d| d.trunc()) == Some(r.dst.trunc())
-                    && h.table == Some(table)
+                    && r.table.is_none_or(|t| h.table == Some(t))
                     && (r.gw.is_none() || h.gw == r.gw)
             });
             if !found {
