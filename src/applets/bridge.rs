@@ -483,7 +483,8 @@ fn setup(
     let conf = &plan.conf;
     let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let alias = attachment(cmd).comment();
-    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone(), &alias)?;
+    let pair =
+        veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone(), &alias)?;
     made.veth = true;
     attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
 

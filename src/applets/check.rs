@@ -5,7 +5,6 @@
 use crate::cni::{CniError, CniResult, Command, Interface};
 use crate::netlink::{iface, Link, Netlink};
 
-
 /// The interface of `result` called `ifname` in `sandbox`, or an error
 /// saying the result does not list it.
 pub fn result_interface<'a>(result: &'a CniResult, ifname: &str, sandbox: &str) -> Result<&'a Interface, CniError> {
