@@ -203,6 +203,10 @@ fn cases() -> Vec<Case> {
             ifname: "net1",
             setup: |w| {
                 w.host.exec("ip link add hdev0 type veth peer name hdev1");
+                // The peer stays in the host; without addrgenmode none it
+                // gains and loses a link-local address as hdev0's carrier
+                // comes and goes, in the kernel's own time.
+                w.host.exec("ip link set hdev1 addrgenmode none");
                 w.host.exec("ip link set hdev1 up");
                 conf(w, "host-device", w.host_local(&["10.205.0.0/24"]), json!({"device": "hdev0"}))
             },
