@@ -18,8 +18,10 @@ release:
 # One binary with no shared-library dependency (glibc, crt-static): the
 # initramfs build, and the fastest to start. Not position-independent (no
 # start-up self-relocation, no 120 KB relocation table) and without the
-# unwinder's lookup table (panic=abort never unwinds): smaller and faster.
-STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C link-arg=-Wl,--no-eh-frame-hdr
+# unwinder's tables (panic=abort never unwinds; scripts/no-eh-frame.ld says
+# why that is safe): smaller and faster.
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C link-arg=-Wl,--no-eh-frame-hdr \
+	-C link-arg=-Wl,-T,$(CURDIR)/scripts/no-eh-frame.ld
 static:
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET)
 
