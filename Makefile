@@ -24,6 +24,8 @@ release:
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C link-arg=-Wl,--no-eh-frame-hdr \
 	-C link-arg=-Wl,-T,$(CURDIR)/scripts/static-layout.ld
 static:
+	@# Cargo does not know the linker script: relink when it changed.
+	@if [ scripts/static-layout.ld -nt $(STATIC_BIN) ]; then touch src/main.rs; fi
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET)
 
 deps:
