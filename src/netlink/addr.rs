@@ -103,3 +103,24 @@ impl Netlink {
         self.ack(RTM_DELADDR, 0, &msg, &format!("deleting address {net} from link #{index}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::msg::emitted;
+
+    #[test]
+    fn parses_addresses_and_flags() {
+        let mut msg = AddressMessageBuilder::<Ipv6Addr>::new().index(9).address("fd00::5".parse().unwrap(), 64).build();
+        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Tentative));
+        let a = parse(&emitted(&msg)).unwrap();
+        assert_eq!((a.index, a.net.to_string(), a.tentative, a.dad_failed), (9, "fd00::5/64".into(), true, false));
+        // On a point-to-point link IFA_LOCAL is ours and IFA_ADDRESS the peer's.
+        let mut ptp = AddressMessage::default();
+        ptp.header.family = AddressFamily::Inet;
+        ptp.header.prefix_len = 32;
+        ptp.attributes.push(AddressAttribute::Address("10.0.0.2".parse().unwrap()));
+        ptp.attributes.push(AddressAttribute::Local("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse(&emitted(&ptp)).unwrap().net.to_string(), "10.0.0.1/32");
+    }
+}

@@ -300,3 +300,29 @@ impl Netlink {
         self.set(Self::by_index(index).txqueuelen(len), format!("setting txqlen {len} on link #{index}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::msg::emitted;
+
+    #[test]
+    fn parses_what_the_builders_emit() {
+        let mut msg = LinkVeth::new("veth0", "eth0").mtu(1400).address(vec![2, 0, 0, 0, 0, 1]).link_group(7).build();
+        msg.header.index = 12;
+        msg.attributes.push(rtnetlink::packet_route::link::LinkAttribute::Controller(3));
+        msg.attributes.push(rtnetlink::packet_route::link::LinkAttribute::IfAlias("tag".into()));
+        let link = Link::parse(&emitted(&msg)).unwrap();
+        assert_eq!(link.index, 12);
+        assert_eq!(link.name, "veth0");
+        assert_eq!(link.kind, "veth");
+        assert_eq!(link.mtu, 1400);
+        assert_eq!(link.mac, "02:00:00:00:00:01");
+        assert_eq!(link.group, 7);
+        assert_eq!(link.master, Some(3));
+        assert_eq!(link.alias, "tag");
+        assert!(!link.up);
+        let up = LinkUnspec::new_with_index(4).up().build();
+        assert!(Link::parse(&emitted(&up)).unwrap().up);
+    }
+}

@@ -94,10 +94,11 @@ pub mod libc_errno {
 
 /// A route-netlink socket bound to one network namespace. Requests are
 /// made synchronously: send one message, read its replies until the ACK,
-/// the end of the dump or the single answer (see msg.rs).
+/// the end of the dump or the single answer (see msg.rs). Not Sync (the
+/// Cell): two threads sharing one socket could read each other's replies.
 pub struct Netlink {
     sock: netlink_sys::Socket,
-    seq: std::sync::atomic::AtomicU32,
+    seq: std::cell::Cell<u32>,
 }
 
 impl Netlink {
@@ -108,7 +109,7 @@ impl Netlink {
         let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE).map_err(io)?;
         sock.bind_auto().map_err(io)?;
         sock.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(io)?;
-        Ok(Netlink { sock, seq: std::sync::atomic::AtomicU32::new(1) })
+        Ok(Netlink { sock, seq: std::cell::Cell::new(1) })
     }
 
     /// A socket in `ns`.
@@ -117,6 +118,8 @@ impl Netlink {
     }
 
     fn next_seq(&self) -> u32 {
-        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        let seq = self.seq.get();
+        self.seq.set(seq.wrapping_add(1));
+        seq
     }
 }

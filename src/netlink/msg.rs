@@ -201,6 +201,14 @@ where
     NlasIterator::new(buf).filter_map(|nla| T::parse(&nla.ok()?).ok()).collect()
 }
 
+/// A message's bytes as the kernel would send them back (for parser tests).
+#[cfg(test)]
+pub fn emitted(msg: &impl Emitable) -> Vec<u8> {
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.emit(&mut buf);
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

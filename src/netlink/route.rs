@@ -180,3 +180,35 @@ pub fn describe(r: &RouteEntry) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::msg::emitted;
+
+    #[test]
+    fn parses_what_build_emits() {
+        let r = RouteEntry {
+            dst: Some("10.1.0.0/16".parse().unwrap()),
+            gw: Some("10.0.0.1".parse().unwrap()),
+            oif: Some(5),
+            table: Some(1000),
+            metric: Some(100),
+            mtu: Some(1400),
+            advmss: Some(1360),
+            scope: Some(0),
+            protocol: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(parse(&emitted(&build(&r, false))), Some(r));
+        let default6 = RouteEntry {
+            dst: Some("::/0".parse().unwrap()),
+            gw: Some("fd00::1".parse().unwrap()),
+            ..Default::default()
+        };
+        let back = parse(&emitted(&build(&default6, true))).unwrap();
+        assert_eq!(back.dst, default6.dst);
+        assert_eq!(back.gw, default6.gw);
+        assert_eq!(back.table, Some(254));
+    }
+}

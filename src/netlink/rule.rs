@@ -120,13 +120,7 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtnetlink::packet_core::Emitable;
-
-    fn emitted(msg: &RuleMessage) -> Vec<u8> {
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.emit(&mut buf);
-        buf
-    }
+    use crate::netlink::msg::emitted;
 
     #[test]
     fn message_round_trip() {
