@@ -41,7 +41,7 @@ fn parse(payload: &[u8]) -> Option<Addr> {
             // IFA_LOCAL is the interface's own address on point-to-point links.
             IFA_LOCAL => ip = msg::ip(value),
             IFA_ADDRESS if ip.is_none() => ip = msg::ip(value),
-            IFA_FLAGS => flags = msg::u32_at(value, 0)?,
+            IFA_FLAGS => flags = msg::u32_at(value, 0).unwrap_or(flags),
             _ => {}
         }
     }

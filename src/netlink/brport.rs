@@ -84,7 +84,7 @@ impl Netlink {
         let msgs = self.dump(RTM_GETLINK, &query, "listing bridge port VLANs")?;
         let mut vlans = Vec::new();
         for m in msgs.iter().filter(|m| msg::u32_at(m, 4) == Some(index)) {
-            let Some(spec) = msg::find_attr(&m[IFINFOMSG_LEN..], IFLA_AF_SPEC) else { continue };
+            let Some(spec) = m.get(IFINFOMSG_LEN..).and_then(|a| msg::find_attr(a, IFLA_AF_SPEC)) else { continue };
             for (kind, v) in msg::attrs(spec) {
                 let (Some(flags), Some(vid)) = (msg::u16_at(v, 0), msg::u16_at(v, 2)) else { continue };
                 if kind == IFLA_BRIDGE_VLAN_INFO {

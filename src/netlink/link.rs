@@ -70,13 +70,13 @@ impl Link {
             match kind {
                 IFLA_IFNAME => link.name = msg::string(value),
                 IFLA_ADDRESS => link.mac = mac::format(value),
-                IFLA_MTU => link.mtu = msg::u32_at(value, 0)?,
+                IFLA_MTU => link.mtu = msg::u32_at(value, 0).unwrap_or_default(),
                 IFLA_MASTER => link.master = msg::u32_at(value, 0),
                 IFLA_LINK => link.parent = msg::u32_at(value, 0),
                 IFLA_LINK_NETNSID => link.link_netnsid = msg::u32_at(value, 0).map(|v| v as i32),
                 IFLA_IFALIAS => link.alias = msg::string(value),
-                IFLA_TXQLEN => link.txqlen = msg::u32_at(value, 0)?,
-                IFLA_GROUP => link.group = msg::u32_at(value, 0)?,
+                IFLA_TXQLEN => link.txqlen = msg::u32_at(value, 0).unwrap_or_default(),
+                IFLA_GROUP => link.group = msg::u32_at(value, 0).unwrap_or_default(),
                 IFLA_LINKINFO => {
                     for (k, v) in msg::attrs(value) {
                         match k {

@@ -63,7 +63,7 @@ fn parse(payload: &[u8]) -> Option<RouteEntry> {
             RTA_DST => dst_ip = msg::ip(value),
             RTA_GATEWAY => r.gw = msg::ip(value),
             RTA_OIF => r.oif = msg::u32_at(value, 0),
-            RTA_TABLE => table = msg::u32_at(value, 0)?,
+            RTA_TABLE => table = msg::u32_at(value, 0).unwrap_or(table),
             RTA_PRIORITY => r.metric = msg::u32_at(value, 0),
             RTA_PREFSRC => r.src = msg::ip(value),
             RTA_METRICS => {

@@ -72,7 +72,7 @@ impl Rule {
         };
         for (kind, value) in msg::attrs_after(payload, FIB_RULE_HDR_LEN) {
             match kind {
-                FRA_TABLE => rule.table = msg::u32_at(value, 0)?,
+                FRA_TABLE => rule.table = msg::u32_at(value, 0).unwrap_or(rule.table),
                 FRA_PRIORITY => rule.priority = msg::u32_at(value, 0),
                 FRA_SRC => rule.src = msg::ip(value).and_then(|ip| IpNet::new(ip, src_len).ok()),
                 _ => {}
