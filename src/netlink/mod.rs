@@ -15,7 +15,7 @@ pub mod iface;
 pub mod link;
 pub mod mac;
 pub mod moved_link;
-mod msg;
+pub mod msg;
 pub mod netns;
 pub mod nft;
 pub mod nft_build;

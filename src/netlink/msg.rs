@@ -5,6 +5,11 @@
 //! behind our own nlmsghdr. Replies are not decoded into rtnetlink's types:
 //! each caller reads the few attributes it needs from the raw payload, so the
 //! binary does not carry a parser for every message family and link kind.
+//!
+//! For a request the facade does not wrap: build the message with rtnetlink
+//! and send it with `nl.ack(RTM_..., flags, &msg, what)` (changes) or
+//! `nl.dump(RTM_GET..., &query, what)` (listings; read each payload with
+//! `attrs_after`).
 
 use rtnetlink::packet_core::{Emitable, NlaBuffer, NlasIterator, Parseable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
@@ -44,19 +49,19 @@ impl Netlink {
     /// Sends `body` as a `kind` request with `flags` and returns the payloads
     /// (after the nlmsghdr) of the replies: every part of a dump, the one
     /// answer of a plain GET, nothing for a request that only gets an ACK.
-    pub(super) fn request(&self, kind: u16, flags: u16, body: &impl Emitable, what: &str) -> Result<Vec<Vec<u8>>> {
+    pub fn request(&self, kind: u16, flags: u16, body: &impl Emitable, what: &str) -> Result<Vec<Vec<u8>>> {
         let mut buf = vec![0u8; HEADER_LEN + body.buffer_len()];
         body.emit(&mut buf[HEADER_LEN..]);
         self.transact(kind, NLM_F_REQUEST | flags, buf, what)
     }
 
     /// A change the kernel answers with an ACK or an error.
-    pub(super) fn ack(&self, kind: u16, flags: u16, body: &impl Emitable, what: &str) -> Result<()> {
+    pub fn ack(&self, kind: u16, flags: u16, body: &impl Emitable, what: &str) -> Result<()> {
         self.request(kind, NLM_F_ACK | flags, body, what).map(drop)
     }
 
     /// Every object of one kind (the body may narrow it, e.g. by family).
-    pub(super) fn dump(&self, kind: u16, body: &impl Emitable, what: &str) -> Result<Vec<Vec<u8>>> {
+    pub fn dump(&self, kind: u16, body: &impl Emitable, what: &str) -> Result<Vec<Vec<u8>>> {
         self.request(kind, NLM_F_DUMP, body, what)
     }
 
