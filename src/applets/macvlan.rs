@@ -1,8 +1,7 @@
 //! macvlan: a macvlan link on a host (or container) master, moved into the
 //! container as CNI_IFNAME, optionally addressed by IPAM.
 
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, LinkAttribute, LinkInfo, MacVlanMode};
+use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, MacVlanMode};
 use rtnetlink::LinkMacVlan;
 use serde::Deserialize;
 
@@ -36,23 +35,12 @@ fn parse_mode(s: &str) -> Result<MacVlanMode, CniError> {
 
 /// The macvlan mode of link #index, read from its link info.
 fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> {
-    let msgs: Vec<_> = nl
-        .block_on(nl.handle().link().get().match_index(index).execute().try_collect())
-        .cni_internal("reading the macvlan's link info")?;
-    for attr in msgs.iter().flat_map(|m| &m.attributes) {
-        if let LinkAttribute::LinkInfo(infos) = attr {
-            for info in infos {
-                if let LinkInfo::Data(InfoData::MacVlan(data)) = info {
-                    for d in data {
-                        if let InfoMacVlan::Mode(m) = d {
-                            return Ok(Some(*m));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(None)
+    let data = nl.link_info_data(index).cni_internal("reading the macvlan's link info")?;
+    let Some(InfoData::MacVlan(data)) = data else { return Ok(None) };
+    Ok(data.into_iter().find_map(|d| match d {
+        InfoMacVlan::Mode(m) => Some(m),
+        _ => None,
+    }))
 }
 
 /// The configuration with everything checked that needs no system access.

@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVrf, LinkAttribute, LinkInfo};
+use rtnetlink::packet_route::link::{InfoData, InfoVrf};
 use rtnetlink::LinkVrf;
 use serde::Deserialize;
 
@@ -70,23 +69,14 @@ struct VrfDev {
 
 /// Every VRF of the netns as (ifindex, table).
 fn vrf_tables(nl: &Netlink) -> Result<Vec<(u32, u32)>, CniError> {
-    let msgs: Vec<_> = nl
-        .block_on(nl.handle().link().get().execute().try_collect::<Vec<_>>())
-        .map_err(|e| CniError::internal(format!("listing links: {e}")))?;
     let mut out = Vec::new();
-    for m in &msgs {
-        for attr in &m.attributes {
-            let LinkAttribute::LinkInfo(infos) = attr else { continue };
-            for info in infos {
-                if let LinkInfo::Data(InfoData::Vrf(data)) = info {
-                    if let Some(table) = data.iter().find_map(|d| match d {
-                        InfoVrf::TableId(t) => Some(*t),
-                        _ => None,
-                    }) {
-                        out.push((m.header.index, table));
-                    }
-                }
-            }
+    for (index, data) in nl.links_info_data()? {
+        let InfoData::Vrf(data) = data else { continue };
+        if let Some(table) = data.iter().find_map(|d| match d {
+            InfoVrf::TableId(t) => Some(*t),
+            _ => None,
+        }) {
+            out.push((index, table));
         }
     }
     Ok(out)

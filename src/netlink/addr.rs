@@ -1,10 +1,14 @@
 //! Interface addresses.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::AddressMessageBuilder;
 
+use super::msg::{self, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR};
 use super::{Error, Netlink, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,60 +21,65 @@ pub struct Addr {
     pub dad_failed: bool,
 }
 
-fn from_message(msg: &AddressMessage) -> Option<Addr> {
-    let mut ip: Option<IpAddr> = None;
-    let mut flags = AddressFlags::empty();
-    for attr in &msg.attributes {
-        match attr {
+/// IFA_* attributes and flags of an address message.
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
+/// sizeof(struct ifaddrmsg).
+const IFADDRMSG_LEN: usize = 8;
+
+/// Reads an RTM_NEWADDR payload (struct ifaddrmsg, then attributes).
+fn parse(payload: &[u8]) -> Option<Addr> {
+    let prefix_len = msg::u8_at(payload, 1)?;
+    // The 8-bit header flags, superseded by IFA_FLAGS when present.
+    let mut flags = u32::from(msg::u8_at(payload, 2)?);
+    let mut ip = None;
+    for (kind, value) in msg::attrs_after(payload, IFADDRMSG_LEN) {
+        match kind {
             // IFA_LOCAL is the interface's own address on point-to-point links.
-            AddressAttribute::Local(a) => ip = Some(*a),
-            AddressAttribute::Address(a) if ip.is_none() => ip = Some(*a),
-            AddressAttribute::Flags(f) => flags = *f,
+            IFA_LOCAL => ip = msg::ip(value),
+            IFA_ADDRESS if ip.is_none() => ip = msg::ip(value),
+            IFA_FLAGS => flags = msg::u32_at(value, 0).unwrap_or(flags),
             _ => {}
         }
     }
-    let net = IpNet::new(ip?, msg.header.prefix_len).ok()?;
     Some(Addr {
-        index: msg.header.index,
-        net,
-        tentative: flags.contains(AddressFlags::Tentative),
-        dad_failed: flags.contains(AddressFlags::Dadfailed),
+        index: msg::u32_at(payload, 4)?,
+        net: IpNet::new(ip?, prefix_len).ok()?,
+        tentative: flags & IFA_F_TENTATIVE != 0,
+        dad_failed: flags & IFA_F_DADFAILED != 0,
     })
 }
 
 impl Netlink {
     /// Addresses, of one link or of all.
     pub fn addrs(&self, index: Option<u32>) -> Result<Vec<Addr>> {
-        let mut req = self.handle().address().get();
-        if let Some(i) = index {
-            req = req.set_link_index_filter(i);
-        }
-        let msgs = self.collect(req.execute(), "listing addresses")?;
-        Ok(msgs.iter().filter_map(from_message).filter(|a| index.is_none_or(|i| a.index == i)).collect())
+        let msgs = self.dump(RTM_GETADDR, &AddressMessage::default(), "listing addresses")?;
+        Ok(msgs.iter().filter_map(|m| parse(m)).filter(|a| index.is_none_or(|i| a.index == i)).collect())
     }
 
     /// The addresses of one family on one link. The kernel dumps only that
     /// family, so a host with hundreds of veths (each with an IPv6
     /// link-local address) does not make an IPv4 lookup slow.
     pub fn link_addrs(&self, index: u32, v6: bool) -> Result<Vec<Addr>> {
-        let mut req = self.handle().address().get().set_link_index_filter(index);
-        req.message_mut().header.family = if v6 {
-            rtnetlink::packet_route::AddressFamily::Inet6
-        } else {
-            rtnetlink::packet_route::AddressFamily::Inet
-        };
-        let msgs = self.collect(req.execute(), "listing addresses")?;
-        Ok(msgs.iter().filter_map(from_message).filter(|a| a.index == index && a.net.addr().is_ipv6() == v6).collect())
+        let mut query = AddressMessage::default();
+        query.header.family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        let msgs = self.dump(RTM_GETADDR, &query, "listing addresses")?;
+        Ok(msgs.iter().filter_map(|m| parse(m)).filter(|a| a.index == index && a.net.addr().is_ipv6() == v6).collect())
     }
 
     /// Adds `net` to the link. `nodad` skips IPv6 duplicate address detection.
     pub fn add_addr(&self, index: u32, net: IpNet, nodad: bool) -> Result<()> {
-        let mut req = self.handle().address().add(index, net.addr(), net.prefix_len());
+        let mut msg = match net.addr() {
+            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(a, net.prefix_len()).build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new().index(index).address(a, net.prefix_len()).build(),
+        };
         if nodad && net.addr().is_ipv6() {
-            let msg = req.message_mut();
             msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        self.exec(req.execute(), &format!("adding address {net} to link #{index}"))
+        self.ack(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &msg, &format!("adding address {net} to link #{index}"))
     }
 
     pub fn del_addr(&self, index: u32, net: IpNet) -> Result<()> {
@@ -80,8 +89,8 @@ impl Netlink {
         };
         let mut msg = AddressMessage::default();
         msg.header.family = match net {
-            IpNet::V4(_) => rtnetlink::packet_route::AddressFamily::Inet,
-            IpNet::V6(_) => rtnetlink::packet_route::AddressFamily::Inet6,
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
         };
         msg.header.prefix_len = net.prefix_len();
         msg.header.index = index;
@@ -91,6 +100,27 @@ impl Netlink {
         } else {
             msg.attributes[0] = AddressAttribute::Address(net.addr());
         }
-        self.exec(self.handle().address().del(msg).execute(), &format!("deleting address {net} from link #{index}"))
+        self.ack(RTM_DELADDR, 0, &msg, &format!("deleting address {net} from link #{index}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::msg::emitted;
+
+    #[test]
+    fn parses_addresses_and_flags() {
+        let mut msg = AddressMessageBuilder::<Ipv6Addr>::new().index(9).address("fd00::5".parse().unwrap(), 64).build();
+        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Tentative));
+        let a = parse(&emitted(&msg)).unwrap();
+        assert_eq!((a.index, a.net.to_string(), a.tentative, a.dad_failed), (9, "fd00::5/64".into(), true, false));
+        // On a point-to-point link IFA_LOCAL is ours and IFA_ADDRESS the peer's.
+        let mut ptp = AddressMessage::default();
+        ptp.header.family = AddressFamily::Inet;
+        ptp.header.prefix_len = 32;
+        ptp.attributes.push(AddressAttribute::Address("10.0.0.2".parse().unwrap()));
+        ptp.attributes.push(AddressAttribute::Local("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse(&emitted(&ptp)).unwrap().net.to_string(), "10.0.0.1/32");
     }
 }

@@ -1,14 +1,23 @@
 //! Bridge ports: port flags (hairpin, isolation), VLAN membership, and the
 //! port's STP state.
 
-use rtnetlink::packet_route::link::{
-    AfSpecBridge, BridgePortState, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoPortData,
-    LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_route::link::{BridgeVlanInfoFlags, LinkAttribute, LinkExtentMask, LinkMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridgePort, LinkBridgeVlan};
 
+use super::link::{link_info, IFINFOMSG_LEN, IFLA_AF_SPEC, IFLA_INFO_DATA, IFLA_INFO_SLAVE_DATA};
+use super::msg::{self, RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK};
 use super::{Link, Netlink, Result};
+
+/// IFLA_BRIDGE_VLAN_INFO inside IFLA_AF_SPEC: struct bridge_vlan_info { u16 flags; u16 vid; }.
+const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
+const BRIDGE_VLAN_INFO_PVID: u16 = 0x2;
+const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 0x4;
+/// IFLA_BR_* bridge options inside IFLA_INFO_DATA.
+const IFLA_BR_VLAN_FILTERING: u16 = 7;
+const IFLA_BR_VLAN_DEFAULT_PVID: u16 = 39;
+/// IFLA_BRPORT_STATE inside a bridge port's IFLA_INFO_SLAVE_DATA.
+const IFLA_BRPORT_STATE: u16 = 1;
 
 /// One VLAN a bridge port is a member of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +49,7 @@ impl Netlink {
             b = b.isolated(true);
         }
         let msg = b.build();
-        self.exec(self.handle().link().set_port(msg).execute(), &format!("setting bridge port flags on link #{index}"))
+        self.ack(RTM_NEWLINK, 0, &msg, &format!("setting bridge port flags on link #{index}"))
     }
 
     /// Adds VLANs `first..=last` to a bridge port (a range in one message).
@@ -56,36 +65,33 @@ impl Netlink {
         } else {
             b.vlan_range_start(first, flags).vlan_range_end(last, flags)
         };
-        self.exec(
-            self.handle().link().set(b.build()).execute(),
-            &format!("adding vlan {first}-{last} to bridge port #{index}"),
-        )
+        self.set_link(&b.build(), &format!("adding vlan {first}-{last} to bridge port #{index}"))
     }
 
     /// Removes VLAN `vid` from a bridge port.
     pub fn del_bridge_vlan(&self, index: u32, vid: u16) -> Result<()> {
         let msg = LinkBridgeVlan::new(index).vlan(vid, BridgeVlanInfoFlags::empty()).build();
-        self.exec(
-            self.handle().link().del_with_message(msg).execute(),
-            &format!("removing vlan {vid} from bridge port #{index}"),
-        )
+        self.ack(RTM_DELLINK, 0, &msg, &format!("removing vlan {vid} from bridge port #{index}"))
     }
 
     /// The VLANs of a bridge port (or of the bridge itself), one entry per
     /// VLAN id. Only an AF_BRIDGE dump reports them, so this dumps every
     /// bridge port and keeps `index`'s.
     pub fn bridge_port_vlans(&self, index: u32) -> Result<Vec<PortVlan>> {
-        let req = self.handle().link().get().set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan]);
-        let msgs = self.collect(req.execute(), "listing bridge port VLANs")?;
+        let mut query = LinkMessage::default();
+        query.header.interface_family = AddressFamily::Bridge;
+        query.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::Brvlan]));
+        let msgs = self.dump(RTM_GETLINK, &query, "listing bridge port VLANs")?;
         let mut vlans = Vec::new();
-        for attr in msgs.iter().filter(|m| m.header.index == index).flat_map(|m| m.attributes.iter()) {
-            let LinkAttribute::AfSpecBridge(specs) = attr else { continue };
-            for spec in specs {
-                if let AfSpecBridge::VlanInfo(v) = spec {
+        for m in msgs.iter().filter(|m| msg::u32_at(m, 4) == Some(index)) {
+            let Some(spec) = m.get(IFINFOMSG_LEN..).and_then(|a| msg::find_attr(a, IFLA_AF_SPEC)) else { continue };
+            for (kind, v) in msg::attrs(spec) {
+                let (Some(flags), Some(vid)) = (msg::u16_at(v, 0), msg::u16_at(v, 2)) else { continue };
+                if kind == IFLA_BRIDGE_VLAN_INFO {
                     vlans.push(PortVlan {
-                        vid: v.vid,
-                        pvid: v.flags.contains(BridgeVlanInfoFlags::Pvid),
-                        untagged: v.flags.contains(BridgeVlanInfoFlags::Untagged),
+                        vid,
+                        pvid: flags & BRIDGE_VLAN_INFO_PVID != 0,
+                        untagged: flags & BRIDGE_VLAN_INFO_UNTAGGED != 0,
                     });
                 }
             }
@@ -96,34 +102,23 @@ impl Netlink {
     /// The VLAN a bridge puts new ports in (untagged, pvid); None when the
     /// link is not a bridge or the kernel does not say.
     pub fn bridge_default_pvid(&self, index: u32) -> Result<Option<u16>> {
-        Ok(self.bridge_options(index)?.iter().find_map(|o| match o {
-            InfoBridge::VlanDefaultPvid(v) => Some(*v),
-            _ => None,
-        }))
+        Ok(self.bridge_option(index, IFLA_BR_VLAN_DEFAULT_PVID)?.and_then(|v| msg::u16_at(&v, 0)))
     }
 
     /// Whether the bridge filters by VLAN; None when the link is not a
     /// bridge or the kernel does not say.
     pub fn bridge_vlan_filtering(&self, index: u32) -> Result<Option<bool>> {
-        Ok(self.bridge_options(index)?.iter().find_map(|o| match o {
-            InfoBridge::VlanFiltering(on) => Some(*on),
-            _ => None,
-        }))
+        Ok(self.bridge_option(index, IFLA_BR_VLAN_FILTERING)?.and_then(|v| msg::u8_at(&v, 0)).map(|on| on != 0))
     }
 
-    /// The bridge options of link `index` (empty when it is no bridge).
-    fn bridge_options(&self, index: u32) -> Result<Vec<InfoBridge>> {
-        let req = self.handle().link().get().match_index(index).execute();
-        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
-        for attr in msgs.into_iter().flat_map(|m| m.attributes.into_iter()) {
-            let LinkAttribute::LinkInfo(infos) = attr else { continue };
-            for info in infos {
-                if let LinkInfo::Data(InfoData::Bridge(opts)) = info {
-                    return Ok(opts);
-                }
-            }
-        }
-        Ok(Vec::new())
+    /// The bridge option `kind` (IFLA_BR_*) of link `index`; None when it
+    /// is no bridge or the kernel does not report that option.
+    fn bridge_option(&self, index: u32, kind: u16) -> Result<Option<Vec<u8>>> {
+        let Some(m) = self.get_link_by_index(index)? else { return Ok(None) };
+        Ok(match link_info(&m, IFLA_INFO_DATA) {
+            Some((k, data)) if k == "bridge" => msg::find_attr(data, kind).map(<[u8]>::to_vec),
+            _ => None,
+        })
     }
 
     /// The port's STP state; None when the link is not a bridge port.
@@ -134,9 +129,8 @@ impl Netlink {
     /// The link and its STP state (None when it is not a bridge port), from
     /// one request; None when the link is gone.
     pub fn bridge_port(&self, index: u32) -> Result<Option<(Link, Option<PortState>)>> {
-        let req = self.handle().link().get().match_index(index).execute();
-        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
-        Ok(msgs.first().map(|m| (Link::from_message(m), port_state(m))))
+        let Some(m) = self.get_link_by_index(index)? else { return Ok(None) };
+        Ok(Link::parse(&m).map(|link| (link, port_state(&m))))
     }
 
     /// Waits until the port forwards. With STP off (the bridge plugin's
@@ -165,25 +159,20 @@ impl Netlink {
     }
 }
 
-/// The STP state in a link message; None when it is not a bridge port.
-fn port_state(msg: &LinkMessage) -> Option<PortState> {
-    for attr in &msg.attributes {
-        let LinkAttribute::LinkInfo(infos) = attr else { continue };
-        for info in infos {
-            let LinkInfo::PortData(InfoPortData::BridgePort(port)) = info else { continue };
-            for p in port {
-                if let InfoBridgePort::State(s) = p {
-                    return Some(match s {
-                        BridgePortState::Disabled => PortState::Disabled,
-                        BridgePortState::Listening => PortState::Listening,
-                        BridgePortState::Learning => PortState::Learning,
-                        BridgePortState::Forwarding => PortState::Forwarding,
-                        BridgePortState::Blocking => PortState::Blocking,
-                        _ => PortState::Other,
-                    });
-                }
-            }
-        }
+/// The STP state in an RTM_NEWLINK payload; None when it is not a bridge port.
+fn port_state(payload: &[u8]) -> Option<PortState> {
+    let (kind, port) = link_info(payload, IFLA_INFO_SLAVE_DATA)?;
+    if kind != "bridge" {
+        return None;
     }
-    None
+    let state = msg::u8_at(msg::find_attr(port, IFLA_BRPORT_STATE)?, 0)?;
+    // BR_STATE_* from linux/if_bridge.h.
+    Some(match state {
+        0 => PortState::Disabled,
+        1 => PortState::Listening,
+        2 => PortState::Learning,
+        3 => PortState::Forwarding,
+        4 => PortState::Blocking,
+        _ => PortState::Other,
+    })
 }

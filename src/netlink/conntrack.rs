@@ -9,6 +9,7 @@
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
+use super::msg::attrs;
 use super::{Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -91,23 +92,6 @@ fn dump_request(seq: u32, family: u8, proto: u8, dport: u16, kernel_filter: bool
         attrs.extend(nested(CTA_FILTER, &filter));
     }
     message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, family, &attrs)
-}
-
-/// Iterates over the attributes in `buf` as (type without flags, payload).
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let payload = &buf[4..len];
-        buf = &buf[((len + 3) & !3).min(buf.len())..];
-        Some((kind, payload))
-    })
 }
 
 /// One conntrack entry as needed to delete it.

@@ -1,10 +1,10 @@
 //! Links: query, create, change, delete.
 
-use rtnetlink::packet_route::link::{
-    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use rtnetlink::packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkMessage};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
+use super::msg::{self, RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK};
 use super::{mac, Error, NetNs, Netlink, Result};
 
 /// What applets need to know about a link.
@@ -32,31 +32,56 @@ pub struct Link {
     pub group: u32,
 }
 
+/// IFLA_* attributes of a link message.
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_TXQLEN: u16 = 13;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
+pub(super) const IFLA_AF_SPEC: u16 = 26;
+const IFLA_GROUP: u16 = 27;
+const IFLA_LINK_NETNSID: u16 = 37;
+/// IFLA_INFO_* inside IFLA_LINKINFO.
+const IFLA_INFO_KIND: u16 = 1;
+pub(super) const IFLA_INFO_DATA: u16 = 2;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+pub(super) const IFLA_INFO_SLAVE_DATA: u16 = 5;
+/// sizeof(struct ifinfomsg).
+pub(super) const IFINFOMSG_LEN: usize = 16;
+const IFF_UP: u32 = 0x1;
+const IFF_PROMISC: u32 = 0x100;
+const IFF_ALLMULTI: u32 = 0x200;
+
 impl Link {
-    pub(super) fn from_message(msg: &LinkMessage) -> Link {
+    /// Reads an RTM_NEWLINK payload (struct ifinfomsg, then attributes).
+    pub(super) fn parse(payload: &[u8]) -> Option<Link> {
+        let flags = msg::u32_at(payload, 8)?;
         let mut link = Link {
-            index: msg.header.index,
-            up: msg.header.flags.contains(LinkFlags::Up),
-            promisc: msg.header.flags.contains(LinkFlags::Promisc),
-            allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
+            index: msg::u32_at(payload, 4)?,
+            up: flags & IFF_UP != 0,
+            promisc: flags & IFF_PROMISC != 0,
+            allmulti: flags & IFF_ALLMULTI != 0,
             ..Default::default()
         };
-        for attr in &msg.attributes {
-            match attr {
-                LinkAttribute::IfName(n) => link.name = n.clone(),
-                LinkAttribute::Address(a) => link.mac = mac::format(a),
-                LinkAttribute::Mtu(m) => link.mtu = *m,
-                LinkAttribute::Controller(m) => link.master = Some(*m),
-                LinkAttribute::Link(l) => link.parent = Some(*l),
-                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
-                LinkAttribute::IfAlias(a) => link.alias = a.clone(),
-                LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
-                LinkAttribute::Group(g) => link.group = *g,
-                LinkAttribute::LinkInfo(infos) => {
-                    for info in infos {
-                        match info {
-                            LinkInfo::Kind(k) => link.kind = kind_name(k),
-                            LinkInfo::PortKind(k) => link.port_kind = format!("{k:?}").to_ascii_lowercase(),
+        for (kind, value) in msg::attrs_after(payload, IFINFOMSG_LEN) {
+            match kind {
+                IFLA_IFNAME => link.name = msg::string(value),
+                IFLA_ADDRESS => link.mac = mac::format(value),
+                IFLA_MTU => link.mtu = msg::u32_at(value, 0).unwrap_or_default(),
+                IFLA_MASTER => link.master = msg::u32_at(value, 0),
+                IFLA_LINK => link.parent = msg::u32_at(value, 0),
+                IFLA_LINK_NETNSID => link.link_netnsid = msg::u32_at(value, 0).map(|v| v as i32),
+                IFLA_IFALIAS => link.alias = msg::string(value),
+                IFLA_TXQLEN => link.txqlen = msg::u32_at(value, 0).unwrap_or_default(),
+                IFLA_GROUP => link.group = msg::u32_at(value, 0).unwrap_or_default(),
+                IFLA_LINKINFO => {
+                    for (k, v) in msg::attrs(value) {
+                        match k {
+                            IFLA_INFO_KIND => link.kind = msg::string(v),
+                            IFLA_INFO_SLAVE_KIND => link.port_kind = msg::string(v),
                             _ => {}
                         }
                     }
@@ -64,15 +89,18 @@ impl Link {
                 _ => {}
             }
         }
-        link
+        Some(link)
     }
 }
 
-fn kind_name(kind: &InfoKind) -> String {
-    match kind {
-        InfoKind::Other(s) => s.clone(),
-        k => k.to_string(),
-    }
+/// The nested attribute `info` (IFLA_INFO_DATA or IFLA_INFO_SLAVE_DATA) of
+/// the IFLA_LINKINFO of an RTM_NEWLINK payload, with the kind it belongs
+/// to (the link's kind, or for the port data its master's kind).
+pub(super) fn link_info(payload: &[u8], info: u16) -> Option<(String, &[u8])> {
+    let linkinfo = msg::find_attr(payload.get(IFINFOMSG_LEN..)?, IFLA_LINKINFO)?;
+    let kind_attr = if info == IFLA_INFO_SLAVE_DATA { IFLA_INFO_SLAVE_KIND } else { IFLA_INFO_KIND };
+    let kind = msg::find_attr(linkinfo, kind_attr).map(msg::string).unwrap_or_default();
+    Some((kind, msg::find_attr(linkinfo, info)?))
 }
 
 /// Options for a new veth pair.
@@ -92,12 +120,23 @@ pub struct VethSpec<'a> {
 impl Netlink {
     /// The link called `name`, if any.
     pub fn link(&self, name: &str) -> Result<Option<Link>> {
-        let req = self.handle().link().get().match_name(name.to_string()).execute();
-        match self.collect(req, &format!("looking up link {name}")) {
-            Ok(msgs) => Ok(msgs.first().map(Link::from_message)),
+        let query = LinkUnspec::new_with_name(name).build();
+        Ok(self.get_link(&query, &format!("looking up link {name}"))?.as_deref().and_then(Link::parse))
+    }
+
+    /// The RTM_NEWLINK payload answering a GETLINK for one link (by the
+    /// index or name in `query`); None when there is no such link.
+    pub(super) fn get_link(&self, query: &LinkMessage, what: &str) -> Result<Option<Vec<u8>>> {
+        match self.request(RTM_GETLINK, 0, query, what) {
+            Ok(mut replies) => Ok(replies.pop()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The RTM_NEWLINK payload of link `index`; None when it is gone.
+    pub(super) fn get_link_by_index(&self, index: u32) -> Result<Option<Vec<u8>>> {
+        self.get_link(&LinkUnspec::new_with_index(index).build(), &format!("looking up link #{index}"))
     }
 
     /// The link called `name`, or an ENODEV error naming it.
@@ -106,22 +145,21 @@ impl Netlink {
     }
 
     pub fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        let req = self.handle().link().get().match_index(index).execute();
-        match self.collect(req, &format!("looking up link #{index}")) {
-            Ok(msgs) => Ok(msgs.first().map(Link::from_message)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.get_link_by_index(index)?.as_deref().and_then(Link::parse))
     }
 
     pub fn links(&self) -> Result<Vec<Link>> {
-        let msgs = self.collect(self.handle().link().get().execute(), "listing links")?;
-        Ok(msgs.iter().map(Link::from_message).collect())
+        Ok(self.dump_links()?.iter().filter_map(|m| Link::parse(m)).collect())
+    }
+
+    /// The RTM_NEWLINK payloads of every link.
+    pub(super) fn dump_links(&self) -> Result<Vec<Vec<u8>>> {
+        self.dump(RTM_GETLINK, &LinkMessage::default(), "listing links")
     }
 
     /// Sends a prepared RTM_NEWLINK (for link kinds this module does not wrap).
     pub fn add_link_message(&self, msg: LinkMessage, what: &str) -> Result<()> {
-        self.exec(self.handle().link().add(msg).execute(), what)
+        self.ack(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &msg, what)
     }
 
     /// Creates a veth pair. The peer can be born directly in another netns.
@@ -168,11 +206,12 @@ impl Netlink {
             .index(index)
             .set_info_data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(on)]))
             .build();
-        self.exec(self.handle().link().change(msg).execute(), &format!("setting vlan_filtering on #{index}"))
+        self.ack(RTM_NEWLINK, 0, &msg, &format!("setting vlan_filtering on #{index}"))
     }
 
     pub fn del_link(&self, index: u32) -> Result<()> {
-        self.exec(self.handle().link().del(index).execute(), &format!("deleting link #{index}"))
+        let msg = LinkUnspec::new_with_index(index).build();
+        self.ack(RTM_DELLINK, 0, &msg, &format!("deleting link #{index}"))
     }
 
     /// Deletes the link called `name`; Ok(false) when there was none.
@@ -187,8 +226,13 @@ impl Netlink {
         }
     }
 
+    /// RTM_SETLINK with the flags rtnetlink's `link().set()` used.
+    pub(super) fn set_link(&self, msg: &LinkMessage, what: &str) -> Result<()> {
+        self.ack(RTM_SETLINK, NLM_F_CREATE | NLM_F_EXCL, msg, what)
+    }
+
     fn set(&self, b: LinkMessageBuilder<LinkUnspec>, what: String) -> Result<()> {
-        self.exec(self.handle().link().set(b.build()).execute(), &what)
+        self.set_link(&b.build(), &what)
     }
 
     fn by_index(index: u32) -> LinkMessageBuilder<LinkUnspec> {
@@ -254,5 +298,31 @@ impl Netlink {
 
     pub fn set_txqlen(&self, index: u32, len: u32) -> Result<()> {
         self.set(Self::by_index(index).txqueuelen(len), format!("setting txqlen {len} on link #{index}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::msg::emitted;
+
+    #[test]
+    fn parses_what_the_builders_emit() {
+        let mut msg = LinkVeth::new("veth0", "eth0").mtu(1400).address(vec![2, 0, 0, 0, 0, 1]).link_group(7).build();
+        msg.header.index = 12;
+        msg.attributes.push(rtnetlink::packet_route::link::LinkAttribute::Controller(3));
+        msg.attributes.push(rtnetlink::packet_route::link::LinkAttribute::IfAlias("tag".into()));
+        let link = Link::parse(&emitted(&msg)).unwrap();
+        assert_eq!(link.index, 12);
+        assert_eq!(link.name, "veth0");
+        assert_eq!(link.kind, "veth");
+        assert_eq!(link.mtu, 1400);
+        assert_eq!(link.mac, "02:00:00:00:00:01");
+        assert_eq!(link.group, 7);
+        assert_eq!(link.master, Some(3));
+        assert_eq!(link.alias, "tag");
+        assert!(!link.up);
+        let up = LinkUnspec::new_with_index(4).up().build();
+        assert!(Link::parse(&emitted(&up)).unwrap().up);
     }
 }

@@ -3,11 +3,12 @@
 //! route), check the MTU against it, create the link under a temporary name
 //! born directly in the container netns, rename it to CNI_IFNAME there.
 
-use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkMessage};
 
 use crate::cni::CniError;
 
-use super::link::Link;
+use super::link::{link_info, Link, IFLA_INFO_DATA};
+use super::msg;
 use super::{sysctl, Error, NetNs, Netlink, Result};
 
 /// The main-table table id.
@@ -131,20 +132,30 @@ pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
 
 impl Netlink {
     /// The kind-specific attributes (IFLA_INFO_DATA) of link `index`: the
-    /// ipvlan mode, vlan id or vrf table that CHECK compares.
+    /// ipvlan mode, vlan id, macvlan mode or vrf table that CHECK compares.
+    /// None when the link is gone or has none.
     pub fn link_info_data(&self, index: u32) -> Result<Option<InfoData>> {
-        let req = self.handle().link().get().match_index(index).execute();
-        let msgs = self.collect(req, &format!("looking up link #{index}"))?;
-        Ok(msgs.first().and_then(|m| {
-            m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-                    LinkInfo::Data(d) => Some(d.clone()),
-                    _ => None,
-                }),
-                _ => None,
-            })
-        }))
+        Ok(self.get_link_by_index(index)?.and_then(|m| info_data(&m)))
     }
+
+    /// The kind-specific attributes of every link that has them, by index.
+    pub fn links_info_data(&self) -> Result<Vec<(u32, InfoData)>> {
+        let msgs = self.dump_links()?;
+        Ok(msgs.iter().filter_map(|m| Some((msg::u32_at(m, 4)?, info_data(m)?))).collect())
+    }
+}
+
+/// The IFLA_INFO_DATA of an RTM_NEWLINK payload, decoded for the kinds
+/// cnibox creates on top of a master (other kinds come back raw).
+fn info_data(payload: &[u8]) -> Option<InfoData> {
+    let (kind, data) = link_info(payload, IFLA_INFO_DATA)?;
+    Some(match kind.as_str() {
+        "vlan" => InfoData::Vlan(msg::typed_attrs(data)),
+        "ipvlan" => InfoData::IpVlan(msg::typed_attrs(data)),
+        "macvlan" => InfoData::MacVlan(msg::typed_attrs(data)),
+        "vrf" => InfoData::Vrf(msg::typed_attrs(data)),
+        _ => InfoData::Other(data.to_vec()),
+    })
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteScope,
-};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteScope};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 
+use super::msg::{self, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE};
 use super::{Netlink, Result};
 
 /// A route as applets describe and read them.
@@ -32,35 +32,45 @@ pub struct RouteEntry {
 
 pub const SCOPE_LINK: u8 = 253;
 
-fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
+/// RTA_* attributes of a route message, and RTAX_* inside RTA_METRICS.
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_PREFSRC: u16 = 7;
+const RTA_METRICS: u16 = 8;
+const RTA_TABLE: u16 = 15;
+const RTAX_MTU: u16 = 2;
+const RTAX_ADVMSS: u16 = 8;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// sizeof(struct rtmsg).
+const RTMSG_LEN: usize = 12;
 
-fn from_message(msg: &RouteMessage) -> RouteEntry {
+/// Reads an RTM_NEWROUTE payload (struct rtmsg, then attributes).
+fn parse(payload: &[u8]) -> Option<RouteEntry> {
+    let family = msg::u8_at(payload, 0)?;
+    let dst_len = msg::u8_at(payload, 1)?;
+    let mut table = u32::from(msg::u8_at(payload, 4)?);
     let mut r = RouteEntry {
-        scope: Some(u8::from(msg.header.scope)),
-        protocol: Some(u8::from(msg.header.protocol)),
+        protocol: Some(msg::u8_at(payload, 5)?),
+        scope: Some(msg::u8_at(payload, 6)?),
         ..Default::default()
     };
-    let mut table = msg.header.table as u32;
     let mut dst_ip = None;
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Destination(a) => dst_ip = route_addr(a),
-            RouteAttribute::Gateway(a) => r.gw = route_addr(a),
-            RouteAttribute::Oif(i) => r.oif = Some(*i),
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Priority(p) => r.metric = Some(*p),
-            RouteAttribute::PrefSource(a) => r.src = route_addr(a),
-            RouteAttribute::Metrics(ms) => {
-                for m in ms {
+    for (kind, value) in msg::attrs_after(payload, RTMSG_LEN) {
+        match kind {
+            RTA_DST => dst_ip = msg::ip(value),
+            RTA_GATEWAY => r.gw = msg::ip(value),
+            RTA_OIF => r.oif = msg::u32_at(value, 0),
+            RTA_TABLE => table = msg::u32_at(value, 0).unwrap_or(table),
+            RTA_PRIORITY => r.metric = msg::u32_at(value, 0),
+            RTA_PREFSRC => r.src = msg::ip(value),
+            RTA_METRICS => {
+                for (m, v) in msg::attrs(value) {
                     match m {
-                        RouteMetric::Mtu(v) => r.mtu = Some(*v),
-                        RouteMetric::Advmss(v) => r.advmss = Some(*v),
+                        RTAX_MTU => r.mtu = msg::u32_at(v, 0),
+                        RTAX_ADVMSS => r.advmss = msg::u32_at(v, 0),
                         _ => {}
                     }
                 }
@@ -68,15 +78,14 @@ fn from_message(msg: &RouteMessage) -> RouteEntry {
             _ => {}
         }
     }
-    let len = msg.header.destination_prefix_length;
-    r.dst = match (dst_ip, msg.header.address_family) {
-        (Some(ip), _) => IpNet::new(ip, len).ok(),
-        (None, AddressFamily::Inet) => IpNet::new(IpAddr::from([0u8; 4]), 0).ok(),
-        (None, AddressFamily::Inet6) => IpNet::new(IpAddr::from([0u16; 8]), 0).ok(),
+    r.dst = match (dst_ip, family) {
+        (Some(ip), _) => IpNet::new(ip, dst_len).ok(),
+        (None, AF_INET) => IpNet::new(IpAddr::from([0u8; 4]), 0).ok(),
+        (None, AF_INET6) => IpNet::new(IpAddr::from([0u16; 8]), 0).ok(),
         _ => None,
     };
     r.table = Some(table);
-    r
+    Some(r)
 }
 
 fn build(r: &RouteEntry, v6: bool) -> RouteMessage {
@@ -132,19 +141,19 @@ impl Netlink {
         let mut query = RouteMessage::default();
         query.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
         query.header.table = RouteHeader::RT_TABLE_UNSPEC;
-        let msgs = self.collect(self.handle().route().get(query).execute(), "listing routes")?;
-        Ok(msgs.iter().map(from_message).collect())
+        let msgs = self.dump(RTM_GETROUTE, &query, "listing routes")?;
+        Ok(msgs.iter().filter_map(|m| parse(m)).collect())
     }
 
     pub fn add_route(&self, r: &RouteEntry) -> Result<()> {
         let msg = build(r, is_v6(r));
-        self.exec(self.handle().route().add(msg).execute(), &format!("adding route {}", describe(r)))
+        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &msg, &format!("adding route {}", describe(r)))
     }
 
     /// Adds or replaces (NLM_F_REPLACE).
     pub fn replace_route(&self, r: &RouteEntry) -> Result<()> {
         let msg = build(r, is_v6(r));
-        self.exec(self.handle().route().add(msg).replace().execute(), &format!("replacing route {}", describe(r)))
+        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &msg, &format!("replacing route {}", describe(r)))
     }
 
     pub fn del_route(&self, r: &RouteEntry) -> Result<()> {
@@ -154,7 +163,7 @@ impl Netlink {
         if r.scope.is_none() {
             msg.header.scope = RouteScope::NoWhere;
         }
-        self.exec(self.handle().route().del(msg).execute(), &format!("deleting route {}", describe(r)))
+        self.ack(RTM_DELROUTE, 0, &msg, &format!("deleting route {}", describe(r)))
     }
 }
 
@@ -170,4 +179,36 @@ pub fn describe(r: &RouteEntry) -> String {
         s += &format!(" table {t}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::msg::emitted;
+
+    #[test]
+    fn parses_what_build_emits() {
+        let r = RouteEntry {
+            dst: Some("10.1.0.0/16".parse().unwrap()),
+            gw: Some("10.0.0.1".parse().unwrap()),
+            oif: Some(5),
+            table: Some(1000),
+            metric: Some(100),
+            mtu: Some(1400),
+            advmss: Some(1360),
+            scope: Some(0),
+            protocol: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(parse(&emitted(&build(&r, false))), Some(r));
+        let default6 = RouteEntry {
+            dst: Some("::/0".parse().unwrap()),
+            gw: Some("fd00::1".parse().unwrap()),
+            ..Default::default()
+        };
+        let back = parse(&emitted(&build(&default6, true))).unwrap();
+        assert_eq!(back.dst, default6.dst);
+        assert_eq!(back.gw, default6.gw);
+        assert_eq!(back.table, Some(254));
+    }
 }

@@ -3,12 +3,21 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::route::RouteHeader;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::IpVersion;
 
+use super::msg::{self, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE};
 use super::{Netlink, Result};
+
+/// FRA_* attributes of a rule message.
+const FRA_SRC: u16 = 2;
+const FRA_PRIORITY: u16 = 6;
+const FRA_TABLE: u16 = 15;
+const AF_INET6: u8 = 10;
+/// sizeof(struct fib_rule_hdr).
+const FIB_RULE_HDR_LEN: usize = 12;
 
 /// A `lookup` rule as applets describe and read them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,21 +62,23 @@ impl Rule {
         msg
     }
 
-    fn from_message(msg: &RuleMessage) -> Rule {
+    /// Reads an RTM_NEWRULE payload (struct fib_rule_hdr, then attributes).
+    fn parse(payload: &[u8]) -> Option<Rule> {
+        let src_len = msg::u8_at(payload, 2)?;
         let mut rule = Rule {
-            v6: msg.header.family == AddressFamily::Inet6,
-            table: msg.header.table as u32,
+            v6: msg::u8_at(payload, 0)? == AF_INET6,
+            table: u32::from(msg::u8_at(payload, 4)?),
             ..Default::default()
         };
-        for attr in &msg.attributes {
-            match attr {
-                RuleAttribute::Table(t) => rule.table = *t,
-                RuleAttribute::Priority(p) => rule.priority = Some(*p),
-                RuleAttribute::Source(ip) => rule.src = IpNet::new(*ip, msg.header.src_len).ok(),
+        for (kind, value) in msg::attrs_after(payload, FIB_RULE_HDR_LEN) {
+            match kind {
+                FRA_TABLE => rule.table = msg::u32_at(value, 0).unwrap_or(rule.table),
+                FRA_PRIORITY => rule.priority = msg::u32_at(value, 0),
+                FRA_SRC => rule.src = msg::ip(value).and_then(|ip| IpNet::new(ip, src_len).ok()),
                 _ => {}
             }
         }
-        rule
+        Some(rule)
     }
 }
 
@@ -85,42 +96,43 @@ impl Netlink {
     /// The rules of both families, in kernel order.
     pub fn rules(&self) -> Result<Vec<Rule>> {
         let mut all = Vec::new();
-        for version in [IpVersion::V4, IpVersion::V6] {
-            let msgs = self.collect(self.handle().rule().get(version).execute(), "listing rules")?;
-            all.extend(msgs.iter().map(Rule::from_message));
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RuleMessage::default();
+            query.header.family = family;
+            query.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            let msgs = self.dump(RTM_GETRULE, &query, "listing rules")?;
+            all.extend(msgs.iter().filter_map(|m| Rule::parse(m)));
         }
         Ok(all)
     }
 
     /// Adds `rule`; EEXIST when an identical rule is there.
     pub fn add_rule(&self, rule: &Rule) -> Result<()> {
-        let mut req = self.handle().rule().add();
-        *req.message_mut() = rule.to_message();
-        self.exec(req.execute(), &format!("adding rule {rule}"))
+        self.ack(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, &rule.to_message(), &format!("adding rule {rule}"))
     }
 
     /// Deletes the first rule matching `rule` (priority matched when given).
     pub fn del_rule(&self, rule: &Rule) -> Result<()> {
-        let req = self.handle().rule().del(rule.to_message());
-        self.exec(req.execute(), &format!("deleting rule {rule}"))
+        self.ack(RTM_DELRULE, 0, &rule.to_message(), &format!("deleting rule {rule}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::msg::emitted;
 
     #[test]
     fn message_round_trip() {
         let r = Rule::from_ip("10.1.2.3".parse().unwrap(), 1000);
         assert_eq!(r.src.unwrap().to_string(), "10.1.2.3/32");
-        let back = Rule::from_message(&r.to_message());
+        let back = Rule::parse(&emitted(&r.to_message())).unwrap();
         assert_eq!(back, r);
         let r6 = Rule::from_ip("fd00::1".parse().unwrap(), 100);
         let msg = r6.to_message();
         assert_eq!(msg.header.family, AddressFamily::Inet6);
         assert_eq!(msg.header.table, 100);
-        assert_eq!(Rule::from_message(&msg), r6);
+        assert_eq!(Rule::parse(&emitted(&msg)), Some(r6.clone()));
         assert_eq!(r6.to_string(), "from fd00::1/128 lookup 100");
     }
 }

@@ -3,19 +3,17 @@
 //! ifb devices, over rtnetlink. netlink-packet-route has no tbf type, so its
 //! options are encoded here (struct tc_tbf_qopt from linux/pkt_sched.h).
 
-use rtnetlink::packet_core::{
-    DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use rtnetlink::packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use rtnetlink::packet_route::link::InfoKind;
 use rtnetlink::packet_route::tc::{
     TcAction, TcActionAttribute, TcActionGeneric, TcActionMirror, TcActionMirrorOption, TcActionOption, TcActionType,
     TcAttribute, TcFilterU32, TcFilterU32Option, TcHandle, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key,
     TcU32Selector, TcU32SelectorFlags,
 };
-use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec};
 
-use super::{Error, Netlink, Result};
+use super::msg::{self, RTM_DELQDISC, RTM_GETQDISC, RTM_GETTFILTER, RTM_NEWQDISC, RTM_NEWTFILTER};
+use super::{Netlink, Result};
 
 /// The handle `tc` writes as `1:`, used for the root tbf.
 pub const TBF_HANDLE: u32 = 0x0001_0000;
@@ -31,8 +29,20 @@ const ETH_P_ALL: u16 = 0x0003;
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RATE64: u16 = 4;
 const TCA_TBF_BURST: u16 = 6;
-/// TCA_OPTIONS, as the container of a qdisc's options in a dump.
+/// TCA_* attributes of a tc message.
+const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
+/// TCA_U32_ACT inside a u32 filter's options: the actions, one nested
+/// attribute each, holding TCA_ACT_KIND and TCA_ACT_OPTIONS.
+const TCA_U32_ACT: u16 = 7;
+const TCA_ACT_KIND: u16 = 1;
+const TCA_ACT_OPTIONS: u16 = 2;
+/// TCA_MIRRED_PARMS: struct tc_mirred, i.e. struct tc_gen (20 bytes), then
+/// eaction and ifindex.
+const TCA_MIRRED_PARMS: u16 = 2;
+const TCA_EGRESS_REDIR: u32 = 1;
+/// sizeof(struct tcmsg).
+const TCMSG_LEN: usize = 20;
 /// TC_LINKLAYER_ETHERNET, what `tc` sets in a rate spec.
 const LINKLAYER_ETHERNET: u8 = 1;
 
@@ -82,7 +92,7 @@ impl Tbf {
     fn decode(nested: &[u8]) -> Option<Tbf> {
         let mut tbf = None;
         let mut rate64 = None;
-        for (kind, value) in nlas(nested) {
+        for (kind, value) in msg::attrs(nested) {
             match kind {
                 TCA_TBF_PARMS if value.len() >= 36 => {
                     let u32_at = |off: usize| u32::from_ne_bytes(value[off..off + 4].try_into().unwrap_or_default());
@@ -102,50 +112,53 @@ impl Tbf {
     }
 }
 
-/// Splits a buffer of netlink attributes into (type, value) pairs.
-fn nlas(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[4..len]));
-        let next = (len + 3) & !3;
-        buf = &buf[next.min(buf.len())..];
-    }
-    out
-}
-
-fn nla_bytes(nla: &impl Nla) -> Vec<u8> {
-    let mut v = vec![0; nla.value_len()];
-    nla.emit_value(&mut v);
-    v
-}
-
-fn qdisc_from_message(msg: &TcMessage) -> Qdisc {
+/// Reads an RTM_NEWQDISC payload (struct tcmsg, then attributes).
+fn parse_qdisc(payload: &[u8]) -> Option<Qdisc> {
     let mut q =
-        Qdisc { kind: String::new(), handle: msg.header.handle.into(), parent: msg.header.parent.into(), tbf: None };
-    for attr in &msg.attributes {
-        match attr {
-            TcAttribute::Kind(k) => q.kind = k.clone(),
-            TcAttribute::Options(opts) => {
-                for opt in opts {
-                    if let TcOption::Other(nla) = opt {
-                        if nla.kind() == TCA_OPTIONS {
-                            q.tbf = Tbf::decode(&nla_bytes(nla));
-                        }
-                    }
-                }
-            }
+        Qdisc { kind: String::new(), handle: msg::u32_at(payload, 8)?, parent: msg::u32_at(payload, 12)?, tbf: None };
+    let mut options = None;
+    for (kind, value) in msg::attrs_after(payload, TCMSG_LEN) {
+        match kind {
+            TCA_KIND => q.kind = msg::string(value),
+            TCA_OPTIONS => options = Some(value),
             _ => {}
         }
     }
-    if q.kind != "tbf" {
-        q.tbf = None;
+    if q.kind == "tbf" {
+        q.tbf = options.and_then(Tbf::decode);
     }
-    q
+    Some(q)
+}
+
+/// The devices the mirred actions of a u32 filter (an RTM_NEWTFILTER
+/// payload) redirect to.
+fn redirect_targets(payload: &[u8]) -> Vec<u32> {
+    let mut targets = Vec::new();
+    let mut kind = String::new();
+    let mut options: &[u8] = &[];
+    for (k, v) in msg::attrs_after(payload, TCMSG_LEN) {
+        match k {
+            TCA_KIND => kind = msg::string(v),
+            TCA_OPTIONS => options = v,
+            _ => {}
+        }
+    }
+    if kind != "u32" {
+        return targets;
+    }
+    for (_, action) in msg::find_attr(options, TCA_U32_ACT).map(msg::attrs).into_iter().flatten() {
+        if msg::find_attr(action, TCA_ACT_KIND).map(msg::string).as_deref() != Some("mirred") {
+            continue;
+        }
+        let Some(parms) = msg::find_attr(action, TCA_ACT_OPTIONS).and_then(|o| msg::find_attr(o, TCA_MIRRED_PARMS))
+        else {
+            continue;
+        };
+        if let (Some(TCA_EGRESS_REDIR), Some(ifindex)) = (msg::u32_at(parms, 20), msg::u32_at(parms, 24)) {
+            targets.push(ifindex);
+        }
+    }
+    targets
 }
 
 /// Scheduler ticks per microsecond, from /proc/net/psched as `tc` and the
@@ -167,9 +180,9 @@ pub fn ticks_per_usec() -> f64 {
 impl Netlink {
     /// The qdiscs of device `index`.
     pub fn qdiscs(&self, index: u32) -> Result<Vec<Qdisc>> {
-        let req = self.handle().qdisc().get().index(index as i32).execute();
-        let msgs = self.collect(req, &format!("listing qdiscs of link #{index}"))?;
-        Ok(msgs.iter().filter(|m| m.header.index == index as i32).map(qdisc_from_message).collect())
+        let query = TcMessage::with_index(index as i32);
+        let msgs = self.dump(RTM_GETQDISC, &query, &format!("listing qdiscs of link #{index}"))?;
+        Ok(msgs.iter().filter(|m| msg::u32_at(m, 4) == Some(index)).filter_map(|m| parse_qdisc(m)).collect())
     }
 
     /// Makes a tbf with handle 1: the root qdisc of device `index`
@@ -189,26 +202,24 @@ impl Netlink {
         msg.header.handle = TcHandle::from(TBF_HANDLE);
         msg.attributes.push(TcAttribute::Kind("tbf".into()));
         msg.attributes.push(TcAttribute::Options(opts));
-        self.send_tc(
-            RouteNetlinkMessage::NewQueueDiscipline(msg),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            &format!("setting a tbf qdisc on link #{index}"),
-        )
+        self.ack(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, &msg, &format!("setting a tbf qdisc on link #{index}"))
     }
 
     /// Adds the ingress qdisc (`tc qdisc add dev X ingress`).
     pub fn add_ingress_qdisc(&self, index: u32) -> Result<()> {
-        let req = self.handle().qdisc().add(index as i32).ingress();
-        self.exec(req.execute(), &format!("adding an ingress qdisc to link #{index}"))
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::INGRESS;
+        msg.header.handle = TcHandle::from(INGRESS_HANDLE);
+        msg.attributes.push(TcAttribute::Kind("ingress".into()));
+        self.ack(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, &msg, &format!("adding an ingress qdisc to link #{index}"))
     }
 
     /// Deletes the qdisc `handle` under `parent` of device `index`.
     pub fn del_qdisc(&self, index: u32, handle: u32, parent: u32) -> Result<()> {
-        let mut req = self.handle().qdisc().del(index as i32);
-        let msg = req.message_mut();
+        let mut msg = TcMessage::with_index(index as i32);
         msg.header.handle = TcHandle::from(handle);
         msg.header.parent = TcHandle::from(parent);
-        self.exec(req.execute(), &format!("deleting qdisc {handle:x} of link #{index}"))
+        self.ack(RTM_DELQDISC, 0, &msg, &format!("deleting qdisc {handle:x} of link #{index}"))
     }
 
     /// Redirects every packet arriving on device `index` to the egress of
@@ -240,60 +251,15 @@ impl Netlink {
             TcOption::U32(TcFilterU32Option::Selector(selector)),
             TcOption::U32(TcFilterU32Option::Action(vec![action])),
         ]));
-        self.send_tc(
-            RouteNetlinkMessage::NewTrafficFilter(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &format!("adding a redirect filter to link #{index}"),
-        )
-    }
-
-    /// Sends one tc request and waits for its ACK.
-    fn send_tc(&self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<()> {
-        use futures::StreamExt;
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut handle = self.handle().clone();
-        self.block_on(async move {
-            let mut resp = handle.request(req).map_err(|e| Error::new(0, format!("{what}: {e}")))?;
-            while let Some(m) = resp.next().await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    let errno = e.raw_code().abs();
-                    if errno != 0 {
-                        let cause = std::io::Error::from_raw_os_error(errno);
-                        return Err(Error::new(errno, format!("{what}: {cause}")));
-                    }
-                }
-            }
-            Ok(())
-        })
+        self.ack(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &msg, &format!("adding a redirect filter to link #{index}"))
     }
 
     /// The devices the ingress filters of device `index` redirect to.
     pub fn ingress_redirect_targets(&self, index: u32) -> Result<Vec<u32>> {
-        let req = self.handle().traffic_filter(index as i32).get().ingress().execute();
-        let msgs = self.collect(req, &format!("listing the ingress filters of link #{index}"))?;
-        let mut targets = Vec::new();
-        for msg in &msgs {
-            for attr in &msg.attributes {
-                let TcAttribute::Options(opts) = attr else { continue };
-                for opt in opts {
-                    let TcOption::U32(TcFilterU32Option::Action(actions)) = opt else { continue };
-                    for action in actions {
-                        for a in &action.attributes {
-                            let TcActionAttribute::Options(aopts) = a else { continue };
-                            for o in aopts {
-                                if let TcActionOption::Mirror(TcActionMirrorOption::Parms(m)) = o {
-                                    if m.eaction == TcMirrorActionType::EgressRedir {
-                                        targets.push(m.ifindex);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(targets)
+        let mut query = TcMessage::with_index(index as i32);
+        query.header.parent = TcHandle { major: 0xffff, minor: TcHandle::MIN_INGRESS };
+        let msgs = self.dump(RTM_GETTFILTER, &query, &format!("listing the ingress filters of link #{index}"))?;
+        Ok(msgs.iter().flat_map(|m| redirect_targets(m)).collect())
     }
 
     /// Creates an ifb device, up, with the given MTU.
