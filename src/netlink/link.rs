@@ -1,7 +1,7 @@
 //! Links: query, create, change, delete.
 
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use rtnetlink::packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::msg::{self, RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK};
@@ -103,6 +103,14 @@ pub(super) fn link_info(payload: &[u8], info: u16) -> Option<(String, &[u8])> {
     Some((kind, msg::find_attr(linkinfo, info)?))
 }
 
+/// Asks for one tx and one rx queue at creation. Otherwise the kernel
+/// allocates one per CPU for a veth and then trims the real count to one, and
+/// trimming a registered device waits for an RCU grace period while holding
+/// RTNL, which every other plugin call on the node then waits for.
+fn one_queue<T>(b: LinkMessageBuilder<T>) -> LinkMessageBuilder<T> {
+    b.append_extra_attribute(LinkAttribute::NumTxQueues(1)).append_extra_attribute(LinkAttribute::NumRxQueues(1))
+}
+
 /// Options for a new veth pair.
 #[derive(Debug, Default, Clone)]
 pub struct VethSpec<'a> {
@@ -164,7 +172,7 @@ impl Netlink {
 
     /// Creates a veth pair. The peer can be born directly in another netns.
     pub fn add_veth(&self, spec: &VethSpec) -> Result<()> {
-        let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(spec.peer_name.to_string());
+        let mut peer = one_queue(LinkMessageBuilder::<LinkUnspec>::new().name(spec.peer_name.to_string()));
         if let Some(ns) = spec.peer_netns {
             peer = peer.setns_by_fd(ns.fd());
         }
@@ -174,8 +182,9 @@ impl Netlink {
         if let Some(m) = &spec.peer_mac {
             peer = peer.address(m.clone());
         }
-        let mut b =
-            LinkVeth::new(spec.name, spec.peer_name).set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        let mut b = one_queue(
+            LinkVeth::new(spec.name, spec.peer_name).set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build()))),
+        );
         if let Some(mtu) = spec.mtu {
             b = b.mtu(mtu);
         }
