@@ -90,6 +90,7 @@ pub mod libc_errno {
     pub const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
     pub const EADDRNOTAVAIL: i32 = nix::errno::Errno::EADDRNOTAVAIL as i32;
     pub const EBUSY: i32 = nix::errno::Errno::EBUSY as i32;
+    pub const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 }
 
 /// A route-netlink socket bound to one network namespace. Requests are

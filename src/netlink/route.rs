@@ -9,7 +9,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 
 use super::msg::{self, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE};
-use super::{Netlink, Result};
+use super::{Error, Netlink, Result};
 
 /// A route as applets describe and read them.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -88,15 +88,19 @@ fn parse(payload: &[u8]) -> Option<RouteEntry> {
     Some(r)
 }
 
-fn build(r: &RouteEntry, v6: bool) -> RouteMessage {
+/// The RTM_*ROUTE message for `r`; an error when its addresses mix families
+/// (the builder refuses them, and a silently dropped gateway would install
+/// a different route than asked for).
+fn build(r: &RouteEntry, v6: bool) -> Result<RouteMessage> {
+    let invalid = |e| Error::new(super::libc_errno::EINVAL, format!("invalid route {}: {e:?}", describe(r)));
     let mut b = RouteMessageBuilder::<IpAddr>::new();
     if let Some(dst) = r.dst {
         // Host bits are cleared: the kernel refuses a destination with them set.
         let dst = dst.trunc();
-        b = b.destination_prefix(dst.addr(), dst.prefix_len()).unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new());
+        b = b.destination_prefix(dst.addr(), dst.prefix_len()).map_err(invalid)?;
     }
     if let Some(gw) = r.gw {
-        b = b.gateway(gw).unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new());
+        b = b.gateway(gw).map_err(invalid)?;
     }
     if let Some(oif) = r.oif {
         b = b.output_interface(oif);
@@ -108,7 +112,7 @@ fn build(r: &RouteEntry, v6: bool) -> RouteMessage {
         b = b.priority(m);
     }
     if let Some(src) = r.src {
-        b = b.pref_source(src).unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new());
+        b = b.pref_source(src).map_err(invalid)?;
     }
     if let Some(scope) = r.scope {
         b = b.scope(RouteScope::from(scope));
@@ -128,7 +132,7 @@ fn build(r: &RouteEntry, v6: bool) -> RouteMessage {
     if !metrics.is_empty() {
         msg.attributes.push(RouteAttribute::Metrics(metrics));
     }
-    msg
+    Ok(msg)
 }
 
 fn is_v6(r: &RouteEntry) -> bool {
@@ -146,18 +150,18 @@ impl Netlink {
     }
 
     pub fn add_route(&self, r: &RouteEntry) -> Result<()> {
-        let msg = build(r, is_v6(r));
+        let msg = build(r, is_v6(r))?;
         self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &msg, &format!("adding route {}", describe(r)))
     }
 
     /// Adds or replaces (NLM_F_REPLACE).
     pub fn replace_route(&self, r: &RouteEntry) -> Result<()> {
-        let msg = build(r, is_v6(r));
+        let msg = build(r, is_v6(r))?;
         self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &msg, &format!("replacing route {}", describe(r)))
     }
 
     pub fn del_route(&self, r: &RouteEntry) -> Result<()> {
-        let mut msg = build(r, is_v6(r));
+        let mut msg = build(r, is_v6(r))?;
         // Deleting matches on what is given; the builder's defaults would narrow it.
         msg.header.protocol = rtnetlink::packet_route::route::RouteProtocol::Unspec;
         if r.scope.is_none() {
@@ -200,13 +204,13 @@ mod tests {
             protocol: Some(4),
             ..Default::default()
         };
-        assert_eq!(parse(&emitted(&build(&r, false))), Some(r));
+        assert_eq!(parse(&emitted(&build(&r, false).unwrap())), Some(r));
         let default6 = RouteEntry {
             dst: Some("::/0".parse().unwrap()),
             gw: Some("fd00::1".parse().unwrap()),
             ..Default::default()
         };
-        let back = parse(&emitted(&build(&default6, true))).unwrap();
+        let back = parse(&emitted(&build(&default6, true).unwrap())).unwrap();
         assert_eq!(back.dst, default6.dst);
         assert_eq!(back.gw, default6.gw);
         assert_eq!(back.table, Some(254));
