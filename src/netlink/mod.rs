@@ -13,6 +13,7 @@ pub mod link;
 pub mod mac;
 pub mod moved_link;
 pub mod netns;
+pub mod nfnetlink;
 pub mod nft;
 pub mod nft_build;
 pub mod nft_owned;
