@@ -160,7 +160,9 @@ pub enum Op<'a> {
     Add(&'a Elem),
     /// `delete element` (`destroy` where the kernel has it).
     Delete(&'a Elem),
-    /// `flush set`: fails with ENOENT when the set does not exist.
+    /// `flush set`: fails with ENOENT when the set does not exist. Meant for
+    /// empty marker sets (a flush that deletes elements would make the
+    /// socket's close wait, like `Delete`, without `close_detached`).
     Flush(&'a str),
 }
 
@@ -442,7 +444,8 @@ impl Nfnl {
         if ops.is_empty() {
             return Ok(());
         }
-        let deletes = ops.iter().any(|op| matches!(op, Op::Delete(_) | Op::Flush(_)));
+        // A flush is only used on (empty) marker sets: it frees nothing.
+        let deletes = ops.iter().any(|op| matches!(op, Op::Delete(_)));
         match self.commit_once(family, table, ops, true) {
             // Kernels before 6.3 have no DESTROYSETELEM: delete instead.
             Err(e) if ops.iter().any(|op| matches!(op, Op::Delete(_))) && matches!(e.errno, EINVAL | EOPNOTSUPP) => {
@@ -451,6 +454,7 @@ impl Nfnl {
             }
             other => other?,
         }
+        log::debug!("nfnetlink batch committed: {table}, {} message(s)", ops.len());
         self.deleted |= deletes;
         Ok(())
     }
@@ -500,6 +504,7 @@ impl Nfnl {
         if elems.is_empty() {
             return Ok(Vec::new());
         }
+        log::debug!("nfnetlink get: {table}, {} element(s)", elems.len());
         let seq = self.next_seqs(elems.len() as u32);
         let mut out = Vec::new();
         for (i, e) in elems.iter().enumerate() {
@@ -636,7 +641,14 @@ mod tests {
 
     fn words(bytes: &[u8]) -> Vec<u32> {
         // As nft --debug=netlink prints them (host-endian 32-bit words).
-        bytes.chunks(4).map(|c| { let mut w = [0u8; 4]; w[..c.len()].copy_from_slice(c); u32::from_le_bytes(w) }).collect()
+        bytes
+            .chunks(4)
+            .map(|c| {
+                let mut w = [0u8; 4];
+                w[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(w)
+            })
+            .collect()
     }
 
     #[test]
@@ -648,7 +660,11 @@ mod tests {
         assert_eq!(words(&pair), [0x68746576, 0x00003231, 0, 0, 0x010a580a, 0x00000500]);
         let k = key::concat(&[&key::inet_proto("tcp").unwrap(), &key::inet_service(8080)]);
         assert_eq!(words(&k), [0x00000006, 0x0000901f]);
-        let k = key::concat(&[&key::ip("1.2.3.4".parse().unwrap()), &key::inet_proto("udp").unwrap(), &key::inet_service(53)]);
+        let k = key::concat(&[
+            &key::ip("1.2.3.4".parse().unwrap()),
+            &key::inet_proto("udp").unwrap(),
+            &key::inet_service(53),
+        ]);
         assert_eq!(words(&k), [0x04030201, 0x00000011, 0x00003500]);
         assert_eq!(key::inet_service(80), [0, 80]);
         let net: ipnet::IpNet = "10.1.0.0/24".parse().unwrap();
@@ -714,37 +730,5 @@ mod tests {
         let mut ack = Vec::new();
         ack.extend(&(-2i32).to_ne_bytes());
         assert_eq!(error_of(&ack), ENOENT);
-    }
-}
-
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn scratch_kernel() {
-        if std::env::var("NFNL_SCRATCH").is_err() {
-            return;
-        }
-        let mut nl = Nfnl::open().unwrap();
-        let e = Elem::new("s4", key::ip("10.1.0.9".parse().unwrap())).with_comment("net c9 eth0");
-        let m = Elem::new("m", key::concat(&[&key::inet_proto("tcp").unwrap(), &key::inet_service(9090)]))
-            .with_data(key::ip("10.1.0.9".parse().unwrap()))
-            .with_comment("mine");
-        let q = Elem::new("q", key::concat(&[&key::ip("10.1.0.0".parse().unwrap()), &key::ip("10.1.0.9".parse().unwrap())]))
-            .with_end(key::concat(&[&key::ip("10.1.0.255".parse().unwrap()), &key::ip("10.1.0.9".parse().unwrap())]))
-            .with_comment("q9");
-        let sp = Elem::new("sp", key::concat(&[&key::ifname("veth9").unwrap(), &key::ether("0a:58:0a:01:00:09").unwrap()])).with_comment("sp9");
-        let mp = Elem::new("mp", key::concat(&[&key::ip("1.2.3.4".parse().unwrap()), &key::inet_proto("udp").unwrap(), &key::inet_service(99)])).with_data(key::inet_service(99)).with_comment("mp");
-        nl.commit(FAMILY_INET, "t", &[Op::Create(&e), Op::Create(&m), Op::Create(&q), Op::Create(&sp), Op::Create(&mp)]).unwrap();
-        eprintln!("{:?}", nl.commit(FAMILY_INET, "t", &[Op::Create(&e)]));
-        eprintln!("{:?}", nl.commit(FAMILY_INET, "nope", &[Op::Create(&e)]));
-        eprintln!("{:?}", nl.get(FAMILY_INET, "t", &[e.clone(), m.clone(), q.clone(), sp.clone(), mp.clone()]));
-        eprintln!("{}", String::from_utf8_lossy(&std::process::Command::new("nft").args(["list", "table", "inet", "t"]).output().unwrap().stdout));
-        nl.commit(FAMILY_INET, "t", &[Op::Delete(&e), Op::Delete(&m), Op::Delete(&q), Op::Delete(&sp), Op::Delete(&mp)]).unwrap();
-        eprintln!("{:?}", nl.get(FAMILY_INET, "t", &[e.clone(), m.clone(), q.clone()]));
-        nl.commit(FAMILY_INET, "t", &[Op::Delete(&e)]).unwrap();
-        let t = std::time::Instant::now();
-        drop(nl);
-        eprintln!("drop took {:?}", t.elapsed());
     }
 }
