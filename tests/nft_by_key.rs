@@ -17,13 +17,21 @@ struct Chain {
     data: TempDir,
     name: String,
     br: String,
+    /// In every call's environment, to find the processes a call left.
+    mark: String,
 }
 
 const PLUGINS: [&str; 3] = ["bridge", "portmap", "firewall"];
 
 impl Chain {
     fn new() -> Chain {
-        Chain { host: Netns::new("kh"), data: TempDir::new("bykey"), name: unique("kn"), br: unique("kbr") }
+        Chain {
+            host: Netns::new("kh"),
+            data: TempDir::new("bykey"),
+            name: unique("kn"),
+            br: unique("kbr"),
+            mark: format!("CNIBOX_TEST_MARK={}", unique("mark")),
+        }
     }
 
     /// The config plugin `i` gets, with `prev` and the container's port mapping.
@@ -52,7 +60,8 @@ impl Chain {
     }
 
     fn call(&self, i: usize, id: &str, netns: &str) -> Call {
-        call(PLUGINS[i], &self.host, id, netns, "eth0").env("CNIBOX_LOG", "debug")
+        let mark = self.mark.split_once('=').unwrap();
+        call(PLUGINS[i], &self.host, id, netns, "eth0").env("CNIBOX_LOG", "debug").env(mark.0, mark.1)
     }
 
     /// ADD through the chain; returns the result and each plugin's log.
@@ -113,6 +122,28 @@ fn owned_elements(host: &Netns, id: &str, result: &Value, port: u16) -> Vec<Stri
     }
     out.sort();
     out
+}
+
+/// Processes whose environment holds `mark`.
+fn processes_with(mark: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        if env.split(|b| *b == 0).any(|v| v == mark.as_bytes()) {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// The detached closes of the DELs' sockets end on their own (they wait for
+/// a grace period, not for anything of ours).
+fn assert_no_process_left(chain: &Chain) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with(&chain.mark).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(processes_with(&chain.mark), Vec::<String>::new());
 }
 
 fn mentions(host: &Netns, id: &str) -> bool {
@@ -182,6 +213,7 @@ fn elements_by_nfnetlink_look_like_nfts_and_del_by_key_leaves_nothing() {
 
     chain.del(&id1, &n1.path(), Some(&r1), Some(18081));
     assert!(!mentions(&chain.host, &id1), "{}", ruleset(&chain.host));
+    assert_no_process_left(&chain);
 }
 
 #[test]
@@ -209,6 +241,7 @@ fn del_without_prev_result_or_runtime_config_removes_everything() {
     let n1_path = n1.path();
     chain.del(&id1, &n1_path, None, None);
     assert!(!mentions(&chain.host, &id1), "{}", ruleset(&chain.host));
+    assert_no_process_left(&chain);
 }
 
 #[test]

@@ -565,8 +565,8 @@ impl Drop for Nfnl {
 /// first closes every other descriptor it inherited (stdout and stderr
 /// included, so the runtime reading ours sees EOF when we exit; lock files,
 /// so no lock outlives us), waits until this process has dropped its own
-/// copy (a pipe's EOF: the grandchild's close must be the last one, or we
-/// would be the one waiting), waits for a grace period itself without any
+/// copy (a pipe's EOF, or a second at most: the grandchild's close must be
+/// the last one, or we would be the one waiting), waits for a grace period itself without any
 /// lock (membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu()), so that
 /// its close finds the destroy work done and holds the commit mutex only
 /// briefly, then closes the socket and _exits. This process only waits for
@@ -598,13 +598,16 @@ fn close_detached(sock: Socket) {
 fn grandchild_close(sock_fd: RawFd, read_fd: RawFd) -> ! {
     unsafe {
         let (lo, hi) = if sock_fd < read_fd { (sock_fd, read_fd) } else { (read_fd, sock_fd) };
-        close_range(0, lo - 1);
-        close_range(lo + 1, hi - 1);
-        close_range(hi + 1, u32::MAX as i32);
-        let mut byte = 0u8;
-        while libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) < 0
-            && nix::errno::Errno::last() == nix::errno::Errno::EINTR
-        {}
+        // Descriptors are never negative; the ranges skip the two kept ones.
+        let (lo, hi) = (lo as u32, hi as u32);
+        if lo > 0 {
+            close_range(0, lo - 1);
+        }
+        close_range(lo + 1, hi.saturating_sub(1));
+        close_range(hi.saturating_add(1), u32::MAX);
+        // EOF once the plugin dropped its copy; a second at most, whatever happens.
+        let mut pfd = libc::pollfd { fd: read_fd, events: libc::POLLIN, revents: 0 };
+        libc::poll(&mut pfd, 1, 1000);
         const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
         libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
         libc::close(sock_fd);
@@ -613,14 +616,14 @@ fn grandchild_close(sock_fd: RawFd, read_fd: RawFd) -> ! {
 }
 
 /// Closes descriptors `first..=last` (nothing when the range is empty).
-unsafe fn close_range(first: RawFd, last: RawFd) {
-    if first > last || last < 0 {
+unsafe fn close_range(first: u32, last: u32) {
+    if first > last || first == u32::MAX {
         return;
     }
-    if libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) < 0 {
+    if libc::syscall(libc::SYS_close_range, first, last, 0) < 0 {
         // Before Linux 5.9: one by one, up to a sane limit.
         for fd in first..=last.min(4096) {
-            libc::close(fd);
+            libc::close(fd as RawFd);
         }
     }
 }
