@@ -18,8 +18,10 @@
 //! ```
 //! The reference's CNI-FORWARD semantics (accept established/related to the
 //! container and everything from it) become set elements carrying the
-//! comment `<network> <containerID> <ifname>`: one transaction per ADD, one
-//! listing plus one transaction per DEL. The ingress policy elements are per
+//! comment `<network> <containerID> <ifname>`: one nfnetlink batch per ADD
+//! once the table exists, one lookup and one batch per DEL by key with
+//! prevResult (one listing plus one nft transaction without it). The ingress
+//! policy elements are per
 //! bridge and, as in the reference, stay after DEL (other containers may use
 //! the bridge).
 //!

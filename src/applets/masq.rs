@@ -2,15 +2,19 @@
 //! of the bridge and ptp plugins, written with nftables in tables cnibox
 //! owns.
 //!
-//! Layout, chosen so that ADD costs one transaction and DEL one listing plus
-//! one transaction, whatever the number of containers:
+//! Layout, chosen so that a container's ADD and DEL cost one nfnetlink batch
+//! each (no nft exec, no listing), whatever the number of containers:
 //!
 //! - `inet cnibox-masq`: per network and subnet, a set `m_<net>_<subnet>` of
 //!   the containers' addresses and a nat base chain of the same name holding
 //!   one rule `saddr @set daddr != <subnet> daddr != <multicast> masquerade`.
-//!   ADD re-declares set and chain (idempotent), flushes and re-adds the one
-//!   rule (so it never doubles), and adds the container's address. The set
-//!   and chain go with the network's last container.
+//!   When the set exists, ADD creates the container's element through
+//!   nfnetlink; otherwise (or when the address is held by a stale element)
+//!   one nft transaction re-declares set and chain (idempotent), flushes and
+//!   re-adds the one rule (so it never doubles), and adds the element. DEL
+//!   with prevResult deletes the elements by key; without it, it lists the
+//!   tables and finds them by comment, and then a set left empty goes with
+//!   its chain (GC removes those a DEL by key left empty).
 //! - `bridge cnibox-macspoof`: a set of guarded ports and a set of allowed
 //!   `port . mac` pairs, and one rule dropping frames that enter a guarded
 //!   port with any other source MAC.

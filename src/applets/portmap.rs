@@ -15,9 +15,11 @@
 //! ```
 //! Every element and conditional rule carries the comment `<network>
 //! <containerID> <ifname>`, so DEL and GC find them from the attachment alone.
-//! ADD is one transaction (`create element` claims the keys; a key held by a
-//! stale attachment is taken over after one listing); DEL is one listing
-//! plus one transaction.
+//! ADD is one nfnetlink batch once the table exists (`create` claims the
+//! keys; a key held by a stale attachment is taken over through nft after
+//! one listing; the first ADD on a node builds the table with nft). DEL with
+//! prevResult and the portMappings is one lookup and one batch by key;
+//! without them (or with conditional rules) one listing plus one transaction.
 //!
 //! Masquerading (`snat`, default true) replaces the reference's mark bit:
 //! DNATed connections from the container's own subnet (hairpin: from itself
