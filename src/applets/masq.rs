@@ -383,9 +383,11 @@ fn del_by_key(att: &Attachment, masq: bool, spoof: bool, prev: &CniResult) -> Re
     let Some((masq_elems, spoof_elems)) = key_candidates(att, masq, spoof, prev) else {
         return Err(CniError::internal("the previous result does not name the container's MAC"));
     };
+    // Opened before the lock is taken, so that the lock is released before
+    // the socket's detached close forks (the children inherit descriptors).
+    let mut nl = Nfnl::open()?;
     let _lock = network_lock(att.network)?;
     let comment = att.comment();
-    let mut nl = Nfnl::open()?;
     nft_owned::delete_by_key(&mut nl, NfFamily::INet, MASQ_TABLE, &masq_elems, |c| c == comment)?;
     nft_owned::delete_by_key(&mut nl, NfFamily::Bridge, SPOOF_TABLE, &spoof_elems, |c| c == comment)?;
     Ok(())

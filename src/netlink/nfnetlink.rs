@@ -401,6 +401,10 @@ impl Nfnl {
         sock.connect(&SocketAddr::new(0, 0)).map_err(|e| fail("connecting an nfnetlink socket", e))?;
         // ACKs without a copy of the request.
         let _ = sock.set_cap_ack(true);
+        // The kernel always answers; should it not, fail (callers fall back
+        // to nft) rather than hang the runtime.
+        let timeout = nix::sys::time::TimeVal::new(5, 0);
+        let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout);
         Ok(Nfnl { sock: Some(sock), seq: 1, deleted: false })
     }
 
