@@ -263,3 +263,34 @@ fn del_when_the_tables_do_not_exist() {
     chain.del(&id, "", None, None);
     assert_eq!(chain.host.exec("nft list tables").trim(), "");
 }
+
+#[test]
+fn gc_reclaims_what_del_by_key_leaves_and_stale_elements() {
+    if not_root() {
+        return;
+    }
+    let chain = Chain::new();
+    let (n1, n2) = (Netns::new("kg"), Netns::new("kg"));
+    let (id1, id2) = (unique("kg"), unique("kh"));
+    let (r1, _) = chain.add(&id1, &n1, 18071);
+    chain.add(&id2, &n2, 18072);
+    // DEL by key leaves the network's masquerade set (empty once both are gone) and chain.
+    chain.del(&id1, &n1.path(), Some(&r1), Some(18071));
+    assert!(mentions(&chain.host, &id2));
+    // c2 is gone without a DEL: GC with no valid attachment reclaims its
+    // elements, and the network's empty masquerade set and chain.
+    for plugin in PLUGINS {
+        let mut gc =
+            json!({"cniVersion": "1.1.0", "name": chain.name, "type": plugin, "cni.dev/valid-attachments": []});
+        if plugin == "bridge" {
+            gc = serde_json::from_str(&chain.conf(0, None, None)).unwrap();
+            gc["cniVersion"] = json!("1.1.0");
+            gc["cni.dev/valid-attachments"] = json!([]);
+        }
+        Call::new(plugin).in_netns(&chain.host).env("CNI_PATH", &cni_path()).run("GC", &gc.to_string()).ok();
+    }
+    assert!(!mentions(&chain.host, &id2), "{}", ruleset(&chain.host));
+    let masq = chain.host.exec("nft -j list table inet cnibox-masq");
+    assert!(!masq.contains("\"set\"") && !masq.contains("masquerade"), "{masq}");
+    assert_no_process_left(&chain);
+}
