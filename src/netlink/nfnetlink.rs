@@ -12,7 +12,6 @@
 //! Changes go in one batch (NFNL_MSG_BATCH_BEGIN ... END, every message
 //! ACKed), which the kernel commits atomically or not at all.
 
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -635,11 +634,6 @@ unsafe fn close_range(first: u32, last: u32) {
 /// Whether `e` is the error of a missing table, set or element.
 pub fn is_missing(e: &Error) -> bool {
     e.errno == ENOENT
-}
-
-/// `ipv4_addr`/`ipv6_addr` key of `addr`.
-pub fn ip_key(addr: IpAddr) -> Vec<u8> {
-    key::ip(addr)
 }
 
 #[cfg(test)]
