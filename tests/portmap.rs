@@ -396,3 +396,40 @@ fn masquerading_follows_snat_and_masq_all() {
     assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("192.168.77.2"));
     assert_ne!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
 }
+
+#[test]
+fn host_ip_mappings_through_nfnetlink_and_del_by_key() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let (c1, c2) = (node.container("br0", 1, 5), node.container("br0", 1, 6));
+    serve(&c2.ns.name, 80, "c2");
+    serve(&c2.ns.name, 81, "c2-81");
+    // c1 builds the table; c2's hostIP elements (v4 and v6) then go through nfnetlink.
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(std_maps()), Some(c1.prev_result(1)))).ok();
+    let maps = json!([
+        {"hostPort": 8090, "containerPort": 80, "protocol": "tcp", "hostIP": "192.168.77.1"},
+        {"hostPort": 8091, "containerPort": 81, "protocol": "tcp", "hostIP": "fd77::1"}
+    ]);
+    let add = conf(json!({}), Some(maps), Some(c2.prev_result(1)));
+    let reply = call(&node, &c2).run("ADD", &add);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!((nft_execs(&stderr), nfnl_calls(&stderr)), ((0, 0, 0), (1, 0)), "{stderr}");
+    let rs = ruleset(&node.host);
+    assert!(rs.contains(r#""concat": ["192.168.77.1", "tcp", 8090]"#), "{rs}");
+    assert!(rs.contains(r#""concat": ["fd77::1", "tcp", 8091]"#), "{rs}");
+    let o = &node.outside.name;
+    assert_eq!(tcp_get(o, "192.168.77.1:8090").as_deref(), Some("c2"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8091").as_deref(), Some("c2-81"));
+    call(&node, &c2).run("CHECK", &add).ok();
+    let reply = call(&node, &c2).run("DEL", &add);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!((nft_execs(&stderr), nfnl_calls(&stderr)), ((0, 0, 0), (1, 1)), "{stderr}");
+    assert!(!ruleset(&node.host).contains(&c2.id));
+    assert_eq!(tcp_get(o, "192.168.77.1:8090"), None);
+    assert!(ruleset(&node.host).contains(&c1.id));
+}
