@@ -547,6 +547,13 @@ impl Nfnl {
 impl Drop for Nfnl {
     fn drop(&mut self) {
         if let Some(sock) = self.sock.take() {
+            // Only a socket that deleted something is detached. Detaching the
+            // others too (an ADD's close also waits when another process's
+            // deletion is pending) only moved the wait: closed at once, the
+            // grandchild held the commit mutex through the flush and the next
+            // batch waited; closed after a grace period, its deferred socket
+            // free (call_rcu) landed in the bridge DEL's veth teardown, whose
+            // rcu_barrier then waited for it (chain DEL +15-30 ms).
             if self.deleted {
                 close_detached(sock);
             }
