@@ -56,17 +56,20 @@ fn open_policy_admin_chain_del_and_gc() {
     assert_eq!(tcp_get(o, "10.1.0.5:81"), None);
     assert_eq!(tcp_get(o, "10.1.0.5:80").as_deref(), Some("c1-80"));
 
-    // Another container's ADD is one nft execution and keeps the admin chain's rules.
+    // Another container's ADD is one nfnetlink batch (no nft) and keeps the admin chain's rules.
     let reply = call(&node, &c2).run("ADD", &conf(json!({}), Some(c2.prev_result(1))));
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (1, 1, 0), "{stderr}");
+    assert_eq!(nft_execs(&stderr), (0, 0, 0), "{stderr}");
+    assert_eq!(nfnl_calls(&stderr), (1, 0), "{stderr}");
     assert!(admin_rules(&node).contains("dport 81 drop"));
 
     let reply = call(&node, &c1).run("DEL", &add);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (1, 1, 1), "{stderr}");
+    // Deleted by key (prevResult), without nft.
+    assert_eq!(nft_execs(&stderr), (0, 0, 0), "{stderr}");
+    assert_eq!(nfnl_calls(&stderr), (1, 1), "{stderr}");
     let rs = ruleset(&node.host);
     assert!(!rs.contains(&c1.id) && rs.contains(&c2.id));
     assert!(admin_rules(&node).contains("dport 81 drop"));

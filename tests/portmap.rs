@@ -48,9 +48,10 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     let stderr = reply.stderr.clone();
     let result = reply.ok();
     assert_eq!(result["ips"][0]["address"], "10.1.0.5/24", "prevResult passes through");
-    // The first ADD on the node creates the table: the fast attempt (elements
-    // only) fails without changing anything, then one transaction commits.
-    assert_eq!(nft_execs(&stderr), (1, 2, 0), "ADD commits one transaction, lists nothing:\n{stderr}");
+    // The first ADD on the node creates the table: the nfnetlink batch (elements
+    // only) fails without changing anything, then one nft transaction commits.
+    assert_eq!(nft_execs(&stderr), (1, 1, 0), "ADD commits one transaction, lists nothing:\n{stderr}");
+    assert_eq!(nfnl_calls(&stderr), (0, 0), "{stderr}");
 
     let (o, h) = (&node.outside.name, &node.host.name);
     // Another machine on the host's network, IPv4 and IPv6, TCP and UDP.
@@ -79,18 +80,25 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     call(&node, &c1).run("ADD", &add).ok();
     call(&node, &c1).run("CHECK", &add).ok();
 
-    // Any later ADD is a single nft execution.
+    // Any later ADD is a single nfnetlink batch, without nft.
     let maps2 = json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}]);
     let add2 = conf(json!({}), Some(maps2), Some(c2.prev_result(1)));
     let reply = call(&node, &c2).run("ADD", &add2);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (1, 1, 0), "{stderr}");
+    assert_eq!(nft_execs(&stderr), (0, 0, 0), "{stderr}");
+    assert_eq!(nfnl_calls(&stderr), (1, 0), "{stderr}");
+    // Written by nfnetlink, listed by nft with the same comment nft writes.
+    let rs = ruleset(&node.host);
+    assert!(rs.contains(&format!(r#""comment": "pmnet {} eth0""#, c2.id)), "{rs}");
+    assert!(rs.contains(r#""concat": ["tcp", 9090]"#), "{rs}");
 
     let reply = call(&node, &c1).run("DEL", &add);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (1, 1, 1), "DEL is one listing and one transaction:\n{stderr}");
+    // With prevResult and the mappings: deleted by key, no nft, no listing.
+    assert_eq!(nft_execs(&stderr), (0, 0, 0), "DEL is one lookup and one batch:\n{stderr}");
+    assert_eq!(nfnl_calls(&stderr), (1, 1), "{stderr}");
     assert!(!ruleset(&node.host).contains(&c1.id));
     assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
     assert_eq!(udp_get(o, "192.168.77.1:8053"), None);
@@ -100,7 +108,10 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
     let reply = call(&node, &c1).run("DEL", &add);
     let stderr = reply.stderr.clone();
     reply.ok();
-    assert_eq!(nft_execs(&stderr), (0, 0, 1));
+    assert_eq!(nft_execs(&stderr), (0, 0, 0));
+    assert_eq!(nfnl_calls(&stderr), (0, 1), "{stderr}");
+    // c2's elements are untouched.
+    call(&node, &c2).run("CHECK", &add2).ok();
 }
 
 #[test]
@@ -384,4 +395,41 @@ fn masquerading_follows_snat_and_masq_all() {
     add(json!({"snat": false}));
     assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("192.168.77.2"));
     assert_ne!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+}
+
+#[test]
+fn host_ip_mappings_through_nfnetlink_and_del_by_key() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let (c1, c2) = (node.container("br0", 1, 5), node.container("br0", 1, 6));
+    serve(&c2.ns.name, 80, "c2");
+    serve(&c2.ns.name, 81, "c2-81");
+    // c1 builds the table; c2's hostIP elements (v4 and v6) then go through nfnetlink.
+    call(&node, &c1).run("ADD", &conf(json!({}), Some(std_maps()), Some(c1.prev_result(1)))).ok();
+    let maps = json!([
+        {"hostPort": 8090, "containerPort": 80, "protocol": "tcp", "hostIP": "192.168.77.1"},
+        {"hostPort": 8091, "containerPort": 81, "protocol": "tcp", "hostIP": "fd77::1"}
+    ]);
+    let add = conf(json!({}), Some(maps), Some(c2.prev_result(1)));
+    let reply = call(&node, &c2).run("ADD", &add);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!((nft_execs(&stderr), nfnl_calls(&stderr)), ((0, 0, 0), (1, 0)), "{stderr}");
+    let rs = ruleset(&node.host);
+    assert!(rs.contains(r#""concat": ["192.168.77.1", "tcp", 8090]"#), "{rs}");
+    assert!(rs.contains(r#""concat": ["fd77::1", "tcp", 8091]"#), "{rs}");
+    let o = &node.outside.name;
+    assert_eq!(tcp_get(o, "192.168.77.1:8090").as_deref(), Some("c2"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8091").as_deref(), Some("c2-81"));
+    call(&node, &c2).run("CHECK", &add).ok();
+    let reply = call(&node, &c2).run("DEL", &add);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!((nft_execs(&stderr), nfnl_calls(&stderr)), ((0, 0, 0), (1, 1)), "{stderr}");
+    assert!(!ruleset(&node.host).contains(&c2.id));
+    assert_eq!(tcp_get(o, "192.168.77.1:8090"), None);
+    assert!(ruleset(&node.host).contains(&c1.id));
 }

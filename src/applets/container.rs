@@ -82,7 +82,7 @@ pub struct Made {
 /// `ipam::add_then`). Shared objects (a bridge, its gateway) stay.
 pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: NftUse) {
     if made.nft {
-        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof) {
+        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof, None) {
             log::warn!("rollback: removing nftables elements: {e}");
         }
     }
@@ -101,7 +101,8 @@ pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: Nft
 pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
     if nft.any() {
-        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof) {
+        let prev = cmd.prev_result().ok().flatten();
+        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof, prev.as_ref()) {
             errors.push(e);
         }
     }

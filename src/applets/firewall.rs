@@ -18,8 +18,10 @@
 //! ```
 //! The reference's CNI-FORWARD semantics (accept established/related to the
 //! container and everything from it) become set elements carrying the
-//! comment `<network> <containerID> <ifname>`: one transaction per ADD, one
-//! listing plus one transaction per DEL. The ingress policy elements are per
+//! comment `<network> <containerID> <ifname>`: one nfnetlink batch per ADD
+//! once the table exists, one lookup and one batch per DEL by key with
+//! prevResult (one listing plus one nft transaction without it). The ingress
+//! policy elements are per
 //! bridge and, as in the reference, stay after DEL (other containers may use
 //! the bridge).
 //!
@@ -43,6 +45,7 @@ use serde_json::Value;
 
 use super::owned_nft_gc;
 use crate::cni::{Applet, CniError, CniResult, Command};
+use crate::netlink::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
 use crate::netlink::nft::NftError;
 use crate::netlink::nft_build::{add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table};
 use crate::netlink::nft_owned::{self, Listing};
@@ -251,6 +254,35 @@ fn address_keys(prev: &CniResult) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// A container address element (`containers-v4/-v6`) for nfnetlink.
+fn owned_elem(set: &str, key: &Value, owner: &str) -> Option<Elem> {
+    let addr: std::net::IpAddr = key.as_str()?.parse().ok()?;
+    Some(Elem::new(set, nfkey::ip(addr)).with_comment(owner))
+}
+
+/// ADD's elements for nfnetlink: the container's addresses (owned, created)
+/// and the bridge's isolation elements (shared, added). None when a name
+/// cannot be encoded (nft then reports the problem).
+fn fast_elements(
+    keys: &[(String, Value)],
+    bridge: Option<&str>,
+    policy: Policy,
+    owner: &str,
+) -> Option<(Vec<Elem>, Vec<Elem>)> {
+    let owned = keys.iter().map(|(set, key)| owned_elem(set, key, owner)).collect::<Option<Vec<_>>>()?;
+    let mut shared = Vec::new();
+    if let Some(br) = bridge {
+        let name = nfkey::ifname(br)?;
+        let pair = nfkey::concat(&[&name, &name]);
+        shared.push(Elem::new("isolation-bridges", name));
+        shared.push(Elem::new("isolation-self", pair.clone()));
+        if policy == Policy::Isolated {
+            shared.push(Elem::new("isolated-self", pair));
+        }
+    }
+    Some((owned, shared))
+}
+
 impl Applet for Firewall {
     /// Chained: a prevResult, when given, must parse and suit the policy;
     /// ADD demands one.
@@ -285,6 +317,14 @@ impl Applet for Firewall {
                 tx.push(T.element(false, "isolated-self", &pair, None, None));
             }
         }
+        let fast = fast_elements(&keys, bridge.as_deref(), conf.policy, &owner);
+        let marker = admin_marker(&conf.admin_chain);
+        let fast_ops = fast.as_ref().map(|(owned, shared)| {
+            let mut ops = vec![Op::Flush(&marker)];
+            ops.extend(owned.iter().map(Op::Create));
+            ops.extend(shared.iter().map(Op::Add));
+            ops
+        });
         nft_owned::add_owned(
             FAMILY,
             TABLE,
@@ -296,6 +336,7 @@ impl Applet for Firewall {
                 e.comment.as_deref() == Some(owner.as_str())
                     || keys.iter().any(|(set, key)| *set == e.set && *key == e.key)
             },
+            fast_ops.as_deref(),
         )
         .map_err(nft_err)?;
         if let Err(e) = crate::cni::fault::step("firewall: rules committed") {
@@ -309,10 +350,23 @@ impl Applet for Firewall {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
+        let owner = owner(cmd);
+        // With prevResult the keys are known: delete them without listing.
+        if let Ok(Some(prev)) = cmd.prev_result() {
+            let candidates: Option<Vec<Elem>> =
+                address_keys(&prev).iter().map(|(set, key)| owned_elem(set, key, &owner)).collect();
+            if let Some(candidates) = candidates {
+                let deleted = Nfnl::open()
+                    .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &candidates, |c| c == owner));
+                match deleted {
+                    Ok(_) => return Ok(()),
+                    Err(e) => log::info!("firewall DEL by key: {e}; finding the elements by their comment"),
+                }
+            }
+        }
         // Only the attachment is needed: bad or missing config (even a refused
         // backend) does not block cleanup.
         let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
-        let owner = owner(cmd);
         nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| c == owner).map_err(nft_err)?;
         Ok(())
     }

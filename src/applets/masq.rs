@@ -2,15 +2,19 @@
 //! of the bridge and ptp plugins, written with nftables in tables cnibox
 //! owns.
 //!
-//! Layout, chosen so that ADD costs one transaction and DEL one listing plus
-//! one transaction, whatever the number of containers:
+//! Layout, chosen so that a container's ADD and DEL cost one nfnetlink batch
+//! each (no nft exec, no listing), whatever the number of containers:
 //!
 //! - `inet cnibox-masq`: per network and subnet, a set `m_<net>_<subnet>` of
 //!   the containers' addresses and a nat base chain of the same name holding
 //!   one rule `saddr @set daddr != <subnet> daddr != <multicast> masquerade`.
-//!   ADD re-declares set and chain (idempotent), flushes and re-adds the one
-//!   rule (so it never doubles), and adds the container's address. The set
-//!   and chain go with the network's last container.
+//!   When the set exists, ADD creates the container's element through
+//!   nfnetlink; otherwise (or when the address is held by a stale element)
+//!   one nft transaction re-declares set and chain (idempotent), flushes and
+//!   re-adds the one rule (so it never doubles), and adds the element. DEL
+//!   with prevResult deletes the elements by key; without it, it lists the
+//!   tables and finds them by comment, and then a set left empty goes with
+//!   its chain (GC removes those a DEL by key left empty).
 //! - `bridge cnibox-macspoof`: a set of guarded ports and a set of allowed
 //!   `port . mac` pairs, and one rule dropping frames that enter a guarded
 //!   port with any other source MAC.
@@ -28,8 +32,10 @@ use serde_json::{json, Value};
 use crate::cni::gc;
 use crate::cni::hash::short_hex;
 use crate::cni::lock::FileLock;
-use crate::cni::CniError;
-use crate::netlink::nft;
+use crate::cni::{CniError, CniResult};
+use crate::netlink::nfnetlink::{key as nfkey, Elem, Nfnl, Op, FAMILY_BRIDGE, FAMILY_INET};
+use crate::netlink::{nft, nft_owned};
+use nftables::types::NfFamily;
 
 pub const MASQ_TABLE: &str = "cnibox-masq";
 pub const SPOOF_TABLE: &str = "cnibox-macspoof";
@@ -169,13 +175,63 @@ pub fn spoof_add_commands(att: &Attachment, host_port: &str, mac: &str) -> Vec<V
 
 /// Applies the commands as one nftables transaction (none when empty).
 /// `network` is locked while it runs when the commands touch masquerading.
+///
+/// When the tables and sets exist already (every container but a network's
+/// first), only the commented elements are new: they are created in one
+/// nfnetlink batch, without exec'ing nft. A missing set (ENOENT), a held key
+/// (EEXIST: the nft commands take it over) or any other refusal sends the
+/// whole set of commands through nft, as one transaction.
 pub fn apply(network: &str, cmds: Vec<Value>) -> Result<(), CniError> {
     if cmds.is_empty() {
         return Ok(());
     }
     let _lock = network_lock(network)?;
+    match fast_elements(&cmds).map(|elems| add_fast(&elems)) {
+        Some(Ok(())) => return crate::cni::fault::step("nft: transaction applied"),
+        Some(Err(e)) => log::debug!("nfnetlink: {e}; applying with nft"),
+        None => {}
+    }
     transaction(cmds)?;
     crate::cni::fault::step("nft: transaction applied")
+}
+
+/// The commented elements of `cmds` (what one attachment owns), encoded for
+/// nfnetlink per (family, table); None when one cannot be encoded.
+fn fast_elements(cmds: &[Value]) -> Option<Vec<(u8, &'static str, Elem)>> {
+    let mut out = Vec::new();
+    for obj in cmds.iter().filter_map(|c| c.pointer("/add/element")) {
+        let set = obj["name"].as_str()?;
+        for e in obj["elem"].as_array()? {
+            // Plain keys are the add/delete pair clearing a stale comment: the
+            // batch's `create` fails on a held key instead.
+            let Some(inner) = e.get("elem") else { continue };
+            let (val, comment) = (&inner["val"], inner["comment"].as_str()?);
+            let elem = match obj["table"].as_str()? {
+                MASQ_TABLE => (FAMILY_INET, MASQ_TABLE, nfkey::ip(val.as_str()?.parse().ok()?)),
+                SPOOF_TABLE if set == SPOOF_PORTS => (FAMILY_BRIDGE, SPOOF_TABLE, nfkey::ifname(val.as_str()?)?),
+                SPOOF_TABLE if set == SPOOF_ALLOWED => {
+                    let pair = val["concat"].as_array()?;
+                    let (port, mac) = (pair.first()?.as_str()?, pair.get(1)?.as_str()?);
+                    (FAMILY_BRIDGE, SPOOF_TABLE, nfkey::concat(&[&nfkey::ifname(port)?, &nfkey::ether(mac)?]))
+                }
+                _ => return None,
+            };
+            out.push((elem.0, elem.1, Elem::new(set, elem.2).with_comment(comment)));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Creates `elems` (one batch per table).
+fn add_fast(elems: &[(u8, &'static str, Elem)]) -> Result<(), crate::netlink::Error> {
+    let mut nl = Nfnl::open()?;
+    for table in [MASQ_TABLE, SPOOF_TABLE] {
+        let ops: Vec<Op> = elems.iter().filter(|(_, t, _)| *t == table).map(|(_, _, e)| Op::Create(e)).collect();
+        if let Some((family, _, _)) = elems.iter().find(|(_, t, _)| *t == table) {
+            nl.commit(*family, table, &ops)?;
+        }
+    }
+    Ok(())
 }
 
 fn transaction(cmds: Vec<Value>) -> Result<(), CniError> {
@@ -285,8 +341,59 @@ fn remove(network: &str, masq: bool, spoof: bool, doomed: impl Fn(&str, &str) ->
     transaction(cmds)
 }
 
-/// DEL: drops the attachment's masquerade and spoof-check elements.
-pub fn del(att: &Attachment, masq: bool, spoof: bool) -> Result<(), CniError> {
+/// DEL: drops the attachment's masquerade and spoof-check elements. With the
+/// previous result the keys are known and deleted without listing (the
+/// network's set and chain stay, possibly empty, until GC or a DEL on the
+/// listing path); otherwise they are found by their comment.
+pub fn del(att: &Attachment, masq: bool, spoof: bool, prev: Option<&CniResult>) -> Result<(), CniError> {
+    if let Some(prev) = prev {
+        match del_by_key(att, masq, spoof, prev) {
+            Ok(()) => return Ok(()),
+            Err(e) => log::info!("masquerade DEL by key: {e}; finding the elements by their comment"),
+        }
+    }
+    del_listed(att, masq, spoof)
+}
+
+/// The elements `prev` names that this attachment may own, per table: its
+/// addresses in the masquerade sets, and for the spoof check every host-side
+/// interface of the result (the bridge among them: harmless, only elements
+/// carrying this attachment's comment are deleted) with the container's MAC.
+fn key_candidates(att: &Attachment, masq: bool, spoof: bool, prev: &CniResult) -> Option<(Vec<Elem>, Vec<Elem>)> {
+    let mut masq_elems = Vec::new();
+    if masq {
+        for ip in &prev.ips {
+            masq_elems.push(Elem::new(&masq_name(att.network, &ip.address.trunc()), nfkey::ip(ip.address.addr())));
+        }
+    }
+    let mut spoof_elems = Vec::new();
+    if spoof {
+        let container = prev.interfaces.iter().find(|i| !i.sandbox.is_empty() && i.name == att.ifname);
+        let mac = container.and_then(|c| nfkey::ether(&c.mac))?;
+        for host in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+            let Some(port) = nfkey::ifname(&host.name) else { continue };
+            spoof_elems.push(Elem::new(SPOOF_PORTS, port.clone()));
+            spoof_elems.push(Elem::new(SPOOF_ALLOWED, nfkey::concat(&[&port, &mac])));
+        }
+    }
+    Some((masq_elems, spoof_elems))
+}
+
+fn del_by_key(att: &Attachment, masq: bool, spoof: bool, prev: &CniResult) -> Result<(), CniError> {
+    let Some((masq_elems, spoof_elems)) = key_candidates(att, masq, spoof, prev) else {
+        return Err(CniError::internal("the previous result does not name the container's MAC"));
+    };
+    // Opened before the lock is taken, so that the lock is released before
+    // the socket's detached close forks (the children inherit descriptors).
+    let mut nl = Nfnl::open()?;
+    let _lock = network_lock(att.network)?;
+    let comment = att.comment();
+    nft_owned::delete_by_key(&mut nl, NfFamily::INet, MASQ_TABLE, &masq_elems, |c| c == comment)?;
+    nft_owned::delete_by_key(&mut nl, NfFamily::Bridge, SPOOF_TABLE, &spoof_elems, |c| c == comment)?;
+    Ok(())
+}
+
+fn del_listed(att: &Attachment, masq: bool, spoof: bool) -> Result<(), CniError> {
     let (id, ifname) = (att.container_id, att.ifname);
     // Comments are truncated; compare in the same shape.
     let mine = att.comment();

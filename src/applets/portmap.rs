@@ -15,9 +15,11 @@
 //! ```
 //! Every element and conditional rule carries the comment `<network>
 //! <containerID> <ifname>`, so DEL and GC find them from the attachment alone.
-//! ADD is one transaction (`create element` claims the keys; a key held by a
-//! stale attachment is taken over after one listing); DEL is one listing
-//! plus one transaction.
+//! ADD is one nfnetlink batch once the table exists (`create` claims the
+//! keys; a key held by a stale attachment is taken over through nft after
+//! one listing; the first ADD on a node builds the table with nft). DEL with
+//! prevResult and the portMappings is one lookup and one batch by key;
+//! without them (or with conditional rules) one listing plus one transaction.
 //!
 //! Masquerading (`snat`, default true) replaces the reference's mark bit:
 //! DNATed connections from the container's own subnet (hairpin: from itself
@@ -44,6 +46,7 @@ use serde_json::Value;
 
 use super::owned_nft_gc;
 use crate::cni::{fault, Applet, CniError, CniResult, Command};
+use crate::netlink::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
 use crate::netlink::nft_build::{
     add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
 };
@@ -280,6 +283,8 @@ fn skeleton() -> Vec<Obj> {
 struct Plan {
     /// (set, key, data)
     elements: Vec<(String, Expr, Option<Expr>)>,
+    /// The same elements encoded for nfnetlink (without comment), index by index.
+    raw: Vec<Elem>,
     conditional: Vec<Vec<Stmt>>,
     /// UDP host ports, per family, for the conntrack flush.
     udp_ports: BTreeSet<(bool, u16)>,
@@ -332,6 +337,16 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
                 key.insert(0, str_expr(h));
             }
             let hostip = host_ip.is_some();
+            let proto = nfkey::inet_proto(m.proto).unwrap_or_default();
+            let port = nfkey::inet_service(m.host_port);
+            let raw_key = match host_ip {
+                Some(h) => nfkey::concat(&[&nfkey::ip(h), &proto, &port]),
+                None => nfkey::concat(&[&proto, &port]),
+            };
+            plan.raw.push(Elem::new(&map_name(hostip, v6, "addr"), raw_key.clone()).with_data(nfkey::ip(ip.addr())));
+            plan.raw.push(
+                Elem::new(&map_name(hostip, v6, "port"), raw_key).with_data(nfkey::inet_service(m.container_port)),
+            );
             plan.elements.push((map_name(hostip, v6, "addr"), concat(key.clone()), Some(str_expr(ip.addr()))));
             plan.elements.push((
                 map_name(hostip, v6, "port"),
@@ -346,6 +361,10 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
                 sources.push("127.0.0.0/8".parse().unwrap());
             }
             for src in sources {
+                let addr = nfkey::ip(ip.addr());
+                let start = nfkey::concat(&[&nfkey::ip(src.network()), &addr]);
+                let end = nfkey::concat(&[&nfkey::ip_last(src), &addr]);
+                plan.raw.push(Elem::new(&masq_set(v6), start).with_end(end));
                 plan.elements.push((masq_set(v6), concat(vec![prefix(src), str_expr(ip.addr())]), None));
             }
         }
@@ -413,6 +432,29 @@ fn udp_ports_of(elements: &[ListedElement], rules: &[nft_owned::ListedRule]) -> 
     out
 }
 
+/// The plan of a DEL that has the previous result and the port mappings,
+/// when it holds elements only (conditional rules are found by listing).
+fn known_plan(cmd: &Command) -> Option<Plan> {
+    let conf = parse_conf(cmd).ok()?;
+    let prev = cmd.prev_result().ok()??;
+    // Without the runtime's portMappings the keys are unknown (not "none").
+    cmd.runtime_config::<Vec<PortMapping>>("portMappings").ok()??;
+    let maps = mappings(cmd).ok()?;
+    let plan = plan(&conf, &maps, &container_ips(&prev, &cmd.ifname)).ok()?;
+    (plan.conditional.is_empty() && plan.raw.len() == plan.elements.len()).then_some(plan)
+}
+
+/// The (v6, port) of a UDP host port element of the hostports/hostip maps.
+fn udp_port_of(e: &Elem) -> Option<(bool, u16)> {
+    if !e.set.starts_with("host") {
+        return None;
+    }
+    // The key ends with proto (padded to 4) . port (padded to 4).
+    let n = e.key.len();
+    let (proto, port) = (e.key.get(n.checked_sub(8)?)?, e.key.get(n - 4..n - 2)?);
+    (*proto == 17 && e.set.ends_with("-addr")).then(|| (e.set.contains("-v6-"), u16::from_be_bytes([port[0], port[1]])))
+}
+
 fn owner(cmd: &Command) -> String {
     nft_owned::owner_comment(&cmd.conf.name, &cmd.container_id, &cmd.ifname)
 }
@@ -467,17 +509,29 @@ impl Applet for Portmap {
             .map(|(set, key, _)| (set.clone(), serde_json::to_value(key).unwrap_or_default()))
             .collect();
         let container_addrs: Vec<Value> = ips.iter().map(|i| Value::from(i.addr().to_string())).collect();
-        nft_owned::add_owned(FAMILY, TABLE, skeleton, tx, &owner, !plan.conditional.is_empty(), |e| {
-            if e.comment.as_deref() == Some(owner.as_str()) {
-                return true;
-            }
-            if e.set.starts_with("masq-") {
-                // Interval keys clash on the container address alone.
-                let daddr = e.key.get("concat").and_then(Value::as_array).and_then(|c| c.get(1));
-                return daddr.is_some_and(|d| container_addrs.contains(d));
-            }
-            claimed.iter().any(|(set, key)| *set == e.set && *key == e.key)
-        })
+        let fast: Vec<Elem> = plan.raw.iter().map(|e| e.clone().with_comment(&owner)).collect();
+        let fast_ops: Vec<Op> = fast.iter().map(Op::Create).collect();
+        let fast_ops = (fast.len() == plan.elements.len()).then_some(fast_ops.as_slice());
+        nft_owned::add_owned(
+            FAMILY,
+            TABLE,
+            skeleton,
+            tx,
+            &owner,
+            !plan.conditional.is_empty(),
+            |e| {
+                if e.comment.as_deref() == Some(owner.as_str()) {
+                    return true;
+                }
+                if e.set.starts_with("masq-") {
+                    // Interval keys clash on the container address alone.
+                    let daddr = e.key.get("concat").and_then(Value::as_array).and_then(|c| c.get(1));
+                    return daddr.is_some_and(|d| container_addrs.contains(d));
+                }
+                claimed.iter().any(|(set, key)| *set == e.set && *key == e.key)
+            },
+            fast_ops,
+        )
         .map_err(nft_err)?;
         if let Err(e) = fault::step("portmap: mappings committed") {
             // Take back what this ADD committed.
@@ -491,9 +545,23 @@ impl Applet for Portmap {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        // DEL needs nothing but the attachment: what it owns carries its comment.
-        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
         let owner = owner(cmd);
+        // With prevResult and the port mappings the keys are known: delete
+        // them without listing.
+        if let Some(plan) = known_plan(cmd) {
+            let deleted = Nfnl::open()
+                .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &plan.raw, |c| c == owner));
+            match deleted {
+                Ok(done) => {
+                    let udp: BTreeSet<(bool, u16)> = done.iter().filter_map(|i| udp_port_of(&plan.raw[*i])).collect();
+                    flush_udp_conntrack(&udp);
+                    return Ok(());
+                }
+                Err(e) => log::info!("portmap DEL by key: {e}; finding the elements by their comment"),
+            }
+        }
+        // Otherwise DEL needs nothing but the attachment: what it owns carries its comment.
+        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
         let (elements, rules) = nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| c == owner).map_err(nft_err)?;
         flush_udp_conntrack(&udp_ports_of(&elements, &rules));
         Ok(())

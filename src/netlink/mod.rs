@@ -17,6 +17,7 @@ pub mod mac;
 pub mod moved_link;
 pub mod msg;
 pub mod netns;
+pub mod nfnetlink;
 pub mod nft;
 pub mod nft_build;
 pub mod nft_owned;

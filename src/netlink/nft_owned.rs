@@ -7,15 +7,14 @@
 //! form nft prints (e.g. a map's concatenated data type) and operators may put
 //! anything in the chains we list; commands are still built from its types.
 
-use std::borrow::Cow;
-
-use nftables::expr::Expression;
-use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables, Rule};
+use nftables::schema::NfObject;
 use nftables::types::NfFamily;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::nfnetlink::{self, Elem, Nfnl, Op};
 use super::nft::{self, NftError};
 use crate::cni::hash::fnv1a_128_hex;
+use crate::netlink;
 
 /// nft's limit for a rule or element comment.
 const COMMENT_MAX: usize = 128;
@@ -140,27 +139,25 @@ impl Listing {
     }
 }
 
-/// `delete element <family> <table> <set> { key }`.
-pub fn delete_element(family: NfFamily, table: &str, set: &str, key: &Value) -> Result<NfObject<'static>, NftError> {
-    let key: Expression<'static> = serde_json::from_value(key.clone())
-        .map_err(|e| NftError { msg: format!("unexpected element in {table} {set}"), stderr: e.to_string() })?;
-    Ok(NfObject::CmdObject(NfCmd::Delete(NfListObject::Element(Element {
-        family,
-        table: Cow::Owned(table.to_string()),
-        name: Cow::Owned(set.to_string()),
-        elem: Cow::Owned(vec![key]),
-    }))))
+/// `delete element <family> <table> <set> { key }`, as nft JSON (the listed
+/// key is passed through as nft printed it).
+pub fn delete_element(family: NfFamily, table: &str, set: &str, key: &Value) -> Value {
+    json!({"delete": {"element": {"family": family_str(family), "table": table, "name": set, "elem": [key]}}})
 }
 
-/// `delete rule <family> <table> <chain> handle <handle>`.
-pub fn delete_rule(family: NfFamily, table: &str, chain: &str, handle: u32) -> NfObject<'static> {
-    NfObject::CmdObject(NfCmd::Delete(NfListObject::Rule(Rule {
-        family,
-        table: Cow::Owned(table.to_string()),
-        chain: Cow::Owned(chain.to_string()),
-        handle: Some(handle),
-        ..Default::default()
-    })))
+/// `delete rule <family> <table> <chain> handle <handle>`, as nft JSON.
+pub fn delete_rule(family: NfFamily, table: &str, chain: &str, handle: u32) -> Value {
+    json!({"delete": {"rule": {"family": family_str(family), "table": table, "chain": chain, "handle": handle}}})
+}
+
+/// The `nftables` crate's commands as nft JSON values.
+fn to_values(objects: Vec<NfObject<'static>>) -> Result<Vec<Value>, NftError> {
+    objects
+        .into_iter()
+        .map(|o| {
+            serde_json::to_value(o).map_err(|e| NftError { msg: "encoding nft JSON".into(), stderr: e.to_string() })
+        })
+        .collect()
 }
 
 /// Deletes everything in `listing` owned by the comments `owned` accepts:
@@ -195,13 +192,38 @@ fn delete_owned_once(
         listing.rules().into_iter().filter(|r| r.comment.as_deref().is_some_and(owned)).collect();
     let mut tx = Vec::new();
     for e in &elements {
-        tx.push(delete_element(family, table, &e.set, &e.key)?);
+        tx.push(delete_element(family, table, &e.set, &e.key));
     }
     for r in &rules {
         tx.push(delete_rule(family, table, &r.chain, r.handle));
     }
-    nft::apply(&Nftables { objects: Cow::Owned(tx) })?;
+    nft::apply_commands(&tx)?;
     Ok((elements, rules))
+}
+
+/// DEL by key, without listing: looks `candidates` up in `table` and
+/// deletes, in one batch, those whose comment `owned` accepts (a key held by
+/// another attachment stays). Returns the indices of the deleted candidates.
+/// Missing elements, sets or tables are no error. On an error the caller
+/// falls back to the listing path (`delete_owned`).
+pub fn delete_by_key(
+    nl: &mut Nfnl,
+    family: NfFamily,
+    table: &str,
+    candidates: &[Elem],
+    owned: impl Fn(&str) -> bool,
+) -> Result<Vec<usize>, netlink::Error> {
+    let family = nfproto(family);
+    let found = nl.get(family, table, candidates)?;
+    let doomed: Vec<usize> = found
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.as_ref().and_then(|f| f.comment.as_deref()).is_some_and(&owned))
+        .map(|(i, _)| i)
+        .collect();
+    let ops: Vec<Op> = doomed.iter().map(|i| Op::Delete(&candidates[*i])).collect();
+    nl.commit(family, table, &ops)?;
+    Ok(doomed)
 }
 
 /// STATUS: whether nft can run at all (code 50 "not available" otherwise).
@@ -212,8 +234,12 @@ pub fn status() -> Result<(), crate::cni::CniError> {
 }
 
 /// Adds what one attachment owns with the least kernel work:
-/// 1. `claims` alone (`create element`s and owned rules): the common case,
-///    one transaction, when the table and its sets already exist;
+/// 0. `fast` (the same elements, encoded for nfnetlink) in one batch of our
+///    own, without exec'ing nft: the common case, when the table and its
+///    sets exist and no key is held;
+/// 1. `claims` alone (`create element`s and owned rules) through nft, when
+///    the fast path is not possible (rules, or a batch refused for another
+///    reason than a missing set or a held key);
 /// 2. when something is missing (first use on the node, or the table was
 ///    removed): `skeleton()` and `claims` in one transaction;
 /// 3. when a claimed key is held already (a stale attachment whose DEL never
@@ -224,6 +250,7 @@ pub fn status() -> Result<(), crate::cni::CniError> {
 /// Rules are not keyed, so a retried ADD would duplicate them: when `claims`
 /// hold rules (`has_rules`), path 3 is taken from the start.
 /// A failed transaction changes nothing, so each path commits once.
+#[allow(clippy::too_many_arguments)]
 pub fn add_owned(
     family: NfFamily,
     table: &str,
@@ -232,22 +259,39 @@ pub fn add_owned(
     owner: &str,
     has_rules: bool,
     conflicts: impl Fn(&ListedElement) -> bool,
+    fast: Option<&[Op]>,
 ) -> Result<(), NftError> {
+    let claims = to_values(claims)?;
+    let skeleton = || to_values(skeleton());
     if has_rules {
         return reclaim(family, table, skeleton, claims, owner, conflicts, None);
     }
-    match nft::apply(&Nftables { objects: Cow::Owned(claims.clone()) }) {
+    let mut missing = false;
+    if let Some(ops) = fast {
+        match Nfnl::open().and_then(|mut nl| nl.commit(nfproto(family), table, ops)) {
+            Ok(()) => return Ok(()),
+            Err(e) if nfnetlink::is_missing(&e) => missing = true,
+            Err(e) if e.is_exists() => return reclaim(family, table, skeleton, claims, owner, conflicts, None),
+            Err(e) => log::debug!("nfnetlink: {e}; applying with nft"),
+        }
+    }
+    let first = if missing { Err(missing_error()) } else { nft::apply_commands(&claims) };
+    match first {
         Ok(()) => Ok(()),
         Err(e) if is_missing(&e) => {
-            let mut full = skeleton();
+            let mut full = skeleton()?;
             full.extend(claims);
-            match nft::apply(&Nftables { objects: Cow::Owned(full.clone()) }) {
+            match nft::apply_commands(&full) {
                 Ok(()) => Ok(()),
-                Err(e) => reclaim(family, table, Vec::new, full, owner, conflicts, Some(e)),
+                Err(e) => reclaim(family, table, || Ok(Vec::new()), full, owner, conflicts, Some(e)),
             }
         }
         Err(e) => reclaim(family, table, skeleton, claims, owner, conflicts, Some(e)),
     }
+}
+
+fn missing_error() -> NftError {
+    NftError { msg: "nfnetlink".into(), stderr: "No such file or directory".into() }
 }
 
 fn is_missing(e: &NftError) -> bool {
@@ -260,20 +304,20 @@ fn is_missing(e: &NftError) -> bool {
 fn reclaim(
     family: NfFamily,
     table: &str,
-    skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
-    tx: Vec<NfObject<'static>>,
+    skeleton: impl FnOnce() -> Result<Vec<Value>, NftError>,
+    tx: Vec<Value>,
     owner: &str,
     conflicts: impl Fn(&ListedElement) -> bool,
     failure: Option<NftError>,
 ) -> Result<(), NftError> {
     let Some(listing) = list(family_str(family), table)? else {
-        let mut full = skeleton();
+        let mut full = skeleton()?;
         full.extend(tx);
-        return nft::apply(&Nftables { objects: Cow::Owned(full) });
+        return nft::apply_commands(&full);
     };
     let mut deletes = Vec::new();
     for e in listing.elements().iter().filter(|e| conflicts(e)) {
-        deletes.push(delete_element(family, table, &e.set, &e.key)?);
+        deletes.push(delete_element(family, table, &e.set, &e.key));
     }
     for r in listing.rules().iter().filter(|r| r.comment.as_deref() == Some(owner)) {
         deletes.push(delete_rule(family, table, &r.chain, r.handle));
@@ -287,14 +331,26 @@ fn reclaim(
     }
     let mut retry = deletes.clone();
     retry.extend(tx.iter().cloned());
-    match nft::apply(&Nftables { objects: Cow::Owned(retry) }) {
+    match nft::apply_commands(&retry) {
         Err(e) if is_missing(&e) => {
-            let mut full = skeleton();
+            let mut full = skeleton()?;
             full.extend(deletes);
             full.extend(tx);
-            nft::apply(&Nftables { objects: Cow::Owned(full) })
+            nft::apply_commands(&full)
         }
         other => other,
+    }
+}
+
+/// The nfgenmsg family of a table family.
+pub fn nfproto(family: NfFamily) -> u8 {
+    match family {
+        NfFamily::INet => 1,
+        NfFamily::IP => 2,
+        NfFamily::ARP => 3,
+        NfFamily::NetDev => 5,
+        NfFamily::Bridge => 7,
+        NfFamily::IP6 => 10,
     }
 }
 
@@ -347,6 +403,7 @@ mod tests {
         assert_eq!(e[1].comment, None);
         assert_eq!(e[3].key, Value::from("10.0.0.3"));
         assert_eq!(listing.rules()[0].handle, 7);
-        delete_element(NfFamily::INet, "t", "m", &e[0].key).unwrap();
+        let cmd = delete_element(NfFamily::INet, "t", "m", &e[0].key);
+        assert_eq!(cmd["delete"]["element"]["elem"][0]["concat"][1], 80);
     }
 }

@@ -244,6 +244,13 @@ pub fn nft_execs(stderr: &str) -> (usize, usize, usize) {
     (committed, tried, list)
 }
 
+/// From a plugin's debug log: (nfnetlink batches committed, element lookups).
+pub fn nfnl_calls(stderr: &str) -> (usize, usize) {
+    let committed = stderr.lines().filter(|l| l.contains("nfnetlink batch committed")).count();
+    let gets = stderr.lines().filter(|l| l.contains("nfnetlink get:")).count();
+    (committed, gets)
+}
+
 /// `nft -j list ruleset` inside the netns.
 pub fn ruleset(ns: &Netns) -> String {
     ns.exec("nft -j list ruleset")
