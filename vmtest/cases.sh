@@ -455,6 +455,27 @@ case_bridge_trunk() {
     ip netns del c-bt
 }
 
+# The shipped binary's front door: every applet answers to its own name,
+# with its arguments, and an IPAM applet called directly does its own job.
+# (A static build whose code layout broke dispatch passed every other case:
+# they reach host-local only in-process, through a main plugin.)
+case_front_door() {
+    local a help conf
+    for a in $(/opt/cni/bin/cnibox --list); do
+        help=$(/opt/cni/bin/cnibox "$a" --help 2>&1)
+        echo "$help" | grep -q -- "$a" || fail "cnibox $a --help does not describe $a: $(echo "$help" | head -n 1)" || return 1
+    done
+    ip netns add fd || return 1
+    conf='{"cniVersion":"1.0.0","name":"fdnet","type":"host-local","ipam":{"type":"host-local","subnet":"10.9.0.0/24","dataDir":"/tmp/fd-ipam"}}'
+    cni ADD host-local fd1 fd eth0 "$conf" || return 1
+    echo "$OUT" | grep -q '"address":"10.9.0.2/24"' || fail "host-local ADD: $OUT" || return 1
+    [ -z "$(ip -n fd -o link show type bridge)" ] || fail "host-local made a bridge" || return 1
+    [ -e /tmp/fd-ipam/fdnet/10.9.0.2 ] || fail "host-local kept no reservation file" || return 1
+    cni DEL host-local fd1 fd eth0 "$conf" || return 1
+    [ ! -e /tmp/fd-ipam/fdnet/10.9.0.2 ] || fail "host-local DEL kept the reservation" || return 1
+    ip netns del fd
+}
+
 run_case() {
     local name=$1 out rc
     shift
@@ -480,6 +501,7 @@ run_case() {
 selected="$*"
 echo "INFO cases start at $(cut -d' ' -f1 /proc/uptime)s of uptime"
 setup_world
+run_case front-door case_front_door
 run_case ipvlan-l2 case_ipvlan l2
 run_case ipvlan-l3 case_ipvlan l3 10.1.3.2
 run_case ipvlan-l3s case_ipvlan l3s 10.1.4.2
