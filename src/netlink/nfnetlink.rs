@@ -749,6 +749,25 @@ mod tests {
     }
 
     #[test]
+    fn verdict_data_as_nft_sends_it() {
+        // nft --debug=netlink: `element 0500010a : jump -> hp 0 [end]`.
+        let e = Elem::new("mn", key::ip("10.1.0.5".parse().unwrap())).with_jump("hp");
+        let msg = elem_msg(NFT_MSG_NEWSETELEM, 0, 1, FAMILY_INET, "t", &e, true);
+        let r = &replies(&msg)[0];
+        let top = attrs(&r.payload[4..]);
+        let elem = attrs(attr(&attrs(attr(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()), NFTA_LIST_ELEM).unwrap());
+        let data = attrs(attr(&elem, NFTA_SET_ELEM_DATA).unwrap());
+        let verdict = attrs(attr(&data, NFTA_DATA_VERDICT).unwrap());
+        assert_eq!(attr(&verdict, NFTA_VERDICT_CODE), Some(&[0xff, 0xff, 0xff, 0xfd][..]));
+        assert_eq!(attr(&verdict, NFTA_VERDICT_CHAIN), Some(&b"hp\0"[..]));
+        // A deletion carries the key alone.
+        let del = elem_msg(NFT_MSG_DELSETELEM, 0, 1, FAMILY_INET, "t", &e, false);
+        let top = attrs(&replies(&del)[0].payload[4..]);
+        let elem = attrs(attr(&attrs(attr(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()), NFTA_LIST_ELEM).unwrap());
+        assert!(attr(&elem, NFTA_SET_ELEM_DATA).is_none());
+    }
+
+    #[test]
     fn parses_a_reply() {
         let e = Elem::new("m", vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]).with_data(vec![10, 0, 0, 5]).with_comment("n c e");
         let msg = elem_msg(NFT_MSG_NEWSETELEM, 0, 1, FAMILY_INET, "t", &e, true);
