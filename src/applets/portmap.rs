@@ -49,7 +49,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, Fib, Verdict, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, CT};
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, Verdict, CT};
 use nftables::schema::{Map, NfListObject, Set, SetType, SetTypeValue};
 use nftables::stmt::{JumpTarget, Match, NATFamily, Operator, Statement, VerdictMap, NAT};
 use nftables::types::{NfChainType, NfFamily, NfHook};
@@ -239,7 +239,8 @@ fn ct_dnat() -> Stmt {
 /// chains of `subnets` (rewritten on every such transaction: `add` of a rule
 /// is not idempotent).
 fn skeleton(subnets: &[IpNet]) -> Vec<Value> {
-    let mut tx: Vec<Value> = skeleton_objects(subnets).iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect();
+    let mut tx: Vec<Value> =
+        skeleton_objects(subnets).iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect();
     // The crate has no verdict type: the verdict maps are declared in plain JSON, after the table.
     for v6 in [true, false] {
         let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
@@ -667,8 +668,7 @@ impl Applet for Portmap {
                 .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &candidates, |c| c == owner));
             match deleted {
                 Ok(done) => {
-                    let udp: BTreeSet<(bool, u16)> =
-                        done.iter().filter_map(|i| udp_port_of(&candidates[*i])).collect();
+                    let udp: BTreeSet<(bool, u16)> = done.iter().filter_map(|i| udp_port_of(&candidates[*i])).collect();
                     flush_udp_conntrack(&udp);
                     return Ok(());
                 }
