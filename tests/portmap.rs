@@ -433,3 +433,158 @@ fn host_ip_mappings_through_nfnetlink_and_del_by_key() {
     assert_eq!(tcp_get(o, "192.168.77.1:8090"), None);
     assert!(ruleset(&node.host).contains(&c1.id));
 }
+
+fn conf_net(net: &str, mappings: Value, prev: Value) -> String {
+    let mut c: Value = serde_json::from_str(&conf(json!({}), Some(mappings), Some(prev))).unwrap();
+    c["name"] = json!(net);
+    c.to_string()
+}
+
+fn gc_conf(net: &str, valid: &[&Container]) -> String {
+    let valid: Vec<Value> = valid.iter().map(|c| json!({"containerID": c.id, "ifname": "eth0"})).collect();
+    json!({"cniVersion": "1.1.0", "name": net, "type": "portmap", "cni.dev/valid-attachments": valid}).to_string()
+}
+
+/// The hairpin chains (`hairpin-*`) of the table.
+fn hairpin_chains(node: &Node) -> Vec<String> {
+    let rs: Value = serde_json::from_str(&ruleset(&node.host)).unwrap();
+    rs["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.pointer("/chain/name")?.as_str())
+        .filter(|n| n.starts_with("hairpin-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn two_networks_each_hairpin_only_their_own_subnet_and_gc_removes_unused_chains() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br1", 1);
+    node.bridge("br2", 2);
+    let (a1, a2) = (node.container("br1", 1, 5), node.container("br1", 1, 6));
+    let (b1, b2) = (node.container("br2", 2, 5), node.container("br2", 2, 6));
+    serve_peer(&a1.ns.name, 80);
+    serve_peer(&b1.ns.name, 80);
+    let port = |p: u16| json!([{"hostPort": p, "containerPort": 80, "protocol": "tcp"}]);
+    let add_a = conf_net("pmnet-a", port(8080), a1.prev_result(1));
+    let add_b = conf_net("pmnet-b", port(8081), b1.prev_result(2));
+    call(&node, &a1).run("ADD", &add_a).ok();
+    let chains_a = hairpin_chains(&node);
+    assert_eq!(chains_a.len(), 2, "one chain per subnet and family");
+    // The first container of another subnet: its hairpin chain is made with nft.
+    let reply = call(&node, &b1).run("ADD", &add_b);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!(nft_execs(&stderr).0, 1, "{stderr}");
+    assert_eq!(hairpin_chains(&node).len(), 4, "one chain per subnet and family");
+    // A second container of a known subnet is a single nfnetlink batch.
+    let add_b2 = conf_net("pmnet-b", port(8082), b2.prev_result(2));
+    let reply = call(&node, &b2).run("ADD", &add_b2);
+    let stderr = reply.stderr.clone();
+    reply.ok();
+    assert_eq!((nft_execs(&stderr), nfnl_calls(&stderr)), ((0, 0, 0), (1, 0)), "{stderr}");
+    // Its verdict element (written by nfnetlink) lists as nft writes it.
+    call(&node, &b2).run("CHECK", &add_b2).ok();
+    // Per-container elements only in plain hash sets and maps.
+    let rs = ruleset(&node.host);
+    assert!(!rs.contains("interval"), "{rs}");
+    for set in ["masq-lo-v4", "masq-net-v4", "masq-net-v6"] {
+        assert!(rs.contains(&format!(r#""name": "{set}""#)), "{set}: {rs}");
+    }
+    call(&node, &a1).run("CHECK", &add_a).ok();
+    call(&node, &b1).run("CHECK", &add_b).ok();
+
+    let h = "192.168.77.1";
+    // Each network's own subnet is masqueraded (hairpin)...
+    assert_eq!(tcp_get(&a2.ns.name, &format!("{h}:8080")).as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(&b2.ns.name, &format!("{h}:8081")).as_deref(), Some("10.2.0.1"));
+    assert_eq!(tcp_get(&b2.ns.name, "[fd02::1]:8081").as_deref(), Some("fd02::1"));
+    // ...the other network's is not.
+    assert_eq!(tcp_get(&b2.ns.name, &format!("{h}:8080")).as_deref(), Some("10.2.0.6"));
+    assert_eq!(tcp_get(&a2.ns.name, &format!("{h}:8081")).as_deref(), Some("10.1.0.6"));
+    assert_eq!(tcp_get(&a2.ns.name, "[fd77::1]:8081").as_deref(), Some("fd01::6"));
+    // Localhost still is.
+    assert_eq!(tcp_get(&node.host.name, "127.0.0.1:8081").as_deref(), Some("10.2.0.1"));
+
+    // CHECK notices an emptied hairpin chain (network a's is not b's business).
+    for c in hairpin_chains(&node).iter().filter(|c| !chains_a.contains(c)) {
+        node.host.exec(&format!("nft flush chain inet cnibox-portmap {c}"));
+    }
+    call(&node, &b1).run("CHECK", &add_b).err_code();
+    call(&node, &a1).run("CHECK", &add_a).ok();
+
+    // Network b's containers go: their chains stay until GC, which keeps network a's.
+    call(&node, &b1).run("DEL", &add_b).ok();
+    let mut del_b2: Value = serde_json::from_str(&conf(json!({}), None, None)).unwrap();
+    del_b2["name"] = json!("pmnet-b");
+    call(&node, &b2).run("DEL", &del_b2.to_string()).ok();
+    assert_eq!(hairpin_chains(&node).len(), 4);
+    Call::new("portmap").in_netns(&node.host).run("GC", &gc_conf("pmnet-b", &[])).ok();
+    assert_eq!(hairpin_chains(&node), chains_a);
+    call(&node, &a1).run("CHECK", &add_a).ok();
+    assert_eq!(tcp_get(&a2.ns.name, &format!("{h}:8080")).as_deref(), Some("10.1.0.1"));
+    // Network b comes back: its chains are made again.
+    call(&node, &b1).run("ADD", &add_b).ok();
+    assert_eq!(hairpin_chains(&node).len(), 4);
+    assert_eq!(tcp_get(&b2.ns.name, &format!("{h}:8081")).as_deref(), Some("10.2.0.1"));
+    call(&node, &b1).run("CHECK", &add_b).ok();
+}
+
+#[test]
+fn tables_of_earlier_versions_are_migrated() {
+    if not_root() {
+        return;
+    }
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let (c1, c2, c3) = (node.container("br0", 1, 5), node.container("br0", 1, 6), node.container("br0", 1, 7));
+    serve_peer(&c1.ns.name, 80);
+    serve_peer(&c3.ns.name, 80);
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    // What an earlier version left: masquerading through an interval set, for c1.
+    let owner = format!("pmnet {} eth0", c1.id);
+    let old = format!(
+        r#"table inet cnibox-portmap {{
+            map hostports-v4-addr {{ type inet_proto . inet_service : ipv4_addr; elements = {{ tcp . 8080 comment "{owner}" : 10.1.0.5 }} }}
+            map hostports-v4-port {{ type inet_proto . inet_service : inet_service; elements = {{ tcp . 8080 comment "{owner}" : 80 }} }}
+            set masq-v4 {{ type ipv4_addr . ipv4_addr; flags interval;
+                elements = {{ 10.1.0.0/24 . 10.1.0.5 comment "{owner}", 127.0.0.0/8 . 10.1.0.5 comment "{owner}" }} }}
+            set masq-v6 {{ type ipv6_addr . ipv6_addr; flags interval; }}
+            chain hostports {{ meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @hostports-v4-addr : meta l4proto . th dport map @hostports-v4-port; }}
+            chain prerouting {{ type nat hook prerouting priority dstnat; jump hostports; }}
+            chain postrouting {{ type nat hook postrouting priority srcnat;
+                meta nfproto ipv4 ct status dnat ip saddr . ip daddr @masq-v4 masquerade; }}
+        }}"#
+    );
+    let file = TempDir::new("pmold");
+    let path = file.path().join("old.nft");
+    std::fs::write(&path, old).unwrap();
+    node.host.exec(&format!("nft -f {}", path.display()));
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+    // A new container gets the new layout; the old one keeps its masquerading.
+    let add3 = conf(json!({}), Some(json!([{"hostPort": 8083, "containerPort": 80}])), Some(c3.prev_result(1)));
+    call(&node, &c3).run("ADD", &add3).ok();
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8083").as_deref(), Some("10.1.0.1"));
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8080").as_deref(), Some("10.1.0.1"));
+    // GC keeps the old layout while it holds elements.
+    let gc = gc_conf("pmnet", &[&c1, &c3]);
+    Call::new("portmap").in_netns(&node.host).run("GC", &gc).ok();
+    assert!(ruleset(&node.host).contains(r#""name": "masq-v4""#));
+    // DEL by key removes the old elements too.
+    let add1 = conf(json!({}), Some(maps), Some(c1.prev_result(1)));
+    call(&node, &c1).run("DEL", &add1).ok();
+    let rs = ruleset(&node.host);
+    assert!(!rs.contains(&c1.id), "{rs}");
+    // Then GC removes the old chain and sets; the new layout works on.
+    Call::new("portmap").in_netns(&node.host).run("GC", &gc).ok();
+    let rs = ruleset(&node.host);
+    assert!(!rs.contains(r#""name": "masq-v4""#) && !rs.contains(r#""name": "postrouting""#), "{rs}");
+    assert!(!rs.contains(r#""name": "masq-v6""#), "{rs}");
+    assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8083").as_deref(), Some("10.1.0.1"));
+    call(&node, &c3).run("CHECK", &add3).ok();
+}

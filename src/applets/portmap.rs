@@ -6,13 +6,25 @@
 //! map hostports-v4-addr / -port     proto . port            -> container addr / port
 //! map hostip-v4-addr / -port        hostIP . proto . port   -> container addr / port
 //! (and -v6)
-//! set masq-v4 / masq-v6             source net . container addr   (interval)
+//! set masq-lo-v4                    container addr (masquerade from 127.0.0.0/8)
+//! set masq-all-v4 / -v6             container addr (masqAll: masquerade from anywhere)
+//! map masq-net-v4 / -v6             container addr : jump hairpin-<hash of its subnet>
 //! chain prerouting, output (nat, dstnat): jump conditional; jump hostports
 //! chain hostports: dnat through the maps (hostIP ones first; the others only
 //!                  to local addresses: fib daddr type local)
 //! chain conditional: one dnat rule per mapping that has conditionsV4/V6
-//! chain postrouting (nat, srcnat): ct status dnat, (saddr . daddr) in masq → masquerade
+//! chain masquerade (nat, srcnat): ct status dnat and daddr in the masq sets
+//!                  → masquerade; daddr vmap @masq-net
+//! chain hairpin-<hash>: saddr <subnet> masquerade (one per subnet, made with
+//!                  its first container, removed by GC once nothing jumps to it)
 //! ```
+//! Per-container elements live only in plain hash sets and maps: a commit
+//! that changes them costs the same whatever the number of containers (an
+//! interval set of concatenations, pipapo, is cloned on every commit).
+//! Tables made by earlier versions also hold `chain postrouting` and the
+//! interval sets `masq-v4` / `masq-v6`: they keep working for the containers
+//! added then, DEL still removes their elements, and GC deletes them once
+//! they are empty.
 //! Every element and conditional rule carries the comment `<network>
 //! <containerID> <ifname>`, so DEL and GC find them from the attachment alone.
 //! ADD is one nfnetlink batch once the table exists (`create` claims the
@@ -37,12 +49,12 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, CT};
-use nftables::schema::{Map, NfListObject, Set, SetFlag, SetType, SetTypeValue};
-use nftables::stmt::{Match, NATFamily, Operator, Statement, NAT};
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, Verdict, CT};
+use nftables::schema::{Map, NfListObject, Set, SetType, SetTypeValue};
+use nftables::stmt::{JumpTarget, Match, NATFamily, Operator, Statement, VerdictMap, NAT};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::owned_nft_gc;
 use crate::cni::{fault, Applet, CniError, CniResult, Command};
@@ -184,8 +196,27 @@ fn map_name(hostip: bool, v6: bool, part: &str) -> String {
     format!("{}-{}-{part}", if hostip { "hostip" } else { "hostports" }, fam(v6))
 }
 
-fn masq_set(v6: bool) -> String {
+/// The interval set of tables made by earlier versions (source net . container addr).
+fn legacy_masq_set(v6: bool) -> String {
     format!("masq-{}", fam(v6))
+}
+
+const MASQ_LOCALHOST: &str = "masq-lo-v4";
+
+fn masq_all_set(v6: bool) -> String {
+    format!("masq-all-{}", fam(v6))
+}
+
+fn masq_net_map(v6: bool) -> String {
+    format!("masq-net-{}", fam(v6))
+}
+
+const HAIRPIN_PREFIX: &str = "hairpin-";
+
+/// The chain masquerading sources of `subnet`, shared by every container in it.
+fn hairpin_chain(subnet: IpNet) -> String {
+    let hash = crate::cni::hash::fnv1a_128_hex(&subnet.trunc().to_string());
+    format!("{HAIRPIN_PREFIX}{}", &hash[..16])
 }
 
 fn ip_type(v6: bool) -> SetType {
@@ -196,10 +227,40 @@ fn ip_type(v6: bool) -> SetType {
     }
 }
 
-/// The table, its maps, sets and chains, and the fixed rules (rewritten on
-/// every ADD inside the same transaction: `add` of a rule is not idempotent).
-fn skeleton() -> Vec<Obj> {
+fn ct_dnat() -> Stmt {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(CT { key: s("status"), family: None, dir: None })),
+        right: str_expr("dnat"),
+        op: Operator::IN,
+    })
+}
+
+/// The table, its maps, sets and chains, the fixed rules, and the hairpin
+/// chains of `subnets` (rewritten on every such transaction: `add` of a rule
+/// is not idempotent).
+fn skeleton(subnets: &[IpNet]) -> Vec<Value> {
+    let mut tx: Vec<Value> =
+        skeleton_objects(subnets).iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect();
+    // The crate has no verdict type: the verdict maps are declared in plain JSON, after the table.
+    for v6 in [true, false] {
+        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        let map = json!({"add": {"map": {"family": "inet", "table": TABLE, "name": masq_net_map(v6), "type": ty, "map": "verdict"}}});
+        tx.insert(1, map);
+    }
+    tx
+}
+
+fn skeleton_objects(subnets: &[IpNet]) -> Vec<Obj> {
     let mut tx = vec![T.add_table()];
+    let set = |name: String, v6: bool| {
+        add(NfListObject::Set(Box::new(Set {
+            family: FAMILY,
+            table: s(TABLE),
+            name: s(name),
+            set_type: SetTypeValue::Single(ip_type(v6)),
+            ..Default::default()
+        })))
+    };
     for v6 in [false, true] {
         for hostip in [false, true] {
             let mut key = vec![SetType::InetProto, SetType::InetService];
@@ -217,21 +278,23 @@ fn skeleton() -> Vec<Obj> {
                 }))));
             }
         }
-        tx.push(add(NfListObject::Set(Box::new(Set {
-            family: FAMILY,
-            table: s(TABLE),
-            name: s(masq_set(v6)),
-            set_type: SetTypeValue::Concatenated(Cow::Owned(vec![ip_type(v6), ip_type(v6)])),
-            flags: Some([SetFlag::Interval].into_iter().collect()),
-            ..Default::default()
-        }))));
+        tx.push(set(masq_all_set(v6), v6));
+    }
+    tx.push(set(MASQ_LOCALHOST.to_string(), false));
+    for subnet in subnets {
+        let chain = hairpin_chain(*subnet);
+        let v6 = subnet.addr().is_ipv6();
+        tx.push(add(NfListObject::Chain(T.chain(&chain))));
+        tx.push(T.flush_chain(&chain));
+        let saddr = eq(payload(ip_proto(v6), "saddr"), prefix(subnet.trunc()));
+        tx.push(T.rule(&chain, vec![nfproto(v6), saddr, Statement::Masquerade(None)], None));
     }
     tx.push(add(NfListObject::Chain(T.chain("conditional"))));
     tx.push(add(NfListObject::Chain(T.chain("hostports"))));
     tx.push(add(NfListObject::Chain(T.base_chain("prerouting", NfChainType::NAT, NfHook::Prerouting, DSTNAT))));
     tx.push(add(NfListObject::Chain(T.base_chain("output", NfChainType::NAT, NfHook::Output, DSTNAT))));
-    tx.push(add(NfListObject::Chain(T.base_chain("postrouting", NfChainType::NAT, NfHook::Postrouting, SRCNAT))));
-    for name in ["hostports", "prerouting", "output", "postrouting"] {
+    tx.push(add(NfListObject::Chain(T.base_chain("masquerade", NfChainType::NAT, NfHook::Postrouting, SRCNAT))));
+    for name in ["hostports", "prerouting", "output", "masquerade"] {
         tx.push(T.flush_chain(name));
     }
     for name in ["prerouting", "output"] {
@@ -249,6 +312,18 @@ fn skeleton() -> Vec<Obj> {
             data: str_expr(format!("@{}", map_name(hostip, v6, part))),
         }))))
     };
+    let localhost: IpNet = "127.0.0.0/8".parse().unwrap();
+    tx.push(T.rule(
+        "masquerade",
+        vec![
+            nfproto(false),
+            ct_dnat(),
+            eq(payload("ip", "saddr"), prefix(localhost)),
+            eq(payload("ip", "daddr"), str_expr(format!("@{MASQ_LOCALHOST}"))),
+            Statement::Masquerade(None),
+        ],
+        None,
+    ));
     for v6 in [false, true] {
         for hostip in [true, false] {
             let mut expr = vec![nfproto(v6)];
@@ -263,15 +338,24 @@ fn skeleton() -> Vec<Obj> {
             })));
             tx.push(T.rule("hostports", expr, None));
         }
-        let ct_dnat = Statement::Match(Match {
-            left: Expression::Named(NamedExpression::CT(CT { key: s("status"), family: None, dir: None })),
-            right: str_expr("dnat"),
-            op: Operator::IN,
-        });
-        let pair = concat(vec![payload(ip_proto(v6), "saddr"), payload(ip_proto(v6), "daddr")]);
+        let daddr = payload(ip_proto(v6), "daddr");
         tx.push(T.rule(
-            "postrouting",
-            vec![nfproto(v6), ct_dnat, eq(pair, str_expr(format!("@{}", masq_set(v6)))), Statement::Masquerade(None)],
+            "masquerade",
+            vec![
+                nfproto(v6),
+                ct_dnat(),
+                eq(daddr.clone(), str_expr(format!("@{}", masq_all_set(v6)))),
+                Statement::Masquerade(None),
+            ],
+            None,
+        ));
+        tx.push(T.rule(
+            "masquerade",
+            vec![
+                nfproto(v6),
+                ct_dnat(),
+                Statement::VerdictMap(VerdictMap { key: daddr, data: str_expr(format!("@{}", masq_net_map(v6))) }),
+            ],
             None,
         ));
     }
@@ -286,6 +370,11 @@ struct Plan {
     /// The same elements encoded for nfnetlink (without comment), index by index.
     raw: Vec<Elem>,
     conditional: Vec<Vec<Stmt>>,
+    /// The subnets whose hairpin chains the masq-net elements jump to.
+    subnets: Vec<IpNet>,
+    /// The masquerade elements earlier versions made (interval set
+    /// masq-v4/-v6), for DEL by key on tables made before an upgrade.
+    legacy: Vec<Elem>,
     /// UDP host ports, per family, for the conntrack flush.
     udp_ports: BTreeSet<(bool, u16)>,
 }
@@ -355,21 +444,44 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
             ));
         }
         if mapped && conf.snat.unwrap_or(true) {
-            let any: IpNet = if v6 { "::/0".parse().unwrap() } else { "0.0.0.0/0".parse().unwrap() };
-            let mut sources = vec![if conf.masq_all { any } else { ip.trunc() }];
-            if !v6 && !conf.masq_all {
-                sources.push("127.0.0.0/8".parse().unwrap());
-            }
-            for src in sources {
-                let addr = nfkey::ip(ip.addr());
-                let start = nfkey::concat(&[&nfkey::ip(src.network()), &addr]);
-                let end = nfkey::concat(&[&nfkey::ip_last(src), &addr]);
-                plan.raw.push(Elem::new(&masq_set(v6), start).with_end(end));
-                plan.elements.push((masq_set(v6), concat(vec![prefix(src), str_expr(ip.addr())]), None));
-            }
+            plan_masquerade(&mut plan, conf, *ip);
         }
     }
     Ok(plan)
+}
+
+/// The masquerade elements of one container address: DNATed connections to
+/// it from its own subnet (hairpin), from 127.0.0.0/8, or with masqAll from
+/// anywhere.
+fn plan_masquerade(plan: &mut Plan, conf: &PortmapConf, ip: IpNet) {
+    let v6 = ip.addr().is_ipv6();
+    let addr = nfkey::ip(ip.addr());
+    let key = str_expr(ip.addr());
+    if conf.masq_all {
+        plan.raw.push(Elem::new(&masq_all_set(v6), addr.clone()));
+        plan.elements.push((masq_all_set(v6), key, None));
+    } else {
+        let chain = hairpin_chain(ip);
+        plan.raw.push(Elem::new(&masq_net_map(v6), addr.clone()).with_jump(&chain));
+        let jump = Expression::Verdict(Verdict::Jump(JumpTarget { target: s(chain) }));
+        plan.elements.push((masq_net_map(v6), key.clone(), Some(jump)));
+        plan.subnets.push(ip.trunc());
+        if !v6 {
+            plan.raw.push(Elem::new(MASQ_LOCALHOST, addr.clone()));
+            plan.elements.push((MASQ_LOCALHOST.to_string(), key, None));
+        }
+    }
+    // What earlier versions made for the same container.
+    let any: IpNet = if v6 { "::/0".parse().unwrap() } else { "0.0.0.0/0".parse().unwrap() };
+    let mut sources = vec![if conf.masq_all { any } else { ip.trunc() }];
+    if !v6 && !conf.masq_all {
+        sources.push("127.0.0.0/8".parse().unwrap());
+    }
+    for src in sources {
+        let start = nfkey::concat(&[&nfkey::ip(src.network()), &addr]);
+        let end = nfkey::concat(&[&nfkey::ip_last(src), &addr]);
+        plan.legacy.push(Elem::new(&legacy_masq_set(v6), start).with_end(end));
+    }
 }
 
 /// Sets route_localnet on the interface routing to `ip`, so that 127/8
@@ -515,7 +627,7 @@ impl Applet for Portmap {
         nft_owned::add_owned(
             FAMILY,
             TABLE,
-            skeleton,
+            || skeleton(&plan.subnets),
             tx,
             &owner,
             !plan.conditional.is_empty(),
@@ -523,8 +635,8 @@ impl Applet for Portmap {
                 if e.comment.as_deref() == Some(owner.as_str()) {
                     return true;
                 }
-                if e.set.starts_with("masq-") {
-                    // Interval keys clash on the container address alone.
+                if e.set == legacy_masq_set(false) || e.set == legacy_masq_set(true) {
+                    // An earlier version's interval keys clash on the container address alone.
                     let daddr = e.key.get("concat").and_then(Value::as_array).and_then(|c| c.get(1));
                     return daddr.is_some_and(|d| container_addrs.contains(d));
                 }
@@ -549,11 +661,14 @@ impl Applet for Portmap {
         // With prevResult and the port mappings the keys are known: delete
         // them without listing.
         if let Some(plan) = known_plan(cmd) {
+            // Elements an earlier version made are looked up too (a lookup
+            // of a missing set is no error).
+            let candidates: Vec<Elem> = plan.raw.into_iter().chain(plan.legacy).collect();
             let deleted = Nfnl::open()
-                .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &plan.raw, |c| c == owner));
+                .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &candidates, |c| c == owner));
             match deleted {
                 Ok(done) => {
-                    let udp: BTreeSet<(bool, u16)> = done.iter().filter_map(|i| udp_port_of(&plan.raw[*i])).collect();
+                    let udp: BTreeSet<(bool, u16)> = done.iter().filter_map(|i| udp_port_of(&candidates[*i])).collect();
                     flush_udp_conntrack(&udp);
                     return Ok(());
                 }
@@ -599,19 +714,68 @@ impl Applet for Portmap {
                 rules.len()
             );
         }
-        Ok(())
+        remove_unused_layout()
     }
+}
+
+/// Deletes, in one transaction, the hairpin chains no element jumps to any
+/// more and, once their sets are empty, what earlier versions made (chain
+/// postrouting, sets masq-v4/-v6). A concurrent ADD that jumps to a chain
+/// meanwhile makes the deletion fail (EBUSY): it is only logged, the next GC
+/// retries; an ADD after it finds the chain missing and recreates it.
+fn remove_unused_layout() -> Result<(), CniError> {
+    let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
+    let tx = unused_layout(&listing);
+    if tx.is_empty() {
+        return Ok(());
+    }
+    match nft::apply_commands(&tx) {
+        Ok(()) => log::info!("portmap GC: removed {} unused chain(s) or set(s)", tx.len()),
+        Err(e) => log::warn!("portmap GC: removing unused chains: {}", CniError::from(e)),
+    }
+    Ok(())
+}
+
+/// The deletions `remove_unused_layout` makes for `listing`.
+fn unused_layout(listing: &Listing) -> Vec<Value> {
+    let elements = listing.elements();
+    let jumped: BTreeSet<&str> =
+        elements.iter().filter_map(|e| e.data.as_ref()?.pointer("/jump/target")?.as_str()).collect();
+    let chain = |name: &str| json!({"delete": {"chain": {"family": "inet", "table": TABLE, "name": name}}});
+    let set = |name: &str| json!({"delete": {"set": {"family": "inet", "table": TABLE, "name": name}}});
+    let mut tx = Vec::new();
+    for name in listing.chains() {
+        if name.starts_with(HAIRPIN_PREFIX) && !jumped.contains(name.as_str()) {
+            tx.push(chain(&name));
+        }
+    }
+    let sets = listing.sets();
+    let legacy: Vec<String> = [false, true].map(legacy_masq_set).into_iter().filter(|n| sets.contains(n)).collect();
+    let legacy_used = elements.iter().any(|e| legacy.contains(&e.set));
+    if !legacy_used {
+        // The chain first: its rule references the sets.
+        if listing.chains().iter().any(|c| c == "postrouting") {
+            tx.push(chain("postrouting"));
+        }
+        for name in &legacy {
+            tx.push(set(name));
+        }
+    }
+    tx
 }
 
 fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniError> {
     let chains = listing.chains();
-    for name in ["prerouting", "output", "postrouting", "hostports", "conditional"] {
+    let hairpins: Vec<String> = plan.subnets.iter().map(|n| hairpin_chain(*n)).collect();
+    let fixed = ["prerouting", "output", "masquerade", "hostports", "conditional"];
+    for name in fixed.iter().copied().chain(hairpins.iter().map(String::as_str)) {
         if !chains.iter().any(|c| c == name) {
             return Err(CniError::internal(format!("nftables chain {name} of inet {TABLE} is missing")));
         }
     }
     let rules = listing.rules();
-    for (name, fixed) in [("prerouting", 2), ("output", 2), ("hostports", 4), ("postrouting", 2)] {
+    let fixed = [("prerouting", 2), ("output", 2), ("hostports", 4), ("masquerade", 5)];
+    for (name, fixed) in fixed.into_iter().chain(hairpins.iter().map(|h| (h.as_str(), 1))) {
         if rules.iter().filter(|r| r.chain == name).count() < fixed {
             return Err(CniError::internal(format!(
                 "rules of chain {name} in inet {TABLE} are missing (delete the table and re-add the containers)"
@@ -639,7 +803,6 @@ fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nftables::schema::Nftables;
 
     fn m(host_port: u16, container_port: u16, proto: &'static str, host_ip: Option<&str>) -> Mapping {
         Mapping { host_port, container_port, proto, host_ip: host_ip.map(|h| h.parse().unwrap()) }
@@ -663,18 +826,61 @@ mod tests {
                 "hostports-v4-port",
                 "hostip-v4-addr",
                 "hostip-v4-port",
-                "masq-v4",
-                "masq-v4",
+                "masq-net-v4",
+                "masq-lo-v4",
                 "hostports-v6-addr",
                 "hostports-v6-port",
                 "hostports-v6-addr",
                 "hostports-v6-port",
-                "masq-v6"
+                "masq-net-v6"
             ]
         );
         assert_eq!(p.udp_ports.iter().copied().collect::<Vec<_>>(), vec![(false, 5353)]);
-        let masq = serde_json::to_string(&p.elements[4].1).unwrap();
-        assert!(masq.contains(r#"{"prefix":{"addr":"10.1.0.0","len":24}}"#), "{masq}");
+        // Plain keys (the container address); the hairpin element jumps to its subnet's chain.
+        let (_, key, data) = &p.elements[4];
+        assert_eq!(serde_json::to_value(key).unwrap(), serde_json::json!("10.1.0.5"));
+        let chain = hairpin_chain("10.1.0.0/24".parse().unwrap());
+        assert_eq!(serde_json::to_value(data).unwrap(), serde_json::json!({"jump": {"target": chain}}));
+        assert_eq!(p.subnets, vec!["10.1.0.0/24".parse::<IpNet>().unwrap(), "fd00::/64".parse().unwrap()]);
+        assert!(p.raw.iter().all(|e| e.key_end.is_none()));
+        assert_eq!(p.raw.len(), p.elements.len());
+        // DEL by key also looks for what earlier versions made.
+        let legacy: Vec<&str> = p.legacy.iter().map(|e| e.set.as_str()).collect();
+        assert_eq!(legacy, vec!["masq-v4", "masq-v4", "masq-v6"]);
+    }
+
+    #[test]
+    fn hairpin_chains_per_subnet() {
+        let a = hairpin_chain("10.1.0.5/24".parse().unwrap());
+        assert_eq!(a, hairpin_chain("10.1.0.9/24".parse().unwrap()));
+        assert_ne!(a, hairpin_chain("10.1.0.5/25".parse().unwrap()));
+        assert!(a.starts_with(HAIRPIN_PREFIX) && a.len() == HAIRPIN_PREFIX.len() + 16);
+    }
+
+    #[test]
+    fn unused_layout_is_found() {
+        let used = hairpin_chain("10.1.0.0/24".parse().unwrap());
+        let listing = Listing {
+            objects: serde_json::from_str(&format!(
+                r#"[{{"chain":{{"name":"masquerade"}}}},{{"chain":{{"name":"{used}"}}}},{{"chain":{{"name":"hairpin-00"}}}},
+                    {{"chain":{{"name":"postrouting"}}}},{{"set":{{"name":"masq-v4"}}}},{{"set":{{"name":"masq-v6"}}}},
+                    {{"map":{{"name":"masq-net-v4","elem":[[{{"elem":{{"val":"10.1.0.5","comment":"o"}}}},{{"jump":{{"target":"{used}"}}}}]]}}}}]"#
+            ))
+            .unwrap(),
+        };
+        let names: Vec<String> = unused_layout(&listing)
+            .iter()
+            .map(|c| {
+                let (kind, o) = c["delete"].as_object().unwrap().iter().next().unwrap();
+                format!("{kind} {}", o["name"].as_str().unwrap())
+            })
+            .collect();
+        assert_eq!(names, vec!["chain hairpin-00", "chain postrouting", "set masq-v4", "set masq-v6"]);
+        // A legacy set still holding an element keeps the legacy layout.
+        let mut objects = listing.objects.clone();
+        objects[4] = serde_json::json!({"set": {"name": "masq-v4", "elem": [{"elem": {"val": {"concat": []}, "comment": "o"}}]}});
+        let names = unused_layout(&Listing { objects });
+        assert_eq!(names.len(), 1);
     }
 
     #[test]
@@ -682,12 +888,15 @@ mod tests {
         let ips: Vec<IpNet> = vec!["10.1.0.5/24".parse().unwrap()];
         let maps = vec![m(8080, 80, "tcp", None)];
         let conf = PortmapConf { snat: Some(false), ..Default::default() };
-        assert!(plan(&conf, &maps, &ips).unwrap().elements.iter().all(|(s, _, _)| !s.starts_with("masq")));
+        let p = plan(&conf, &maps, &ips).unwrap();
+        assert!(p.elements.iter().all(|(s, _, _)| !s.starts_with("masq")));
+        assert!(p.subnets.is_empty() && p.legacy.is_empty());
         let conf = PortmapConf { masq_all: true, ..Default::default() };
         let p = plan(&conf, &maps, &ips).unwrap();
         let masq: Vec<_> = p.elements.iter().filter(|(s, _, _)| s.starts_with("masq")).collect();
         assert_eq!(masq.len(), 1);
-        assert!(serde_json::to_string(&masq[0].1).unwrap().contains(r#""len":0"#));
+        assert_eq!(masq[0].0, "masq-all-v4");
+        assert!(p.subnets.is_empty());
     }
 
     #[test]
@@ -701,10 +910,13 @@ mod tests {
 
     #[test]
     fn skeleton_serializes() {
-        let doc = Nftables { objects: Cow::Owned(skeleton()) };
-        let json = serde_json::to_string(&doc).unwrap();
+        let tx = skeleton(&["10.1.0.0/24".parse().unwrap()]);
+        let json = serde_json::to_string(&tx).unwrap();
         assert!(json.contains(r#""map":"ipv4_addr""#));
+        assert!(json.contains(r#""map":"verdict""#));
         assert!(json.contains("@hostports-v4-port"));
+        assert!(json.contains(&hairpin_chain("10.1.0.0/24".parse().unwrap())));
+        assert!(!json.contains("interval"));
     }
 
     #[test]

@@ -51,6 +51,11 @@ const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+/// `jump` (NF_JUMP of nf_tables.h: -3), in network order on the wire.
+const NFT_JUMP: i32 = -3;
 
 /// libnftnl's userdata TLV type of an element comment (a NUL-terminated string).
 const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
@@ -129,15 +134,22 @@ pub struct Elem {
     pub key_end: Option<Vec<u8>>,
     /// A map's value.
     pub data: Option<Vec<u8>>,
+    /// A verdict map's value: `jump <chain>`.
+    pub jump: Option<String>,
     pub comment: Option<String>,
 }
 
 impl Elem {
     pub fn new(set: &str, key: Vec<u8>) -> Elem {
-        Elem { set: set.to_string(), key, key_end: None, data: None, comment: None }
+        Elem { set: set.to_string(), key, key_end: None, data: None, jump: None, comment: None }
     }
     pub fn with_data(mut self, data: Vec<u8>) -> Elem {
         self.data = Some(data);
+        self
+    }
+    /// The value of a verdict map element: `jump <chain>`.
+    pub fn with_jump(mut self, chain: &str) -> Elem {
+        self.jump = Some(chain.to_string());
         self
     }
     pub fn with_end(mut self, end: Vec<u8>) -> Elem {
@@ -275,6 +287,14 @@ fn elem_msg(msg: u16, flags: u16, seq: u32, family: u8, table: &str, elem: &Elem
     if with_payload {
         if let Some(data) = &elem.data {
             m.value(NFTA_SET_ELEM_DATA, data);
+        }
+        if let Some(chain) = &elem.jump {
+            m.nest(NFTA_SET_ELEM_DATA);
+            m.nest(NFTA_DATA_VERDICT);
+            m.attr(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+            m.attr_str(NFTA_VERDICT_CHAIN, chain);
+            m.end_nest();
+            m.end_nest();
         }
         if let Some(c) = &elem.comment {
             m.attr(NFTA_SET_ELEM_USERDATA, &comment_userdata(c));
@@ -726,6 +746,25 @@ mod tests {
         // Every message length is a multiple of 4 and the parse consumed all.
         assert_eq!(msgs.len(), 5);
         assert_eq!(buf.len() % 4, 0);
+    }
+
+    #[test]
+    fn verdict_data_as_nft_sends_it() {
+        // nft --debug=netlink: `element 0500010a : jump -> hp 0 [end]`.
+        let e = Elem::new("mn", key::ip("10.1.0.5".parse().unwrap())).with_jump("hp");
+        let msg = elem_msg(NFT_MSG_NEWSETELEM, 0, 1, FAMILY_INET, "t", &e, true);
+        let r = &replies(&msg)[0];
+        let top = attrs(&r.payload[4..]);
+        let elem = attrs(attr(&attrs(attr(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()), NFTA_LIST_ELEM).unwrap());
+        let data = attrs(attr(&elem, NFTA_SET_ELEM_DATA).unwrap());
+        let verdict = attrs(attr(&data, NFTA_DATA_VERDICT).unwrap());
+        assert_eq!(attr(&verdict, NFTA_VERDICT_CODE), Some(&[0xff, 0xff, 0xff, 0xfd][..]));
+        assert_eq!(attr(&verdict, NFTA_VERDICT_CHAIN), Some(&b"hp\0"[..]));
+        // A deletion carries the key alone.
+        let del = elem_msg(NFT_MSG_DELSETELEM, 0, 1, FAMILY_INET, "t", &e, false);
+        let top = attrs(&replies(&del)[0].payload[4..]);
+        let elem = attrs(attr(&attrs(attr(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()), NFTA_LIST_ELEM).unwrap());
+        assert!(attr(&elem, NFTA_SET_ELEM_DATA).is_none());
     }
 
     #[test]

@@ -150,8 +150,8 @@ pub fn delete_rule(family: NfFamily, table: &str, chain: &str, handle: u32) -> V
     json!({"delete": {"rule": {"family": family_str(family), "table": table, "chain": chain, "handle": handle}}})
 }
 
-/// The `nftables` crate's commands as nft JSON values.
-fn to_values(objects: Vec<NfObject<'static>>) -> Result<Vec<Value>, NftError> {
+/// The `nftables` crate's commands (or JSON values already) as nft JSON values.
+fn to_values<S: serde::Serialize>(objects: Vec<S>) -> Result<Vec<Value>, NftError> {
     objects
         .into_iter()
         .map(|o| {
@@ -251,10 +251,10 @@ pub fn status() -> Result<(), crate::cni::CniError> {
 /// hold rules (`has_rules`), path 3 is taken from the start.
 /// A failed transaction changes nothing, so each path commits once.
 #[allow(clippy::too_many_arguments)]
-pub fn add_owned(
+pub fn add_owned<S: serde::Serialize>(
     family: NfFamily,
     table: &str,
-    skeleton: impl FnOnce() -> Vec<NfObject<'static>>,
+    skeleton: impl FnOnce() -> Vec<S>,
     claims: Vec<NfObject<'static>>,
     owner: &str,
     has_rules: bool,
