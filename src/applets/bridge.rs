@@ -504,7 +504,7 @@ fn setup(
         let gateways = calc_gateways(&mut result, conf);
         veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
         fault::step("bridge: container sysctls")?;
-        iface::configure_iface(ns, cont, &cmd.ifname, &cmd.netns, &result)?;
+        iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result)?;
         // Even without DAD the kernel clears "tentative" asynchronously after
         // the link comes up; with DAD it takes a second or more.
         if result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use crate::cni::CniResult;
 
 use super::route::RouteEntry;
-use super::{sysctl, Error, NetNs, Netlink, Result};
+use super::{sysctl, Error, Link, NetNs, Netlink, Result};
 
 /// The IPs of `result` that belong to the interface named `ifname` in
 /// `sandbox` (or that name no interface at all).
@@ -23,7 +23,14 @@ pub fn ips_for<'a>(
 /// it up. `nl` must be a socket in `ns`. Routes without a gateway use the
 /// gateway of the first address of their family.
 pub fn configure_iface(ns: &NetNs, nl: &Netlink, ifname: &str, sandbox: &str, result: &CniResult) -> Result<()> {
-    let link = nl.require_link(ifname)?;
+    configure_link(ns, nl, &nl.require_link(ifname)?, sandbox, result)
+}
+
+/// `configure_iface` for a link the caller has just read (e.g. a veth end
+/// it created): one lookup fewer, and every lookup takes RTNL, which the
+/// node's other plugin calls wait for.
+pub fn configure_link(ns: &NetNs, nl: &Netlink, link: &Link, sandbox: &str, result: &CniResult) -> Result<()> {
+    let ifname = link.name.as_str();
     let ips: Vec<_> = ips_for(result, ifname, sandbox).collect();
     if ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
         // Some distributions disable IPv6 on new interfaces by default.
