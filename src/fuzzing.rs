@@ -38,23 +38,26 @@ fn split_args(data: &[u8]) -> (String, &[u8]) {
     (String::new(), data)
 }
 
+/// The environment a fuzzed plugin call sees: fixed CNI variables, the
+/// fuzzed CNI_ARGS.
+fn fuzz_env(key: &str, verb: &str, args: &str) -> Option<String> {
+    Some(match key {
+        "CNI_COMMAND" => verb.into(),
+        "CNI_CONTAINERID" => "fuzz-container".into(),
+        "CNI_NETNS" => "/run/netns/fuzz".into(),
+        "CNI_IFNAME" => "eth0".into(),
+        "CNI_PATH" => "/opt/cni/bin".into(),
+        "CNI_ARGS" => args.into(),
+        _ => return None,
+    })
+}
+
 /// A config (and CNI_ARGS) through `Command::from_env` and every plugin
 /// applet's `validate`, for each verb that parses configs.
 pub fn applet_configs(data: &[u8]) {
     let (args, stdin) = split_args(data);
     for verb in ["ADD", "CHECK", "DEL"] {
-        let env = |k: &str| -> Option<String> {
-            Some(match k {
-                "CNI_COMMAND" => verb.into(),
-                "CNI_CONTAINERID" => "fuzz-container".into(),
-                "CNI_NETNS" => "/run/netns/fuzz".into(),
-                "CNI_IFNAME" => "eth0".into(),
-                "CNI_PATH" => "/opt/cni/bin".into(),
-                "CNI_ARGS" => args.clone(),
-                _ => return None,
-            })
-        };
-        let Ok(cmd) = Command::from_env(env, stdin.to_vec()) else { return };
+        let Ok(cmd) = Command::from_env(|k| fuzz_env(k, verb, &args), stdin.to_vec()) else { return };
         for info in APPLETS {
             if let Entry::Plugin(applet) = info.entry {
                 let _ = applet.validate(&cmd);
@@ -176,18 +179,8 @@ mod tests {
     /// `validate` of the applet a config names (with the fuzzer's environment).
     fn validate(data: &[u8]) -> Result<(), crate::cni::CniError> {
         let (args, stdin) = super::split_args(data);
-        let env = |k: &str| -> Option<String> {
-            Some(match k {
-                "CNI_COMMAND" => "ADD".into(),
-                "CNI_CONTAINERID" => "fuzz-container".into(),
-                "CNI_NETNS" => "/run/netns/fuzz".into(),
-                "CNI_IFNAME" => "eth0".into(),
-                "CNI_PATH" => "/opt/cni/bin".into(),
-                "CNI_ARGS" => args.clone(),
-                _ => return None,
-            })
-        };
-        let cmd = crate::cni::skel::Command::from_env(env, stdin.to_vec()).map_err(|(e, _)| e)?;
+        let cmd = crate::cni::skel::Command::from_env(|k| super::fuzz_env(k, "ADD", &args), stdin.to_vec())
+            .map_err(|(e, _)| e)?;
         let applet = crate::applets::plugin(&cmd.conf.plugin_type).expect("a cnibox applet");
         applet.validate(&cmd)
     }
