@@ -115,15 +115,15 @@ impl Netlink {
 }
 
 /// One netlink message of a datagram.
-struct Message<'a> {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
+pub(super) struct Message<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub payload: &'a [u8],
 }
 
 /// Splits a received datagram into its messages.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
+pub(super) fn messages(mut buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
     std::iter::from_fn(move || {
         if buf.len() < HEADER_LEN {
             return None;

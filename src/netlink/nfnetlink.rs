@@ -17,6 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
+use super::msg::{find_attr, messages, Message};
 use super::{Error, Result};
 
 /// nfgenmsg families of the tables we write.
@@ -40,7 +41,6 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -343,55 +343,12 @@ fn batch(family: u8, table: &str, ops: &[Op], destroy: bool, seq: u32) -> Vec<u8
     out
 }
 
-/// One received netlink message.
-struct Reply<'a> {
-    kind: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-fn replies(mut buf: &[u8]) -> Vec<Reply<'_>> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        if len < 16 || len > buf.len() {
-            break;
-        }
-        out.push(Reply {
-            kind: u16::from_ne_bytes(buf[4..6].try_into().unwrap()),
-            seq: u32::from_ne_bytes(buf[8..12].try_into().unwrap()),
-            payload: &buf[16..len],
-        });
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-    }
-    out
-}
-
-/// Attributes (type without flags, payload) of a netlink attribute stream.
-fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK, &buf[4..len]));
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-    }
-    out
-}
-
-fn attr<'a>(list: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
-    list.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
-}
-
 /// The first element of a NEWSETELEM reply (after its nfgenmsg).
 fn parse_found(payload: &[u8]) -> Option<Found> {
-    let top = attrs(payload.get(4..)?);
-    let elems = attrs(attr(&top, NFTA_SET_ELEM_LIST_ELEMENTS)?);
-    let elem = attrs(attr(&elems, NFTA_LIST_ELEM)?);
-    let data = attr(&elem, NFTA_SET_ELEM_DATA).and_then(|d| attr(&attrs(d), NFTA_DATA_VALUE)).map(<[u8]>::to_vec);
-    let comment = attr(&elem, NFTA_SET_ELEM_USERDATA).and_then(userdata_comment);
+    let elems = find_attr(payload.get(4..)?, NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    let elem = find_attr(elems, NFTA_LIST_ELEM)?;
+    let data = find_attr(elem, NFTA_SET_ELEM_DATA).and_then(|d| find_attr(d, NFTA_DATA_VALUE)).map(<[u8]>::to_vec);
+    let comment = find_attr(elem, NFTA_SET_ELEM_USERDATA).and_then(userdata_comment);
     Some(Found { comment, data })
 }
 
@@ -445,14 +402,14 @@ impl Nfnl {
     }
 
     /// Receives until `done` says so; `on_reply` sees every message.
-    fn receive(&self, mut on_reply: impl FnMut(&Reply) -> bool) -> Result<()> {
+    fn receive(&self, mut on_reply: impl FnMut(&Message) -> bool) -> Result<()> {
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         loop {
             buf.clear();
             self.sock()
                 .recv(&mut buf, 0)
                 .map_err(|e| Error::new(e.raw_os_error().unwrap_or(0), format!("receiving from nfnetlink: {e}")))?;
-            for r in replies(&buf) {
+            for r in messages(&buf) {
                 if on_reply(&r) {
                     return Ok(());
                 }
@@ -666,6 +623,18 @@ pub fn is_missing(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replies(buf: &[u8]) -> Vec<Message<'_>> {
+        messages(buf).collect()
+    }
+
+    fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+        super::super::msg::attrs(buf).collect()
+    }
+
+    fn attr<'a>(list: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
+        list.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+    }
 
     fn words(bytes: &[u8]) -> Vec<u32> {
         // As nft --debug=netlink prints them (host-endian 32-bit words).
