@@ -419,6 +419,32 @@ fn del_is_idempotent() {
     assert!(s.reservations().is_empty());
 }
 
+/// DEL returns once the kernel announces the host end gone (before it has
+/// freed it). When the host end got a random name, because the derived one
+/// was taken, no announcement matches: DEL waits for the kernel's answer,
+/// and the pair is gone all the same. The veth that held the name stays.
+#[test]
+fn del_removes_a_pair_whose_host_end_has_a_random_name() {
+    if not_root() {
+        return;
+    }
+    let s = Setup::new();
+    let conf = s.conf(&["10.21.0.0/24"], json!({"isGateway": true})).to_string();
+    let a = Netns::new("cr");
+    let first = s.call("cr", &a).run("ADD", &conf).ok();
+    let derived = first["interfaces"][1]["name"].as_str().unwrap().to_string();
+    s.call("cr", &a).run("DEL", &conf).ok();
+    assert!(s.host_veths().is_empty(), "{:?}", s.host_veths());
+    s.host.exec(&format!("ip link add {derived} type veth peer name squatter"));
+    let second = s.call("cr", &a).run("ADD", &conf).ok();
+    let random = second["interfaces"][1]["name"].as_str().unwrap().to_string();
+    assert_ne!(random, derived);
+    s.call("cr", &a).run("DEL", &conf).ok();
+    assert_eq!(s.host_veths(), vec![derived]);
+    assert!(!a.try_exec("ip link show eth0"));
+    assert!(s.reservations().is_empty());
+}
+
 #[test]
 fn failed_ipam_leaves_nothing_behind() {
     if not_root() {

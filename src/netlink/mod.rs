@@ -11,8 +11,10 @@
 pub mod addr;
 pub mod brport;
 pub mod conntrack;
+pub mod detached;
 pub mod iface;
 pub mod link;
+pub mod link_delete;
 pub mod mac;
 pub mod moved_link;
 pub mod msg;

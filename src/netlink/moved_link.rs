@@ -8,6 +8,7 @@ use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkMessage};
 use crate::cni::CniError;
 
 use super::link::{link_info, Link, IFLA_INFO_DATA};
+use super::link_delete::LinkWatch;
 use super::msg;
 use super::{sysctl, Error, NetNs, Netlink, Result};
 
@@ -123,11 +124,10 @@ pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
         return Ok(());
     }
     let Ok(ns) = NetNs::open(netns) else { return Ok(()) };
-    let nl = Netlink::in_netns(&ns)?;
-    match nl.del_link_by_name(ifname) {
-        Err(e) if !e.is_not_found() => Err(e),
-        _ => Ok(()),
-    }
+    // Returns once the link is announced gone there, before the kernel has
+    // freed it (link_delete.rs).
+    let (watch, nl) = ns.run(|| Ok::<_, super::Error>((LinkWatch::new(ifname)?, Netlink::new()?)))??;
+    nl.del_link_watched(ifname, watch).map(drop)
 }
 
 impl Netlink {

@@ -50,9 +50,8 @@ impl Netlink {
     /// (after the nlmsghdr) of the replies: every part of a dump, the one
     /// answer of a plain GET, nothing for a request that only gets an ACK.
     pub fn request(&self, kind: u16, flags: u16, body: &impl Emitable, what: &str) -> Result<Vec<Vec<u8>>> {
-        let mut buf = vec![0u8; HEADER_LEN + body.buffer_len()];
-        body.emit(&mut buf[HEADER_LEN..]);
-        self.transact(kind, NLM_F_REQUEST | flags, buf, what)
+        let (buf, seq) = self.frame(kind, NLM_F_REQUEST | flags, body);
+        self.transact(&buf, seq, what)
     }
 
     /// A change the kernel answers with an ACK or an error.
@@ -65,15 +64,24 @@ impl Netlink {
         self.request(kind, NLM_F_DUMP, body, what)
     }
 
-    fn transact(&self, kind: u16, flags: u16, mut buf: Vec<u8>, what: &str) -> Result<Vec<Vec<u8>>> {
+    /// `body` behind an nlmsghdr of type `kind` with `flags` and the next
+    /// sequence number, which is returned with it.
+    pub(super) fn frame(&self, kind: u16, flags: u16, body: &impl Emitable) -> (Vec<u8>, u32) {
+        let mut buf = vec![0u8; HEADER_LEN + body.buffer_len()];
+        body.emit(&mut buf[HEADER_LEN..]);
         let seq = self.next_seq();
         let len = buf.len() as u32;
         buf[0..4].copy_from_slice(&len.to_ne_bytes());
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
         buf[6..8].copy_from_slice(&flags.to_ne_bytes());
         buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+        (buf, seq)
+    }
+
+    fn transact(&self, buf: &[u8], seq: u32, what: &str) -> Result<Vec<Vec<u8>>> {
+        let flags = u16_at(buf, 6).unwrap_or(0);
         let io = |e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("{what}: {e}"));
-        self.sock.send(&buf, 0).map_err(io)?;
+        self.sock.send(buf, 0).map_err(io)?;
         let mut replies = Vec::new();
         let mut rx = Vec::with_capacity(RECV_BUF);
         loop {

@@ -12,11 +12,12 @@
 //! Changes go in one batch (NFNL_MSG_BATCH_BEGIN ... END, every message
 //! ACKed), which the kernel commits atomically or not at all.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
+use super::detached;
 use super::msg::{find_attr, messages, Message};
 use super::{Error, Result};
 
@@ -548,71 +549,28 @@ impl Drop for Nfnl {
 /// Our deletion is already committed and visible once its batch is ACKed;
 /// what remains is only the kernel freeing memory.
 ///
-/// How: a double fork hands the socket to a detached grandchild, which
-/// first closes every other descriptor it inherited (stdout and stderr
-/// included, so the runtime reading ours sees EOF when we exit; lock files,
-/// so no lock outlives us), waits until this process has dropped its own
-/// copy (a pipe's EOF, or a second at most: the grandchild's close must be
-/// the last one, or we would be the one waiting), waits for a grace period itself without any
-/// lock (membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu()), so that
-/// its close finds the destroy work done and holds the commit mutex only
-/// briefly, then closes the socket and _exits. This process only waits for
-/// the short-lived middle child. After fork the children call nothing but
-/// raw syscalls. Should fork fail, the socket is closed here (and waits).
+/// How: a detached grandchild (detached.rs) takes the socket. It waits until
+/// this process has dropped its own copy (a pipe's EOF, or a second at most:
+/// the grandchild's close must be the last one, or we would be the one
+/// waiting), waits for a grace period itself without any lock
+/// (membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu()), so that its
+/// close finds the destroy work done and holds the commit mutex only
+/// briefly, then closes the socket. Should fork fail, the socket is closed
+/// here (and waits).
 fn close_detached(sock: Socket) {
     let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return drop(sock) };
     let (sock_fd, read_fd) = (sock.as_raw_fd(), read_end.as_raw_fd());
-    // SAFETY: the children only make raw syscalls and leave with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            if unsafe { libc::fork() } == 0 {
-                grandchild_close(sock_fd, read_fd);
-            }
-            unsafe { libc::_exit(0) }
-        }
-        -1 => drop(sock),
-        child => {
-            drop(sock);
-            drop(write_end);
-            drop(read_end);
-            let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
-        }
-    }
-}
-
-/// The detached grandchild of `close_detached`; never returns.
-fn grandchild_close(sock_fd: RawFd, read_fd: RawFd) -> ! {
-    unsafe {
-        let (lo, hi) = if sock_fd < read_fd { (sock_fd, read_fd) } else { (read_fd, sock_fd) };
-        // Descriptors are never negative; the ranges skip the two kept ones.
-        let (lo, hi) = (lo as u32, hi as u32);
-        if lo > 0 {
-            close_range(0, lo - 1);
-        }
-        close_range(lo + 1, hi.saturating_sub(1));
-        close_range(hi.saturating_add(1), u32::MAX);
+    detached::spawn(&[sock_fd, read_fd], || unsafe {
         // EOF once the plugin dropped its copy; a second at most, whatever happens.
         let mut pfd = libc::pollfd { fd: read_fd, events: libc::POLLIN, revents: 0 };
         libc::poll(&mut pfd, 1, 1000);
         const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
         libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
         libc::close(sock_fd);
-        libc::_exit(0)
-    }
-}
-
-/// Closes descriptors `first..=last` (nothing when the range is empty).
-unsafe fn close_range(first: u32, last: u32) {
-    if first > last || first == u32::MAX {
-        return;
-    }
-    if libc::syscall(libc::SYS_close_range, first, last, 0) < 0 {
-        // Before Linux 5.9: one by one, up to a sane limit.
-        for fd in first..=last.min(4096) {
-            libc::close(fd as RawFd);
-        }
-    }
+    });
+    drop(sock);
+    drop(write_end);
+    drop(read_end);
 }
 
 /// Whether `e` is the error of a missing table, set or element.

@@ -3,6 +3,7 @@
 //! born directly inside the container netns under CNI_IFNAME.
 
 use super::link::VethSpec;
+use super::link_delete::LinkWatch;
 use super::{libc_errno, sysctl, Error, Link, NetNs, Netlink, Result};
 
 /// What `create_container_veth` made.
@@ -109,8 +110,9 @@ pub fn delete_host_veths(
     Ok(deleted)
 }
 
-/// Deletes the container's interface (its veth peer goes with it) and the
-/// derived host end if it is still there. Missing pieces are not errors.
+/// Deletes the container's interface (its veth peer goes with it), or, when
+/// that is not there, the derived host end if it is. Missing pieces are not
+/// errors.
 /// `tag` is the alias `create_container_veth` gave the host end: a veth
 /// under the derived name that carries another tag is someone else's.
 pub fn delete_container_veth(
@@ -121,13 +123,18 @@ pub fn delete_container_veth(
     tag: &str,
 ) -> Result<()> {
     let mut first_err = None;
+    let name = host_veth_name(container_id, ifname);
     if let Some(ns) = ns {
-        let res = Netlink::in_netns(ns).and_then(|nl| nl.del_link_by_name(ifname));
-        if let Err(e) = res {
-            first_err = Some(e);
+        // The host end is the last link the pair's deletion takes along: once
+        // it is announced gone, so is the pair (link_delete.rs).
+        let res = LinkWatch::new(&name).and_then(|watch| Netlink::in_netns(ns)?.del_link_watched(ifname, watch));
+        match res {
+            // Its peer went with it, the derived host end or one with a random name.
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => first_err = Some(e),
         }
     }
-    let name = host_veth_name(container_id, ifname);
     if let Some(l) = host.link(&name)? {
         // An empty alias: made before host ends were tagged.
         if l.kind == "veth" && (l.alias.is_empty() || l.alias == tag) {

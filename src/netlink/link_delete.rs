@@ -1,0 +1,195 @@
+//! Deleting a link without waiting for the kernel to free it.
+//!
+//! Why: the kernel answers RTM_DELLINK only once it is done with the device.
+//! After unregistering it under RTNL (which needs RCU grace periods), it
+//! waits outside RTNL, in netdev_run_todo, for rcu_barrier() and for the
+//! device's last references to drop: 15-20 ms here, most of a bridge DEL's
+//! time. For everyone else the link is gone much earlier: unlisted from its
+//! netns, out of its bridge, its addresses and routes flushed. The kernel
+//! announces exactly that moment with an RTM_DELLINK notification to link
+//! event listeners, 1-3 ms after the request. What remains after it is
+//! freeing memory, which the kernel does in any case, as it does when it
+//! deletes a whole netns in the background.
+//!
+//! How: a detached grandchild (detached.rs) sends the request and reports
+//! the kernel's answer through a pipe. This process returns at whichever
+//! comes first: the notification that the watched link (the last one the
+//! deletion takes along, e.g. a veth's host end) is gone, or the answer.
+//! A notification that cannot arrive (another peer than expected) or got
+//! lost (the listening socket overflowed on a busy node) only means waiting
+//! for the answer, as a plain request does. If the grandchild cannot be
+//! started or dies before answering, the request is made here.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use nix::libc;
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::LinkUnspec;
+
+use super::msg::{attrs_after, messages, RTM_DELLINK};
+use super::{detached, Error, Netlink, Result};
+
+/// RTMGRP_LINK: the multicast group of link events.
+const RTMGRP_LINK: u32 = 1;
+/// IFLA_IFNAME.
+const IFLA_IFNAME: u16 = 3;
+/// sizeof(struct ifinfomsg).
+const IFINFOMSG_LEN: usize = 16;
+/// Room for a burst of link events from a busy node (the kernel charges
+/// only what is queued). Under it, an overflow only costs the early return.
+const WATCH_RCVBUF: usize = 4 << 20;
+
+/// A subscription, in the calling thread's netns, to the deletion of the
+/// link called `name`.
+pub struct LinkWatch {
+    sock: Socket,
+    name: String,
+}
+
+impl LinkWatch {
+    /// Must exist before the deletion is requested, or its event is missed.
+    pub fn new(name: &str) -> Result<LinkWatch> {
+        let io = |e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("watching link events: {e}"));
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(io)?;
+        sock.bind(&SocketAddr::new(0, RTMGRP_LINK)).map_err(io)?;
+        // SO_RCVBUFFORCE (root) may exceed rmem_max; else take what is allowed.
+        if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &WATCH_RCVBUF).is_err() {
+            let _ = sock.set_rx_buf_sz(WATCH_RCVBUF);
+        }
+        sock.set_non_blocking(true).map_err(io)?;
+        Ok(LinkWatch { sock, name: name.to_string() })
+    }
+
+    /// Reads the queued events. Some(true): the link was deleted;
+    /// Some(false): not yet; None: events were lost, so this watch can no
+    /// longer tell.
+    fn deleted(&self) -> Option<bool> {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            match self.sock.recv(&mut buf, 0) {
+                Ok(_) => {
+                    if messages(&buf).any(|m| m.kind == RTM_DELLINK && self.names_our_link(m.payload)) {
+                        return Some(true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // ENOBUFS: the queue overflowed and events were dropped.
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// An RTM_DELLINK of the link itself (family AF_UNSPEC; a bridge also
+    /// reports the port leaving with family AF_BRIDGE, before the device goes).
+    fn names_our_link(&self, payload: &[u8]) -> bool {
+        payload.first() == Some(&0)
+            && attrs_after(payload, IFINFOMSG_LEN)
+                .any(|(kind, value)| kind == IFLA_IFNAME && value.split(|&b| b == 0).next() == Some(self.name.as_bytes()))
+    }
+}
+
+impl Netlink {
+    /// Deletes the link called `name` in this socket's netns; Ok(false) when
+    /// there was none. Returns once `watch`'s link is gone (see the module
+    /// comment), or when the kernel answers, whichever is first.
+    pub fn del_link_watched(self, name: &str, watch: LinkWatch) -> Result<bool> {
+        let what = format!("deleting link {name}");
+        let (request, seq) = self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, &LinkUnspec::new_with_name(name).build());
+        let answered = |errno: i32| match errno {
+            0 => Ok(true),
+            e if Error::new(e, "").is_not_found() => Ok(false),
+            e => Err(Error::from_errno(e, &what)),
+        };
+        let Ok((answer_read, answer_write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+            return answered(self.ack_errno(&request, seq));
+        };
+        let (sock_fd, write_fd) = (self.sock.as_raw_fd(), answer_write.as_raw_fd());
+        let started = detached::spawn(&[sock_fd, write_fd], || {
+            let errno = self.ack_errno(&request, seq);
+            // SAFETY: a plain write of 4 bytes from the stack.
+            unsafe { libc::write(write_fd, errno.to_ne_bytes().as_ptr().cast(), 4) };
+        });
+        drop(answer_write);
+        if !started {
+            return answered(self.ack_errno(&request, seq));
+        }
+        match wait_for_answer_or_event(&answer_read, &watch) {
+            Outcome::Gone => Ok(true),
+            Outcome::Answer(errno) => answered(errno),
+            // The grandchild died before it answered: the request, once more, here.
+            Outcome::NoAnswer => answered(self.ack_errno(&request, seq)),
+        }
+    }
+
+    /// Sends a framed request and reads its ACK: 0 or the errno. Uses only
+    /// raw syscalls and the stack, so that a forked child may call it.
+    fn ack_errno(&self, request: &[u8], seq: u32) -> i32 {
+        let fd = self.sock.as_raw_fd();
+        // SAFETY: plain send/recv on our socket with buffers we own.
+        unsafe {
+            if libc::send(fd, request.as_ptr().cast(), request.len(), 0) < 0 {
+                return std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            }
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n < 0 {
+                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+                    if errno == libc::EINTR {
+                        continue;
+                    }
+                    return errno;
+                }
+                let got = &buf[..n as usize];
+                // NLMSG_ERROR (2) carries -errno, 0 for an ACK.
+                if let Some(m) = messages(got).find(|m| m.seq == seq && m.kind == 2) {
+                    let code = m.payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    return -code;
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    /// The watched link's deletion was announced.
+    Gone,
+    /// The kernel's answer to the request: 0 or an errno.
+    Answer(i32),
+    /// The pipe closed without an answer.
+    NoAnswer,
+}
+
+fn wait_for_answer_or_event(answer: &OwnedFd, watch: &LinkWatch) -> Outcome {
+    let mut watching = true;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: answer.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: watch.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        let count = if watching { 2 } else { 1 };
+        // SAFETY: poll on an array we own.
+        if unsafe { libc::poll(fds.as_mut_ptr(), count, -1) } < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Cannot wait for both: the answer alone (read blocks).
+            fds[0].revents = libc::POLLIN;
+        }
+        if fds[0].revents != 0 {
+            let mut errno = [0u8; 4];
+            let n = unsafe { libc::read(answer.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+            return if n == 4 { Outcome::Answer(i32::from_ne_bytes(errno)) } else { Outcome::NoAnswer };
+        }
+        if watching && fds[1].revents != 0 {
+            match watch.deleted() {
+                Some(true) => return Outcome::Gone,
+                Some(false) => {}
+                None => watching = false,
+            }
+        }
+    }
+}
