@@ -43,6 +43,7 @@ fn netns_path(name: &str) -> String {
 /// Execs one plugin the way a runtime does; returns its parsed stdout.
 fn exec_plugin(suite: &Suite, verb: &str, container: &str, ifname: &str, conf: &Value) -> Result<Value, String> {
     let plugin = conf["type"].as_str().unwrap_or_default();
+    let start = Instant::now();
     let mut child = Command::new(suite.dir.join(plugin))
         .env_clear()
         .env("CNI_COMMAND", verb)
@@ -58,6 +59,7 @@ fn exec_plugin(suite: &Suite, verb: &str, container: &str, ifname: &str, conf: &
         .map_err(|e| format!("{plugin}: {e}"))?;
     child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    log_call(suite, verb, plugin, start.elapsed());
     if !out.status.success() {
         return Err(format!(
             "{} {verb} {plugin} failed: {}{}",
@@ -70,6 +72,16 @@ fn exec_plugin(suite: &Suite, verb: &str, container: &str, ifname: &str, conf: &
         return Ok(Value::Null);
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{plugin}: bad output: {e}"))
+}
+
+/// With BENCH_CALL_LOG=FILE, appends "suite verb plugin microseconds" for
+/// every plugin call: where a row's time goes, plugin by plugin.
+fn log_call(suite: &Suite, verb: &str, plugin: &str, took: Duration) {
+    if let Some(path) = std::env::var_os("BENCH_CALL_LOG") {
+        let line = format!("{} {verb} {plugin} {}\n", suite.name, took.as_micros());
+        let file = std::fs::OpenOptions::new().append(true).create(true).open(path);
+        let _ = file.and_then(|mut f| f.write_all(line.as_bytes()));
+    }
 }
 
 /// The config one plugin of the list receives.

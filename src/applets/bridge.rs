@@ -14,7 +14,7 @@ use super::masq;
 use super::{check, main_plugin};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::{PortState, PortVlan};
-use crate::netlink::veth;
+use crate::netlink::veth::{self, ContainerVeth};
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
 
 pub struct Bridge;
@@ -244,8 +244,14 @@ fn ensure_addr(nl: &Netlink, link: &Link, gw: IpNet, force: bool) -> Result<(), 
     }
 }
 
-/// Bridge-port settings of a veth's host end: master, hairpin, isolation,
-/// VLANs, then up.
+/// A port with nothing to set between enslaving and up: a new port has
+/// hairpin and isolation off and no VLANs of its own.
+fn is_plain_port(conf: &Conf, trunk: &[(u16, u16)], vlan: u16) -> bool {
+    !(conf.hairpin_mode || conf.port_isolation) && vlan == 0 && trunk.is_empty()
+}
+
+/// Bridge-port settings of a veth's host end that is not a plain port:
+/// master, hairpin, isolation, VLANs, then up.
 fn attach_port(
     nl: &Netlink,
     br: &Link,
@@ -255,12 +261,6 @@ fn attach_port(
     vlan: u16,
 ) -> Result<(), CniError> {
     let flags = conf.hairpin_mode || conf.port_isolation;
-    if !flags && vlan == 0 && trunk.is_empty() {
-        // A new port has hairpin and isolation off already: nothing between
-        // enslaving and up, so one request does both.
-        nl.set_master_up(port, br.index)?;
-        return Ok(());
-    }
     nl.set_master(port, br.index)?;
     fault::step("bridge: port enslaved")?;
     if flags {
@@ -304,7 +304,7 @@ fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, Cni
             // Another ADD is creating it right now: wired below all the same.
             Err(e) if e.is_exists() => {}
             Err(e) => return Err(CniError::internal(format!("failed to create vlan gateway {name:?}: {e}"))),
-            Ok(()) => {}
+            Ok(_) => {}
         }
     }
     let gw = nl.require_link(&name)?;
@@ -481,12 +481,23 @@ fn setup(
     made: &mut Made,
 ) -> Result<CniResult, CniError> {
     let conf = &plan.conf;
-    let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let alias = attachment(cmd).comment();
-    let pair =
-        veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, plan.mac.clone(), &alias)?;
+    let vlan = conf.vlan as u16;
+    // A plain port is enslaved and up from the request that creates it.
+    let plain = is_plain_port(conf, &plan.trunk, vlan);
+    let want = ContainerVeth {
+        container_id: &cmd.container_id,
+        ifname: &cmd.ifname,
+        mtu: (conf.mtu > 0).then_some(conf.mtu),
+        mac: plan.mac.clone(),
+        alias: &alias,
+        master: plain.then_some(br.index),
+    };
+    let pair = veth::create_container_veth(host, ns, cont, &want)?;
     made.veth = true;
-    attach_port(host, br, pair.host.index, conf, &plan.trunk, conf.vlan as u16)?;
+    if !plain {
+        attach_port(host, br, pair.host.index, conf, &plan.trunk, vlan)?;
+    }
 
     let mut result = CniResult {
         interfaces: [Interface { name: br.name.clone(), mac: br.mac.clone(), ..Default::default() }]
@@ -566,8 +577,13 @@ fn setup(
     if let Some(l) = host_link_now {
         result.interfaces[1].mac = l.mac;
     }
-    if let Some(l) = host.link_by_index(br.index)? {
-        result.interfaces[0].mac = l.mac;
+    // A bridge without a MAC of its own takes its lowest port's: only a
+    // port whose MAC sorts below the bridge's can have changed it, and host
+    // ends get fe:... (mac::random_host_port).
+    if mac::parse(&pair.host.mac) < mac::parse(&br.mac) {
+        if let Some(l) = host.link_by_index(br.index)? {
+            result.interfaces[0].mac = l.mac;
+        }
     }
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();

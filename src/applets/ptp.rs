@@ -12,7 +12,7 @@ use super::masq;
 use super::{check, main_plugin};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
-use crate::netlink::veth;
+use crate::netlink::veth::{self, ContainerVeth};
 use crate::netlink::{iface, NetNs, Netlink};
 
 pub struct Ptp;
@@ -110,9 +110,15 @@ fn setup(
     enable_forwarding(&addrs)?;
     fault::step("ptp: forwarding")?;
 
-    let mtu = (conf.mtu > 0).then_some(conf.mtu);
     let alias = attachment(cmd).comment();
-    let pair = veth::create_container_veth(host, ns, cont, &cmd.container_id, &cmd.ifname, mtu, None, &alias)?;
+    let want = ContainerVeth {
+        container_id: &cmd.container_id,
+        ifname: &cmd.ifname,
+        mtu: (conf.mtu > 0).then_some(conf.mtu),
+        alias: &alias,
+        ..Default::default()
+    };
+    let pair = veth::create_container_veth(host, ns, cont, &want)?;
     made.veth = true;
     result.interfaces = veth_interfaces(cmd, &pair).into();
 

@@ -32,14 +32,31 @@ pub fn short_hex(parts: &[&str], len: usize) -> String {
     s[..len.min(16)].to_string()
 }
 
+/// Fills `buf` with random bytes from the kernel (getrandom: no file to
+/// open).
+pub fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the kernel writes at most rest.len() bytes into rest.
+        let n = unsafe { nix::libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // No getrandom (before Linux 3.17): time and pid still vary between callers.
+            let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+            for (i, b) in rest.iter_mut().enumerate() {
+                *b = (fnv1a(&[&seed, &i.to_string()]) >> 8) as u8;
+            }
+            return;
+        }
+    }
+}
+
 /// 32 random bits from the kernel, for names that must not collide.
 pub fn random_u32() -> u32 {
     let mut buf = [0u8; 4];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf)).is_err() {
-        // Without /dev/urandom: time and pid still vary between callers.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        return (t.as_nanos() as u32) ^ std::process::id().rotate_left(16);
-    }
+    random_bytes(&mut buf);
     u32::from_ne_bytes(buf)
 }
 

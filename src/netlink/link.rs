@@ -1,6 +1,6 @@
 //! Links: query, create, change, delete.
 
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -123,6 +123,9 @@ pub struct VethSpec<'a> {
     pub peer_mac: Option<Vec<u8>>,
     /// The interface group of `name` (IFLA_GROUP, set at creation).
     pub group: Option<u32>,
+    /// Enslave `name` to this link (a bridge) and set it up, in the
+    /// creating request.
+    pub master: Option<u32>,
 }
 
 impl Netlink {
@@ -171,7 +174,9 @@ impl Netlink {
     }
 
     /// Creates a veth pair. The peer can be born directly in another netns.
-    pub fn add_veth(&self, spec: &VethSpec) -> Result<()> {
+    /// Returns `name`'s link as the kernel announced it to us (NLM_F_ECHO,
+    /// Linux 6.1 and later; None before), which saves reading it back.
+    pub fn add_veth(&self, spec: &VethSpec) -> Result<Option<Link>> {
         let mut peer = one_queue(LinkMessageBuilder::<LinkUnspec>::new().name(spec.peer_name.to_string()));
         if let Some(ns) = spec.peer_netns {
             peer = peer.setns_by_fd(ns.fd());
@@ -194,7 +199,12 @@ impl Netlink {
         if let Some(g) = spec.group {
             b = b.link_group(g);
         }
-        self.add_link_message(b.build(), &format!("creating veth {}/{}", spec.name, spec.peer_name))
+        if let Some(master) = spec.master {
+            b = b.controller(master).up();
+        }
+        let what = format!("creating veth {}/{}", spec.name, spec.peer_name);
+        let replies = self.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, &b.build(), &what)?;
+        Ok(replies.iter().filter_map(|r| Link::parse(r)).find(|l| l.name == spec.name))
     }
 
     /// Creates a bridge; EEXIST is the caller's to judge.
@@ -262,15 +272,6 @@ impl Netlink {
 
     pub fn set_master(&self, index: u32, master: u32) -> Result<()> {
         self.set(Self::by_index(index).controller(master), format!("enslaving link #{index} to #{master}"))
-    }
-
-    /// Enslaves the link and sets it up in one request (the kernel applies
-    /// the master first): one RTNL round instead of two on a busy node.
-    pub fn set_master_up(&self, index: u32, master: u32) -> Result<()> {
-        self.set(
-            Self::by_index(index).controller(master).up(),
-            format!("enslaving link #{index} to #{master} and setting it up"),
-        )
     }
 
     pub fn set_nomaster(&self, index: u32) -> Result<()> {

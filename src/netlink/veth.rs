@@ -4,7 +4,7 @@
 
 use super::link::VethSpec;
 use super::link_delete::LinkWatch;
-use super::{libc_errno, sysctl, Error, Link, NetNs, Netlink, Result};
+use super::{libc_errno, mac, sysctl, Error, Link, NetNs, Netlink, Result};
 
 /// What `create_container_veth` made.
 #[derive(Debug, Clone)]
@@ -24,38 +24,54 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 /// leftovers from anyone else's even when a process died before tagging one.
 pub const HOST_VETH_GROUP: u32 = 0x00c1_b0c5;
 
+/// What `create_container_veth` makes.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerVeth<'a> {
+    pub container_id: &'a str,
+    /// The container end's name (CNI_IFNAME).
+    pub ifname: &'a str,
+    pub mtu: Option<u32>,
+    /// The container end's MAC; a random one when None.
+    pub mac: Option<Vec<u8>>,
+    /// The host end's owner tag (its alias), for GC.
+    pub alias: &'a str,
+    /// A bridge to enslave the host end to, up, in the creating request.
+    pub master: Option<u32>,
+}
+
 /// Creates the pair. `host` is a socket in the host netns (the calling
 /// thread's), `cont` one in the container's. The host end is named
 /// `host_veth_name(..)`, or a random `veth<8 hex>` if that name is taken, is
-/// born in `HOST_VETH_GROUP`, and then carries `alias` (the attachment's
-/// owner tag, for GC). The peer is born directly in the container netns:
+/// born in `HOST_VETH_GROUP` (and in `master`, up, when given), and then
+/// carries `alias`. The peer is born directly in the container netns:
 /// moving a link between namespaces would cost an RCU grace period under
-/// RTNL, which every parallel ADD on the node queues behind. Both ends are
-/// left down.
-#[allow(clippy::too_many_arguments)]
-pub fn create_container_veth(
-    host: &Netlink,
-    ns: &NetNs,
-    cont: &Netlink,
-    container_id: &str,
-    ifname: &str,
-    mtu: Option<u32>,
-    mac: Option<Vec<u8>>,
-    alias: &str,
-) -> Result<VethPair> {
-    let mut name = host_veth_name(container_id, ifname);
+/// RTNL, which every parallel ADD on the node queues behind. The container
+/// end is left down.
+///
+/// Both MACs are chosen here (the host end's as `mac::random_host_port`),
+/// and the kernel echoes the host end back, whose IFLA_LINK is the peer's
+/// index: nothing has to be read back, and every read takes RTNL.
+pub fn create_container_veth(host: &Netlink, ns: &NetNs, cont: &Netlink, want: &ContainerVeth) -> Result<VethPair> {
+    let ifname = want.ifname;
+    let container_mac = want.mac.clone().unwrap_or_else(mac::random_local);
+    let mut name = host_veth_name(want.container_id, ifname);
+    let mut echoed = None;
     for attempt in 0..8 {
         let spec = VethSpec {
             name: &name,
             peer_name: ifname,
             peer_netns: Some(ns),
-            mtu,
-            mac: None,
-            peer_mac: mac.clone(),
+            mtu: want.mtu,
+            mac: Some(mac::random_host_port()),
+            peer_mac: Some(container_mac.clone()),
             group: Some(HOST_VETH_GROUP),
+            master: want.master,
         };
         match host.add_veth(&spec) {
-            Ok(()) => break,
+            Ok(link) => {
+                echoed = link;
+                break;
+            }
             // Only after an EEXIST do we look at which name is taken: no
             // lookups on the way in (each takes RTNL).
             Err(e) if e.is_exists() && cont.link(ifname)?.is_some() => {
@@ -71,11 +87,24 @@ pub fn create_container_veth(
     }
     let made = (|| {
         super::fault_step("veth: pair created")?;
-        let host_end = host.require_link(&name)?;
-        host.set_alias(host_end.index, alias)?;
+        let host_end = match echoed.take() {
+            Some(l) => l,
+            None => host.require_link(&name)?,
+        };
+        host.set_alias(host_end.index, want.alias)?;
         super::fault_step("veth: host end tagged")?;
-        let container = cont.require_link(ifname)?;
-        Ok(VethPair { host: Link { alias: alias.to_string(), ..host_end }, container })
+        let container = match host_end.parent {
+            Some(index) => Link {
+                index,
+                name: ifname.to_string(),
+                kind: "veth".into(),
+                mac: mac::format(&container_mac),
+                mtu: host_end.mtu,
+                ..Default::default()
+            },
+            None => cont.require_link(ifname)?,
+        };
+        Ok(VethPair { host: Link { alias: want.alias.to_string(), master: want.master, ..host_end }, container })
     })();
     if made.is_err() {
         // Deleting either end deletes the pair.
