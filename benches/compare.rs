@@ -396,6 +396,7 @@ fn main() {
         for (c, r) in population.iter().zip(&results) {
             chain_del(s, &full, c, r).unwrap();
         }
+        wait_for_detached();
         println!("{:<10} full chain: empty node {:.2} ms, 200 containers {:.2} ms", s.name, ms(empty), ms(busy));
         growth.push((s.name, ms(empty), ms(busy)));
     }

@@ -14,6 +14,7 @@ use super::masq;
 use super::{check, main_plugin};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::{PortState, PortVlan};
+use crate::netlink::link_events::LinkEvents;
 use crate::netlink::veth::{self, ContainerVeth};
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
 
@@ -495,6 +496,9 @@ fn setup(
     };
     let pair = veth::create_container_veth(host, ns, cont, &want)?;
     made.veth = true;
+    // Before the container end comes up, after which the port starts
+    // forwarding: the wait below is woken by the kernel's announcement.
+    let port_events = if conf.disable_container_interface { None } else { LinkEvents::subscribe().ok() };
     if !plain {
         attach_port(host, br, pair.host.index, conf, &plan.trunk, vlan)?;
     }
@@ -555,7 +559,8 @@ fn setup(
     // The host end as last read (the forwarding wait reads it anyway).
     let mut host_link_now = None;
     if !conf.disable_container_interface {
-        let (state, port_link) = host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3))?;
+        let (state, port_link) =
+            host.wait_bridge_port_forwarding(pair.host.index, Duration::from_secs(3), port_events.as_ref())?;
         host_link_now = port_link;
         match state {
             Some(PortState::Forwarding) => {}

@@ -6,6 +6,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridgePort, LinkBridgeVlan};
 
 use super::link::{link_info, IFINFOMSG_LEN, IFLA_AF_SPEC, IFLA_INFO_DATA, IFLA_INFO_SLAVE_DATA};
+use super::link_events::{self, LinkEvents, Wait};
 use super::msg::{self, RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK};
 use super::{Link, Netlink, Result};
 
@@ -134,14 +135,17 @@ impl Netlink {
     }
 
     /// Waits until the port forwards. With STP off (the bridge plugin's
-    /// default) the kernel moves a port to forwarding as soon as it has
-    /// carrier, so this normally returns after one query; between queries
-    /// it sleeps briefly. Returns the last state seen when `limit` passes.
-    /// Also returns the port's link as last seen (None when it is gone).
+    /// default) the kernel moves a port to forwarding shortly after it gets
+    /// carrier (linkwatch, asynchronously). `events`, subscribed before the
+    /// port could get carrier, wakes the wait when the kernel announces a
+    /// change of the port; without it (or once it lost events) the wait
+    /// sleeps between queries. Returns the last state seen when `limit`
+    /// passes, and the port's link as last seen (None when it is gone).
     pub fn wait_bridge_port_forwarding(
         &self,
         index: u32,
         limit: std::time::Duration,
+        mut events: Option<&LinkEvents>,
     ) -> Result<(Option<PortState>, Option<Link>)> {
         let start = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(1);
@@ -150,11 +154,23 @@ impl Netlink {
                 Some((link, state)) => (Some(link), state),
                 None => (None, None),
             };
-            if state == Some(PortState::Forwarding) || start.elapsed() >= limit {
+            let left = limit.saturating_sub(start.elapsed());
+            if state == Some(PortState::Forwarding) || left.is_zero() {
                 return Ok((state, link));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            match events {
+                Some(ev) => {
+                    // A change of this port, or a look again after a while anyway.
+                    let about_port = |e: link_events::Event| link_events::event_index(e) == Some(index);
+                    if ev.wait_for(left.min(std::time::Duration::from_millis(100)), about_port) == Wait::Lost {
+                        events = None;
+                    }
+                }
+                None => {
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+            }
         }
     }
 }

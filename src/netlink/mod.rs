@@ -14,7 +14,7 @@ pub mod conntrack;
 pub mod detached;
 pub mod iface;
 pub mod link;
-pub mod link_delete;
+pub mod link_events;
 pub mod mac;
 pub mod moved_link;
 pub mod msg;

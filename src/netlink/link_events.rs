@@ -1,4 +1,5 @@
-//! Deleting a link without waiting for the kernel to free it.
+//! Link events, and deleting a link without waiting for the kernel to
+//! free it.
 //!
 //! Why: the kernel answers RTM_DELLINK only once it is done with the device.
 //! After unregistering it under RTNL (which needs RCU grace periods), it
@@ -37,40 +38,72 @@ const IFLA_IFNAME: u16 = 3;
 /// sizeof(struct ifinfomsg).
 const IFINFOMSG_LEN: usize = 16;
 /// Room for a burst of link events from a busy node (the kernel charges
-/// only what is queued). Under it, an overflow only costs the early return.
-const WATCH_RCVBUF: usize = 4 << 20;
+/// only what is queued). Past it events are lost, which callers survive.
+const EVENTS_RCVBUF: usize = 4 << 20;
 
-/// A subscription, in the calling thread's netns, to the deletion of the
-/// link called `name`.
-pub struct LinkWatch {
+/// A subscription to the link events (RTM_NEWLINK, RTM_DELLINK) of the
+/// netns it was made in: waiting for the kernel to announce a change
+/// instead of asking again and again (every RTM_GETLINK takes RTNL).
+/// Subscribe before making the change, or its event may be missed.
+pub struct LinkEvents {
     sock: Socket,
-    name: String,
 }
 
-impl LinkWatch {
-    /// Must exist before the deletion is requested, or its event is missed.
-    pub fn new(name: &str) -> Result<LinkWatch> {
+/// How a wait for an event ended.
+#[derive(Debug, PartialEq)]
+pub enum Wait {
+    Seen,
+    TimedOut,
+    /// Events were dropped (the queue overflowed): the one waited for may
+    /// be among them, so this subscription can no longer tell.
+    Lost,
+}
+
+/// An event: its message type and payload (struct ifinfomsg, attributes).
+pub type Event<'a> = (u16, &'a [u8]);
+
+impl LinkEvents {
+    /// Subscribes in the calling thread's netns.
+    pub fn subscribe() -> Result<LinkEvents> {
         let io = |e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("watching link events: {e}"));
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(io)?;
         sock.bind(&SocketAddr::new(0, RTMGRP_LINK)).map_err(io)?;
         // SO_RCVBUFFORCE (root) may exceed rmem_max; else take what is allowed.
-        if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &WATCH_RCVBUF).is_err() {
-            let _ = sock.set_rx_buf_sz(WATCH_RCVBUF);
+        if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &EVENTS_RCVBUF).is_err() {
+            let _ = sock.set_rx_buf_sz(EVENTS_RCVBUF);
         }
         sock.set_non_blocking(true).map_err(io)?;
-        Ok(LinkWatch { sock, name: name.to_string() })
+        Ok(LinkEvents { sock })
     }
 
-    /// Reads the queued events. Some(true): the link was deleted;
-    /// Some(false): not yet; None: events were lost, so this watch can no
-    /// longer tell.
-    fn deleted(&self) -> Option<bool> {
+    /// Waits up to `timeout` for an event that `wanted` picks.
+    pub fn wait_for(&self, timeout: std::time::Duration, wanted: impl Fn(Event) -> bool) -> Wait {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.drain(&wanted) {
+                Some(true) => return Wait::Seen,
+                None => return Wait::Lost,
+                Some(false) => {}
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Wait::TimedOut;
+            }
+            let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on one descriptor we own.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+        }
+    }
+
+    /// Reads the queued events. Some(true): one that `wanted` picks was
+    /// among them; Some(false): not yet; None: events were lost.
+    fn drain(&self, wanted: impl Fn(Event) -> bool) -> Option<bool> {
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
             buf.clear();
             match self.sock.recv(&mut buf, 0) {
                 Ok(_) => {
-                    if messages(&buf).any(|m| m.kind == RTM_DELLINK && self.names_our_link(m.payload)) {
+                    if messages(&buf).any(|m| wanted((m.kind, m.payload))) {
                         return Some(true);
                     }
                 }
@@ -81,21 +114,29 @@ impl LinkWatch {
             }
         }
     }
+}
 
-    /// An RTM_DELLINK of the link itself (family AF_UNSPEC; a bridge also
-    /// reports the port leaving with family AF_BRIDGE, before the device goes).
-    fn names_our_link(&self, payload: &[u8]) -> bool {
-        payload.first() == Some(&0)
-            && attrs_after(payload, IFINFOMSG_LEN)
-                .any(|(kind, value)| kind == IFLA_IFNAME && value.split(|&b| b == 0).next() == Some(self.name.as_bytes()))
-    }
+/// The link index an event is about.
+pub fn event_index((_, payload): Event) -> Option<u32> {
+    super::msg::u32_at(payload, 4)
+}
+
+/// The deletion of the link called `name` itself: an RTM_DELLINK of family
+/// AF_UNSPEC (a bridge also reports a port leaving, with family AF_BRIDGE,
+/// before the device goes).
+fn is_deletion_of(name: &str, (kind, payload): Event) -> bool {
+    kind == RTM_DELLINK
+        && payload.first() == Some(&0)
+        && attrs_after(payload, IFINFOMSG_LEN)
+            .any(|(kind, value)| kind == IFLA_IFNAME && value.split(|&b| b == 0).next() == Some(name.as_bytes()))
 }
 
 impl Netlink {
     /// Deletes the link called `name` in this socket's netns; Ok(false) when
-    /// there was none. Returns once `watch`'s link is gone (see the module
-    /// comment), or when the kernel answers, whichever is first.
-    pub fn del_link_watched(self, name: &str, watch: LinkWatch) -> Result<bool> {
+    /// there was none. Returns once `events` (subscribed in the netns of
+    /// `last`, the last link the deletion takes along) announce `last` gone,
+    /// or when the kernel answers, whichever is first (see the module comment).
+    pub fn del_link_watched(self, name: &str, events: LinkEvents, last: &str) -> Result<bool> {
         let what = format!("deleting link {name}");
         let (request, seq) = self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, &LinkUnspec::new_with_name(name).build());
         let answered = |errno: i32| match errno {
@@ -116,7 +157,7 @@ impl Netlink {
         if !started {
             return answered(self.ack_errno(&request, seq));
         }
-        match wait_for_answer_or_event(&answer_read, &watch) {
+        match wait_for_answer_or_event(&answer_read, &events, last) {
             Outcome::Gone => Ok(true),
             Outcome::Answer(errno) => answered(errno),
             // The grandchild died before it answered: the request, once more, here.
@@ -163,12 +204,12 @@ enum Outcome {
     NoAnswer,
 }
 
-fn wait_for_answer_or_event(answer: &OwnedFd, watch: &LinkWatch) -> Outcome {
+fn wait_for_answer_or_event(answer: &OwnedFd, events: &LinkEvents, last: &str) -> Outcome {
     let mut watching = true;
     loop {
         let mut fds = [
             libc::pollfd { fd: answer.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: watch.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: events.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         let count = if watching { 2 } else { 1 };
         // SAFETY: poll on an array we own.
@@ -185,7 +226,7 @@ fn wait_for_answer_or_event(answer: &OwnedFd, watch: &LinkWatch) -> Outcome {
             return if n == 4 { Outcome::Answer(i32::from_ne_bytes(errno)) } else { Outcome::NoAnswer };
         }
         if watching && fds[1].revents != 0 {
-            match watch.deleted() {
+            match events.drain(|event| is_deletion_of(last, event)) {
                 Some(true) => return Outcome::Gone,
                 Some(false) => {}
                 None => watching = false,
