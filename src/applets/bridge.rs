@@ -14,7 +14,7 @@ use super::masq;
 use super::{check, main_plugin};
 use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::{PortState, PortVlan};
-use crate::netlink::link_events::LinkEvents;
+use crate::netlink::link_events::{LinkEvents, Only};
 use crate::netlink::veth::{self, ContainerVeth};
 use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
 
@@ -498,7 +498,8 @@ fn setup(
     made.veth = true;
     // Before the container end comes up, after which the port starts
     // forwarding: the wait below is woken by the kernel's announcement.
-    let port_events = if conf.disable_container_interface { None } else { LinkEvents::subscribe().ok() };
+    let port_events =
+        if conf.disable_container_interface { None } else { LinkEvents::subscribe(Only::Link(pair.host.index)).ok() };
     if !plain {
         attach_port(host, br, pair.host.index, conf, &plan.trunk, vlan)?;
     }

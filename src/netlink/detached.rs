@@ -5,43 +5,37 @@
 //! change itself is done and visible: closing an nfnetlink socket after a
 //! deleting transaction (nfnetlink.rs), deleting a link (link_delete.rs).
 //! The runtime waits for the plugin process and for EOF on its stdout, so
-//! that wait is moved into a grandchild the runtime never sees.
+//! that wait is moved into a detached child the runtime never waits for.
 
 use std::os::fd::RawFd;
 
 use nix::libc;
 
-/// Runs `work` in a detached grandchild of this process; returns false when
-/// it could not be started (fork failed), true once it has been.
+/// Runs `work` in a detached child process; returns false when it could
+/// not be started (fork failed), true once it has been.
 ///
-/// The grandchild first closes every descriptor it inherited except `keep`:
+/// The child first closes every descriptor it inherited except `keep`:
 /// stdout and stderr (so the runtime reading ours sees EOF when we exit),
 /// lock files (so no lock outlives us). It then runs `work` and `_exit`s.
-/// This process only waits for the short-lived middle child, which leaves
-/// the grandchild to init. After fork the children must call nothing but
-/// raw syscalls (no allocation, no locks): `work` may only do that too.
+/// Nobody waits for it: the runtime waits for this process only, and once
+/// this process exits (soon: it is a plugin call) the child is handed to
+/// init, which reaps it. After fork the child must call nothing but raw
+/// syscalls (no allocation, no locks): `work` may only do that too.
 pub fn spawn(keep: &[RawFd], work: impl FnOnce()) -> bool {
     let mut kept = [-1 as RawFd; 4];
     assert!(keep.len() <= kept.len(), "detached::spawn keeps at most 4 descriptors");
     kept[..keep.len()].copy_from_slice(keep);
     let kept = &mut kept[..keep.len()];
     kept.sort_unstable();
-    // SAFETY: the children only make raw syscalls and leave with _exit.
+    // SAFETY: the child only makes raw syscalls and leaves with _exit.
     match unsafe { libc::fork() } {
         0 => unsafe {
-            if libc::fork() == 0 {
-                close_all_but(kept);
-                work();
-                libc::_exit(0);
-            }
+            close_all_but(kept);
+            work();
             libc::_exit(0)
         },
         -1 => false,
-        child => {
-            let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
-            true
-        }
+        _ => true,
     }
 }
 

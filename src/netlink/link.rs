@@ -203,7 +203,8 @@ impl Netlink {
             b = b.controller(master).up();
         }
         let what = format!("creating veth {}/{}", spec.name, spec.peer_name);
-        let replies = self.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, &b.build(), &what)?;
+        let replies =
+            self.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, &b.build(), &what)?;
         Ok(replies.iter().filter_map(|r| Link::parse(r)).find(|l| l.name == spec.name))
     }
 

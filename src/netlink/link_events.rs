@@ -12,13 +12,13 @@
 //! freeing memory, which the kernel does in any case, as it does when it
 //! deletes a whole netns in the background.
 //!
-//! How: a detached grandchild (detached.rs) sends the request and reports
+//! How: a detached child (detached.rs) sends the request and reports
 //! the kernel's answer through a pipe. This process returns at whichever
 //! comes first: the notification that the watched link (the last one the
 //! deletion takes along, e.g. a veth's host end) is gone, or the answer.
 //! A notification that cannot arrive (another peer than expected) or got
 //! lost (the listening socket overflowed on a busy node) only means waiting
-//! for the answer, as a plain request does. If the grandchild cannot be
+//! for the answer, as a plain request does. If the child cannot be
 //! started or dies before answering, the request is made here.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -62,11 +62,61 @@ pub enum Wait {
 /// An event: its message type and payload (struct ifinfomsg, attributes).
 pub type Event<'a> = (u16, &'a [u8]);
 
+/// Which events a subscription receives. The kernel applies the choice (a
+/// socket filter) before queueing: on a busy node every link change is
+/// announced to every subscriber, and a woken process for each would slow
+/// the others down.
+#[derive(Debug, Clone, Copy)]
+pub enum Only {
+    /// RTM_DELLINK events.
+    Deletions,
+    /// Events about the link with this index.
+    Link(u32),
+}
+
+impl Only {
+    /// A classic BPF program over the message (struct nlmsghdr, then struct
+    /// ifinfomsg): load one field, accept the message if it equals the
+    /// wanted value, else drop it. BPF loads read big-endian, the fields
+    /// are in host order: the constant is the wanted bytes read that way.
+    fn filter(self) -> [libc::sock_filter; 4] {
+        let (load, offset, value) = match self {
+            // nlmsg_type: 16 bits at offset 4.
+            Only::Deletions => (libc::BPF_H, 4, u32::from(u16::from_be_bytes(RTM_DELLINK.to_ne_bytes()))),
+            // ifi_index: 32 bits at offset 16 + 4.
+            Only::Link(index) => (libc::BPF_W, 20, u32::from_be_bytes(index.to_ne_bytes())),
+        };
+        let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+        [
+            op(libc::BPF_LD | load | libc::BPF_ABS, 0, 0, offset),
+            op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, value),
+            op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+            op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        ]
+    }
+}
+
 impl LinkEvents {
-    /// Subscribes in the calling thread's netns.
-    pub fn subscribe() -> Result<LinkEvents> {
+    /// Subscribes in the calling thread's netns to the events `only` picks.
+    pub fn subscribe(only: Only) -> Result<LinkEvents> {
         let io = |e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("watching link events: {e}"));
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(io)?;
+        // Before joining the group: nothing unfiltered is ever queued.
+        let program = only.filter();
+        let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr().cast_mut() };
+        // SAFETY: the kernel copies the program during the call.
+        let attached = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if attached < 0 {
+            return Err(io(std::io::Error::last_os_error()));
+        }
         sock.bind(&SocketAddr::new(0, RTMGRP_LINK)).map_err(io)?;
         // SO_RCVBUFFORCE (root) may exceed rmem_max; else take what is allowed.
         if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &EVENTS_RCVBUF).is_err() {
@@ -138,7 +188,8 @@ impl Netlink {
     /// or when the kernel answers, whichever is first (see the module comment).
     pub fn del_link_watched(self, name: &str, events: LinkEvents, last: &str) -> Result<bool> {
         let what = format!("deleting link {name}");
-        let (request, seq) = self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, &LinkUnspec::new_with_name(name).build());
+        let (request, seq) =
+            self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, &LinkUnspec::new_with_name(name).build());
         let answered = |errno: i32| match errno {
             0 => Ok(true),
             e if Error::new(e, "").is_not_found() => Ok(false),
@@ -160,7 +211,7 @@ impl Netlink {
         match wait_for_answer_or_event(&answer_read, &events, last) {
             Outcome::Gone => Ok(true),
             Outcome::Answer(errno) => answered(errno),
-            // The grandchild died before it answered: the request, once more, here.
+            // The child died before it answered: the request, once more, here.
             Outcome::NoAnswer => answered(self.ack_errno(&request, seq)),
         }
     }

@@ -8,7 +8,7 @@ use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkMessage};
 use crate::cni::CniError;
 
 use super::link::{link_info, Link, IFLA_INFO_DATA};
-use super::link_events::LinkEvents;
+use super::link_events::{LinkEvents, Only};
 use super::msg;
 use super::{sysctl, Error, NetNs, Netlink, Result};
 
@@ -126,7 +126,8 @@ pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
     let Ok(ns) = NetNs::open(netns) else { return Ok(()) };
     // Returns once the link is announced gone there, before the kernel has
     // freed it (link_delete.rs).
-    let (events, nl) = ns.run(|| Ok::<_, super::Error>((LinkEvents::subscribe()?, Netlink::new()?)))??;
+    let (events, nl) =
+        ns.run(|| Ok::<_, super::Error>((LinkEvents::subscribe(Only::Deletions)?, Netlink::new()?)))??;
     nl.del_link_watched(ifname, events, ifname).map(drop)
 }
 

@@ -528,7 +528,7 @@ impl Drop for Nfnl {
             // Only a socket that deleted something is detached. Detaching the
             // others too (an ADD's close also waits when another process's
             // deletion is pending) only moved the wait: closed at once, the
-            // grandchild held the commit mutex through the flush and the next
+            // detached child held the commit mutex through the flush and the next
             // batch waited; closed after a grace period, its deferred socket
             // free (call_rcu) landed in the bridge DEL's veth teardown, whose
             // rcu_barrier then waited for it (chain DEL +15-30 ms).
@@ -549,9 +549,9 @@ impl Drop for Nfnl {
 /// Our deletion is already committed and visible once its batch is ACKed;
 /// what remains is only the kernel freeing memory.
 ///
-/// How: a detached grandchild (detached.rs) takes the socket. It waits until
+/// How: a detached child (detached.rs) takes the socket. It waits until
 /// this process has dropped its own copy (a pipe's EOF, or a second at most:
-/// the grandchild's close must be the last one, or we would be the one
+/// the child's close must be the last one, or we would be the one
 /// waiting), waits for a grace period itself without any lock
 /// (membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu()), so that its
 /// close finds the destroy work done and holds the commit mutex only

@@ -3,7 +3,7 @@
 //! born directly inside the container netns under CNI_IFNAME.
 
 use super::link::VethSpec;
-use super::link_events::LinkEvents;
+use super::link_events::{LinkEvents, Only};
 use super::{libc_errno, mac, sysctl, Error, Link, NetNs, Netlink, Result};
 
 /// What `create_container_veth` made.
@@ -156,7 +156,8 @@ pub fn delete_container_veth(
     if let Some(ns) = ns {
         // The host end is the last link the pair's deletion takes along: once
         // it is announced gone, so is the pair (link_delete.rs).
-        let res = LinkEvents::subscribe().and_then(|events| Netlink::in_netns(ns)?.del_link_watched(ifname, events, &name));
+        let res = LinkEvents::subscribe(Only::Deletions)
+            .and_then(|events| Netlink::in_netns(ns)?.del_link_watched(ifname, events, &name));
         match res {
             // Its peer went with it, the derived host end or one with a random name.
             Ok(true) => return Ok(()),
