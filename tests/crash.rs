@@ -90,12 +90,36 @@ fn check_store(dir: &Path) -> BTreeMap<IpAddr, (String, String)> {
             held.insert(ip, (id.to_string(), ifname.to_string()));
         } else if let Some(_set) = name.strip_prefix("last_reserved_ip.") {
             assert!(content.trim().parse::<IpAddr>().is_ok(), "{name} holds {content:?}");
+        } else if name == ".cnibox-owners" {
+            check_owners_cache(dir, &content);
         } else {
             // The lock, and temporary files of killed calls (GC removes those).
             assert!(name == "lock" || name.starts_with(".cnibox-tmp."), "unexpected file {name} in the store");
         }
     }
     held
+}
+
+/// host-local's owners cache (a header with a hash of the rest, then
+/// `<inode> <ip> <id> <ifname>` per line) never contradicts the files: a
+/// line whose file still has that inode names the file's owner. (A line of
+/// a file since removed is fine: it is dropped at the next listing. A write
+/// torn by a kill fails the hash, and the store ignores it.)
+fn check_owners_cache(dir: &Path, cache: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let (header, body) = cache.split_once('\n').unwrap_or((cache, ""));
+    if header != format!("cnibox-owners 1 {:016x}", cnibox::cni::hash::fnv1a(&[body])) {
+        return;
+    }
+    for line in body.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "owners cache line {line:?}");
+        let Ok(meta) = std::fs::metadata(dir.join(fields[1])) else { continue };
+        if meta.ino().to_string() == fields[0] {
+            let content = std::fs::read_to_string(dir.join(fields[1])).unwrap();
+            assert_eq!(content, format!("{}\r\n{}", fields[2], fields[3]), "owners cache line {line:?}");
+        }
+    }
 }
 
 /// No attachment holds two addresses of one family (each case has one range set per family).
@@ -185,7 +209,10 @@ fn killed_host_local_adds() {
     let expected: BTreeSet<String> = survivors.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(owners, expected);
     assert_eq!(after.len(), survivors.len() * 2);
-    assert!(std::fs::read_dir(&dir).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().starts_with('.')));
+    assert!(std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with(".cnibox-tmp.")));
     for (id, _) in &survivors {
         call(id).run("DEL", &text).ok();
     }

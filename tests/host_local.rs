@@ -3,6 +3,7 @@ use common::*;
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -375,6 +376,44 @@ fn cnibox_honours_reference_state() {
     // Both write the same bytes.
     assert_eq!(fs::read(dir.join("10.82.0.5")).unwrap(), b"r2\r\neth0");
     assert_eq!(fs::read(dir.join("10.82.0.2")).unwrap(), b"c1\r\neth0");
+}
+
+/// `.cnibox-owners` caches who holds each reservation file (by name and
+/// inode); it never outranks the files. A file rewritten in place keeps its
+/// inode (as one deleted and re-created by another writer may): DEL of the
+/// owner the cache names leaves it alone, and DEL of its real owner
+/// releases it. A damaged cache is rebuilt.
+#[test]
+fn owners_cache_never_outranks_the_files() {
+    if not_root() {
+        return;
+    }
+    let ns = Netns::new("hl");
+    let data = TempDir::new("hl");
+    let name = unique("net");
+    let conf = conf("1.0.0", &name, data.path(), subnet("10.84.0.0/24"));
+    let dir = net_dir(&data, &name);
+    for id in ["c1", "c2", "c3"] {
+        call(id, &ns).run("ADD", &conf).ok();
+    }
+    let cache = fs::read_to_string(dir.join(".cnibox-owners")).unwrap();
+    assert!(cache.lines().any(|l| l.ends_with(" 10.84.0.3 c2 eth0")), "{cache}");
+
+    // Another writer gives c2's address to x9, in place.
+    fs::OpenOptions::new().write(true).open(dir.join("10.84.0.3")).unwrap().write_all(b"x9\r\neth0").unwrap();
+    call("c2", &ns).run("DEL", &conf).ok();
+    assert_eq!(fs::read_to_string(dir.join("10.84.0.3")).unwrap(), "x9\r\neth0");
+    call("x9", &ns).run("CHECK", &conf).ok();
+    call("x9", &ns).run("DEL", &conf).ok();
+    assert!(!dir.join("10.84.0.3").exists());
+
+    fs::write(dir.join(".cnibox-owners"), "garbage\n1 2\n").unwrap();
+    assert_eq!(addresses(&call("c4", &ns).run("ADD", &conf).ok()), ["10.84.0.5/24"]);
+    call("c1", &ns).run("ADD", &conf).err_code();
+    for id in ["c1", "c3", "c4"] {
+        call(id, &ns).run("DEL", &conf).ok();
+    }
+    assert!(reserved_ips(&dir).is_empty());
 }
 
 /// Concurrent ADDs from both implementations share the lock.

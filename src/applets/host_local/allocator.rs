@@ -64,7 +64,11 @@ pub struct Reservation {
 /// Where reservations live. One reservation per IP; creating one never
 /// overwrites another.
 pub trait Store {
+    /// Every reservation. The owners may come from a cache (see store.rs):
+    /// act on one only after `confirm`.
     fn reservations(&self) -> Result<Vec<Reservation>, CniError>;
+    /// Whether `r`'s reservation is, right now, held by the owner `r` names.
+    fn confirm(&self, r: &Reservation) -> bool;
     /// Reserves `ip` for `owner` and records it as the last IP handed out
     /// from range set `set`. Ok(false) when the IP is already reserved.
     fn reserve(&mut self, ip: IpAddr, owner: &Owner, set: usize) -> Result<bool, CniError>;
@@ -126,7 +130,8 @@ pub fn allocate(
 
     // The spec forbids a second ADD for the same attachment.
     for set in sets {
-        if let Some(held) = existing.iter().find(|r| r.owner.matches(id, ifname) && set.contains(r.ip)) {
+        let held_here = |r: &&Reservation| r.owner.matches(id, ifname) && set.contains(r.ip);
+        if let Some(held) = existing.iter().filter(held_here).find(|r| store.confirm(r)) {
             return Err(CniError::internal(format!(
                 "{} has been allocated to {id}, duplicate allocation is not allowed",
                 held.ip
@@ -222,9 +227,12 @@ fn allocate_in_set(
 /// (container ID only) are released when the attachment has no file of its own.
 pub fn release(store: &mut impl Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>, CniError> {
     let all = store.reservations()?;
-    let mut mine: Vec<IpAddr> = all.iter().filter(|r| r.owner.is_exactly(id, ifname)).map(|r| r.ip).collect();
+    let pick = |want: &dyn Fn(&Owner) -> bool| -> Vec<IpAddr> {
+        all.iter().filter(|r| want(&r.owner) && store.confirm(r)).map(|r| r.ip).collect()
+    };
+    let mut mine = pick(&|o| o.is_exactly(id, ifname));
     if mine.is_empty() {
-        mine = all.iter().filter(|r| r.owner.is_legacy_of(id)).map(|r| r.ip).collect();
+        mine = pick(&|o| o.is_legacy_of(id));
     }
     release_all(store, &mine)?;
     Ok(mine)
@@ -243,17 +251,18 @@ fn release_all(store: &mut impl Store, ips: &[IpAddr]) -> Result<(), CniError> {
 
 /// The addresses (id, ifname) holds.
 pub fn held_by(store: &impl Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>, CniError> {
-    Ok(store.reservations()?.into_iter().filter(|r| r.owner.matches(id, ifname)).map(|r| r.ip).collect())
+    let all = store.reservations()?;
+    Ok(all.iter().filter(|r| r.owner.matches(id, ifname) && store.confirm(r)).map(|r| r.ip).collect())
 }
 
 /// Releases every reservation whose attachment is not in `valid`
 /// (container ID, ifname). Legacy files stay while their container has a
 /// valid attachment.
 pub fn gc(store: &mut impl Store, valid: &[Attachment]) -> Result<Vec<IpAddr>, CniError> {
-    let stale: Vec<IpAddr> = store
-        .reservations()?
-        .into_iter()
-        .filter(|r| !valid.iter().any(|a| r.owner.matches(&a.container_id, &a.ifname)))
+    let all = store.reservations()?;
+    let stale: Vec<IpAddr> = all
+        .iter()
+        .filter(|r| !valid.iter().any(|a| r.owner.matches(&a.container_id, &a.ifname)) && store.confirm(r))
         .map(|r| r.ip)
         .collect();
     release_all(store, &stale)?;
@@ -296,6 +305,9 @@ pub mod tests {
         fn release(&mut self, ip: IpAddr) -> Result<(), CniError> {
             self.ips.remove(&ip);
             Ok(())
+        }
+        fn confirm(&self, r: &Reservation) -> bool {
+            self.ips.get(&r.ip) == Some(&r.owner)
         }
         fn last_reserved(&self, set: usize) -> Option<IpAddr> {
             self.last.get(&set).copied()
