@@ -295,6 +295,11 @@ impl Netlink {
         self.set(Self::by_index(index).setns_by_fd(ns.fd()), format!("moving link #{index} to {}", ns.path().display()))
     }
 
+    /// Moves the link to interface group `group` (IFLA_GROUP).
+    pub fn set_group(&self, index: u32, group: u32) -> Result<()> {
+        self.set(Self::by_index(index).link_group(group), format!("setting group {group:#x} on link #{index}"))
+    }
+
     pub fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
         self.set(Self::by_index(index).alias(alias.to_string()), format!("setting alias on link #{index}"))
     }

@@ -26,6 +26,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::libc;
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::LinkUnspec;
 
 use super::msg::{attrs_after, messages, RTM_DELLINK};
@@ -171,14 +172,27 @@ pub fn event_index((_, payload): Event) -> Option<u32> {
     super::msg::u32_at(payload, 4)
 }
 
-/// The deletion of the link called `name` itself: an RTM_DELLINK of family
-/// AF_UNSPEC (a bridge also reports a port leaving, with family AF_BRIDGE,
-/// before the device goes).
-fn is_deletion_of(name: &str, (kind, payload): Event) -> bool {
-    kind == RTM_DELLINK
-        && payload.first() == Some(&0)
-        && attrs_after(payload, IFINFOMSG_LEN)
-            .any(|(kind, value)| kind == IFLA_IFNAME && value.split(|&b| b == 0).next() == Some(name.as_bytes()))
+/// Which link's deletion ends the wait.
+#[derive(Debug, Clone, Copy)]
+pub enum Last<'a> {
+    Named(&'a str),
+    Index(u32),
+}
+
+impl Last<'_> {
+    /// An RTM_DELLINK of the link itself: family AF_UNSPEC (a bridge also
+    /// reports a port leaving, with family AF_BRIDGE, before the device goes).
+    fn deleted_by(self, event: Event) -> bool {
+        let (kind, payload) = event;
+        kind == RTM_DELLINK
+            && payload.first() == Some(&0)
+            && match self {
+                Last::Index(index) => event_index(event) == Some(index),
+                Last::Named(name) => attrs_after(payload, IFINFOMSG_LEN).any(|(kind, value)| {
+                    kind == IFLA_IFNAME && value.split(|&b| b == 0).next() == Some(name.as_bytes())
+                }),
+            }
+    }
 }
 
 impl Netlink {
@@ -186,14 +200,25 @@ impl Netlink {
     /// there was none. Returns once `events` (subscribed in the netns of
     /// `last`, the last link the deletion takes along) announce `last` gone,
     /// or when the kernel answers, whichever is first (see the module comment).
-    pub fn del_link_watched(self, name: &str, events: LinkEvents, last: &str) -> Result<bool> {
-        let what = format!("deleting link {name}");
-        let (request, seq) =
-            self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, &LinkUnspec::new_with_name(name).build());
+    pub fn del_link_watched(self, name: &str, events: LinkEvents, last: Last) -> Result<bool> {
+        let request = LinkUnspec::new_with_name(name).build();
+        self.del_watched(&request, &format!("deleting link {name}"), events, last)
+    }
+
+    /// Deletes every link of interface group `group` in this socket's netns,
+    /// in one batch (the kernel then shares its grace periods between them);
+    /// Ok(false) when there was none. Returns as `del_link_watched` does.
+    pub fn del_group_watched(self, group: u32, events: LinkEvents, last: Last) -> Result<bool> {
+        let request = LinkUnspec::new_with_index(0).link_group(group).build();
+        self.del_watched(&request, &format!("deleting the links of group {group:#x}"), events, last)
+    }
+
+    fn del_watched(self, request: &LinkMessage, what: &str, events: LinkEvents, last: Last) -> Result<bool> {
+        let (request, seq) = self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, request);
         let answered = |errno: i32| match errno {
             0 => Ok(true),
             e if Error::new(e, "").is_not_found() => Ok(false),
-            e => Err(Error::from_errno(e, &what)),
+            e => Err(Error::from_errno(e, what)),
         };
         let Ok((answer_read, answer_write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
             return answered(self.ack_errno(&request, seq));
@@ -255,7 +280,7 @@ enum Outcome {
     NoAnswer,
 }
 
-fn wait_for_answer_or_event(answer: &OwnedFd, events: &LinkEvents, last: &str) -> Outcome {
+fn wait_for_answer_or_event(answer: &OwnedFd, events: &LinkEvents, last: Last) -> Outcome {
     let mut watching = true;
     loop {
         let mut fds = [
@@ -277,7 +302,7 @@ fn wait_for_answer_or_event(answer: &OwnedFd, events: &LinkEvents, last: &str) -
             return if n == 4 { Outcome::Answer(i32::from_ne_bytes(errno)) } else { Outcome::NoAnswer };
         }
         if watching && fds[1].revents != 0 {
-            match events.drain(|event| is_deletion_of(last, event)) {
+            match events.drain(|event| last.deleted_by(event)) {
                 Some(true) => return Outcome::Gone,
                 Some(false) => {}
                 None => watching = false,

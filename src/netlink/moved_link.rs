@@ -8,7 +8,7 @@ use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkMessage};
 use crate::cni::CniError;
 
 use super::link::{link_info, Link, IFLA_INFO_DATA};
-use super::link_events::{LinkEvents, Only};
+use super::link_events::{Last, LinkEvents, Only};
 use super::msg;
 use super::{sysctl, Error, NetNs, Netlink, Result};
 
@@ -128,7 +128,7 @@ pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
     // freed it (link_delete.rs).
     let (events, nl) =
         ns.run(|| Ok::<_, super::Error>((LinkEvents::subscribe(Only::Deletions)?, Netlink::new()?)))??;
-    nl.del_link_watched(ifname, events, ifname).map(drop)
+    nl.del_link_watched(ifname, events, Last::Named(ifname)).map(drop)
 }
 
 impl Netlink {

@@ -3,7 +3,7 @@
 //! born directly inside the container netns under CNI_IFNAME.
 
 use super::link::VethSpec;
-use super::link_events::{LinkEvents, Only};
+use super::link_events::{Last, LinkEvents, Only};
 use super::{libc_errno, mac, sysctl, Error, Link, NetNs, Netlink, Result};
 
 /// What `create_container_veth` made.
@@ -116,9 +116,10 @@ pub fn create_container_veth(host: &Netlink, ns: &NetNs, cont: &Netlink, want: &
 }
 
 /// Deletes the host ends of veth pairs whose alias `doomed` picks (GC of
-/// attachments that are gone), and cnibox's untagged host ends (a process
-/// died between creating and tagging them) whose name no valid attachment
-/// derives (`kept_name`). Returns how many were deleted.
+/// attachments that are gone), cnibox's untagged host ends (a process died
+/// between creating and tagging them) whose name no valid attachment
+/// derives (`kept_name`), and host ends a killed DEL left in
+/// `DOOMED_GROUP`. Returns how many were deleted.
 pub fn delete_host_veths(
     host: &Netlink,
     doomed: impl Fn(&str) -> bool,
@@ -127,7 +128,9 @@ pub fn delete_host_veths(
     let mut deleted = 0;
     for l in host.links()? {
         let untagged_leftover = l.alias.is_empty() && l.group == HOST_VETH_GROUP && !kept_name(&l.name);
-        if l.kind != "veth" || !(untagged_leftover || (!l.alias.is_empty() && doomed(&l.alias))) {
+        // A killed DEL's, half deleted.
+        let batch_leftover = l.group == DOOMED_GROUP;
+        if l.kind != "veth" || !(untagged_leftover || batch_leftover || (!l.alias.is_empty() && doomed(&l.alias))) {
             continue;
         }
         match host.del_link(l.index) {
@@ -139,11 +142,21 @@ pub fn delete_host_veths(
     Ok(deleted)
 }
 
-/// Deletes the container's interface (its veth peer goes with it), or, when
-/// that is not there, the derived host end if it is. Missing pieces are not
-/// errors.
-/// `tag` is the alias `create_container_veth` gave the host end: a veth
-/// under the derived name that carries another tag is someone else's.
+/// Host ends on their way out. A DEL moves its host end into this group and
+/// deletes the whole group with one request, so DELs running at the same
+/// time share one unregistration in the kernel (its RCU grace periods, taken
+/// under RTNL, which every other link request on the node waits for)
+/// instead of queueing for one each: 64 veths go in ~45 ms together, ~1.4 s
+/// one by one. A DEL whose host end went with another DEL's batch finds the
+/// group empty, and its link gone all the same. A host end a killed process
+/// left in the group goes with the next batch, or with GC.
+pub const DOOMED_GROUP: u32 = 0x00c1_dead;
+
+/// Deletes the attachment's veth pair: by its host end when that carries the
+/// derived name and `tag` (the alias `create_container_veth` gave it), in a
+/// batch with other DELs (`DOOMED_GROUP`); otherwise by the container's
+/// interface (the host end got a random name), and then the derived host end
+/// if it is an untagged one of ours. Missing pieces are not errors.
 pub fn delete_container_veth(
     host: &Netlink,
     ns: Option<&NetNs>,
@@ -151,30 +164,45 @@ pub fn delete_container_veth(
     ifname: &str,
     tag: &str,
 ) -> Result<()> {
-    let mut first_err = None;
     let name = host_veth_name(container_id, ifname);
+    let host_end = host.link(&name)?.filter(|l| l.kind == "veth");
+    if let Some(l) = host_end.as_ref().filter(|l| l.alias == tag) {
+        return delete_in_batch(host, l.index);
+    }
+    let mut first_err = None;
     if let Some(ns) = ns {
-        // The host end is the last link the pair's deletion takes along: once
-        // it is announced gone, so is the pair (link_delete.rs).
+        // The host end is the last link the pair's deletion takes along
+        // (link_events.rs); under a random name it is not watched, and the
+        // kernel's answer ends the wait.
         let res = LinkEvents::subscribe(Only::Deletions)
-            .and_then(|events| Netlink::in_netns(ns)?.del_link_watched(ifname, events, &name));
+            .and_then(|events| Netlink::in_netns(ns)?.del_link_watched(ifname, events, Last::Named(&name)));
         match res {
-            // Its peer went with it, the derived host end or one with a random name.
+            // Its peer went with it.
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) => first_err = Some(e),
         }
     }
-    if let Some(l) = host.link(&name)? {
-        // An empty alias: made before host ends were tagged.
-        if l.kind == "veth" && (l.alias.is_empty() || l.alias == tag) {
-            match host.del_link(l.index) {
-                Err(e) if !e.is_not_found() => first_err = first_err.or(Some(e)),
-                _ => {}
-            }
+    // An empty alias: made before host ends were tagged.
+    if let Some(l) = host_end.filter(|l| l.alias.is_empty()) {
+        match host.del_link(l.index) {
+            Err(e) if !e.is_not_found() => first_err = first_err.or(Some(e)),
+            _ => {}
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Deletes host end `index` (and its peer) with the `DOOMED_GROUP` batch,
+/// returning once the kernel announces it gone.
+fn delete_in_batch(host: &Netlink, index: u32) -> Result<()> {
+    let events = LinkEvents::subscribe(Only::Deletions)?;
+    match host.set_group(index, DOOMED_GROUP) {
+        // Gone meanwhile.
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    }
+    Netlink::new()?.del_group_watched(DOOMED_GROUP, events, Last::Index(index)).map(drop)
 }
 
 /// Container-side sysctls the main plugins set before adding addresses:
