@@ -114,6 +114,23 @@ fn write_new_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
         .and_then(|mut f| f.write_all(content))
 }
 
+/// Writes `content` over the file at `path` (creating it), then cuts it to
+/// length: for the store's hint files, which a torn write cannot harm.
+/// Neither a new file (an inode to allocate) nor truncated first (see
+/// `reserve`).
+fn rewrite_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    #[allow(clippy::suspicious_open_options)] // no truncate on purpose: set_len below
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        // Never write through a link planted in the store.
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    file.write_all(content)?;
+    file.set_len(content.len() as u64)
+}
+
 /// The content of reservation file `name` in `dir`. Every ADD and DEL reads
 /// every reservation of the network (the format has no other way to find a
 /// container's), so this is the per-file cost a node's population
@@ -179,18 +196,7 @@ impl DiskStore {
         let body: String = owners.iter().filter_map(|(name, ino, owner)| owners_line(name, *ino, owner)).collect();
         let text = format!("{}\n{body}", owners_header(&body));
         let path = self.dir.join(OWNERS_FILE);
-        #[allow(clippy::suspicious_open_options)] // no truncate on purpose: set_len below
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.set_len(text.len() as u64)
-            });
-        if written.is_err() {
+        if rewrite_in_place(&path, text.as_bytes()).is_err() {
             let _ = fs::remove_file(&path);
         }
     }
@@ -283,20 +289,7 @@ impl Store for DiskStore {
         // every parallel ADD. The file is only a round-robin hint: a torn
         // value after a SIGKILL between the two calls is either unparsable
         // (read as no hint) or another valid address (a different start).
-        let text = ip.to_string();
-        #[allow(clippy::suspicious_open_options)] // no truncate on purpose: set_len below
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            // Never write through a link planted in the store.
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&last)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.set_len(text.len() as u64)
-            });
-        if let Err(e) = written {
+        if let Err(e) = rewrite_in_place(&last, ip.to_string().as_bytes()) {
             let _ = fs::remove_file(&path);
             return Err(CniError::io(format!("failed to write {}", last.display())).with_details(e.to_string()));
         }
