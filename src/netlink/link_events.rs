@@ -20,6 +20,10 @@
 //! lost (the listening socket overflowed on a busy node) only means waiting
 //! for the answer, as a plain request does. If the child cannot be
 //! started or dies before answering, the request is made here.
+//!
+//! The request deletes one link by name, or every link of an interface
+//! group at once (veth.rs batches concurrent DELs that way). The bridge's
+//! wait for a new port to forward uses the same subscriptions.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
