@@ -203,8 +203,10 @@ impl Netlink {
     /// Deletes the link called `name` in this socket's netns; Ok(false) when
     /// there was none. Returns once `events` (subscribed in the netns of
     /// `last`, the last link the deletion takes along) announce `last` gone,
-    /// or when the kernel answers, whichever is first (see the module comment).
-    pub fn del_link_watched(self, name: &str, events: LinkEvents, last: Last) -> Result<bool> {
+    /// or when the kernel answers, whichever is first (see the module
+    /// comment). Without a subscription (it could not be made) this is a
+    /// plain request that waits for the answer.
+    pub fn del_link_watched(self, name: &str, events: Option<LinkEvents>, last: Last) -> Result<bool> {
         let request = LinkUnspec::new_with_name(name).build();
         self.del_watched(&request, &format!("deleting link {name}"), events, last)
     }
@@ -212,18 +214,19 @@ impl Netlink {
     /// Deletes every link of interface group `group` in this socket's netns,
     /// in one batch (the kernel then shares its grace periods between them);
     /// Ok(false) when there was none. Returns as `del_link_watched` does.
-    pub fn del_group_watched(self, group: u32, events: LinkEvents, last: Last) -> Result<bool> {
+    pub fn del_group_watched(self, group: u32, events: Option<LinkEvents>, last: Last) -> Result<bool> {
         let request = LinkUnspec::new_with_index(0).link_group(group).build();
         self.del_watched(&request, &format!("deleting the links of group {group:#x}"), events, last)
     }
 
-    fn del_watched(self, request: &LinkMessage, what: &str, events: LinkEvents, last: Last) -> Result<bool> {
+    fn del_watched(self, request: &LinkMessage, what: &str, events: Option<LinkEvents>, last: Last) -> Result<bool> {
         let (request, seq) = self.frame(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, request);
         let answered = |errno: i32| match errno {
             0 => Ok(true),
             e if Error::new(e, "").is_not_found() => Ok(false),
             e => Err(Error::from_errno(e, what)),
         };
+        let Some(events) = events else { return answered(self.ack_errno(&request, seq)) };
         let Ok((answer_read, answer_write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
             return answered(self.ack_errno(&request, seq));
         };

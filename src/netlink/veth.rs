@@ -174,8 +174,8 @@ pub fn delete_container_veth(
         // The host end is the last link the pair's deletion takes along
         // (link_events.rs); under a random name it is not watched, and the
         // kernel's answer ends the wait.
-        let res = LinkEvents::subscribe(Only::Deletions)
-            .and_then(|events| Netlink::in_netns(ns)?.del_link_watched(ifname, events, Last::Named(&name)));
+        let events = LinkEvents::subscribe(Only::Deletions).ok();
+        let res = Netlink::in_netns(ns).and_then(|nl| nl.del_link_watched(ifname, events, Last::Named(&name)));
         match res {
             // Its peer went with it.
             Ok(true) => return Ok(()),
@@ -196,13 +196,20 @@ pub fn delete_container_veth(
 /// Deletes host end `index` (and its peer) with the `DOOMED_GROUP` batch,
 /// returning once the kernel announces it gone.
 fn delete_in_batch(host: &Netlink, index: u32) -> Result<()> {
-    let events = LinkEvents::subscribe(Only::Deletions)?;
+    let events = LinkEvents::subscribe(Only::Deletions).ok();
     match host.set_group(index, DOOMED_GROUP) {
+        Ok(()) => Netlink::new()?.del_group_watched(DOOMED_GROUP, events, Last::Index(index)).map(drop),
         // Gone meanwhile.
-        Err(e) if e.is_not_found() => return Ok(()),
-        other => other?,
+        Err(e) if e.is_not_found() => Ok(()),
+        // Not in the batch, then: on its own.
+        Err(e) => {
+            log::warn!("{e}; deleting link #{index} on its own");
+            match host.del_link(index) {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            }
+        }
     }
-    Netlink::new()?.del_group_watched(DOOMED_GROUP, events, Last::Index(index)).map(drop)
 }
 
 /// Container-side sysctls the main plugins set before adding addresses:
