@@ -131,11 +131,11 @@ fn rewrite_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
     file.set_len(content.len() as u64)
 }
 
-/// The content of reservation file `name` in `dir`. Every ADD and DEL reads
-/// every reservation of the network (the format has no other way to find a
-/// container's), so this is the per-file cost a node's population
-/// multiplies: opened relative to the directory (one path component to look
-/// up) and read with one call, three syscalls where `fs::read` makes five.
+/// The content of reservation file `name` in `dir`. Without the owners
+/// cache (a first call, another writer's files) this is the per-file cost a
+/// node's population multiplies: opened relative to the directory (one path
+/// component to look up) and read with one call, three syscalls where
+/// `fs::read` makes five.
 fn read_reservation(dir: &fs::File, name: &std::ffi::OsStr) -> std::io::Result<Vec<u8>> {
     use nix::fcntl::{openat, OFlag};
     use std::io::Read;
