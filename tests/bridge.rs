@@ -197,6 +197,43 @@ fn gc_removes_elements_of_vanished_containers() {
     s.call(&idb, &b).run("DEL", &conf.to_string()).ok();
 }
 
+/// A DEL killed between moving its host end into the deletion batch's group
+/// and deleting the group leaves the pair behind: the next DEL's batch takes
+/// it along, and so does GC.
+#[test]
+fn host_ends_left_in_the_deletion_group_are_removed() {
+    if not_root() {
+        return;
+    }
+    let s = Setup::new();
+    let conf = s.conf(&["10.16.0.0/24"], json!({"isGateway": true})).to_string();
+    let (a, b) = (Netns::new("cka"), Netns::new("ckb"));
+    let doomed = "0xc1dead";
+    // As a killed DEL leaves it.
+    let left = |ns: &Netns| {
+        s.call("ck", ns).run("ADD", &conf).ok();
+        let port = s.host_veths()[0].clone();
+        s.host.exec(&format!("ip link set {port} group {doomed}"));
+        port
+    };
+    let port = left(&a);
+    s.call("other", &b).run("ADD", &conf).ok();
+    s.call("other", &b).run("DEL", &conf).ok();
+    assert!(s.host_veths().is_empty(), "{:?} (was {port})", s.host_veths());
+    assert!(!a.try_exec("ip link show eth0"));
+    s.call("ck", &a).run("DEL", &conf).ok();
+
+    let port = left(&a);
+    let mut gc: Value = serde_json::from_str(&conf).unwrap();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["ipam"] = json!({});
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ck", "ifname": "eth0"}]);
+    Call::new("bridge").in_netns(&s.host).env("CNI_PATH", &cni_path()).run("GC", &gc.to_string()).ok();
+    assert!(s.host_veths().is_empty(), "{:?} (was {port})", s.host_veths());
+    s.call("ck", &a).run("DEL", &conf).ok();
+    assert!(s.reservations().is_empty());
+}
+
 /// Whether the kernel has VLAN-aware bridges (CONFIG_BRIDGE_VLAN_FILTERING).
 fn vlan_filtering_supported(host: &Netns) -> bool {
     let ok = host.try_exec("ip link add vfprobe type bridge vlan_filtering 1");
