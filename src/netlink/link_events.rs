@@ -33,15 +33,12 @@ use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::LinkUnspec;
 
-use super::msg::{attrs_after, messages, RTM_DELLINK};
+use super::link::{IFINFOMSG_LEN, IFLA_IFNAME};
+use super::msg::{attrs_after, messages, NLMSG_ERROR, RTM_DELLINK};
 use super::{detached, Error, Netlink, Result};
 
 /// RTMGRP_LINK: the multicast group of link events.
 const RTMGRP_LINK: u32 = 1;
-/// IFLA_IFNAME.
-const IFLA_IFNAME: u16 = 3;
-/// sizeof(struct ifinfomsg).
-const IFINFOMSG_LEN: usize = 16;
 /// Room for a burst of link events from a busy node (the kernel charges
 /// only what is queued). Past it events are lost, which callers survive.
 const EVENTS_RCVBUF: usize = 4 << 20;
@@ -268,8 +265,8 @@ impl Netlink {
                     return errno;
                 }
                 let got = &buf[..n as usize];
-                // NLMSG_ERROR (2) carries -errno, 0 for an ACK.
-                if let Some(m) = messages(got).find(|m| m.seq == seq && m.kind == 2) {
+                // NLMSG_ERROR carries -errno, 0 for an ACK.
+                if let Some(m) = messages(got).find(|m| m.seq == seq && m.kind == NLMSG_ERROR) {
                     let code = m.payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                     return -code;
                 }

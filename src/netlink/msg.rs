@@ -35,8 +35,8 @@ pub const RTM_NEWTFILTER: u16 = 44;
 pub const RTM_GETTFILTER: u16 = 46;
 
 const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_DONE: u16 = 3;
 /// NLM_F_MULTI: more parts of this answer follow (until NLMSG_DONE).
 const NLM_F_MULTI: u16 = 2;
 /// sizeof(struct nlmsghdr).
@@ -50,8 +50,9 @@ impl Netlink {
     /// (after the nlmsghdr) of the replies: every part of a dump, the one
     /// answer of a plain GET, nothing for a request that only gets an ACK.
     pub fn request(&self, kind: u16, flags: u16, body: &impl Emitable, what: &str) -> Result<Vec<Vec<u8>>> {
-        let (buf, seq) = self.frame(kind, NLM_F_REQUEST | flags, body);
-        self.transact(&buf, seq, what)
+        let flags = NLM_F_REQUEST | flags;
+        let (buf, seq) = self.frame(kind, flags, body);
+        self.transact(&buf, seq, flags, what)
     }
 
     /// A change the kernel answers with an ACK or an error.
@@ -78,8 +79,7 @@ impl Netlink {
         (buf, seq)
     }
 
-    fn transact(&self, buf: &[u8], seq: u32, what: &str) -> Result<Vec<Vec<u8>>> {
-        let flags = u16_at(buf, 6).unwrap_or(0);
+    fn transact(&self, buf: &[u8], seq: u32, flags: u16, what: &str) -> Result<Vec<Vec<u8>>> {
         let io = |e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("{what}: {e}"));
         self.sock.send(buf, 0).map_err(io)?;
         let mut replies = Vec::new();

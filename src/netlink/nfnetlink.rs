@@ -18,7 +18,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
 use super::detached;
-use super::msg::{find_attr, messages, Message};
+use super::msg::{find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
 use super::{Error, Result};
 
 /// nfgenmsg families of the tables we write.
@@ -35,8 +35,6 @@ const NFT_MSG_DELSETELEM: u16 = 14;
 /// Deletes an element, and is no error when it is gone (Linux 6.3+).
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;

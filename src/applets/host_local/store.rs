@@ -206,7 +206,8 @@ impl Store for DiskStore {
     fn reservations(&self) -> Result<Vec<Reservation>, CniError> {
         use std::os::unix::fs::DirEntryExt;
         let entries = fs::read_dir(&self.dir).cni(IO_FAILURE, format!("failed to list {}", self.dir.display()))?;
-        let dir = fs::File::open(&self.dir).cni(IO_FAILURE, format!("failed to open {}", self.dir.display()))?;
+        // Opened for the first file the cache does not know: usually none.
+        let mut dir: Option<fs::File> = None;
         let known = self.read_owners();
         let mut seen = Vec::with_capacity(known.len() + 1);
         let mut read_any = false;
@@ -224,18 +225,27 @@ impl Store for DiskStore {
             let key = (name, entry.ino());
             let owner = match known.get(&key) {
                 Some(owner) => owner.clone(),
-                None => match read_reservation(&dir, &entry.file_name()) {
-                    Ok(content) => {
-                        read_any = true;
-                        Owner::parse(&String::from_utf8_lossy(&content))
+                None => {
+                    let dir = match &mut dir {
+                        Some(dir) => dir,
+                        None => dir.insert(
+                            fs::File::open(&self.dir)
+                                .cni(IO_FAILURE, format!("failed to open {}", self.dir.display()))?,
+                        ),
+                    };
+                    match read_reservation(dir, &entry.file_name()) {
+                        Ok(content) => {
+                            read_any = true;
+                            Owner::parse(&String::from_utf8_lossy(&content))
+                        }
+                        // Released meanwhile by someone not honouring the lock.
+                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(CniError::io(format!("failed to read reservation {}", entry.path().display()))
+                                .with_details(e.to_string()))
+                        }
                     }
-                    // Released meanwhile by someone not honouring the lock.
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        return Err(CniError::io(format!("failed to read reservation {}", entry.path().display()))
-                            .with_details(e.to_string()))
-                    }
-                },
+                }
             };
             out.push(Reservation { ip, owner: owner.clone() });
             seen.push((key.0, key.1, owner));
