@@ -51,7 +51,12 @@ fn two_containers_reach_each_other_the_gateway_and_the_host() {
     let conf = s.conf(&["10.11.0.0/24"], json!({"isDefaultGateway": true}));
     let (a, b) = (Netns::new("ca"), Netns::new("cb"));
     let ra = s.call("ca", &a).run("ADD", &conf.to_string()).ok();
+    let accept_ra = format!("sysctl -n net.ipv6.conf.{}.accept_ra", s.br);
+    assert_eq!(s.host.exec(&accept_ra).trim(), "0");
+    // Turned on behind the plugin's back: the next ADD turns it off again.
+    s.host.exec(&format!("sysctl -qw net.ipv6.conf.{}.accept_ra=1", s.br));
     let rb = s.call("cb", &b).run("ADD", &conf.to_string()).ok();
+    assert_eq!(s.host.exec(&accept_ra).trim(), "0");
     let (ipa, ipb) = (result_ip(&ra, 0), result_ip(&rb, 0));
     assert_ne!(ipa, ipb);
     assert_eq!(ra["interfaces"][0]["name"], s.br.as_str());

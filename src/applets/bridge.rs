@@ -206,8 +206,11 @@ fn ensure_bridge(nl: &Netlink, conf: &Conf, vlan_filtering: bool) -> Result<Link
     if conf.promisc_mode && !br.promisc {
         nl.set_promisc(br.index, true)?;
     }
-    // The plugin owns the bridge's routes: no router advertisements.
-    let _ = sysctl::write(&sysctl::iface_key("ipv6", name, "accept_ra"), "0");
+    // The plugin owns the bridge's routes: no router advertisements. The
+    // link message carries the value: no /proc lookup unless it must change.
+    if br.ipv6_accept_ra.is_some_and(|v| v != 0) {
+        let _ = sysctl::write(&sysctl::iface_key("ipv6", name, "accept_ra"), "0");
+    }
     if !br.up {
         nl.set_up(br.index)?;
     }
@@ -520,7 +523,7 @@ fn setup(
         let gateways = calc_gateways(&mut result, conf);
         veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
         fault::step("bridge: container sysctls")?;
-        iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result)?;
+        iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result, iface::ArpNotify::On)?;
         // Even without DAD the kernel clears "tentative" asynchronously after
         // the link comes up; with DAD it takes a second or more.
         if result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {

@@ -127,7 +127,7 @@ fn setup(
     // replaced by "gw/32 dev if" plus "subnet via gw".
     veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
     fault::step("ptp: container sysctls")?;
-    iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result)?;
+    iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result, iface::ArpNotify::On)?;
     let index = pair.container.index;
     // A tentative address cannot be a route's source: wait for the kernel
     // to clear the flag (asynchronous after link-up even without DAD).

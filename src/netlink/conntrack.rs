@@ -9,7 +9,7 @@
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use super::msg::{attrs, NLMSG_DONE, NLMSG_ERROR};
+use super::msg::{attrs, put_attr, NLMSG_DONE, NLMSG_ERROR};
 use super::{Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -38,17 +38,6 @@ pub const IPPROTO_SCTP: u8 = 132;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
-
-/// Appends one netlink attribute (type, payload, padding to 4 bytes).
-fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = (4 + payload.len()) as u16;
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
-    }
-}
 
 fn nested(kind: u16, inner: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -23,13 +23,27 @@ pub fn ips_for<'a>(
 /// it up. `nl` must be a socket in `ns`. Routes without a gateway use the
 /// gateway of the first address of their family.
 pub fn configure_iface(ns: &NetNs, nl: &Netlink, ifname: &str, sandbox: &str, result: &CniResult) -> Result<()> {
-    configure_link(ns, nl, &nl.require_link(ifname)?, sandbox, result)
+    configure_link(ns, nl, &nl.require_link(ifname)?, sandbox, result, ArpNotify::Unchanged)
+}
+
+/// Whether `configure_link` turns the link's arp_notify on as it sets it up.
+#[derive(Clone, Copy, PartialEq)]
+pub enum ArpNotify {
+    Unchanged,
+    On,
 }
 
 /// `configure_iface` for a link the caller has just read (e.g. a veth end
 /// it created): one lookup fewer, and every lookup takes RTNL, which the
 /// node's other plugin calls wait for.
-pub fn configure_link(ns: &NetNs, nl: &Netlink, link: &Link, sandbox: &str, result: &CniResult) -> Result<()> {
+pub fn configure_link(
+    ns: &NetNs,
+    nl: &Netlink,
+    link: &Link,
+    sandbox: &str,
+    result: &CniResult,
+    arp_notify: ArpNotify,
+) -> Result<()> {
     let ifname = link.name.as_str();
     let ips: Vec<_> = ips_for(result, ifname, sandbox).collect();
     if ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
@@ -44,7 +58,10 @@ pub fn configure_link(ns: &NetNs, nl: &Netlink, link: &Link, sandbox: &str, resu
         }
     }
     super::fault_step("iface: addresses added")?;
-    nl.set_up(link.index)?;
+    match arp_notify {
+        ArpNotify::On => nl.set_up_with_arp_notify(link.index)?,
+        ArpNotify::Unchanged => nl.set_up(link.index)?,
+    }
     super::fault_step("iface: link up")?;
     let gw_v4 = ips.iter().filter_map(|ip| ip.gateway).find(IpAddr::is_ipv4);
     let gw_v6 = ips.iter().filter_map(|ip| ip.gateway).find(IpAddr::is_ipv6);

@@ -1,6 +1,6 @@
 //! Links: query, create, change, delete.
 
-use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+use rtnetlink::packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -30,6 +30,8 @@ pub struct Link {
     pub port_kind: String,
     /// The interface group (IFLA_GROUP; 0 by default).
     pub group: u32,
+    /// net.ipv6.conf.<link>.accept_ra (None when IPv6 is off on the link).
+    pub ipv6_accept_ra: Option<i32>,
 }
 
 /// IFLA_* attributes of a link message.
@@ -44,6 +46,16 @@ const IFLA_IFALIAS: u16 = 20;
 pub(super) const IFLA_AF_SPEC: u16 = 26;
 const IFLA_GROUP: u16 = 27;
 const IFLA_LINK_NETNSID: u16 = 37;
+/// Address families inside IFLA_AF_SPEC.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// IFLA_INET_CONF inside AF_INET: IPv4 devconf values, each an attribute
+/// whose type is the IPV4_DEVCONF_* index.
+const IFLA_INET_CONF: u16 = 1;
+const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+/// IFLA_INET6_CONF inside AF_INET6: an array of s32 indexed by DEVCONF_*.
+const IFLA_INET6_CONF: u16 = 2;
+const DEVCONF_ACCEPT_RA: usize = 3;
 /// IFLA_INFO_* inside IFLA_LINKINFO.
 const IFLA_INFO_KIND: u16 = 1;
 pub(super) const IFLA_INFO_DATA: u16 = 2;
@@ -85,6 +97,12 @@ impl Link {
                             _ => {}
                         }
                     }
+                }
+                IFLA_AF_SPEC => {
+                    link.ipv6_accept_ra = msg::find_attr(value, AF_INET6)
+                        .and_then(|inet6| msg::find_attr(inet6, IFLA_INET6_CONF))
+                        .and_then(|conf| msg::u32_at(conf, DEVCONF_ACCEPT_RA * 4))
+                        .map(|v| v as i32);
                 }
                 _ => {}
             }
@@ -263,6 +281,24 @@ impl Netlink {
         self.set(Self::by_index(index).up(), format!("setting link #{index} up"))
     }
 
+    /// Sets the link up and turns its arp_notify on in the same request.
+    /// The kernel applies IFLA_AF_SPEC after the flags, so coming up sends
+    /// no gratuitous ARP, as with the reference, which brings the link up
+    /// before it has an address: on a bridge the broadcast would be
+    /// processed by every container on it (~4 us each, on this call's
+    /// CPU). Later link or MAC changes do announce.
+    pub fn set_up_with_arp_notify(&self, index: u32) -> Result<()> {
+        let mut devconf = Vec::new();
+        msg::put_attr(&mut devconf, IPV4_DEVCONF_ARP_NOTIFY, &1u32.to_ne_bytes());
+        let mut inet = Vec::new();
+        msg::put_attr(&mut inet, IFLA_INET_CONF, &devconf);
+        let mut af_spec = Vec::new();
+        msg::put_attr(&mut af_spec, AF_INET, &inet);
+        let mut msg = Self::by_index(index).up().build();
+        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, af_spec)));
+        self.set_link(&msg, &format!("setting link #{index} up with arp_notify"))
+    }
+
     pub fn set_down(&self, index: u32) -> Result<()> {
         self.set(Self::by_index(index).down(), format!("setting link #{index} down"))
     }
@@ -340,5 +376,18 @@ mod tests {
         assert!(!link.up);
         let up = LinkUnspec::new_with_index(4).up().build();
         assert!(Link::parse(&emitted(&up)).unwrap().up);
+    }
+
+    #[test]
+    fn reads_accept_ra_from_the_ipv6_devconf_array() {
+        let devconf: Vec<u8> = [1i32, 64, 1500, 2, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut inet6 = Vec::new();
+        msg::put_attr(&mut inet6, IFLA_INET6_CONF, &devconf);
+        let mut af_spec = Vec::new();
+        msg::put_attr(&mut af_spec, AF_INET6, &inet6);
+        let mut payload = vec![0u8; IFINFOMSG_LEN];
+        msg::put_attr(&mut payload, IFLA_AF_SPEC, &af_spec);
+        assert_eq!(Link::parse(&payload).unwrap().ipv6_accept_ra, Some(2));
+        assert_eq!(Link::parse(&[0u8; IFINFOMSG_LEN]).unwrap().ipv6_accept_ra, None);
     }
 }

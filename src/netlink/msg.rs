@@ -168,6 +168,14 @@ pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// Appends one attribute to `buf`: length, type, payload, padding to 4 bytes.
+pub(super) fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
 /// The attributes that follow a fixed header of `header_len` bytes.
 pub fn attrs_after(payload: &[u8], header_len: usize) -> impl Iterator<Item = (u16, &[u8])> {
     attrs(payload.get(header_len..).unwrap_or_default())

@@ -206,15 +206,8 @@ impl Msg {
         Msg::new((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags, seq, family, 0)
     }
 
-    fn pad(&mut self) {
-        self.buf.resize(self.buf.len().next_multiple_of(4), 0);
-    }
-
     fn attr(&mut self, kind: u16, payload: &[u8]) {
-        self.buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(payload);
-        self.pad();
+        super::msg::put_attr(&mut self.buf, kind, payload);
     }
 
     fn attr_str(&mut self, kind: u16, s: &str) {

@@ -214,9 +214,9 @@ fn delete_in_batch(host: &Netlink, index: u32) -> Result<()> {
 
 /// Container-side sysctls the main plugins set before adding addresses:
 /// IPv6 DAD off unless asked for (a fresh veth cannot collide, and DAD
-/// delays the address by a second or more), and arp_notify on so that
-/// neighbours learn a reused IP's new MAC at once. Best effort: a kernel
-/// without IPv6 has no such keys.
+/// delays the address by a second or more). Best effort: a kernel without
+/// IPv6 has no such keys. (arp_notify goes with the link-up request:
+/// `iface::ArpNotify`.)
 pub fn prepare_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
     let ifname = ifname.to_string();
     ns.run(move || {
@@ -226,7 +226,6 @@ pub fn prepare_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> 
         } else {
             let _ = sysctl::write(&sysctl::iface_key("ipv6", &ifname, "accept_dad"), "0");
         }
-        let _ = sysctl::write(&sysctl::iface_key("ipv4", &ifname, "arp_notify"), "1");
     })
 }
 
