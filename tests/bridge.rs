@@ -72,6 +72,13 @@ fn two_containers_reach_each_other_the_gateway_and_the_host() {
     assert_eq!(s.host.exec("sysctl -n net.ipv4.ip_forward").trim(), "1");
     assert_eq!(a.exec("sysctl -n net.ipv4.conf.eth0.arp_notify").trim(), "1");
     assert!(a.exec("ip route show default").contains("via 10.11.0.1"));
+    // Bridge ports carry no addresses, not even IPv6 link-local ones; the
+    // containers' interfaces have theirs.
+    for port in s.host_veths() {
+        assert_eq!(s.host.exec(&format!("ip -6 -o addr show dev {port}")), "", "{port}");
+        assert!(s.host.exec(&format!("ip -d link show dev {port}")).contains("addrgenmode none"), "{port}");
+    }
+    assert!(a.exec("ip -6 -o addr show dev eth0").contains("fe80::"));
     s.call("ca", &a).run("DEL", &conf.to_string()).ok();
     s.call("cb", &b).run("DEL", &conf.to_string()).ok();
     assert!(s.host_veths().is_empty());

@@ -496,6 +496,7 @@ fn setup(
         mac: plan.mac.clone(),
         alias: &alias,
         master: plain.then_some(br.index),
+        bridge_port: true,
     };
     let pair = veth::create_container_veth(host, ns, cont, &want)?;
     made.veth = true;

@@ -61,13 +61,20 @@ impl Netlink {
     }
 
     /// The addresses of one family on one link. The kernel dumps only that
-    /// family, so a host with hundreds of veths (each with an IPv6
-    /// link-local address) does not make an IPv4 lookup slow.
+    /// family, and with strict checking only that link (otherwise it walks
+    /// every device of the netns: hundreds of veths on a busy node).
     pub fn link_addrs(&self, index: u32, v6: bool) -> Result<Vec<Addr>> {
         let mut query = AddressMessage::default();
         query.header.family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-        let msgs = self.dump(RTM_GETADDR, &query, "listing addresses")?;
-        Ok(msgs.iter().filter_map(|m| parse(m)).filter(|a| a.index == index && a.net.addr().is_ipv6() == v6).collect())
+        query.header.index = index;
+        // Only for this dump: strict checking also refuses requests that
+        // carry what a plain kernel ignores.
+        let strict = self.sock.set_netlink_get_strict_chk(true).is_ok();
+        let msgs = self.dump(RTM_GETADDR, &query, "listing addresses");
+        if strict {
+            let _ = self.sock.set_netlink_get_strict_chk(false);
+        }
+        Ok(msgs?.iter().filter_map(|m| parse(m)).filter(|a| a.index == index && a.net.addr().is_ipv6() == v6).collect())
     }
 
     /// Adds `net` to the link. `nodad` skips IPv6 duplicate address detection.

@@ -56,6 +56,10 @@ const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
 /// IFLA_INET6_CONF inside AF_INET6: an array of s32 indexed by DEVCONF_*.
 const IFLA_INET6_CONF: u16 = 2;
 const DEVCONF_ACCEPT_RA: usize = 3;
+/// IFLA_INET6_ADDR_GEN_MODE inside AF_INET6 (u8): how link-local addresses
+/// are made; NONE makes none.
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 /// IFLA_INFO_* inside IFLA_LINKINFO.
 const IFLA_INFO_KIND: u16 = 1;
 pub(super) const IFLA_INFO_DATA: u16 = 2;
@@ -338,6 +342,23 @@ impl Netlink {
 
     pub fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
         self.set(Self::by_index(index).alias(alias.to_string()), format!("setting alias on link #{index}"))
+    }
+
+    /// Sets the alias of a bridge port and turns its IPv6 address
+    /// generation off (IN6_ADDR_GEN_MODE_NONE) in the same request. Frames
+    /// that reach a port go to its bridge, never to the port's own stack, so
+    /// a port's link-local address serves nothing, while its two routes
+    /// (fe80::/64 and the /128) lengthen the host's IPv6 routing tree, which
+    /// the kernel walks in full at every link change on the node, under
+    /// RTNL. Done before the port gets carrier: no address is made at all.
+    pub fn tag_bridge_port(&self, index: u32, alias: &str) -> Result<()> {
+        let mut inet6 = Vec::new();
+        msg::put_attr(&mut inet6, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+        let mut af_spec = Vec::new();
+        msg::put_attr(&mut af_spec, AF_INET6, &inet6);
+        let mut msg = Self::by_index(index).alias(alias.to_string()).build();
+        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, af_spec)));
+        self.set_link(&msg, &format!("tagging bridge port #{index}"))
     }
 
     pub fn set_promisc(&self, index: u32, on: bool) -> Result<()> {

@@ -37,6 +37,10 @@ pub struct ContainerVeth<'a> {
     pub alias: &'a str,
     /// A bridge to enslave the host end to, up, in the creating request.
     pub master: Option<u32>,
+    /// The host end is a bridge port: it never carries addresses, so the
+    /// kernel generates no IPv6 link-local address for it (see
+    /// `Netlink::tag_bridge_port`).
+    pub bridge_port: bool,
 }
 
 /// Creates the pair. `host` is a socket in the host netns (the calling
@@ -91,7 +95,11 @@ pub fn create_container_veth(host: &Netlink, ns: &NetNs, cont: &Netlink, want: &
             Some(l) => l,
             None => host.require_link(&name)?,
         };
-        host.set_alias(host_end.index, want.alias)?;
+        if want.bridge_port {
+            host.tag_bridge_port(host_end.index, want.alias)?;
+        } else {
+            host.set_alias(host_end.index, want.alias)?;
+        }
         super::fault_step("veth: host end tagged")?;
         let container = match host_end.parent {
             Some(index) => Link {
