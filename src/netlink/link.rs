@@ -17,6 +17,8 @@ pub struct Link {
     pub mac: String,
     pub mtu: u32,
     pub up: bool,
+    /// The link has carrier (IFF_LOWER_UP); for a veth: both ends are up.
+    pub carrier: bool,
     pub promisc: bool,
     pub master: Option<u32>,
     /// The parent link (IFLA_LINK), e.g. a veth's peer index.
@@ -70,6 +72,7 @@ pub(super) const IFINFOMSG_LEN: usize = 16;
 const IFF_UP: u32 = 0x1;
 const IFF_PROMISC: u32 = 0x100;
 const IFF_ALLMULTI: u32 = 0x200;
+const IFF_LOWER_UP: u32 = 0x10000;
 
 impl Link {
     /// Reads an RTM_NEWLINK payload (struct ifinfomsg, then attributes).
@@ -78,6 +81,7 @@ impl Link {
         let mut link = Link {
             index: msg::u32_at(payload, 4)?,
             up: flags & IFF_UP != 0,
+            carrier: flags & IFF_LOWER_UP != 0,
             promisc: flags & IFF_PROMISC != 0,
             allmulti: flags & IFF_ALLMULTI != 0,
             ..Default::default()
