@@ -119,6 +119,15 @@ impl Link {
     }
 }
 
+/// An IFLA_AF_SPEC attribute holding one setting, `kind`, of `family`.
+fn af_spec(family: u16, kind: u16, value: &[u8]) -> LinkAttribute {
+    let mut setting = Vec::new();
+    msg::put_attr(&mut setting, kind, value);
+    let mut spec = Vec::new();
+    msg::put_attr(&mut spec, family, &setting);
+    LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, spec))
+}
+
 /// The nested attribute `info` (IFLA_INFO_DATA or IFLA_INFO_SLAVE_DATA) of
 /// the IFLA_LINKINFO of an RTM_NEWLINK payload, with the kind it belongs
 /// to (the link's kind, or for the port data its master's kind).
@@ -298,12 +307,8 @@ impl Netlink {
     pub fn set_up_with_arp_notify(&self, index: u32) -> Result<()> {
         let mut devconf = Vec::new();
         msg::put_attr(&mut devconf, IPV4_DEVCONF_ARP_NOTIFY, &1u32.to_ne_bytes());
-        let mut inet = Vec::new();
-        msg::put_attr(&mut inet, IFLA_INET_CONF, &devconf);
-        let mut af_spec = Vec::new();
-        msg::put_attr(&mut af_spec, AF_INET, &inet);
         let mut msg = Self::by_index(index).up().build();
-        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, af_spec)));
+        msg.attributes.push(af_spec(AF_INET, IFLA_INET_CONF, &devconf));
         self.set_link(&msg, &format!("setting link #{index} up with arp_notify"))
     }
 
@@ -356,12 +361,8 @@ impl Netlink {
     /// the kernel walks in full at every link change on the node, under
     /// RTNL. Done before the port gets carrier: no address is made at all.
     pub fn tag_bridge_port(&self, index: u32, alias: &str) -> Result<()> {
-        let mut inet6 = Vec::new();
-        msg::put_attr(&mut inet6, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
-        let mut af_spec = Vec::new();
-        msg::put_attr(&mut af_spec, AF_INET6, &inet6);
         let mut msg = Self::by_index(index).alias(alias.to_string()).build();
-        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, af_spec)));
+        msg.attributes.push(af_spec(AF_INET6, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]));
         self.set_link(&msg, &format!("tagging bridge port #{index}"))
     }
 
