@@ -34,13 +34,14 @@ pub fn write(key: &str, value: &str) -> Result<()> {
     let failed = |e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("writing {}: {e}", p.display()));
     let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
         Ok(f) => f,
-        // A read-only key (a user namespace, a read-only /proc/sys) is fine
-        // if it holds the value.
+        // A key that cannot be both read and written: read-only (a user
+        // namespace, a read-only /proc/sys; fine if it holds the value) or
+        // write-only (route/flush). One open each, then.
         Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) => {
-            return match read(key) {
-                Ok(cur) if cur == value => Ok(()),
-                _ => Err(failed(e)),
-            };
+            if read(key).is_ok_and(|cur| cur == value) {
+                return Ok(());
+            }
+            return std::fs::write(&p, value).map_err(failed);
         }
         Err(e) => return Err(failed(e)),
     };
