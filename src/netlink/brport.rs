@@ -159,15 +159,9 @@ impl Netlink {
         loop {
             let left = limit.saturating_sub(start.elapsed());
             if let Some(ev) = events {
-                let announced = std::cell::RefCell::new(None);
-                let forwarding = |e: link_events::Event| {
-                    let link = forwarding_port(e, index);
-                    let seen = link.is_some();
-                    if seen {
-                        *announced.borrow_mut() = link;
-                    }
-                    seen
-                };
+                let announced = std::cell::Cell::new(None);
+                let forwarding =
+                    |e: link_events::Event| forwarding_port(e, index).map(|link| announced.set(Some(link))).is_some();
                 match ev.wait_for(left.min(patience), forwarding) {
                     Wait::Seen => return Ok((Some(PortState::Forwarding), announced.into_inner())),
                     Wait::Lost => events = None,

@@ -3,7 +3,7 @@
 //!
 //! Some requests make the kernel wait for RCU grace periods after the
 //! change itself is done and visible: closing an nfnetlink socket after a
-//! deleting transaction (nfnetlink.rs), deleting a link (link_delete.rs).
+//! deleting transaction (nfnetlink.rs), deleting a link (link_events.rs).
 //! The runtime waits for the plugin process and for EOF on its stdout, so
 //! that wait is moved into a detached child the runtime never waits for.
 

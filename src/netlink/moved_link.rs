@@ -125,7 +125,7 @@ pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
     }
     let Ok(ns) = NetNs::open(netns) else { return Ok(()) };
     // Returns once the link is announced gone there, before the kernel has
-    // freed it (link_delete.rs).
+    // freed it (link_events.rs).
     let (events, nl) =
         ns.run(|| Ok::<_, super::Error>((LinkEvents::subscribe(Only::Deletions).ok(), Netlink::new()?)))??;
     nl.del_link_watched(ifname, events, Last::Named(ifname)).map(drop)
