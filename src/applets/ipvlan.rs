@@ -140,7 +140,13 @@ impl Applet for Ipvlan {
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        let conf: Conf = cmd.parse_config()?;
+        // Without a configured master, ADD takes prevResult's interface or
+        // the default-route link: neither is known to STATUS.
+        if conf.master.is_empty() {
+            return main_plugin::ipam_status(cmd);
+        }
+        main_plugin::master_status(cmd, &conf.master, conf.link_in_container)
     }
 }
 

@@ -119,13 +119,7 @@ impl Applet for Macvlan {
     /// the container's netns cannot be checked without a container).
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        if !conf.link_in_container {
-            let nl = Netlink::new()?;
-            let master = moved_link::find_master(&nl, &conf.master)
-                .map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
-            log::debug!("master {} is present", master.name);
-        }
-        main_plugin::ipam_status(cmd)
+        main_plugin::master_status(cmd, &conf.master, conf.link_in_container)
     }
 }
 

@@ -120,6 +120,20 @@ pub fn ipam_gc(cmd: &Command) -> Result<(), CniError> {
     Ok(())
 }
 
+/// STATUS for plugins that hang a link on a host master (macvlan, ipvlan,
+/// vlan): the master must exist (code 50 otherwise), then IPAM must be ready.
+/// A master that lives in the container (`linkInContainer`) cannot be looked
+/// at without a container, so only IPAM is asked then.
+pub fn master_status(cmd: &Command, master: &str, link_in_container: bool) -> Result<(), CniError> {
+    if !link_in_container {
+        let nl = Netlink::new()?;
+        let found =
+            moved_link::find_master(&nl, master).map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
+        log::debug!("master {} is present", found.name);
+    }
+    ipam_status(cmd)
+}
+
 /// STATUS for plugins whose readiness is IPAM's.
 pub fn ipam_status(cmd: &Command) -> Result<(), CniError> {
     if ipam::has_ipam(cmd) {

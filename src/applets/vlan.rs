@@ -121,7 +121,8 @@ impl Applet for Vlan {
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        let conf: Conf = cmd.parse_config()?;
+        main_plugin::master_status(cmd, &conf.master, conf.link_in_container)
     }
 }
 
