@@ -5,7 +5,7 @@ STATIC_BIN := target/$(TARGET)/release/cnibox
 DESTDIR ?= /opt/cni/bin
 SYSTEMD_DIR ?= /etc/systemd/system
 
-.PHONY: all build release static test unit integration vmtest bench demo install lint deps clean fuzz soak
+.PHONY: all build release static static-fault test unit integration vmtest bench demo install lint deps clean fuzz soak
 
 all: build
 
@@ -38,8 +38,15 @@ test: deps
 
 # The applets this kernel lacks (ipvlan, vlan, vrf, dummy, ...) tested in a
 # qemu VM booting Debian's kernel; see vmtest/README.md.
-vmtest: static
-	./vmtest/run.sh $(STATIC_BIN)
+vmtest: static static-fault
+	VMTEST_FAULT_BIN=$(FAULT_BIN) ./vmtest/run.sh $(STATIC_BIN)
+
+# The static build with the test-only fault-injection feature, in its own
+# target directory (never installed): vmtest's fault-injection case.
+FAULT_BIN := target/fault/$(TARGET)/release/cnibox
+static-fault:
+	@if [ scripts/static-layout.ld -nt $(FAULT_BIN) ]; then touch src/main.rs; fi
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET) --features fault-injection --target-dir target/fault
 
 unit:
 	$(CARGO) test --lib

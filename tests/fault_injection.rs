@@ -2,7 +2,8 @@
 //! (CNIBOX_FAIL_AT=1, 2, ... until ADD succeeds), and each failure must leave
 //! the fake host, the container and the host-local store exactly as they
 //! were. Needs the binary built with `--features fault-injection` (as `make
-//! test` does); skipped otherwise.
+//! test` does); skipped otherwise. Cases the kernel cannot run are skipped
+//! here; vmtest's `fault-injection` case covers dummy, ipvlan, vlan and vrf.
 //!
 //! To cover a new applet, add one `Case` to `cases()`.
 mod common;

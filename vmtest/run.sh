@@ -7,7 +7,8 @@
 # env:   VMTEST_TIMEOUT (seconds, default 300), VMTEST_KEEP=1 keeps the work
 #        directory, VMTEST_CASES="ipvlan-l2 vrf" runs only those cases,
 #        VMTEST_KERNEL / VMTEST_MODULES override the kernel and its modules,
-#        VMTEST_REF="vrf vlan" runs those plugins from /usr/lib/cni instead.
+#        VMTEST_REF="vrf vlan" runs those plugins from /usr/lib/cni instead,
+#        VMTEST_FAULT_BIN=PATH adds a fault-injection build for that case.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,6 +58,14 @@ if command -v nft >/dev/null; then copy_with_libs "$(command -v nft)" /sbin/nft;
 cp "$bin" "$root/opt/cni/bin/cnibox"
 applets=$("$bin" --list)
 for a in $applets; do ln -s cnibox "$root/opt/cni/bin/$a"; done
+# VMTEST_FAULT_BIN: a static build with the fault-injection feature, for the
+# fault-injection case (installed beside the normal one, never instead of it).
+if [ -n "${VMTEST_FAULT_BIN:-}" ]; then
+    [ -x "$VMTEST_FAULT_BIN" ] || die "no fault-injection build at $VMTEST_FAULT_BIN"
+    mkdir -p "$root/opt/cni/fault"
+    cp "$VMTEST_FAULT_BIN" "$root/opt/cni/fault/cnibox"
+    for a in $applets; do ln -s cnibox "$root/opt/cni/fault/$a"; done
+fi
 # VMTEST_REF="ipvlan vrf": run those plugins from the reference suite
 # instead (to check the cases themselves against the reference behaviour).
 for ref in ${VMTEST_REF:-}; do
