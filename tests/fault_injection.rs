@@ -3,7 +3,8 @@
 //! the fake host, the container and the host-local store exactly as they
 //! were. Needs the binary built with `--features fault-injection` (as `make
 //! test` does); skipped otherwise. Cases the kernel cannot run are skipped
-//! here; vmtest's `fault-injection` case covers dummy, ipvlan, vlan and vrf.
+//! here; vmtest's `fault-injection` case covers dummy, ipvlan, vlan,
+//! the bridge VLAN gateway and vrf.
 //!
 //! To cover a new applet, add one `Case` to `cases()`.
 mod common;
@@ -388,6 +389,28 @@ fn cases() -> Vec<Case> {
                 conf(w, "firewall", Value::Null, json!({"prevResult": prev, "ingressPolicy": "isolated"}))
             },
             // The bridge's isolation elements are shared and outlive DEL.
+            warm_up: true,
+        },
+        Case {
+            name: "flannel delegating to bridge and host-local (its saved config)",
+            plugin: "flannel",
+            ifname: "eth0",
+            setup: |w| {
+                let subnet_env = w.data.path().join("subnet.env");
+                std::fs::write(
+                    &subnet_env,
+                    "FLANNEL_NETWORK=10.218.0.0/16\nFLANNEL_SUBNET=10.218.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+                )
+                .unwrap();
+                conf(
+                    w,
+                    "flannel",
+                    json!({"dataDir": w.data.path()}),
+                    json!({"subnetFile": subnet_env, "dataDir": w.state_dir(),
+                           "delegate": {"bridge": format!("{}br", w.tag)}}),
+                )
+            },
+            // The delegate's bridge and its gateway address are shared.
             warm_up: true,
         },
     ]

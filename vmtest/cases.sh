@@ -511,8 +511,9 @@ fault_steps() {
     fail "$name: ADD still failing after 40 injected failures"
 }
 
-# Fault injection for the drivers this machine's kernel lacks (issue 9; the
-# same check as tests/fault_injection.rs, which skips them on the host):
+# Fault injection for what this machine's kernel cannot run (issue 9; the
+# same check as tests/fault_injection.rs, which skips these on the host):
+# dummy, ipvlan, vlan, a bridge VLAN with its gateway interface, and vrf:
 # every step of ADD fails in turn and leaves nothing behind.
 case_fault_injection() {
     [ -x /opt/cni/fault/cnibox ] || { echo "SKIP: no fault-injection build (VMTEST_FAULT_BIN)"; return 2; }
@@ -520,8 +521,10 @@ case_fault_injection() {
     ipam='{"type":"host-local","dataDir":"/tmp/fault-store","ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.60","rangeEnd":"10.1.0.69"}]]}'
     ip netns add c-fault
     ip -n c-fault link set lo up
-    for plugin in dummy ipvlan vlan; do
-        conf='{"cniVersion":"1.0.0","name":"fault-'$plugin'","type":"'$plugin'","master":"m0","vlanId":100,"mtu":1400,"ipam":'"$ipam"'}'
+    for plugin in dummy ipvlan vlan bridge; do
+        # One config for all: each plugin ignores the others' keys.
+        conf='{"cniVersion":"1.0.0","name":"fault-'$plugin'","type":"'$plugin'","master":"m0","vlanId":100,"mtu":1400,
+            "bridge":"cnibrf","vlan":100,"isGateway":true,"preserveDefaultVlan":false,"ipam":'"$ipam"'}'
         # A first ADD and DEL make what outlives a container (the store's
         # directory), so that the failures are compared with a settled state.
         cni ADD "$plugin" id-fault c-fault eth0 "$conf" || return 1
