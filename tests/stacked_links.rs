@@ -183,6 +183,8 @@ fn status_and_gc_forward_to_ipam() {
         return;
     }
     let host = Netns::new("slh");
+    // ipvlan's and vlan's STATUS also ask for their master.
+    host.exec("ip link add m0 type veth peer name m1");
     for plugin in ["ipvlan", "vlan", "dummy"] {
         let conf = format!(
             r#"{{"cniVersion":"1.1.0","name":"s","type":"{plugin}","master":"m0","ipam":{{"type":"no-such-ipam"}}}}"#
