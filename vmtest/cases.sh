@@ -475,12 +475,14 @@ state() {
         set -- -n "$ns"
         [ "$ns" = host ] && set --
         echo "== $ns"
-        ip "$@" -br link show
-        ip "$@" -br addr show
+        # Carrier is left out (operstate, NO-CARRIER, linkdown): links the
+        # earlier cases left behind may still be losing theirs.
+        ip "$@" -br link show | awk '{ print $1, $3 }'
+        ip "$@" -br addr show | awk '{ $2 = ""; print }'
         # The kernel's own per-link routes (local table, multicast) follow
         # their link, and a link-local one may appear late on a new link.
-        ip "$@" -4 route show table all | grep -v 'table local'
-        ip "$@" -6 route show table all | grep -v -e 'table local' -e '^multicast ff00::'
+        ip "$@" -4 route show table all | grep -v 'table local' | sed 's/ linkdown//'
+        ip "$@" -6 route show table all | grep -v -e 'table local' -e '^multicast ff00::' | sed 's/ linkdown//'
         ip "$@" rule show
     done
     echo "== store"
