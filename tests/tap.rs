@@ -104,3 +104,45 @@ fn del_with_the_netns_gone() {
     call(&host, "c1", &gone).run("DEL", cfg).ok();
     call(&host, "c1", "").run("DEL", cfg).ok();
 }
+
+/// Without SELinux the context cannot be applied: ADD says so (rather than
+/// making an unlabelled tap) and leaves neither a tap nor a reservation.
+/// The labelled path itself runs in the VM (vmtest case tap-selinux).
+#[test]
+fn selinux_context_without_selinux_is_refused_cleanly() {
+    if not_root() || std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return;
+    }
+    let host = Netns::new("tph");
+    let c = Netns::new("tpc");
+    let store = TempDir::new("tap-selinux");
+    let cfg = format!(
+        r#"{{"cniVersion":"1.0.0","name":"tp","type":"tap","selinuxContext":"system_u:system_r:svirt_t:s0",
+        "ipam":{{"type":"host-local","subnet":"10.88.0.0/24","dataDir":"{}"}}}}"#,
+        store.path().display()
+    );
+    let reply = call(&host, "c1", &c.path()).run("ADD", &cfg);
+    assert!(reply.stdout.contains("SELinux context"), "{}", reply.stdout);
+    reply.err_code();
+    assert!(!c.try_exec("ip link show tap0"));
+    assert!(reserved_ips(&store.path().join("tp")).is_empty());
+}
+
+/// `cnibox tap make-device`, the child that creates a labelled tap, makes a
+/// persistent tap in the netns it runs in, and refuses bad arguments.
+#[test]
+fn make_device_creates_a_persistent_tap_where_it_runs() {
+    if not_root() {
+        return;
+    }
+    let c = Netns::new("tpc");
+    let bin = plugin_dir().join("tap");
+    c.exec(&format!("{} make-device t0 --multi-queue --owner 1000 --group 2000", bin.display()));
+    let link = c.exec("ip -d link show t0");
+    assert!(link.contains("tun type tap") && link.contains("multi_queue") && link.contains("persist on"), "{link}");
+    assert_eq!(c.exec("cat /sys/class/net/t0/owner").trim(), "1000");
+    assert_eq!(c.exec("cat /sys/class/net/t0/group").trim(), "2000");
+    assert!(!c.try_exec(&format!("{} make-device t1 --owner", bin.display())));
+    assert!(!c.try_exec(&format!("{} make-device", bin.display())));
+    assert!(!c.try_exec("ip link show t1"));
+}

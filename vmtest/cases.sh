@@ -254,6 +254,30 @@ case_dummy() {
     ip netns del c-dummy
 }
 
+# tap with selinuxContext: made by a child exec'd under that context. The VM
+# boots with SELinux as its LSM but no policy loaded, so every context is
+# accepted (and maps to "kernel"): this proves the labelled path creates the
+# device in the container, not that a policy sees the label.
+case_tap_selinux() {
+    local conf result link
+    [ "$(cat /proc/self/attr/current 2>/dev/null)" = kernel ] || { echo "SKIP: SELinux is not this VM's LSM"; return 2; }
+    ip netns add c-tap
+    conf='{"cniVersion":"1.0.0","name":"tap","type":"tap","selinuxContext":"system_u:system_r:svirt_t:s0:c1,c2",
+        "multiQueue":true,"owner":1000,"group":2000,"mtu":1400,"ipam":'"$(static_ipam 10.6.0.2/24)"'}'
+    cni ADD tap id-tap c-tap eth0 "$conf" || return 1
+    result=$OUT
+    link=$(ip -n c-tap -d link show eth0)
+    for want in "tun type tap" multi_queue "user 1000" "group 2000" "mtu 1400"; do
+        echo "$link" | grep -q "$want" || fail "eth0 lacks $want: $link" || return 1
+    done
+    ip -n c-tap addr show eth0 | grep -q 10.6.0.2/24 || fail "eth0 has no 10.6.0.2/24" || return 1
+    cni CHECK tap id-tap c-tap eth0 "$(with_prev "$conf" "$result")" || return 1
+    cni DEL tap id-tap c-tap eth0 "$conf" || return 1
+    link_gone c-tap eth0 || return 1
+    cni DEL tap id-tap c-tap eth0 "$conf" || return 1
+    ip netns del c-tap
+}
+
 # vrf chained after ipvlan: eth0's route to 10.30.0.0/24 moves into the VRF
 # table; a second interface joins the same VRF; the VRF goes with the last.
 case_vrf() {
@@ -598,6 +622,7 @@ run_case vlan case_vlan
 run_case vlan-in-container case_vlan_in_container
 run_case dummy case_dummy
 run_case vrf case_vrf
+run_case tap-selinux case_tap_selinux
 run_case macvlan case_macvlan
 run_case bridge case_bridge
 run_case bridge-vlan case_bridge_vlan

@@ -82,7 +82,7 @@ for ref in host-local static; do
 done
 
 # Kernel modules and everything they depend on, in load order.
-modules="veth bridge macvlan ipvlan 8021q vrf dummy nf_tables nft_chain_nat nft_masq nft_nat nft_ct nft_compat"
+modules="veth bridge macvlan ipvlan 8021q vrf dummy tun nf_tables nft_chain_nat nft_masq nft_nat nft_ct nft_compat"
 order=$work/modules.order
 : > "$order"
 # A module name as a modules.dep pattern ('-' and '_' are the same).
@@ -139,7 +139,7 @@ echo "vmtest: booting $kernel ($(du -h "$work/initramfs.gz" | cut -f1) initramfs
 set +e
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg -m 384M -smp 1 -nographic -no-reboot -nic none \
     -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 loglevel=3" </dev/null > "$log" 2>&1
+    -append "console=ttyS0 quiet panic=-1 loglevel=3 security=selinux" </dev/null > "$log" 2>&1
 rc=$?
 set -e
 tr -d '\r' < "$log" | grep -E '^(PASS|FAIL|SKIP|INFO) ' || true

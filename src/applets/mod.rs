@@ -261,11 +261,11 @@ pub static APPLETS: &[AppletInfo] = &[
             ("owner", "uid allowed to attach to the tap"),
             ("group", "gid allowed to attach to the tap"),
             ("bridge", "bridge in the container netns to make the tap a port of"),
-            ("selinuxContext", "accepted, not applied"),
+            ("selinuxContext", "SELinux context the tap is created under (needs SELinux)"),
             ("ipam", "IPAM plugin configuration"),
         ],
         entry: Entry::Plugin(&tap::Tap),
-        args_main: None,
+        args_main: Some(tap::args_main),
     },
     AppletInfo {
         name: "tuning",

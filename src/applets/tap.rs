@@ -11,6 +11,26 @@ use crate::netlink::{sysctl, NetNs, Netlink};
 
 pub struct Tap;
 
+/// `cnibox tap make-device NAME [FLAGS]`: how `tuntap::create_tap_labelled`
+/// makes a tap under another SELinux context (an exec'd child takes it on).
+pub fn args_main(args: &[String]) -> i32 {
+    let made = match args.split_first() {
+        Some((verb, rest)) if verb == "make-device" => {
+            TapSpec::from_args(rest).and_then(|spec| tuntap::create_tap(&spec).map_err(|e| e.to_string()))
+        }
+        _ => Err("usage: tap make-device NAME [--multi-queue] [--vnet-hdr] [--owner UID] [--group GID] \
+             (creates a persistent tap in the current netns; as a plugin, tap takes no arguments)"
+            .into()),
+    };
+    match made {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tap: {e}");
+            1
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct Conf {
@@ -78,9 +98,6 @@ impl Applet for Tap {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let (conf, mac) = load(cmd)?;
         ipam::validate(cmd)?;
-        if !conf.selinux_context.is_empty() {
-            log::warn!("selinuxContext is not supported; the tap gets the default label");
-        }
         let (ns, nl) = open_container(cmd)?;
         if nl.link(&cmd.ifname)?.is_some() {
             // TUNSETIFF would attach to an existing tap of that name.
@@ -94,7 +111,11 @@ impl Applet for Tap {
             owner: conf.owner,
             group: conf.group,
         };
-        ns.run(|| tuntap::create_tap(&spec))??;
+        if conf.selinux_context.is_empty() {
+            ns.run(|| tuntap::create_tap(&spec))??;
+        } else {
+            ns.run(|| tuntap::create_tap_labelled(&spec, &conf.selinux_context))??;
+        }
         configure(cmd, &conf, mac, &ns, &nl).inspect_err(|_| {
             let _ = nl.del_link_by_name(&cmd.ifname);
         })

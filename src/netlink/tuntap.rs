@@ -1,9 +1,13 @@
 //! Persistent tap devices. The kernel creates tun/tap devices only through
 //! the TUNSETIFF ioctl on /dev/net/tun (not over rtnetlink), in the netns of
-//! the calling thread: call `create_tap` inside `NetNs::run`.
+//! the calling thread: call `create_tap` (or `create_tap_labelled`) inside
+//! `NetNs::run`.
 
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 
 use nix::libc;
 
@@ -49,6 +53,52 @@ impl TapSpec<'_> {
         }
         flags
     }
+
+    /// The arguments of `cnibox tap make-device` that recreate this spec.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![self.name.to_string()];
+        if self.multi_queue {
+            args.push("--multi-queue".into());
+        }
+        if self.vnet_hdr {
+            args.push("--vnet-hdr".into());
+        }
+        if let Some(uid) = self.owner {
+            args.extend(["--owner".into(), uid.to_string()]);
+        }
+        if let Some(gid) = self.group {
+            args.extend(["--group".into(), gid.to_string()]);
+        }
+        args
+    }
+
+    /// Reads the arguments `to_args` wrote.
+    pub fn from_args(args: &[String]) -> std::result::Result<TapSpec<'_>, String> {
+        let (name, mut rest) = args.split_first().ok_or("missing the tap name")?;
+        let mut spec = TapSpec { name, ..Default::default() };
+        let id = |value: Option<&String>, flag: &str| -> std::result::Result<u32, String> {
+            let value = value.ok_or(format!("{flag} needs a number"))?;
+            value.parse().map_err(|_| format!("{flag}: {value:?} is not a number"))
+        };
+        while let Some((flag, tail)) = rest.split_first() {
+            rest = tail;
+            match flag.as_str() {
+                "--multi-queue" => spec.multi_queue = true,
+                "--vnet-hdr" => spec.vnet_hdr = true,
+                "--owner" | "--group" => {
+                    let value = id(rest.first(), flag)?;
+                    rest = &rest[1..];
+                    if flag == "--owner" {
+                        spec.owner = Some(value);
+                    } else {
+                        spec.group = Some(value);
+                    }
+                }
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(spec)
+    }
 }
 
 fn ioctl(fd: i32, request: libc::c_ulong, arg: libc::c_ulong, what: &str) -> Result<()> {
@@ -86,6 +136,59 @@ pub fn create_tap(spec: &TapSpec) -> Result<()> {
     ioctl(fd, TUNSETPERSIST, 1, &format!("making tap {} persistent", spec.name))
 }
 
+/// The SELinux context this thread's next exec runs under; dropping it
+/// resets that, so that later children (IPAM plugins) keep our context.
+struct ExecLabel;
+
+fn write_exec_label(value: &[u8]) -> std::io::Result<()> {
+    OpenOptions::new().write(true).open("/proc/thread-self/attr/exec")?.write_all(value)
+}
+
+impl ExecLabel {
+    fn set(label: &str) -> Result<ExecLabel> {
+        write_exec_label(label.as_bytes()).map_err(|e| {
+            let why = format!("cannot run under the SELinux context {label:?}: {e} (is SELinux enabled?)");
+            Error::new(e.raw_os_error().unwrap_or(0), why)
+        })?;
+        Ok(ExecLabel)
+    }
+}
+
+impl Drop for ExecLabel {
+    fn drop(&mut self) {
+        // A lone newline clears the exec context.
+        if let Err(e) = write_exec_label(b"\n") {
+            log::error!("cannot clear the SELinux exec context: {e}");
+        }
+    }
+}
+
+/// Creates the tap as `create_tap` does, labelled with the SELinux context
+/// `label`. SELinux labels a tun device with the context of the process that
+/// creates it, and a process takes on another context only by exec'ing; so
+/// a child exec'd under that context makes the device: this binary, as
+/// `cnibox tap make-device`. The child is forked from the calling thread and
+/// so starts in its netns: call this inside `NetNs::run`.
+pub fn create_tap_labelled(spec: &TapSpec, label: &str) -> Result<()> {
+    let _exec_label = ExecLabel::set(label)?;
+    let output = Command::new("/proc/self/exe")
+        .arg0("cnibox")
+        .args(["tap", "make-device"])
+        .args(spec.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::new(e.raw_os_error().unwrap_or(0), format!("cannot run cnibox tap make-device: {e}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let why =
+        format!("creating tap {} under SELinux context {label:?}: {}, {}", spec.name, output.status, stderr.trim());
+    Err(Error::new(libc::EIO, why))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +199,23 @@ mod tests {
         let spec = TapSpec { name: "tap0", multi_queue: true, vnet_hdr: true, ..Default::default() };
         assert_eq!(spec.flags(), 0x5102);
         assert_eq!(TapSpec::default().flags(), 0x1002);
+    }
+
+    #[test]
+    fn make_device_arguments_round_trip() {
+        let specs = [
+            TapSpec { name: "tap0", ..Default::default() },
+            TapSpec { name: "t1", multi_queue: true, vnet_hdr: true, owner: Some(1000), group: Some(0) },
+        ];
+        for spec in specs {
+            let args = spec.to_args();
+            let back = TapSpec::from_args(&args).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{spec:?}"));
+        }
+        let bad = |args: &[&str]| TapSpec::from_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>()).is_err();
+        assert!(bad(&[]));
+        assert!(bad(&["t0", "--owner"]));
+        assert!(bad(&["t0", "--group", "x"]));
+        assert!(bad(&["t0", "--fast"]));
     }
 }
