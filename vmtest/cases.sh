@@ -557,6 +557,14 @@ case_fault_injection() {
         cni DEL "$plugin" id-fault c-fault eth0 "$conf" || return 1
         fault_steps "$plugin" "$plugin" c-fault "$conf" || return 1
     done
+    # tap made by a child under an SELinux context, where SELinux is the LSM.
+    if [ "$(cat /proc/self/attr/current 2>/dev/null)" = kernel ]; then
+        conf='{"cniVersion":"1.0.0","name":"fault-tap","type":"tap","selinuxContext":"system_u:system_r:svirt_t:s0",
+            "mtu":1400,"ipam":'"$ipam"'}'
+        cni ADD tap id-fault c-fault eth0 "$conf" || return 1
+        cni DEL tap id-fault c-fault eth0 "$conf" || return 1
+        fault_steps tap-selinux tap c-fault "$conf" || return 1
+    fi
     ipv='{"cniVersion":"1.0.0","name":"fault-vrf","type":"ipvlan","master":"m0","ipam":{"type":"static","addresses":[{"address":"10.1.0.70/24"}],"routes":[{"dst":"10.30.0.0/24","gw":"10.1.0.1"}]}}'
     cni ADD ipvlan id-fault c-fault eth0 "$ipv" || return 1
     prev=$OUT
