@@ -242,7 +242,9 @@ fn lease_renewal_release_and_daemon_restart() {
 
     // T1 is 4 s: the daemon renews while the container lives.
     wait_for("a renewal", || lan.lease_of(&ip_a).is_some_and(|l| l.0 > first_expiry));
-    assert!(daemon.log().contains("DHCPACK (RENEW)"), "{}", daemon.log());
+    // dnsmasq writes its lease file before its ACK reaches the daemon.
+    let acked = try_wait(|| daemon.log().contains("DHCPACK (RENEW)"));
+    assert!(acked, "the daemon logged no DHCPACK (RENEW): {}", daemon.log());
 
     // DEL releases the lease; a second DEL is fine.
     call_a.run("DEL", &conf).ok();
