@@ -83,6 +83,9 @@ setup_world() {
     ip -n out addr add fd00:30::1/128 dev lo
 }
 
+# SELinux is the VM's LSM (without a policy, every process is "kernel").
+selinux_is_lsm() { [ "$(cat /proc/self/attr/current 2>/dev/null)" = kernel ]; }
+
 static_ipam() { printf '{"type":"static","addresses":[{"address":"%s"}]%s}' "$1" "${2:+,\"routes\":$2}"; }
 
 # ipvlan in MODE: ADD, CHECK, connectivity, a tampered CHECK, DEL twice,
@@ -260,7 +263,7 @@ case_dummy() {
 # device in the container, not that a policy sees the label.
 case_tap_selinux() {
     local conf result link
-    [ "$(cat /proc/self/attr/current 2>/dev/null)" = kernel ] || { echo "SKIP: SELinux is not this VM's LSM"; return 2; }
+    selinux_is_lsm || { echo "SKIP: SELinux is not this VM's LSM"; return 2; }
     ip netns add c-tap
     conf='{"cniVersion":"1.0.0","name":"tap","type":"tap","selinuxContext":"system_u:system_r:svirt_t:s0:c1,c2",
         "multiQueue":true,"owner":1000,"group":2000,"mtu":1400,"ipam":'"$(static_ipam 10.6.0.2/24)"'}'
@@ -558,7 +561,7 @@ case_fault_injection() {
         fault_steps "$plugin" "$plugin" c-fault "$conf" || return 1
     done
     # tap made by a child under an SELinux context, where SELinux is the LSM.
-    if [ "$(cat /proc/self/attr/current 2>/dev/null)" = kernel ]; then
+    if selinux_is_lsm; then
         conf='{"cniVersion":"1.0.0","name":"fault-tap","type":"tap","selinuxContext":"system_u:system_r:svirt_t:s0",
             "mtu":1400,"ipam":'"$ipam"'}'
         cni ADD tap id-fault c-fault eth0 "$conf" || return 1

@@ -76,29 +76,25 @@ impl TapSpec<'_> {
     pub fn from_args(args: &[String]) -> std::result::Result<TapSpec<'_>, String> {
         let (name, mut rest) = args.split_first().ok_or("missing the tap name")?;
         let mut spec = TapSpec { name, ..Default::default() };
-        let id = |value: Option<&String>, flag: &str| -> std::result::Result<u32, String> {
-            let value = value.ok_or(format!("{flag} needs a number"))?;
-            value.parse().map_err(|_| format!("{flag}: {value:?} is not a number"))
-        };
         while let Some((flag, tail)) = rest.split_first() {
             rest = tail;
             match flag.as_str() {
                 "--multi-queue" => spec.multi_queue = true,
                 "--vnet-hdr" => spec.vnet_hdr = true,
-                "--owner" | "--group" => {
-                    let value = id(rest.first(), flag)?;
-                    rest = &rest[1..];
-                    if flag == "--owner" {
-                        spec.owner = Some(value);
-                    } else {
-                        spec.group = Some(value);
-                    }
-                }
+                "--owner" => spec.owner = Some(take_id(&mut rest, flag)?),
+                "--group" => spec.group = Some(take_id(&mut rest, flag)?),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
         Ok(spec)
     }
+}
+
+/// The number after `flag`, taken off the front of `rest`.
+fn take_id(rest: &mut &[String], flag: &str) -> std::result::Result<u32, String> {
+    let (value, tail) = rest.split_first().ok_or(format!("{flag} needs a number"))?;
+    *rest = tail;
+    value.parse().map_err(|_| format!("{flag}: {value:?} is not a number"))
 }
 
 fn ioctl(fd: i32, request: libc::c_ulong, arg: libc::c_ulong, what: &str) -> Result<()> {
