@@ -6,3 +6,5 @@ pub mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod netlink;
+pub mod nft;
+pub mod util;

@@ -109,7 +109,7 @@ fn check_store(dir: &Path) -> BTreeMap<IpAddr, (String, String)> {
 fn check_owners_cache(dir: &Path, cache: &str) {
     use std::os::unix::fs::MetadataExt;
     let (header, body) = cache.split_once('\n').unwrap_or((cache, ""));
-    if header != format!("cnibox-owners 1 {:016x}", cnibox::cni::hash::fnv1a(&[body])) {
+    if header != format!("cnibox-owners 1 {:016x}", cnibox::util::hash::fnv1a(&[body])) {
         return;
     }
     for line in body.lines() {

@@ -11,9 +11,11 @@
 
 use serde::Deserialize;
 
-use crate::cni::{fault, gc, sha512, Applet, CniError, CniResult, Command, Interface};
+use crate::cni::fault;
+use crate::cni::{gc, Applet, CniError, CniResult, Command, Interface};
 use crate::netlink::tc::{self, Tbf};
 use crate::netlink::{Link, NetNs, Netlink};
+use crate::util::sha512;
 
 pub struct Bandwidth;
 
@@ -145,7 +147,7 @@ fn host_veth(host: &Netlink, container: &Link, prev: Option<&CniResult>) -> Resu
 
 /// Looks up the container interface and the host veth for ADD and CHECK.
 fn require_host_veth(cmd: &Command, host: &Netlink, prev: &CniResult) -> Result<Link, CniError> {
-    let ns = super::main_plugin::open_netns(cmd)?;
+    let ns = super::shared::link_plugin::open_netns(cmd)?;
     let cnl = Netlink::in_netns(&ns)?;
     let container = cnl
         .link(&cmd.ifname)?

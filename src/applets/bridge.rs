@@ -7,16 +7,18 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::container::{
+use super::shared::iface_config;
+use super::shared::masquerade;
+use super::shared::veth_plugin::{
     self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
 };
-use super::masq;
-use super::{check, main_plugin};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command, Interface, Route};
+use super::shared::{link_plugin, result_check};
+use crate::cni::fault;
+use crate::cni::{ipam, Applet, CniError, CniResult, Command, Interface, Route};
 use crate::netlink::brport::{PortState, PortVlan};
 use crate::netlink::link_events::{LinkEvents, Only};
 use crate::netlink::veth::{self, ContainerVeth};
-use crate::netlink::{iface, mac, sysctl, Link, NetNs, Netlink};
+use crate::netlink::{mac, sysctl, Link, NetNs, Netlink};
 
 pub struct Bridge;
 
@@ -145,7 +147,7 @@ fn plan(cmd: &Command) -> Result<Plan, CniError> {
         conf.bridge = "cni0".into();
     }
     crate::cni::skel::validate_ifname(&conf.bridge).map_err(|e| CniError::invalid_config(e.msg))?;
-    masq::check_backend(conf.ip_masq_backend.as_deref())?;
+    masquerade::check_backend(conf.ip_masq_backend.as_deref())?;
     if conf.is_default_gateway {
         conf.is_gateway = true;
     }
@@ -297,7 +299,7 @@ fn ensure_vlan_gateway(nl: &Netlink, br: &Link, conf: &Plan) -> Result<Link, Cni
     let vlan = conf.conf.vlan as u16;
     let name = format!("{}.{vlan}", br.name);
     if nl.link(&name)?.is_none() {
-        let peer = format!("veth{}", crate::cni::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
+        let peer = format!("veth{}", crate::util::hash::short_hex(&[&br.name, &vlan.to_string()], 8));
         let spec = crate::netlink::link::VethSpec {
             name: &name,
             peer_name: &peer,
@@ -361,7 +363,7 @@ impl Applet for Bridge {
         let br = ensure_bridge(&host, &plan.conf, vlan_filtering)?;
         // The bridge is shared by the network's containers: it stays when a later step fails.
         fault::step("bridge: bridge ready")?;
-        let (ns, cont) = main_plugin::open_container(cmd)?;
+        let (ns, cont) = link_plugin::open_container(cmd)?;
 
         let run = |ipam_result: Option<CniResult>| {
             let mut made = Made::default();
@@ -380,16 +382,16 @@ impl Applet for Bridge {
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        container::del(cmd, nft_use(&conf))
+        veth_plugin::del(cmd, nft_use(&conf))
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        container::gc(cmd, nft_use(&conf))
+        veth_plugin::gc(cmd, nft_use(&conf))
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        link_plugin::ipam_status(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -400,7 +402,7 @@ impl Applet for Bridge {
         }
         let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
         let host = Netlink::new()?;
-        let (_ns, cont) = main_plugin::open_container(cmd)?;
+        let (_ns, cont) = link_plugin::open_container(cmd)?;
 
         let br_if = prev.interfaces.iter().find(|i| i.name == conf.bridge && i.sandbox.is_empty());
         let br = host.link(&conf.bridge)?.filter(|l| l.kind == "bridge").ok_or_else(|| {
@@ -432,14 +434,14 @@ impl Applet for Bridge {
             return Err(CniError::internal(format!("Interface {} Mac doesn't match: {}", host_if.name, host_if.mac)));
         }
         check_port_vlans(&host, &br, &host_link, &plan)?;
-        check::expect_container_l3(cmd, &prev, &cont, &cont_link)?;
+        result_check::expect_container_l3(cmd, &prev, &cont, &cont_link)?;
         let att = attachment(cmd);
         if conf.ip_masq {
-            let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
-            masq::check(&att, &ips)?;
+            let ips: Vec<IpNet> = iface_config::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
+            masquerade::check(&att, &ips)?;
         }
         if conf.macspoofchk {
-            masq::check_spoof(&att, &host_link.name, &cont_link.mac)?;
+            masquerade::check_spoof(&att, &host_link.name, &cont_link.mac)?;
         }
         Ok(())
     }
@@ -524,7 +526,7 @@ fn setup(
         let gateways = calc_gateways(&mut result, conf);
         veth::prepare_container_sysctls(ns, &cmd.ifname, conf.enabledad)?;
         fault::step("bridge: container sysctls")?;
-        iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result, iface::ArpNotify::On)?;
+        iface_config::configure_link(ns, cont, &pair.container, &cmd.netns, &result, iface_config::ArpNotify::On)?;
         // Even without DAD the kernel clears "tentative" asynchronously after
         // the link comes up; with DAD it takes a second or more.
         if result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
@@ -547,18 +549,18 @@ fn setup(
         }
         if conf.ip_masq {
             let ips: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-            nft_cmds.extend(masq::masq_add_commands(&att, &ips));
+            nft_cmds.extend(masquerade::masq_add_commands(&att, &ips));
         }
     } else if !conf.disable_container_interface {
         cont.set_up(pair.container.index)?;
         fault::step("bridge: container link up")?;
     }
     if conf.macspoofchk {
-        nft_cmds.extend(masq::spoof_add_commands(&att, &pair.host.name, &pair.container.mac));
+        nft_cmds.extend(masquerade::spoof_add_commands(&att, &pair.host.name, &pair.container.mac));
     }
     if !nft_cmds.is_empty() {
         made.nft = true;
-        masq::apply(&cmd.conf.name, nft_cmds)?;
+        masquerade::apply(&cmd.conf.name, nft_cmds)?;
     }
 
     // The host end as last read (the forwarding wait reads it anyway).

@@ -3,9 +3,10 @@
 
 use rtnetlink::LinkDummy;
 
-use super::check;
-use super::main_plugin::{self, open_container};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
+use super::shared::link_plugin::{self, open_container};
+use super::shared::result_check;
+use crate::cni::fault;
+use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 
 pub struct Dummy;
 
@@ -33,19 +34,19 @@ impl Applet for Dummy {
             },
         )?;
         let link = nl.require_link(&cmd.ifname)?;
-        fault::step("dummy: created").and_then(|_| main_plugin::address_or_up(cmd, &ns, &nl, &link)).inspect_err(|_| {
+        fault::step("dummy: created").and_then(|_| link_plugin::address_or_up(cmd, &ns, &nl, &link)).inspect_err(|_| {
             let _ = nl.del_link(link.index);
         })
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::del_link_and_ipam(cmd)
+        link_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         require_ipam(cmd)?;
-        let (_nl, link) = main_plugin::check_interface(cmd)?;
-        check::expect_kind(&link, "dummy")?;
+        let (_nl, link) = link_plugin::check_interface(cmd)?;
+        result_check::expect_kind(&link, "dummy")?;
         if !link.up {
             return Err(CniError::internal(format!("interface {} is down", link.name)));
         }
@@ -53,10 +54,10 @@ impl Applet for Dummy {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_gc(cmd)
+        link_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        link_plugin::ipam_status(cmd)
     }
 }

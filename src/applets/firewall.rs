@@ -43,12 +43,12 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::owned_nft_gc;
+use super::shared::nft_gc;
 use crate::cni::{Applet, CniError, CniResult, Command};
-use crate::netlink::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
-use crate::netlink::nft::NftError;
-use crate::netlink::nft_build::{add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table};
-use crate::netlink::nft_owned::{self, Listing};
+use crate::nft::build::{add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table};
+use crate::nft::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
+use crate::nft::owned::{self as nft_owned, Listing};
+use crate::nft::NftError;
 
 pub struct Firewall;
 
@@ -388,11 +388,11 @@ impl Applet for Firewall {
     }
 
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
-        nft_owned::status()
+        super::shared::nft_gc::status()
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let (elements, _) = owned_nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
+        let (elements, _) = nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
         if !elements.is_empty() {
             log::info!("firewall GC: removed {} elements of stale attachments", elements.len());
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::main_plugin::{self, address_or_up, check_interface, open_container};
+use super::shared::link_plugin::{self, address_or_up, check_interface, open_container};
 use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::{fault_step, mac, Link, NetNs, Netlink};
 
@@ -275,10 +275,10 @@ impl Applet for HostDevice {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_gc(cmd)
+        link_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        link_plugin::ipam_status(cmd)
     }
 }

@@ -6,11 +6,13 @@ use rtnetlink::packet_route::link::{InfoData, InfoIpVlan, IpVlanMode};
 use rtnetlink::LinkIpVlan;
 use serde::Deserialize;
 
-use super::check;
-use super::main_plugin::{self, open_container};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
+use super::shared::iface_config;
+use super::shared::link_plugin::{self, open_container};
+use super::shared::result_check;
+use crate::cni::fault;
+use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::moved_link::{self, Target};
-use crate::netlink::{iface, Netlink};
+use crate::netlink::Netlink;
 
 pub struct Ipvlan;
 
@@ -82,8 +84,8 @@ impl Applet for Ipvlan {
         let (ns, cont) = open_container(cmd)?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let creator = host.as_ref().unwrap_or(&cont);
-        let master = moved_link::find_master(creator, &conf.master_name(prev.as_ref())?)?;
-        moved_link::check_mtu(&master, conf.mtu)?;
+        let master = link_plugin::find_master(creator, &conf.master_name(prev.as_ref())?)?;
+        link_plugin::check_mtu(&master, conf.mtu)?;
         let mut msg = LinkIpVlan::new(&cmd.ifname, master.index, mode);
         if conf.mtu > 0 {
             msg = msg.mtu(conf.mtu as u32);
@@ -94,10 +96,12 @@ impl Applet for Ipvlan {
         moved_link::enable_notify(&ns, &cmd.ifname);
         let configured = fault::step("ipvlan: link in the container").and_then(|_| match prev_ips {
             Some(prev) => {
-                let result = main_plugin::one_interface_result(cmd, &link, Some(prev));
-                iface::configure_iface(&ns, &cont, &cmd.ifname, &cmd.netns, &result).map(|_| result).map_err(Into::into)
+                let result = link_plugin::one_interface_result(cmd, &link, Some(prev));
+                iface_config::configure_iface(&ns, &cont, &cmd.ifname, &cmd.netns, &result)
+                    .map(|_| result)
+                    .map_err(Into::into)
             }
-            None => main_plugin::address_or_up(cmd, &ns, &cont, &link),
+            None => link_plugin::address_or_up(cmd, &ns, &cont, &link),
         });
         configured.inspect_err(|_| {
             let _ = cont.del_link(link.index);
@@ -105,20 +109,20 @@ impl Applet for Ipvlan {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::del_link_and_ipam(cmd)
+        link_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let (conf, mode) = Conf::load(cmd)?;
-        let (cont, link) = main_plugin::check_interface(cmd)?;
-        check::expect_kind(&link, "ipvlan")?;
+        let (cont, link) = link_plugin::check_interface(cmd)?;
+        result_check::expect_kind(&link, "ipvlan")?;
         // Without a configured master, ADD took the default-route link or the
         // previous plugin's interface, which the prevResult no longer names:
         // only a configured master can be compared.
         if !conf.master.is_empty() {
             let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
-            let master = moved_link::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
-            check::expect_parent(&link, &master)?;
+            let master = link_plugin::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
+            result_check::expect_parent(&link, &master)?;
         }
         let have = match cont.link_info_data(link.index)? {
             Some(InfoData::IpVlan(infos)) => infos.into_iter().find_map(|i| match i {
@@ -136,7 +140,7 @@ impl Applet for Ipvlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_gc(cmd)
+        link_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
@@ -144,9 +148,9 @@ impl Applet for Ipvlan {
         // Without a configured master, ADD takes prevResult's interface or
         // the default-route link: neither is known to STATUS.
         if conf.master.is_empty() {
-            return main_plugin::ipam_status(cmd);
+            return link_plugin::ipam_status(cmd);
         }
-        main_plugin::master_status(cmd, &conf.master, conf.link_in_container)
+        link_plugin::master_status(cmd, &conf.master, conf.link_in_container)
     }
 }
 

@@ -1,6 +1,6 @@
 //! loopback: brings `lo` up inside the container.
 
-use super::main_plugin::open_container;
+use super::shared::link_plugin::open_container;
 use crate::cni::{Applet, CniError, CniResult, Command, Interface, IpConfig};
 use crate::netlink::{NetNs, Netlink};
 

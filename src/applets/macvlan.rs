@@ -5,7 +5,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, MacVlanMode};
 use rtnetlink::LinkMacVlan;
 use serde::Deserialize;
 
-use super::main_plugin::{self, address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac};
+use super::shared::link_plugin::{
+    self, address_or_up, check_interface, del_link_and_ipam, open_container, requested_mac,
+};
 use crate::cni::{ipam, Applet, CniContext, CniError, CniResult, Command};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
@@ -46,7 +48,7 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, MacVlanMode, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(super::main_plugin::KNOWN_ARGS)?;
+    cmd.args.check_known(super::shared::link_plugin::KNOWN_ARGS)?;
     let mode = parse_mode(&conf.mode)?;
     let mac = requested_mac(cmd, &conf.mac)?;
     if conf.mtu < 0 {
@@ -67,8 +69,8 @@ impl Applet for Macvlan {
         let (ns, ctr_nl) = open_container(cmd)?;
         let host_nl = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let creator = host_nl.as_ref().unwrap_or(&ctr_nl);
-        let master = moved_link::find_master(creator, &conf.master)?;
-        moved_link::check_mtu(&master, conf.mtu)?;
+        let master = link_plugin::find_master(creator, &conf.master)?;
+        link_plugin::check_mtu(&master, conf.mtu)?;
 
         let mut b = LinkMacVlan::new("", master.index, mode);
         if conf.mtu > 0 {
@@ -112,14 +114,14 @@ impl Applet for Macvlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_gc(cmd)
+        link_plugin::ipam_gc(cmd)
     }
 
     /// The network can take containers when its master exists (a master in
     /// the container's netns cannot be checked without a container).
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        main_plugin::master_status(cmd, &conf.master, conf.link_in_container)
+        link_plugin::master_status(cmd, &conf.master, conf.link_in_container)
     }
 }
 

@@ -56,14 +56,16 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::owned_nft_gc;
-use crate::cni::{fault, Applet, CniError, CniResult, Command};
-use crate::netlink::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
-use crate::netlink::nft_build::{
+use super::shared::nft_gc;
+use crate::cni::fault;
+use crate::cni::{Applet, CniError, CniResult, Command};
+use crate::netlink::{conntrack, sysctl, Netlink};
+use crate::nft::build::{
     add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
 };
-use crate::netlink::nft_owned::{self, ListedElement, Listing};
-use crate::netlink::{conntrack, nft, sysctl, Netlink};
+use crate::nft::exec as nft;
+use crate::nft::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
+use crate::nft::owned::{self as nft_owned, ListedElement, Listing};
 
 pub struct Portmap;
 
@@ -215,7 +217,7 @@ const HAIRPIN_PREFIX: &str = "hairpin-";
 
 /// The chain masquerading sources of `subnet`, shared by every container in it.
 fn hairpin_chain(subnet: IpNet) -> String {
-    let hash = crate::cni::hash::fnv1a_128_hex(&subnet.trunc().to_string());
+    let hash = crate::util::hash::fnv1a_128_hex(&subnet.trunc().to_string());
     format!("{HAIRPIN_PREFIX}{}", &hash[..16])
 }
 
@@ -702,11 +704,11 @@ impl Applet for Portmap {
     }
 
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
-        nft_owned::status()
+        super::shared::nft_gc::status()
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let (elements, rules) = owned_nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
+        let (elements, rules) = nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
         if !elements.is_empty() || !rules.is_empty() {
             log::info!(
                 "portmap GC: removed {} elements and {} rules of stale attachments",

@@ -5,15 +5,17 @@
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::container::{
+use super::shared::iface_config;
+use super::shared::masquerade;
+use super::shared::veth_plugin::{
     self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
 };
-use super::masq;
-use super::{check, main_plugin};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
+use super::shared::{link_plugin, result_check};
+use crate::cni::fault;
+use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::route::{RouteEntry, SCOPE_LINK};
 use crate::netlink::veth::{self, ContainerVeth};
-use crate::netlink::{iface, NetNs, Netlink};
+use crate::netlink::{NetNs, Netlink};
 
 pub struct Ptp;
 
@@ -36,7 +38,7 @@ fn host_prefix(ip: &IpNet) -> u8 {
 impl Applet for Ptp {
     fn validate(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        masquerade::check_backend(conf.ip_masq_backend.as_deref())?;
         if !ipam::has_ipam(cmd) {
             return Err(CniError::invalid_config("ptp needs an ipam section with a type"));
         }
@@ -46,9 +48,9 @@ impl Applet for Ptp {
 
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf: Conf = cmd.parse_config()?;
-        masq::check_backend(conf.ip_masq_backend.as_deref())?;
+        masquerade::check_backend(conf.ip_masq_backend.as_deref())?;
         ipam::validate(cmd)?;
-        let (ns, cont) = main_plugin::open_container(cmd)?;
+        let (ns, cont) = link_plugin::open_container(cmd)?;
         let host = Netlink::new()?;
         ipam::add_then(cmd, |ipam_result| {
             let mut made = Made::default();
@@ -63,28 +65,28 @@ impl Applet for Ptp {
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
         // The host routes go with the host end of the pair.
-        container::del(cmd, NftUse { masq: conf.ip_masq, spoof: false })
+        veth_plugin::del(cmd, NftUse { masq: conf.ip_masq, spoof: false })
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        container::gc(cmd, NftUse { masq: conf.ip_masq, spoof: false })
+        veth_plugin::gc(cmd, NftUse { masq: conf.ip_masq, spoof: false })
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        link_plugin::ipam_status(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
         ipam::check(cmd)?;
         let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
-        let (_ns, cont) = main_plugin::open_container(cmd)?;
+        let (_ns, cont) = link_plugin::open_container(cmd)?;
         let link = check_container_veth(cmd, &prev, &cont)?;
-        check::expect_container_l3(cmd, &prev, &cont, &link)?;
+        result_check::expect_container_l3(cmd, &prev, &cont, &link)?;
         if conf.ip_masq {
-            let ips: Vec<IpNet> = iface::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
-            masq::check(&attachment(cmd), &ips)?;
+            let ips: Vec<IpNet> = iface_config::ips_for(&prev, &cmd.ifname, &cmd.netns).map(|ip| ip.address).collect();
+            masquerade::check(&attachment(cmd), &ips)?;
         }
         Ok(())
     }
@@ -127,7 +129,7 @@ fn setup(
     // replaced by "gw/32 dev if" plus "subnet via gw".
     veth::prepare_container_sysctls(ns, &cmd.ifname, false)?;
     fault::step("ptp: container sysctls")?;
-    iface::configure_link(ns, cont, &pair.container, &cmd.netns, &result, iface::ArpNotify::On)?;
+    iface_config::configure_link(ns, cont, &pair.container, &cmd.netns, &result, iface_config::ArpNotify::On)?;
     let index = pair.container.index;
     // A tentative address cannot be a route's source: wait for the kernel
     // to clear the flag (asynchronous after link-up even without DAD).
@@ -194,7 +196,7 @@ fn setup(
 
     if conf.ip_masq {
         made.nft = true;
-        masq::apply(&cmd.conf.name, masq::masq_add_commands(&attachment(cmd), &addrs))?;
+        masquerade::apply(&cmd.conf.name, masquerade::masq_add_commands(&attachment(cmd), &addrs))?;
     }
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();

@@ -12,8 +12,9 @@ use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 
-use super::main_plugin::open_container;
-use crate::cni::{fault, Applet, CniError, CniResult, Command, IpConfig};
+use super::shared::link_plugin::open_container;
+use crate::cni::fault;
+use crate::cni::{Applet, CniError, CniResult, Command, IpConfig};
 use crate::netlink::rule::Rule;
 use crate::netlink::{Netlink, RouteEntry};
 

@@ -3,9 +3,10 @@
 
 use serde::Deserialize;
 
-use super::check;
-use super::main_plugin::{self, address_or_up, check_interface, open_container, requested_mac};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
+use super::shared::link_plugin::{self, address_or_up, check_interface, open_container, requested_mac};
+use super::shared::result_check;
+use crate::cni::fault;
+use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::tuntap::{self, TapSpec};
 use crate::netlink::{sysctl, NetNs, Netlink};
 
@@ -81,7 +82,7 @@ fn configure(
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(super::main_plugin::KNOWN_ARGS)?;
+    cmd.args.check_known(super::shared::link_plugin::KNOWN_ARGS)?;
     if conf.mtu < 0 || conf.mtu > 65535 {
         return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
     }
@@ -122,19 +123,19 @@ impl Applet for Tap {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        super::main_plugin::del_link_and_ipam(cmd)
+        super::shared::link_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let (_nl, link) = check_interface(cmd)?;
-        check::expect_kind(&link, "tun")
+        result_check::expect_kind(&link, "tun")
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_gc(cmd)
+        link_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_status(cmd)
+        link_plugin::ipam_status(cmd)
     }
 }

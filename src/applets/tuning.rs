@@ -15,7 +15,8 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cni::error::{INVALID_CONFIG, IO_FAILURE};
-use crate::cni::{fault, gc, lenient, Applet, CniContext, CniError, CniResult, Command};
+use crate::cni::fault;
+use crate::cni::{gc, lenient, Applet, CniContext, CniError, CniResult, Command};
 use crate::netlink::{mac, sysctl, Link, NetNs, Netlink};
 
 pub struct Tuning;
@@ -477,7 +478,7 @@ impl Applet for Tuning {
         if s.sysctls.is_empty() && !s.changes_link() {
             return Ok(prev);
         }
-        let ns = super::main_plugin::open_netns(cmd)?;
+        let ns = super::shared::link_plugin::open_netns(cmd)?;
         let nl = Netlink::in_netns(&ns)?;
         let link = nl
             .link(&cmd.ifname)?
@@ -523,7 +524,7 @@ impl Applet for Tuning {
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let s = settings(cmd)?;
         require_prev(cmd)?;
-        let ns = super::main_plugin::open_netns(cmd)?;
+        let ns = super::shared::link_plugin::open_netns(cmd)?;
         let paths: Vec<String> = s.sysctls.iter().map(|(_, p, _)| p.clone()).collect();
         let current = ns.run(|| paths.iter().map(|p| sysctl::read(p)).collect::<Vec<_>>())?;
         for ((key, _, want), got) in s.sysctls.iter().zip(current) {

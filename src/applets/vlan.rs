@@ -5,9 +5,10 @@ use rtnetlink::packet_route::link::{InfoData, InfoVlan};
 use rtnetlink::LinkVlan;
 use serde::Deserialize;
 
-use super::check;
-use super::main_plugin::{self, open_container};
-use crate::cni::{fault, ipam, Applet, CniError, CniResult, Command};
+use super::shared::link_plugin::{self, open_container};
+use super::shared::result_check;
+use crate::cni::fault;
+use crate::cni::{ipam, Applet, CniError, CniResult, Command};
 use crate::netlink::moved_link::{self, Target};
 use crate::netlink::Netlink;
 
@@ -65,8 +66,8 @@ impl Applet for Vlan {
         let (ns, cont) = open_container(cmd)?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
         let creator = host.as_ref().unwrap_or(&cont);
-        let master = moved_link::find_master(creator, &conf.master)?;
-        moved_link::check_mtu(&master, conf.mtu)?;
+        let master = link_plugin::find_master(creator, &conf.master)?;
+        link_plugin::check_mtu(&master, conf.mtu)?;
         let mut msg = LinkVlan::new(&cmd.ifname, master.index, conf.vlan_id as u16);
         if conf.mtu > 0 {
             msg = msg.mtu(conf.mtu as u32);
@@ -75,7 +76,7 @@ impl Applet for Vlan {
         let link = moved_link::create_in_container(&target, msg.build(), &cmd.ifname)
             .map_err(|e| CniError::internal(format!("failed to create vlan: {}", e.msg)))?;
         let configured =
-            fault::step("vlan: link in the container").and_then(|_| main_plugin::address_or_up(cmd, &ns, &cont, &link));
+            fault::step("vlan: link in the container").and_then(|_| link_plugin::address_or_up(cmd, &ns, &cont, &link));
         configured.inspect_err(|_| {
             let _ = cont.del_link(link.index);
         })
@@ -84,16 +85,16 @@ impl Applet for Vlan {
     /// Needs neither the master nor a valid vlanId: whatever the config
     /// says now, the container's link goes.
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::del_link_and_ipam(cmd)
+        link_plugin::del_link_and_ipam(cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = Conf::load(cmd)?;
-        let (cont, link) = main_plugin::check_interface(cmd)?;
-        check::expect_kind(&link, "vlan")?;
+        let (cont, link) = link_plugin::check_interface(cmd)?;
+        result_check::expect_kind(&link, "vlan")?;
         let host = if conf.link_in_container { None } else { Some(Netlink::new()?) };
-        let master = moved_link::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
-        check::expect_parent(&link, &master)?;
+        let master = link_plugin::find_master(host.as_ref().unwrap_or(&cont), &conf.master)?;
+        result_check::expect_parent(&link, &master)?;
         let id = match cont.link_info_data(link.index)? {
             Some(InfoData::Vlan(infos)) => infos.into_iter().find_map(|i| match i {
                 InfoVlan::Id(id) => Some(i64::from(id)),
@@ -117,12 +118,12 @@ impl Applet for Vlan {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        main_plugin::ipam_gc(cmd)
+        link_plugin::ipam_gc(cmd)
     }
 
     fn status(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        main_plugin::master_status(cmd, &conf.master, conf.link_in_container)
+        link_plugin::master_status(cmd, &conf.master, conf.link_in_container)
     }
 }
 

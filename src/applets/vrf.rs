@@ -11,9 +11,10 @@ use rtnetlink::packet_route::link::{InfoData, InfoVrf};
 use rtnetlink::LinkVrf;
 use serde::Deserialize;
 
-use super::main_plugin::open_container;
+use super::shared::link_plugin::open_container;
 use crate::cni::error::INCOMPATIBLE_VERSION;
-use crate::cni::{fault, version, Applet, CniError, CniResult, Command};
+use crate::cni::fault;
+use crate::cni::{version, Applet, CniError, CniResult, Command};
 use crate::netlink::{Link, Netlink, RouteEntry};
 
 pub struct Vrf;

@@ -108,6 +108,33 @@ impl<T, E: fmt::Display> CniContext<T> for Result<T, E> {
     }
 }
 
+// The lower layers' errors, as CNI errors. They live here so that netlink/,
+// nft/ and util/ know nothing of CNI.
+
+impl From<crate::netlink::Error> for CniError {
+    fn from(e: crate::netlink::Error) -> Self {
+        CniError::internal(e.msg)
+    }
+}
+
+impl From<crate::nft::NftError> for CniError {
+    fn from(e: crate::nft::NftError) -> Self {
+        CniError::internal(e.msg).with_details(e.stderr.trim().to_string())
+    }
+}
+
+impl From<crate::util::fault::Injected> for CniError {
+    fn from(e: crate::util::fault::Injected) -> Self {
+        CniError::internal(e.msg)
+    }
+}
+
+impl From<crate::util::lock::LockError> for CniError {
+    fn from(e: crate::util::lock::LockError) -> Self {
+        CniError::io(e.msg).with_details(e.details)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,7 +194,7 @@ pub fn status(cmd: &Command) -> Result<(), CniError> {
 /// Runs IPAM ADD, then `rest`; if `rest` fails the reservation is released.
 pub fn add_then<T>(cmd: &Command, rest: impl FnOnce(CniResult) -> Result<T, CniError>) -> Result<T, CniError> {
     let ipam = add(cmd)?;
-    super::fault::step("ipam: reserved").and_then(|_| rest(ipam)).inspect_err(|_| {
+    crate::cni::fault::step("ipam: reserved").and_then(|_| rest(ipam)).inspect_err(|_| {
         if let Err(e) = del(cmd) {
             log::warn!("releasing the IPAM reservation after a failed ADD: {e}");
         }

@@ -12,11 +12,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::base64;
 use super::error::{CniError, INCOMPATIBLE_VERSION, IO_FAILURE};
-use super::sha512;
 use super::skel::{validate_container_id, validate_ifname, Verb};
 use super::version;
+use crate::util::base64;
+use crate::util::sha512;
 
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";

@@ -35,7 +35,8 @@ use rtnetlink::LinkUnspec;
 
 use super::link::{IFINFOMSG_LEN, IFLA_IFNAME};
 use super::msg::{attrs_after, messages, NLMSG_ERROR, RTM_DELLINK};
-use super::{detached, Error, Netlink, Result};
+use super::{Error, Netlink, Result};
+use crate::util::detached;
 
 /// RTMGRP_LINK: the multicast group of link events.
 const RTMGRP_LINK: u32 = 1;

@@ -14,7 +14,7 @@ pub fn format(bytes: &[u8]) -> String {
 /// (bit 1 of the first octet set), unicast (bit 0 clear).
 pub fn random_local() -> Vec<u8> {
     let mut m = vec![0u8; 6];
-    crate::cni::hash::random_bytes(&mut m);
+    crate::util::hash::random_bytes(&mut m);
     m[0] = (m[0] & 0xfe) | 0x02;
     m
 }

@@ -11,18 +11,12 @@
 pub mod addr;
 pub mod brport;
 pub mod conntrack;
-pub mod detached;
-pub mod iface;
 pub mod link;
 pub mod link_events;
 pub mod mac;
 pub mod moved_link;
 pub mod msg;
 pub mod netns;
-pub mod nfnetlink;
-pub mod nft;
-pub mod nft_build;
-pub mod nft_owned;
 pub mod route;
 pub mod rule;
 pub mod sysctl;
@@ -31,8 +25,6 @@ pub mod tuntap;
 pub mod veth;
 
 use std::fmt;
-
-use crate::cni::CniError;
 
 pub use addr::Addr;
 pub use link::Link;
@@ -46,10 +38,10 @@ pub struct Error {
     pub msg: String,
 }
 
-/// `cni::fault::step` for code returning netlink errors (test builds only
-/// ever fail it; see src/cni/fault.rs).
-pub(crate) fn fault_step(name: &str) -> Result<()> {
-    crate::cni::fault::step(name).map_err(|e| Error::new(0, e.msg))
+/// `util::fault::step` for code returning netlink errors (test builds only
+/// ever fail it; see src/util/fault.rs).
+pub fn fault_step(name: &str) -> Result<()> {
+    crate::util::fault::step(name).map_err(|e| Error::new(0, e.msg))
 }
 
 impl Error {
@@ -76,12 +68,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-impl From<Error> for CniError {
-    fn from(e: Error) -> Self {
-        CniError::internal(e.msg)
-    }
-}
 
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -5,8 +5,6 @@
 
 use rtnetlink::packet_route::link::{InfoData, LinkAttribute, LinkMessage};
 
-use crate::cni::CniError;
-
 use super::link::{link_info, Link, IFLA_INFO_DATA};
 use super::link_events::{Last, LinkEvents, Only};
 use super::msg;
@@ -28,27 +26,6 @@ pub fn default_route_link(nl: &Netlink) -> Result<Option<Link>> {
         }
     }
     Ok(None)
-}
-
-/// The master named `name` (or the default-route link when empty), seen
-/// through `nl`. A missing master is a configuration error.
-pub fn find_master(nl: &Netlink, name: &str) -> std::result::Result<Link, CniError> {
-    if name.is_empty() {
-        return default_route_link(nl)?
-            .ok_or_else(|| CniError::invalid_config("no master given and no default route interface found"));
-    }
-    nl.link(name)?.ok_or_else(|| CniError::invalid_config(format!("master interface {name:?} not found")))
-}
-
-/// A child link's MTU may not exceed its master's (0 or None: inherit).
-pub fn check_mtu(master: &Link, mtu: i64) -> std::result::Result<(), CniError> {
-    if mtu < 0 || mtu > master.mtu as i64 {
-        return Err(CniError::invalid_config(format!(
-            "invalid MTU {mtu}, must be [0, master MTU({})] of {}",
-            master.mtu, master.name
-        )));
-    }
-    Ok(())
 }
 
 /// A short random link name ("cni" + 8 hex digits) for the moment between
@@ -169,14 +146,5 @@ mod tests {
         assert_eq!(a.len(), 11);
         assert!(a.starts_with("cni"));
         assert_ne!(a, temp_name());
-    }
-
-    #[test]
-    fn mtu_bounds() {
-        let master = Link { name: "br0".into(), mtu: 1500, ..Default::default() };
-        assert!(check_mtu(&master, 0).is_ok());
-        assert!(check_mtu(&master, 1500).is_ok());
-        assert_eq!(check_mtu(&master, 1501).unwrap_err().code, 7);
-        assert_eq!(check_mtu(&master, -1).unwrap_err().code, 7);
     }
 }

@@ -35,8 +35,8 @@ pub const RTM_NEWTFILTER: u16 = 44;
 pub const RTM_GETTFILTER: u16 = 46;
 
 const NLMSG_NOOP: u16 = 1;
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLMSG_DONE: u16 = 3;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
 /// NLM_F_MULTI: more parts of this answer follow (until NLMSG_DONE).
 const NLM_F_MULTI: u16 = 2;
 /// sizeof(struct nlmsghdr).
@@ -123,7 +123,7 @@ impl Netlink {
 }
 
 /// One netlink message of a datagram.
-pub(super) struct Message<'a> {
+pub struct Message<'a> {
     pub kind: u16,
     pub flags: u16,
     pub seq: u32,
@@ -131,7 +131,7 @@ pub(super) struct Message<'a> {
 }
 
 /// Splits a received datagram into its messages.
-pub(super) fn messages(mut buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
+pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
     std::iter::from_fn(move || {
         if buf.len() < HEADER_LEN {
             return None;
@@ -169,7 +169,7 @@ pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 }
 
 /// Appends one attribute to `buf`: length, type, payload, padding to 4 bytes.
-pub(super) fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+pub fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(payload);

@@ -16,7 +16,7 @@ pub struct VethPair {
 /// The host-side name derived from the attachment: stable, so that DEL and
 /// rollback can find it even when the container netns is gone.
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    format!("veth{}", crate::cni::hash::short_hex(&[container_id, ifname], 8))
+    format!("veth{}", crate::util::hash::short_hex(&[container_id, ifname], 8))
 }
 
 /// The interface group every host end cnibox creates is born in (IFLA_GROUP
@@ -85,7 +85,7 @@ pub fn create_container_veth(host: &Netlink, ns: &NetNs, cont: &Netlink, want: &
                 ))
             }
             // The host name is taken (a stale pair or a hash collision): pick a random one.
-            Err(e) if e.is_exists() && attempt < 7 => name = format!("veth{:08x}", crate::cni::hash::random_u32()),
+            Err(e) if e.is_exists() && attempt < 7 => name = format!("veth{:08x}", crate::util::hash::random_u32()),
             Err(e) => return Err(e),
         }
     }

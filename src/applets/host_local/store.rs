@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use super::allocator::{Owner, Reservation, Store};
 use super::config::validate_network_name;
 use crate::cni::error::IO_FAILURE;
-use crate::cni::lock::FileLock;
 use crate::cni::{CniContext, CniError};
+use crate::util::lock::FileLock;
 
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const TEMP_PREFIX: &str = ".cnibox-tmp.";
@@ -162,7 +162,7 @@ fn owners_line(name: &str, ino: u64, owner: &Owner) -> Option<String> {
 /// The cache's first line: a version and a hash of the rest, so that a
 /// write torn by a crash (the file is rewritten in place) reads as no cache.
 fn owners_header(body: &str) -> String {
-    format!("cnibox-owners 1 {:016x}", crate::cni::hash::fnv1a(&[body]))
+    format!("cnibox-owners 1 {:016x}", crate::util::hash::fnv1a(&[body]))
 }
 
 /// Reads the cache; empty when it is missing or not entirely readable.

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::check;
-use super::masq::{self, Attachment};
+use super::masquerade::{self, Attachment};
+use super::result_check;
 use crate::cni::{gc, ipam, CniError, CniResult, Command, Interface};
 use crate::netlink::veth::VethPair;
 use crate::netlink::{sysctl, veth, Link, NetNs, Netlink};
@@ -39,8 +39,8 @@ pub fn enable_forwarding(addrs: &[IpNet]) -> Result<(), CniError> {
 /// CHECK of the container side: the interface named in the result exists in
 /// the netns, is a veth and has the result's MAC.
 pub fn check_container_veth(cmd: &Command, prev: &CniResult, cont: &Netlink) -> Result<Link, CniError> {
-    let link = check::expect_container_link(cmd, prev, cont)?;
-    check::expect_kind(&link, "veth")?;
+    let link = result_check::expect_container_link(cmd, prev, cont)?;
+    result_check::expect_kind(&link, "veth")?;
     Ok(link)
 }
 
@@ -82,7 +82,7 @@ pub struct Made {
 /// `ipam::add_then`). Shared objects (a bridge, its gateway) stay.
 pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: NftUse) {
     if made.nft {
-        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof, None) {
+        if let Err(e) = masquerade::del(&attachment(cmd), nft.masq, nft.spoof, None) {
             log::warn!("rollback: removing nftables elements: {e}");
         }
     }
@@ -102,7 +102,7 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
     if nft.any() {
         let prev = cmd.prev_result().ok().flatten();
-        if let Err(e) = masq::del(&attachment(cmd), nft.masq, nft.spoof, prev.as_ref()) {
+        if let Err(e) = masquerade::del(&attachment(cmd), nft.masq, nft.spoof, prev.as_ref()) {
             errors.push(e);
         }
     }
@@ -143,7 +143,7 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
                 .map(|a| Attachment { network, container_id: &a.container_id, ifname: &a.ifname }.comment())
                 .collect();
             let stale =
-                |alias: &str| masq::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
+                |alias: &str| masquerade::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
             let kept_names: Vec<String> =
                 valid.iter().map(|a| veth::host_veth_name(&a.container_id, &a.ifname)).collect();
             let kept = |name: &str| kept_names.iter().any(|n| n == name);
@@ -153,7 +153,7 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
                 Err(e) => first_err = Some(e.into()),
             }
             if nft.any() {
-                if let Err(e) = masq::gc(network, &valid, nft.masq, nft.spoof) {
+                if let Err(e) = masquerade::gc(network, &valid, nft.masq, nft.spoof) {
                     first_err = first_err.or(Some(e));
                 }
             }

@@ -17,9 +17,9 @@ use std::os::fd::AsRawFd;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
-use super::detached;
-use super::msg::{find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
-use super::{Error, Result};
+use crate::netlink::msg::{find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
+use crate::netlink::{Error, Result};
+use crate::util::detached;
 
 /// nfgenmsg families of the tables we write.
 pub const FAMILY_INET: u8 = 1;
@@ -207,7 +207,7 @@ impl Msg {
     }
 
     fn attr(&mut self, kind: u16, payload: &[u8]) {
-        super::msg::put_attr(&mut self.buf, kind, payload);
+        crate::netlink::msg::put_attr(&mut self.buf, kind, payload);
     }
 
     fn attr_str(&mut self, kind: u16, s: &str) {
@@ -578,7 +578,7 @@ mod tests {
     }
 
     fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-        super::super::msg::attrs(buf).collect()
+        crate::netlink::msg::attrs(buf).collect()
     }
 
     fn attr<'a>(list: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {

@@ -2,8 +2,9 @@
 //! vlan, host-device, tap, dummy): does a container still hold what a
 //! result says it should?
 
+use super::iface_config;
 use crate::cni::{CniError, CniResult, Command, Interface};
-use crate::netlink::{iface, Link, Netlink};
+use crate::netlink::{Link, Netlink};
 
 /// The interface of `result` called `ifname` in `sandbox`, or an error
 /// saying the result does not list it.
@@ -59,7 +60,7 @@ pub fn expect_container_l3(cmd: &Command, prev: &CniResult, nl: &Netlink, link: 
 /// Every address of `result` meant for `link` (in `sandbox`) is on it.
 pub fn expect_ips(nl: &Netlink, link: &Link, result: &CniResult, sandbox: &str) -> Result<(), CniError> {
     let have = nl.addrs(Some(link.index))?;
-    for ip in iface::ips_for(result, &link.name, sandbox) {
+    for ip in iface_config::ips_for(result, &link.name, sandbox) {
         if !have.iter().any(|a| a.net == ip.address) {
             return Err(CniError::internal(format!("address {} not found on {}", ip.address, link.name)));
         }

@@ -4,10 +4,11 @@
 //! Also the container netns opening and the IPAM-only GC/STATUS every main
 //! plugin uses.
 
-use super::check;
+use super::iface_config;
+use super::result_check;
 use crate::cni::error::INVALID_ENV;
 use crate::cni::{ipam, CniContext, CniError, CniResult, Command, Interface, IpConfig};
-use crate::netlink::{iface, mac, moved_link, Link, NetNs, Netlink};
+use crate::netlink::{mac, moved_link, Link, NetNs, Netlink};
 
 /// CNI_ARGS keys main plugins accept: their own MAC, and what the static
 /// IPAM they delegate to reads (so `IP=...` needs no IgnoreUnknown).
@@ -76,7 +77,7 @@ pub fn address_or_up(cmd: &Command, ns: &NetNs, nl: &Netlink, link: &Link) -> Re
     }
     ipam::add_then(cmd, |ipam| {
         let result = one_interface_result(cmd, link, Some(ipam));
-        iface::configure_iface(ns, nl, &cmd.ifname, &cmd.netns, &result)?;
+        iface_config::configure_iface(ns, nl, &cmd.ifname, &cmd.netns, &result)?;
         crate::cni::fault::step("main plugin: interface configured")?;
         Ok(result)
     })
@@ -105,10 +106,10 @@ pub fn check_interface(cmd: &Command) -> Result<(Netlink, Link), CniError> {
         ipam::check(cmd)?;
     }
     let prev = cmd.prev_result()?.ok_or_else(|| CniError::invalid_config("required prevResult missing"))?;
-    let intf = check::result_interface(&prev, &cmd.ifname, &cmd.netns)?;
+    let intf = result_check::result_interface(&prev, &cmd.ifname, &cmd.netns)?;
     let (_ns, nl) = open_container(cmd)?;
-    let link = check::expect_link(&nl, intf)?;
-    check::expect_container_l3(cmd, &prev, &nl, &link)?;
+    let link = result_check::expect_link(&nl, intf)?;
+    result_check::expect_container_l3(cmd, &prev, &nl, &link)?;
     Ok((nl, link))
 }
 
@@ -127,8 +128,7 @@ pub fn ipam_gc(cmd: &Command) -> Result<(), CniError> {
 pub fn master_status(cmd: &Command, master: &str, link_in_container: bool) -> Result<(), CniError> {
     if !link_in_container {
         let nl = Netlink::new()?;
-        let found =
-            moved_link::find_master(&nl, master).map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
+        let found = find_master(&nl, master).map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg))?;
         log::debug!("master {} is present", found.name);
     }
     ipam_status(cmd)
@@ -140,4 +140,39 @@ pub fn ipam_status(cmd: &Command) -> Result<(), CniError> {
         ipam::status(cmd)?;
     }
     Ok(())
+}
+
+/// The master named `name` (or the default-route link when empty), seen
+/// through `nl`. A missing master is a configuration error.
+pub fn find_master(nl: &Netlink, name: &str) -> std::result::Result<Link, CniError> {
+    if name.is_empty() {
+        return moved_link::default_route_link(nl)?
+            .ok_or_else(|| CniError::invalid_config("no master given and no default route interface found"));
+    }
+    nl.link(name)?.ok_or_else(|| CniError::invalid_config(format!("master interface {name:?} not found")))
+}
+
+/// A child link's MTU may not exceed its master's (0 or None: inherit).
+pub fn check_mtu(master: &Link, mtu: i64) -> std::result::Result<(), CniError> {
+    if mtu < 0 || mtu > master.mtu as i64 {
+        return Err(CniError::invalid_config(format!(
+            "invalid MTU {mtu}, must be [0, master MTU({})] of {}",
+            master.mtu, master.name
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_bounds() {
+        let master = Link { name: "br0".into(), mtu: 1500, ..Default::default() };
+        assert!(check_mtu(&master, 0).is_ok());
+        assert!(check_mtu(&master, 1500).is_ok());
+        assert_eq!(check_mtu(&master, 1501).unwrap_err().code, 7);
+        assert_eq!(check_mtu(&master, -1).unwrap_err().code, 7);
+    }
 }

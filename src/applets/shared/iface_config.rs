@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use crate::cni::CniResult;
 
-use super::route::RouteEntry;
-use super::{sysctl, Error, Link, NetNs, Netlink, Result};
+use crate::netlink::route::RouteEntry;
+use crate::netlink::{fault_step, sysctl, Error, Link, NetNs, Netlink, Result};
 
 /// The IPs of `result` that belong to the interface named `ifname` in
 /// `sandbox` (or that name no interface at all).
@@ -57,12 +57,12 @@ pub fn configure_link(
             other => other?,
         }
     }
-    super::fault_step("iface: addresses added")?;
+    fault_step("iface: addresses added")?;
     match arp_notify {
         ArpNotify::On => nl.set_up_with_arp_notify(link.index)?,
         ArpNotify::Unchanged => nl.set_up(link.index)?,
     }
-    super::fault_step("iface: link up")?;
+    fault_step("iface: link up")?;
     let gw_v4 = ips.iter().filter_map(|ip| ip.gateway).find(IpAddr::is_ipv4);
     let gw_v6 = ips.iter().filter_map(|ip| ip.gateway).find(IpAddr::is_ipv6);
     for r in &result.routes {
@@ -88,7 +88,7 @@ pub fn configure_link(
             Err(e) => return Err(Error::new(e.errno, format!("{} (on {ifname})", e.msg))),
             Ok(()) => {}
         }
-        super::fault_step("iface: route added")?;
+        fault_step("iface: route added")?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use nftables::types::NfFamily;
 
 use crate::cni::{gc, CniError, Command};
-use crate::netlink::nft_owned::{self, ListedElement, ListedRule};
+use crate::nft::owned::{self as nft_owned, ListedElement, ListedRule};
 
 /// Removes this network's elements and rules in `table` whose attachment
 /// the runtime no longer lists. Without the list (or the table) nothing is
@@ -23,4 +23,11 @@ pub fn remove_stale(
     };
     let stale = |c: &str| nft_owned::is_network(c, network) && !valid.iter().any(|v| v == c);
     Ok(nft_owned::delete_owned(family, table, &listing, stale)?)
+}
+
+/// STATUS of the plugins that keep nftables state: code 50 "not available"
+/// when nft cannot run.
+pub fn status() -> Result<(), CniError> {
+    crate::nft::owned::status()
+        .map_err(|e| CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg).with_details(e.stderr.trim().to_string()))
 }

@@ -30,11 +30,11 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use crate::cni::gc;
-use crate::cni::hash::short_hex;
-use crate::cni::lock::FileLock;
 use crate::cni::{CniError, CniResult};
-use crate::netlink::nfnetlink::{key as nfkey, Elem, Nfnl, Op, FAMILY_BRIDGE, FAMILY_INET};
-use crate::netlink::{nft, nft_owned};
+use crate::nft::nfnetlink::{key as nfkey, Elem, Nfnl, Op, FAMILY_BRIDGE, FAMILY_INET};
+use crate::nft::{exec as nft, owned as nft_owned};
+use crate::util::hash::short_hex;
+use crate::util::lock::FileLock;
 use nftables::types::NfFamily;
 
 pub const MASQ_TABLE: &str = "cnibox-masq";
@@ -88,7 +88,7 @@ fn masq_prefix(network: &str) -> String {
 /// removing a network's set and chain never races with a new element.
 fn network_lock(network: &str) -> Result<FileLock, CniError> {
     let dir = std::env::var_os("CNIBOX_LOCK_DIR").map(PathBuf::from).unwrap_or_else(|| "/run/cnibox/locks".into());
-    FileLock::exclusive(&dir.join(format!("masq-{}.lock", network_hash(network))))
+    FileLock::exclusive(&dir.join(format!("masq-{}.lock", network_hash(network)))).map_err(CniError::from)
 }
 
 fn family_words(ip: &IpAddr) -> (&'static str, &'static str, &'static str, u8) {

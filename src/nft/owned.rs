@@ -11,10 +11,10 @@ use nftables::schema::NfObject;
 use nftables::types::NfFamily;
 use serde_json::{json, Value};
 
+use super::exec::{self as nft, NftError};
 use super::nfnetlink::{self, Elem, Nfnl, Op};
-use super::nft::{self, NftError};
-use crate::cni::hash::fnv1a_128_hex;
 use crate::netlink;
+use crate::util::hash::fnv1a_128_hex;
 
 /// nft's limit for a rule or element comment.
 const COMMENT_MAX: usize = 128;
@@ -226,11 +226,9 @@ pub fn delete_by_key(
     Ok(doomed)
 }
 
-/// STATUS: whether nft can run at all (code 50 "not available" otherwise).
-pub fn status() -> Result<(), crate::cni::CniError> {
-    nft::run(&["--version"], None).map(|_| ()).map_err(|e| {
-        crate::cni::CniError::new(crate::cni::error::NOT_AVAILABLE, e.msg).with_details(e.stderr.trim().to_string())
-    })
+/// STATUS: whether nft can run at all.
+pub fn status() -> Result<(), NftError> {
+    nft::run(&["--version"], None).map(|_| ())
 }
 
 /// Adds what one attachment owns with the least kernel work:

@@ -17,8 +17,6 @@ use std::process::{Command, Stdio};
 
 use nftables::schema::Nftables;
 
-use crate::cni::CniError;
-
 /// The nft binary; overridable for tests and unusual installs.
 fn nft_binary() -> String {
     std::env::var("CNIBOX_NFT").unwrap_or_else(|_| "nft".into())
@@ -38,12 +36,6 @@ impl std::fmt::Display for NftError {
 }
 
 impl std::error::Error for NftError {}
-
-impl From<NftError> for CniError {
-    fn from(e: NftError) -> Self {
-        CniError::internal(e.msg).with_details(e.stderr.trim().to_string())
-    }
-}
 
 /// Runs nft with `args`, feeding `stdin`; returns its stdout.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Result<String, NftError> {
