@@ -10,7 +10,8 @@ use serde::Deserialize;
 use super::shared::iface_config;
 use super::shared::masquerade;
 use super::shared::veth_plugin::{
-    self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
+    self, attachment, check_container_veth, enable_forwarding, first_host, host_veth_tag, rollback, veth_interfaces,
+    Made, NftUse,
 };
 use super::shared::{link_plugin, result_check};
 use crate::cni::fault;
@@ -487,7 +488,7 @@ fn setup(
     made: &mut Made,
 ) -> Result<CniResult, CniError> {
     let conf = &plan.conf;
-    let alias = attachment(cmd).comment();
+    let alias = host_veth_tag(cmd);
     let vlan = conf.vlan as u16;
     // A plain port is enslaved and up from the request that creates it.
     let plain = is_plain_port(conf, &plan.trunk, vlan);
@@ -518,7 +519,7 @@ fn setup(
         ..Default::default()
     };
     let att = attachment(cmd);
-    let mut nft_cmds = Vec::new();
+    let mut nft_additions = masquerade::Additions::default();
     if let Some(ipam_result) = ipam_result {
         result.ips = ipam_result.ips;
         result.routes = ipam_result.routes;
@@ -549,18 +550,18 @@ fn setup(
         }
         if conf.ip_masq {
             let ips: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-            nft_cmds.extend(masquerade::masq_add_commands(&att, &ips));
+            nft_additions.masquerade(&ips);
         }
     } else if !conf.disable_container_interface {
         cont.set_up(pair.container.index)?;
         fault::step("bridge: container link up")?;
     }
     if conf.macspoofchk {
-        nft_cmds.extend(masquerade::spoof_add_commands(&att, &pair.host.name, &pair.container.mac));
+        nft_additions.guard(&pair.host.name, &pair.container.mac);
     }
-    if !nft_cmds.is_empty() {
+    if !nft_additions.is_empty() {
         made.nft = true;
-        masquerade::apply(&cmd.conf.name, nft_cmds)?;
+        masquerade::apply(&att, &nft_additions)?;
     }
 
     // The host end as last read (the forwarding wait reads it anyway).

@@ -43,12 +43,13 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::shared::nft_gc;
+use super::shared::nft_attachment;
 use crate::cni::{Applet, CniError, CniResult, Command};
-use crate::nft::build::{add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table};
-use crate::nft::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
-use crate::nft::owned::{self as nft_owned, Listing};
-use crate::nft::NftError;
+use crate::nft::owned::{self, Claim};
+use crate::nft::schema::{
+    add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table, Transaction,
+};
+use crate::nft::{Backend, Element, ElementOp, Key, ListedElement, Listing};
 
 pub struct Firewall;
 
@@ -135,8 +136,6 @@ fn set_ref(name: &str) -> nftables::expr::Expression<'static> {
     str_expr(format!("@{name}"))
 }
 
-/// Table, sets, chains and the fixed rules (rewritten on every ADD in the
-/// same transaction). The admin chain is only ever `add`ed: never flushed.
 /// The marker set recording that the forward chain jumps to `admin`: the
 /// fast path of ADD flushes it (a no-op), so that a missing marker (a new
 /// admin chain name) sends ADD through the skeleton path.
@@ -146,28 +145,18 @@ fn admin_marker(admin: &str) -> String {
 
 const ADMIN_MARKER: &str = "jumps-to-";
 
-fn flush_marker(admin: &str) -> Obj {
-    nftables::schema::NfObject::CmdObject(nftables::schema::NfCmd::Flush(nftables::schema::FlushObject::Set(Box::new(
-        Set {
-            family: FAMILY,
-            table: cow(TABLE),
-            name: cow(admin_marker(admin)),
-            set_type: SetTypeValue::Single(SetType::Ifname),
-            ..Default::default()
-        },
-    ))))
-}
-
 /// The admin chains the forward chain must jump to: ours and those other
 /// networks registered (their marker sets), read from the table if it exists.
-fn admin_chains(ours: &str) -> BTreeSet<String> {
+fn admin_chains(nft: &mut dyn Backend, ours: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::from([ours.to_string()]);
-    if let Ok(Some(listing)) = nft_owned::list("inet", TABLE) {
+    if let Ok(Some(listing)) = nft.list(FAMILY, TABLE) {
         out.extend(listing.sets().iter().filter_map(|s| s.strip_prefix(ADMIN_MARKER)).map(str::to_string));
     }
     out
 }
 
+/// Table, sets, chains and the fixed rules (rewritten on every ADD in the
+/// same transaction). The admin chain is only ever `add`ed: never flushed.
 fn skeleton(admin_chains: &BTreeSet<String>) -> Vec<Obj> {
     let mut tx = vec![T.add_table()];
     tx.push(set(&containers_set(false), vec![SetType::Ipv4Addr]));
@@ -235,52 +224,64 @@ fn policy_bridge(policy: Policy, prev: &CniResult) -> Result<Option<String>, Cni
     }
 }
 
-fn owner(cmd: &Command) -> String {
-    nft_owned::owner_comment(&cmd.conf.name, &cmd.container_id, &cmd.ifname)
-}
-
-fn nft_err(e: NftError) -> CniError {
-    CniError::from(e)
-}
-
-/// The container addresses as set keys: (set, key).
-fn address_keys(prev: &CniResult) -> Vec<(String, Value)> {
+/// The container's addresses (`containers-v4/-v6` elements, one per address).
+fn address_elements(prev: &CniResult, owner: &str) -> Vec<Element> {
     let mut seen = BTreeSet::new();
     prev.ips
         .iter()
         .map(|ip| ip.address.addr())
         .filter(|a| seen.insert(*a))
-        .map(|a| (containers_set(a.is_ipv6()), Value::from(a.to_string())))
+        .map(|a| Element::new(containers_set(a.is_ipv6()), vec![Key::Ip(a)]).with_comment(owner))
         .collect()
 }
 
-/// A container address element (`containers-v4/-v6`) for nfnetlink.
-fn owned_elem(set: &str, key: &Value, owner: &str) -> Option<Elem> {
-    let addr: std::net::IpAddr = key.as_str()?.parse().ok()?;
-    Some(Elem::new(set, nfkey::ip(addr)).with_comment(owner))
+/// The bridge's ingress policy elements (shared by its containers).
+fn policy_elements(bridge: &str, policy: Policy) -> Vec<Element> {
+    let name = || Key::Ifname(bridge.to_string());
+    let mut out =
+        vec![Element::new("isolation-bridges", vec![name()]), Element::new("isolation-self", vec![name(), name()])];
+    if policy == Policy::Isolated {
+        out.push(Element::new("isolated-self", vec![name(), name()]));
+    }
+    out
 }
 
-/// ADD's elements for nfnetlink: the container's addresses (owned, created)
-/// and the bridge's isolation elements (shared, added). None when a name
-/// cannot be encoded (nft then reports the problem).
-fn fast_elements(
-    keys: &[(String, Value)],
-    bridge: Option<&str>,
-    policy: Policy,
+/// ADD's nftables part: the admin marker flushed (a no-op that fails when
+/// the marker is missing), the addresses created, the policy elements added.
+fn add_elements(
+    nft: &mut dyn Backend,
+    conf: &Parsed,
     owner: &str,
-) -> Option<(Vec<Elem>, Vec<Elem>)> {
-    let owned = keys.iter().map(|(set, key)| owned_elem(set, key, owner)).collect::<Option<Vec<_>>>()?;
-    let mut shared = Vec::new();
-    if let Some(br) = bridge {
-        let name = nfkey::ifname(br)?;
-        let pair = nfkey::concat(&[&name, &name]);
-        shared.push(Elem::new("isolation-bridges", name));
-        shared.push(Elem::new("isolation-self", pair.clone()));
-        if policy == Policy::Isolated {
-            shared.push(Elem::new("isolated-self", pair));
+    addresses: &[Element],
+    policy: &[Element],
+) -> Result<(), CniError> {
+    let marker = admin_marker(&conf.admin_chain);
+    let mut ops = vec![ElementOp::Flush(&marker)];
+    ops.extend(addresses.iter().map(ElementOp::Create));
+    ops.extend(policy.iter().map(ElementOp::Add));
+    let claim = Claim { family: FAMILY, table: TABLE, owner, ops, rules: Vec::new() };
+    let skeleton = |nft: &mut dyn Backend| Transaction::from(skeleton(&admin_chains(nft, &conf.admin_chain)));
+    let conflicts = |e: &ListedElement| e.comment.as_deref() == Some(owner) || addresses.iter().any(|a| a.matches(e));
+    owned::add_owned(nft, &claim, skeleton, conflicts)?;
+    Ok(())
+}
+
+/// DEL's nftables part: by key with prevResult, else found by comment.
+fn del_elements(nft: &mut dyn Backend, cmd: &Command) -> Result<(), CniError> {
+    let owner = nft_attachment::owner(cmd);
+    // With prevResult the keys are known: delete them without listing.
+    if let Ok(Some(prev)) = cmd.prev_result() {
+        let candidates = address_elements(&prev, &owner.comment());
+        match owned::delete_by_key(nft, FAMILY, TABLE, &candidates, |c| owner.owns(c)) {
+            Ok(_) => return Ok(()),
+            Err(e) => log::info!("firewall DEL by key: {e}; finding the elements by their comment"),
         }
     }
-    Some((owned, shared))
+    // Only the attachment is needed: bad or missing config (even a refused
+    // backend) does not block cleanup.
+    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(()) };
+    owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
+    Ok(())
 }
 
 impl Applet for Firewall {
@@ -300,45 +301,13 @@ impl Applet for Firewall {
             return Err(CniError::invalid_config("firewall must be called as a chained plugin (no prevResult)"));
         };
         let bridge = policy_bridge(conf.policy, &prev)?;
-        let keys = address_keys(&prev);
-        if keys.is_empty() && bridge.is_none() {
+        let owner = nft_attachment::owner(cmd).comment();
+        let addresses = address_elements(&prev, &owner);
+        if addresses.is_empty() && bridge.is_none() {
             return Ok(prev);
         }
-        let owner = owner(cmd);
-        let mut tx = vec![flush_marker(&conf.admin_chain)];
-        for (set, key) in &keys {
-            tx.push(T.element(true, set, &str_expr(key.as_str().unwrap_or_default()), None, Some(&owner)));
-        }
-        if let Some(br) = &bridge {
-            let pair = concat(vec![str_expr(br), str_expr(br)]);
-            tx.push(T.element(false, "isolation-bridges", &str_expr(br), None, None));
-            tx.push(T.element(false, "isolation-self", &pair, None, None));
-            if conf.policy == Policy::Isolated {
-                tx.push(T.element(false, "isolated-self", &pair, None, None));
-            }
-        }
-        let fast = fast_elements(&keys, bridge.as_deref(), conf.policy, &owner);
-        let marker = admin_marker(&conf.admin_chain);
-        let fast_ops = fast.as_ref().map(|(owned, shared)| {
-            let mut ops = vec![Op::Flush(&marker)];
-            ops.extend(owned.iter().map(Op::Create));
-            ops.extend(shared.iter().map(Op::Add));
-            ops
-        });
-        nft_owned::add_owned(
-            FAMILY,
-            TABLE,
-            || skeleton(&admin_chains(&conf.admin_chain)),
-            tx,
-            &owner,
-            false,
-            |e| {
-                e.comment.as_deref() == Some(owner.as_str())
-                    || keys.iter().any(|(set, key)| *set == e.set && *key == e.key)
-            },
-            fast_ops.as_deref(),
-        )
-        .map_err(nft_err)?;
+        let policy = bridge.map(|br| policy_elements(&br, conf.policy)).unwrap_or_default();
+        add_elements(&mut *crate::nft::backend(), &conf, &owner, &addresses, &policy)?;
         if let Err(e) = crate::cni::fault::step("firewall: rules committed") {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
@@ -350,25 +319,7 @@ impl Applet for Firewall {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        let owner = owner(cmd);
-        // With prevResult the keys are known: delete them without listing.
-        if let Ok(Some(prev)) = cmd.prev_result() {
-            let candidates: Option<Vec<Elem>> =
-                address_keys(&prev).iter().map(|(set, key)| owned_elem(set, key, &owner)).collect();
-            if let Some(candidates) = candidates {
-                let deleted = Nfnl::open()
-                    .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &candidates, |c| c == owner));
-                match deleted {
-                    Ok(_) => return Ok(()),
-                    Err(e) => log::info!("firewall DEL by key: {e}; finding the elements by their comment"),
-                }
-            }
-        }
-        // Only the attachment is needed: bad or missing config (even a refused
-        // backend) does not block cleanup.
-        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
-        nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| c == owner).map_err(nft_err)?;
-        Ok(())
+        del_elements(&mut *crate::nft::backend(), cmd)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -377,22 +328,23 @@ impl Applet for Firewall {
             return Err(CniError::invalid_config("required prevResult missing"));
         };
         let bridge = policy_bridge(conf.policy, &prev)?;
-        let keys = address_keys(&prev);
-        if keys.is_empty() && bridge.is_none() {
+        let owner = nft_attachment::owner(cmd).comment();
+        let addresses = address_elements(&prev, &owner);
+        if addresses.is_empty() && bridge.is_none() {
             return Ok(());
         }
-        let listing = nft_owned::list("inet", TABLE)
-            .map_err(nft_err)?
+        let listing = crate::nft::backend()
+            .list(FAMILY, TABLE)?
             .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
-        check_listing(&listing, &conf.admin_chain, &keys, bridge.as_deref(), &owner(cmd))
+        check_listing(&listing, &conf.admin_chain, &addresses, bridge.as_deref(), &owner)
     }
 
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
-        super::shared::nft_gc::status()
+        nft_attachment::status(&mut *crate::nft::backend())
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let (elements, _) = nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
+        let (elements, _) = nft_attachment::remove_stale(cmd, &mut *crate::nft::backend(), FAMILY, TABLE)?;
         if !elements.is_empty() {
             log::info!("firewall GC: removed {} elements of stale attachments", elements.len());
         }
@@ -403,7 +355,7 @@ impl Applet for Firewall {
 fn check_listing(
     listing: &Listing,
     admin_chain: &str,
-    keys: &[(String, Value)],
+    addresses: &[Element],
     bridge: Option<&str>,
     owner: &str,
 ) -> Result<(), CniError> {
@@ -424,9 +376,10 @@ fn check_listing(
         return Err(CniError::internal(format!("the forward chain does not jump to {admin_chain} first")));
     }
     let present = listing.elements();
-    for (set, key) in keys {
-        if !present.iter().any(|e| e.set == *set && e.key == *key && e.comment.as_deref() == Some(owner)) {
-            return Err(CniError::internal(format!("firewall element {key} missing from {set}")));
+    for a in addresses {
+        if !present.iter().any(|e| a.is_listed_as(e, owner)) {
+            let key = serde_json::to_value(a.key_expr()).unwrap_or_default();
+            return Err(CniError::internal(format!("firewall element {key} missing from {}", a.set)));
         }
     }
     if let Some(br) = bridge {
@@ -463,8 +416,9 @@ mod tests {
             r#"{"ips":[{"address":"10.0.0.5/24"},{"address":"10.0.0.5/16"},{"address":"fd00::5/64"}]}"#,
         )
         .unwrap();
-        let keys = address_keys(&prev);
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[1], ("containers-v6".to_string(), Value::from("fd00::5")));
+        let elements = address_elements(&prev, "o");
+        assert_eq!(elements.len(), 2);
+        assert_eq!(elements[1].set, "containers-v6");
+        assert_eq!(serde_json::to_value(elements[1].key_expr()).unwrap(), Value::from("fd00::5"));
     }
 }

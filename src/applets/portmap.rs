@@ -49,23 +49,23 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, Verdict, CT};
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, CT};
 use nftables::schema::{Map, NfListObject, Set, SetType, SetTypeValue};
-use nftables::stmt::{JumpTarget, Match, NATFamily, Operator, Statement, VerdictMap, NAT};
+use nftables::stmt::{Match, NATFamily, Operator, Statement, VerdictMap, NAT};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::shared::nft_gc;
+use super::shared::nft_attachment;
 use crate::cni::fault;
 use crate::cni::{Applet, CniError, CniResult, Command};
 use crate::netlink::{conntrack, sysctl, Netlink};
-use crate::nft::build::{
-    add, concat, cow as s, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Expr, Obj, Stmt, Table,
+use crate::nft::owned::{self, Claim};
+use crate::nft::schema::{
+    add, concat, cow as s, delete_chain, delete_set, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Obj,
+    Stmt, Table, Transaction,
 };
-use crate::nft::exec as nft;
-use crate::nft::nfnetlink::{key as nfkey, Elem, Nfnl, Op};
-use crate::nft::owned::{self as nft_owned, ListedElement, Listing};
+use crate::nft::{Backend, Data, Element, ElementOp, Key, ListedElement, ListedRule, Listing, Owner};
 
 pub struct Portmap;
 
@@ -240,20 +240,19 @@ fn ct_dnat() -> Stmt {
 /// The table, its maps, sets and chains, the fixed rules, and the hairpin
 /// chains of `subnets` (rewritten on every such transaction: `add` of a rule
 /// is not idempotent).
-fn skeleton(subnets: &[IpNet]) -> Vec<Value> {
-    let mut tx: Vec<Value> =
-        skeleton_objects(subnets).iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect();
-    // The crate has no verdict type: the verdict maps are declared in plain JSON, after the table.
-    for v6 in [true, false] {
-        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
-        let map = json!({"add": {"map": {"family": "inet", "table": TABLE, "name": masq_net_map(v6), "type": ty, "map": "verdict"}}});
-        tx.insert(1, map);
+fn skeleton(subnets: &[IpNet]) -> Transaction {
+    let mut tx = Transaction::new();
+    tx.push(T.add_table());
+    for v6 in [false, true] {
+        tx.add_verdict_map(&T, &masq_net_map(v6), ip_type(v6));
     }
+    tx.extend(skeleton_objects(subnets));
     tx
 }
 
+/// The skeleton after its table and verdict maps.
 fn skeleton_objects(subnets: &[IpNet]) -> Vec<Obj> {
-    let mut tx = vec![T.add_table()];
+    let mut tx = Vec::new();
     let set = |name: String, v6: bool| {
         add(NfListObject::Set(Box::new(Set {
             family: FAMILY,
@@ -364,19 +363,17 @@ fn skeleton_objects(subnets: &[IpNet]) -> Vec<Obj> {
     tx
 }
 
-/// The elements (set, key, data) and conditional rules one attachment owns.
+/// The elements and conditional rules one attachment owns.
 #[derive(Debug, Default)]
 struct Plan {
-    /// (set, key, data)
-    elements: Vec<(String, Expr, Option<Expr>)>,
-    /// The same elements encoded for nfnetlink (without comment), index by index.
-    raw: Vec<Elem>,
+    /// Without their comment.
+    elements: Vec<Element>,
     conditional: Vec<Vec<Stmt>>,
     /// The subnets whose hairpin chains the masq-net elements jump to.
     subnets: Vec<IpNet>,
     /// The masquerade elements earlier versions made (interval set
     /// masq-v4/-v6), for DEL by key on tables made before an upgrade.
-    legacy: Vec<Elem>,
+    legacy: Vec<Element>,
     /// UDP host ports, per family, for the conntrack flush.
     udp_ports: BTreeSet<(bool, u16)>,
 }
@@ -423,27 +420,14 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
                 plan.conditional.push(expr);
                 continue;
             }
-            let mut key = vec![str_expr(m.proto), Expression::Number(m.host_port as u32)];
+            let mut key = vec![Key::Proto(m.proto), Key::Port(m.host_port)];
             if let Some(h) = host_ip {
-                key.insert(0, str_expr(h));
+                key.insert(0, Key::Ip(h));
             }
             let hostip = host_ip.is_some();
-            let proto = nfkey::inet_proto(m.proto).unwrap_or_default();
-            let port = nfkey::inet_service(m.host_port);
-            let raw_key = match host_ip {
-                Some(h) => nfkey::concat(&[&nfkey::ip(h), &proto, &port]),
-                None => nfkey::concat(&[&proto, &port]),
-            };
-            plan.raw.push(Elem::new(&map_name(hostip, v6, "addr"), raw_key.clone()).with_data(nfkey::ip(ip.addr())));
-            plan.raw.push(
-                Elem::new(&map_name(hostip, v6, "port"), raw_key).with_data(nfkey::inet_service(m.container_port)),
-            );
-            plan.elements.push((map_name(hostip, v6, "addr"), concat(key.clone()), Some(str_expr(ip.addr()))));
-            plan.elements.push((
-                map_name(hostip, v6, "port"),
-                concat(key),
-                Some(Expression::Number(m.container_port as u32)),
-            ));
+            let addr = Element::new(map_name(hostip, v6, "addr"), key.clone()).with_data(Data::Ip(ip.addr()));
+            let port = Element::new(map_name(hostip, v6, "port"), key).with_data(Data::Port(m.container_port));
+            plan.elements.extend([addr, port]);
         }
         if mapped && conf.snat.unwrap_or(true) {
             plan_masquerade(&mut plan, conf, *ip);
@@ -457,20 +441,14 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
 /// anywhere.
 fn plan_masquerade(plan: &mut Plan, conf: &PortmapConf, ip: IpNet) {
     let v6 = ip.addr().is_ipv6();
-    let addr = nfkey::ip(ip.addr());
-    let key = str_expr(ip.addr());
+    let key = vec![Key::Ip(ip.addr())];
     if conf.masq_all {
-        plan.raw.push(Elem::new(&masq_all_set(v6), addr.clone()));
-        plan.elements.push((masq_all_set(v6), key, None));
+        plan.elements.push(Element::new(masq_all_set(v6), key));
     } else {
-        let chain = hairpin_chain(ip);
-        plan.raw.push(Elem::new(&masq_net_map(v6), addr.clone()).with_jump(&chain));
-        let jump = Expression::Verdict(Verdict::Jump(JumpTarget { target: s(chain) }));
-        plan.elements.push((masq_net_map(v6), key.clone(), Some(jump)));
+        plan.elements.push(Element::new(masq_net_map(v6), key.clone()).with_data(Data::Jump(hairpin_chain(ip))));
         plan.subnets.push(ip.trunc());
         if !v6 {
-            plan.raw.push(Elem::new(MASQ_LOCALHOST, addr.clone()));
-            plan.elements.push((MASQ_LOCALHOST.to_string(), key, None));
+            plan.elements.push(Element::new(MASQ_LOCALHOST, key));
         }
     }
     // What earlier versions made for the same container.
@@ -480,9 +458,7 @@ fn plan_masquerade(plan: &mut Plan, conf: &PortmapConf, ip: IpNet) {
         sources.push("127.0.0.0/8".parse().unwrap());
     }
     for src in sources {
-        let start = nfkey::concat(&[&nfkey::ip(src.network()), &addr]);
-        let end = nfkey::concat(&[&nfkey::ip_last(src), &addr]);
-        plan.legacy.push(Elem::new(&legacy_masq_set(v6), start).with_end(end));
+        plan.legacy.push(Element::new(legacy_masq_set(v6), vec![Key::Net(src), Key::Ip(ip.addr())]));
     }
 }
 
@@ -514,7 +490,7 @@ fn flush_udp_conntrack(ports: &BTreeSet<(bool, u16)>) {
 }
 
 /// UDP host ports named by listed elements (`udp . port` keys) or rules.
-fn udp_ports_of(elements: &[ListedElement], rules: &[nft_owned::ListedRule]) -> BTreeSet<(bool, u16)> {
+fn udp_ports_of(elements: &[ListedElement], rules: &[ListedRule]) -> BTreeSet<(bool, u16)> {
     let mut out = BTreeSet::new();
     for e in elements {
         let v6 = e.set.contains("-v6-");
@@ -555,26 +531,68 @@ fn known_plan(cmd: &Command) -> Option<Plan> {
     cmd.runtime_config::<Vec<PortMapping>>("portMappings").ok()??;
     let maps = mappings(cmd).ok()?;
     let plan = plan(&conf, &maps, &container_ips(&prev, &cmd.ifname)).ok()?;
-    (plan.conditional.is_empty() && plan.raw.len() == plan.elements.len()).then_some(plan)
+    plan.conditional.is_empty().then_some(plan)
 }
 
 /// The (v6, port) of a UDP host port element of the hostports/hostip maps.
-fn udp_port_of(e: &Elem) -> Option<(bool, u16)> {
-    if !e.set.starts_with("host") {
+fn udp_port_of(e: &Element) -> Option<(bool, u16)> {
+    if !(e.set.starts_with("host") && e.set.ends_with("-addr")) {
         return None;
     }
-    // The key ends with proto (padded to 4) . port (padded to 4).
-    let n = e.key.len();
-    let (proto, port) = (e.key.get(n.checked_sub(8)?)?, e.key.get(n - 4..n - 2)?);
-    (*proto == 17 && e.set.ends_with("-addr")).then(|| (e.set.contains("-v6-"), u16::from_be_bytes([port[0], port[1]])))
+    match e.key.as_slice() {
+        [.., Key::Proto("udp"), Key::Port(port)] => Some((e.set.contains("-v6-"), *port)),
+        _ => None,
+    }
 }
 
-fn owner(cmd: &Command) -> String {
-    nft_owned::owner_comment(&cmd.conf.name, &cmd.container_id, &cmd.ifname)
+/// Commits the plan's elements and rules for `owner`: one nfnetlink batch
+/// once the table exists (owned.rs says what else may happen).
+fn add_plan(nft: &mut dyn Backend, owner: &Owner, plan: &Plan, ips: &[IpNet]) -> Result<(), CniError> {
+    let comment = owner.comment();
+    let owned_elements: Vec<Element> = plan.elements.iter().map(|e| e.clone().with_comment(&comment)).collect();
+    let rules = plan.conditional.iter().map(|expr| T.rule("conditional", expr.clone(), Some(comment.clone())));
+    let claim = Claim {
+        family: FAMILY,
+        table: TABLE,
+        owner: &comment,
+        ops: owned_elements.iter().map(ElementOp::Create).collect(),
+        rules: rules.collect(),
+    };
+    let container_addrs: Vec<Value> = ips.iter().map(|i| Value::from(i.addr().to_string())).collect();
+    let conflicts = |e: &ListedElement| {
+        if e.comment.as_deref() == Some(comment.as_str()) {
+            return true;
+        }
+        if e.set == legacy_masq_set(false) || e.set == legacy_masq_set(true) {
+            // An earlier version's interval keys clash on the container address alone.
+            let daddr = e.key.get("concat").and_then(Value::as_array).and_then(|c| c.get(1));
+            return daddr.is_some_and(|d| container_addrs.contains(d));
+        }
+        plan.elements.iter().any(|claimed| claimed.matches(e))
+    };
+    owned::add_owned(nft, &claim, |_| skeleton(&plan.subnets), conflicts)?;
+    Ok(())
 }
 
-fn nft_err(e: nft::NftError) -> CniError {
-    CniError::from(e)
+/// Deletes what the attachment owns; returns the UDP host ports it had, for
+/// the conntrack flush.
+fn del_attachment(nft: &mut dyn Backend, cmd: &Command) -> Result<BTreeSet<(bool, u16)>, CniError> {
+    let owner = nft_attachment::owner(cmd);
+    // With prevResult and the port mappings the keys are known: delete
+    // them without listing.
+    if let Some(plan) = known_plan(cmd) {
+        // Elements an earlier version made are looked up too (a lookup
+        // of a missing set is no error).
+        let candidates: Vec<Element> = plan.elements.into_iter().chain(plan.legacy).collect();
+        match owned::delete_by_key(nft, FAMILY, TABLE, &candidates, |c| owner.owns(c)) {
+            Ok(done) => return Ok(done.iter().filter_map(|i| udp_port_of(&candidates[*i])).collect()),
+            Err(e) => log::info!("portmap DEL by key: {e}; finding the elements by their comment"),
+        }
+    }
+    // Otherwise DEL needs nothing but the attachment: what it owns carries its comment.
+    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(BTreeSet::new()) };
+    let (elements, rules) = owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
+    Ok(udp_ports_of(&elements, &rules))
 }
 
 impl Applet for Portmap {
@@ -608,45 +626,7 @@ impl Applet for Portmap {
             }
         }
         fault::step("portmap: localnet routing")?;
-        let owner = owner(cmd);
-        let mut tx = Vec::new();
-        for (set, key, data) in &plan.elements {
-            tx.push(T.element(true, set, key, data.as_ref(), Some(&owner)));
-        }
-        for expr in &plan.conditional {
-            tx.push(T.rule("conditional", expr.clone(), Some(owner.clone())));
-        }
-        // Keys this ADD claims, as nft would list them, to find their holders.
-        let claimed: Vec<(String, Value)> = plan
-            .elements
-            .iter()
-            .map(|(set, key, _)| (set.clone(), serde_json::to_value(key).unwrap_or_default()))
-            .collect();
-        let container_addrs: Vec<Value> = ips.iter().map(|i| Value::from(i.addr().to_string())).collect();
-        let fast: Vec<Elem> = plan.raw.iter().map(|e| e.clone().with_comment(&owner)).collect();
-        let fast_ops: Vec<Op> = fast.iter().map(Op::Create).collect();
-        let fast_ops = (fast.len() == plan.elements.len()).then_some(fast_ops.as_slice());
-        nft_owned::add_owned(
-            FAMILY,
-            TABLE,
-            || skeleton(&plan.subnets),
-            tx,
-            &owner,
-            !plan.conditional.is_empty(),
-            |e| {
-                if e.comment.as_deref() == Some(owner.as_str()) {
-                    return true;
-                }
-                if e.set == legacy_masq_set(false) || e.set == legacy_masq_set(true) {
-                    // An earlier version's interval keys clash on the container address alone.
-                    let daddr = e.key.get("concat").and_then(Value::as_array).and_then(|c| c.get(1));
-                    return daddr.is_some_and(|d| container_addrs.contains(d));
-                }
-                claimed.iter().any(|(set, key)| *set == e.set && *key == e.key)
-            },
-            fast_ops,
-        )
-        .map_err(nft_err)?;
+        add_plan(&mut *crate::nft::backend(), &nft_attachment::owner(cmd), &plan, &ips)?;
         if let Err(e) = fault::step("portmap: mappings committed") {
             // Take back what this ADD committed.
             if let Err(undo) = self.del(cmd) {
@@ -659,28 +639,8 @@ impl Applet for Portmap {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        let owner = owner(cmd);
-        // With prevResult and the port mappings the keys are known: delete
-        // them without listing.
-        if let Some(plan) = known_plan(cmd) {
-            // Elements an earlier version made are looked up too (a lookup
-            // of a missing set is no error).
-            let candidates: Vec<Elem> = plan.raw.into_iter().chain(plan.legacy).collect();
-            let deleted = Nfnl::open()
-                .and_then(|mut nl| nft_owned::delete_by_key(&mut nl, FAMILY, TABLE, &candidates, |c| c == owner));
-            match deleted {
-                Ok(done) => {
-                    let udp: BTreeSet<(bool, u16)> = done.iter().filter_map(|i| udp_port_of(&candidates[*i])).collect();
-                    flush_udp_conntrack(&udp);
-                    return Ok(());
-                }
-                Err(e) => log::info!("portmap DEL by key: {e}; finding the elements by their comment"),
-            }
-        }
-        // Otherwise DEL needs nothing but the attachment: what it owns carries its comment.
-        let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
-        let (elements, rules) = nft_owned::delete_owned(FAMILY, TABLE, &listing, |c| c == owner).map_err(nft_err)?;
-        flush_udp_conntrack(&udp_ports_of(&elements, &rules));
+        let udp_ports = del_attachment(&mut *crate::nft::backend(), cmd)?;
+        flush_udp_conntrack(&udp_ports);
         Ok(())
     }
 
@@ -697,18 +657,19 @@ impl Applet for Portmap {
         if plan.elements.is_empty() && plan.conditional.is_empty() {
             return Ok(());
         }
-        let listing = nft_owned::list("inet", TABLE)
-            .map_err(nft_err)?
+        let listing = crate::nft::backend()
+            .list(FAMILY, TABLE)?
             .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
-        check_listing(&listing, &plan, &owner(cmd))
+        check_listing(&listing, &plan, &nft_attachment::owner(cmd).comment())
     }
 
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
-        super::shared::nft_gc::status()
+        nft_attachment::status(&mut *crate::nft::backend())
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let (elements, rules) = nft_gc::remove_stale(cmd, FAMILY, TABLE)?;
+        let mut nft = crate::nft::backend();
+        let (elements, rules) = nft_attachment::remove_stale(cmd, &mut *nft, FAMILY, TABLE)?;
         if !elements.is_empty() || !rules.is_empty() {
             log::info!(
                 "portmap GC: removed {} elements and {} rules of stale attachments",
@@ -716,7 +677,7 @@ impl Applet for Portmap {
                 rules.len()
             );
         }
-        remove_unused_layout()
+        remove_unused_layout(&mut *nft)
     }
 }
 
@@ -725,13 +686,13 @@ impl Applet for Portmap {
 /// postrouting, sets masq-v4/-v6). A concurrent ADD that jumps to a chain
 /// meanwhile makes the deletion fail (EBUSY): it is only logged, the next GC
 /// retries; an ADD after it finds the chain missing and recreates it.
-fn remove_unused_layout() -> Result<(), CniError> {
-    let Some(listing) = nft_owned::list("inet", TABLE).map_err(nft_err)? else { return Ok(()) };
+fn remove_unused_layout(nft: &mut dyn Backend) -> Result<(), CniError> {
+    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(()) };
     let tx = unused_layout(&listing);
     if tx.is_empty() {
         return Ok(());
     }
-    match nft::apply_commands(&tx) {
+    match nft.apply(&tx) {
         Ok(()) => log::info!("portmap GC: removed {} unused chain(s) or set(s)", tx.len()),
         Err(e) => log::warn!("portmap GC: removing unused chains: {}", CniError::from(e)),
     }
@@ -739,13 +700,12 @@ fn remove_unused_layout() -> Result<(), CniError> {
 }
 
 /// The deletions `remove_unused_layout` makes for `listing`.
-fn unused_layout(listing: &Listing) -> Vec<Value> {
+fn unused_layout(listing: &Listing) -> Transaction {
     let elements = listing.elements();
-    let jumped: BTreeSet<&str> =
-        elements.iter().filter_map(|e| e.data.as_ref()?.pointer("/jump/target")?.as_str()).collect();
-    let chain = |name: &str| json!({"delete": {"chain": {"family": "inet", "table": TABLE, "name": name}}});
-    let set = |name: &str| json!({"delete": {"set": {"family": "inet", "table": TABLE, "name": name}}});
-    let mut tx = Vec::new();
+    let jumped: BTreeSet<&str> = elements.iter().filter_map(ListedElement::jump_target).collect();
+    let chain = |name: &str| delete_chain(FAMILY, TABLE, name);
+    let set = |name: &str| delete_set(FAMILY, TABLE, name);
+    let mut tx = Transaction::new();
     for name in listing.chains() {
         if name.starts_with(HAIRPIN_PREFIX) && !jumped.contains(name.as_str()) {
             tx.push(chain(&name));
@@ -785,14 +745,10 @@ fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniE
         }
     }
     let present = listing.elements();
-    for (set, key, data) in &plan.elements {
-        let key = serde_json::to_value(key).unwrap_or_default();
-        let data = data.as_ref().map(|d| serde_json::to_value(d).unwrap_or_default());
-        let found = present.iter().any(|e| {
-            e.set == *set && e.key == key && e.comment.as_deref() == Some(owner) && (data.is_none() || e.data == data)
-        });
-        if !found {
-            return Err(CniError::internal(format!("port mapping element {key} missing from {set}")));
+    for e in &plan.elements {
+        if !present.iter().any(|listed| e.is_listed_as(listed, owner)) {
+            let key = serde_json::to_value(e.key_expr()).unwrap_or_default();
+            return Err(CniError::internal(format!("port mapping element {key} missing from {}", e.set)));
         }
     }
     let owned_rules = rules.iter().filter(|r| r.comment.as_deref() == Some(owner)).count();
@@ -820,7 +776,7 @@ mod tests {
             m(9090, 90, "tcp", Some("::")),
         ];
         let p = plan(&PortmapConf::default(), &maps, &ips).unwrap();
-        let sets: Vec<&str> = p.elements.iter().map(|(s, _, _)| s.as_str()).collect();
+        let sets: Vec<&str> = p.elements.iter().map(|e| e.set.as_str()).collect();
         assert_eq!(
             sets,
             vec![
@@ -839,13 +795,12 @@ mod tests {
         );
         assert_eq!(p.udp_ports.iter().copied().collect::<Vec<_>>(), vec![(false, 5353)]);
         // Plain keys (the container address); the hairpin element jumps to its subnet's chain.
-        let (_, key, data) = &p.elements[4];
-        assert_eq!(serde_json::to_value(key).unwrap(), serde_json::json!("10.1.0.5"));
+        let e = &p.elements[4];
+        assert_eq!(serde_json::to_value(e.key_expr()).unwrap(), serde_json::json!("10.1.0.5"));
         let chain = hairpin_chain("10.1.0.0/24".parse().unwrap());
-        assert_eq!(serde_json::to_value(data).unwrap(), serde_json::json!({"jump": {"target": chain}}));
+        assert_eq!(serde_json::to_value(e.data_expr()).unwrap(), serde_json::json!({"jump": {"target": chain}}));
         assert_eq!(p.subnets, vec!["10.1.0.0/24".parse::<IpNet>().unwrap(), "fd00::/64".parse().unwrap()]);
-        assert!(p.raw.iter().all(|e| e.key_end.is_none()));
-        assert_eq!(p.raw.len(), p.elements.len());
+        assert!(p.elements.iter().all(|e| e.wire().is_some_and(|w| w.key_end.is_none())));
         // DEL by key also looks for what earlier versions made.
         let legacy: Vec<&str> = p.legacy.iter().map(|e| e.set.as_str()).collect();
         assert_eq!(legacy, vec!["masq-v4", "masq-v4", "masq-v6"]);
@@ -870,7 +825,10 @@ mod tests {
             ))
             .unwrap(),
         };
-        let names: Vec<String> = unused_layout(&listing)
+        let tx = serde_json::to_value(unused_layout(&listing)).unwrap();
+        let names: Vec<String> = tx["nftables"]
+            .as_array()
+            .unwrap()
             .iter()
             .map(|c| {
                 let (kind, o) = c["delete"].as_object().unwrap().iter().next().unwrap();
@@ -891,13 +849,13 @@ mod tests {
         let maps = vec![m(8080, 80, "tcp", None)];
         let conf = PortmapConf { snat: Some(false), ..Default::default() };
         let p = plan(&conf, &maps, &ips).unwrap();
-        assert!(p.elements.iter().all(|(s, _, _)| !s.starts_with("masq")));
+        assert!(p.elements.iter().all(|e| !e.set.starts_with("masq")));
         assert!(p.subnets.is_empty() && p.legacy.is_empty());
         let conf = PortmapConf { masq_all: true, ..Default::default() };
         let p = plan(&conf, &maps, &ips).unwrap();
-        let masq: Vec<_> = p.elements.iter().filter(|(s, _, _)| s.starts_with("masq")).collect();
+        let masq: Vec<_> = p.elements.iter().filter(|e| e.set.starts_with("masq")).collect();
         assert_eq!(masq.len(), 1);
-        assert_eq!(masq[0].0, "masq-all-v4");
+        assert_eq!(masq[0].set, "masq-all-v4");
         assert!(p.subnets.is_empty());
     }
 
@@ -907,7 +865,7 @@ mod tests {
         let conf = PortmapConf { conditions_v4: Some(vec!["-s".into(), "10.0.0.0/8".into()]), ..Default::default() };
         let p = plan(&conf, &[m(8080, 80, "tcp", None)], &ips).unwrap();
         assert_eq!(p.conditional.len(), 1);
-        assert!(p.elements.iter().all(|(s, _, _)| s.starts_with("masq")));
+        assert!(p.elements.iter().all(|e| e.set.starts_with("masq")));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use super::shared::iface_config;
 use super::shared::masquerade;
 use super::shared::veth_plugin::{
-    self, attachment, check_container_veth, enable_forwarding, first_host, rollback, veth_interfaces, Made, NftUse,
+    self, attachment, check_container_veth, enable_forwarding, first_host, host_veth_tag, rollback, veth_interfaces,
+    Made, NftUse,
 };
 use super::shared::{link_plugin, result_check};
 use crate::cni::fault;
@@ -112,7 +113,7 @@ fn setup(
     enable_forwarding(&addrs)?;
     fault::step("ptp: forwarding")?;
 
-    let alias = attachment(cmd).comment();
+    let alias = host_veth_tag(cmd);
     let want = ContainerVeth {
         container_id: &cmd.container_id,
         ifname: &cmd.ifname,
@@ -196,7 +197,9 @@ fn setup(
 
     if conf.ip_masq {
         made.nft = true;
-        masquerade::apply(&cmd.conf.name, masquerade::masq_add_commands(&attachment(cmd), &addrs))?;
+        let mut additions = masquerade::Additions::default();
+        additions.masquerade(&addrs);
+        masquerade::apply(&attachment(cmd), &additions)?;
     }
     if let Some(dns) = cmd.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();

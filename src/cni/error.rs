@@ -117,9 +117,9 @@ impl From<crate::netlink::Error> for CniError {
     }
 }
 
-impl From<crate::nft::NftError> for CniError {
-    fn from(e: crate::nft::NftError) -> Self {
-        CniError::internal(e.msg).with_details(e.stderr.trim().to_string())
+impl From<crate::nft::Error> for CniError {
+    fn from(e: crate::nft::Error) -> Self {
+        CniError::internal(e.msg).with_details(e.details.trim().to_string())
     }
 }
 

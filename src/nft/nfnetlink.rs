@@ -17,8 +17,8 @@ use std::os::fd::AsRawFd;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
+use super::error::{Error, ErrorKind, Result};
 use crate::netlink::msg::{find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
-use crate::netlink::{Error, Result};
 use crate::util::detached;
 
 /// nfgenmsg families of the tables we write.
@@ -59,7 +59,7 @@ const NFT_JUMP: i32 = -3;
 /// libnftnl's userdata TLV type of an element comment (a NUL-terminated string).
 const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 
-const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+use super::error::ENOENT;
 const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
 
@@ -125,7 +125,7 @@ pub mod key {
 
 /// One set or map element, encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Elem {
+pub struct WireElem {
     /// The set or map holding it.
     pub set: String,
     pub key: Vec<u8>,
@@ -138,24 +138,24 @@ pub struct Elem {
     pub comment: Option<String>,
 }
 
-impl Elem {
-    pub fn new(set: &str, key: Vec<u8>) -> Elem {
-        Elem { set: set.to_string(), key, key_end: None, data: None, jump: None, comment: None }
+impl WireElem {
+    pub fn new(set: &str, key: Vec<u8>) -> WireElem {
+        WireElem { set: set.to_string(), key, key_end: None, data: None, jump: None, comment: None }
     }
-    pub fn with_data(mut self, data: Vec<u8>) -> Elem {
+    pub fn with_data(mut self, data: Vec<u8>) -> WireElem {
         self.data = Some(data);
         self
     }
     /// The value of a verdict map element: `jump <chain>`.
-    pub fn with_jump(mut self, chain: &str) -> Elem {
+    pub fn with_jump(mut self, chain: &str) -> WireElem {
         self.jump = Some(chain.to_string());
         self
     }
-    pub fn with_end(mut self, end: Vec<u8>) -> Elem {
+    pub fn with_end(mut self, end: Vec<u8>) -> WireElem {
         self.key_end = Some(end);
         self
     }
-    pub fn with_comment(mut self, comment: &str) -> Elem {
+    pub fn with_comment(mut self, comment: &str) -> WireElem {
         self.comment = Some(comment.to_string());
         self
     }
@@ -163,13 +163,13 @@ impl Elem {
 
 /// One change of a batch.
 #[derive(Debug, Clone, Copy)]
-pub enum Op<'a> {
+pub enum WireOp<'a> {
     /// `create element`: fails with EEXIST when the key is held.
-    Create(&'a Elem),
+    Create(&'a WireElem),
     /// `add element`: no error when an identical element exists.
-    Add(&'a Elem),
+    Add(&'a WireElem),
     /// `delete element` (`destroy` where the kernel has it).
-    Delete(&'a Elem),
+    Delete(&'a WireElem),
     /// `flush set`: fails with ENOENT when the set does not exist. Meant for
     /// empty marker sets (a flush that deletes elements would make the
     /// socket's close wait, like `Delete`, without `close_detached`).
@@ -266,7 +266,7 @@ pub fn userdata_comment(mut udata: &[u8]) -> Option<String> {
 }
 
 /// One set element message: `table`, `set` and the element.
-fn elem_msg(msg: u16, flags: u16, seq: u32, family: u8, table: &str, elem: &Elem, with_payload: bool) -> Vec<u8> {
+fn elem_msg(msg: u16, flags: u16, seq: u32, family: u8, table: &str, elem: &WireElem, with_payload: bool) -> Vec<u8> {
     let mut m = Msg::nft(msg, flags, seq, family);
     m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
     m.attr_str(NFTA_SET_ELEM_LIST_SET, &elem.set);
@@ -298,22 +298,22 @@ fn elem_msg(msg: u16, flags: u16, seq: u32, family: u8, table: &str, elem: &Elem
 }
 
 /// The messages of one batch (without BEGIN/END), numbered from `seq`.
-fn batch_messages(family: u8, table: &str, ops: &[Op], destroy: bool, seq: u32) -> Vec<Vec<u8>> {
+fn batch_messages(family: u8, table: &str, ops: &[WireOp], destroy: bool, seq: u32) -> Vec<Vec<u8>> {
     let ack = NLM_F_ACK;
     ops.iter()
         .enumerate()
         .map(|(i, op)| {
             let seq = seq + i as u32;
             match op {
-                Op::Create(e) => {
+                WireOp::Create(e) => {
                     elem_msg(NFT_MSG_NEWSETELEM, ack | NLM_F_CREATE | NLM_F_EXCL, seq, family, table, e, true)
                 }
-                Op::Add(e) => elem_msg(NFT_MSG_NEWSETELEM, ack | NLM_F_CREATE, seq, family, table, e, true),
-                Op::Delete(e) => {
+                WireOp::Add(e) => elem_msg(NFT_MSG_NEWSETELEM, ack | NLM_F_CREATE, seq, family, table, e, true),
+                WireOp::Delete(e) => {
                     let msg = if destroy { NFT_MSG_DESTROYSETELEM } else { NFT_MSG_DELSETELEM };
                     elem_msg(msg, ack, seq, family, table, e, false)
                 }
-                Op::Flush(set) => {
+                WireOp::Flush(set) => {
                     let mut m = Msg::nft(NFT_MSG_DELSETELEM, ack, seq, family);
                     m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
                     m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
@@ -325,7 +325,7 @@ fn batch_messages(family: u8, table: &str, ops: &[Op], destroy: bool, seq: u32) 
 }
 
 /// A whole batch: BEGIN, the messages, END.
-fn batch(family: u8, table: &str, ops: &[Op], destroy: bool, seq: u32) -> Vec<u8> {
+fn batch(family: u8, table: &str, ops: &[WireOp], destroy: bool, seq: u32) -> Vec<u8> {
     let mut out = Msg::new(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES).finish();
     for m in batch_messages(family, table, ops, destroy, seq + 1) {
         out.extend(m);
@@ -363,7 +363,7 @@ pub struct Nfnl {
 
 impl Nfnl {
     pub fn open() -> Result<Nfnl> {
-        let fail = |what: &str, e: std::io::Error| Error::new(e.raw_os_error().unwrap_or(0), format!("{what}: {e}"));
+        let fail = |what: &str, e: std::io::Error| Error::exec(what, e);
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("opening an nfnetlink socket", e))?;
         sock.bind_auto().map_err(|e| fail("binding an nfnetlink socket", e))?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(|e| fail("connecting an nfnetlink socket", e))?;
@@ -387,10 +387,7 @@ impl Nfnl {
     }
 
     fn send(&self, buf: &[u8]) -> Result<()> {
-        self.sock()
-            .send(buf, 0)
-            .map(|_| ())
-            .map_err(|e| Error::new(e.raw_os_error().unwrap_or(0), format!("sending to nfnetlink: {e}")))
+        self.sock().send(buf, 0).map(|_| ()).map_err(|e| Error::exec("sending to nfnetlink", e))
     }
 
     /// Receives until `done` says so; `on_reply` sees every message.
@@ -398,9 +395,7 @@ impl Nfnl {
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         loop {
             buf.clear();
-            self.sock()
-                .recv(&mut buf, 0)
-                .map_err(|e| Error::new(e.raw_os_error().unwrap_or(0), format!("receiving from nfnetlink: {e}")))?;
+            self.sock().recv(&mut buf, 0).map_err(|e| Error::exec("receiving from nfnetlink", e))?;
             for r in messages(&buf) {
                 if on_reply(&r) {
                     return Ok(());
@@ -412,15 +407,15 @@ impl Nfnl {
     /// Applies `ops` on `table` as one atomic batch. The error is the first
     /// failing message's errno (ENOENT: a table or set is missing; EEXIST: a
     /// created key is held).
-    pub fn commit(&mut self, family: u8, table: &str, ops: &[Op]) -> Result<()> {
+    pub fn commit(&mut self, family: u8, table: &str, ops: &[WireOp]) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
         // A flush is only used on (empty) marker sets: it frees nothing.
-        let deletes = ops.iter().any(|op| matches!(op, Op::Delete(_)));
+        let deletes = ops.iter().any(|op| matches!(op, WireOp::Delete(_)));
         match self.commit_once(family, table, ops, true) {
             // Kernels before 6.3 have no DESTROYSETELEM: delete instead.
-            Err(e) if ops.iter().any(|op| matches!(op, Op::Delete(_))) && matches!(e.errno, EINVAL | EOPNOTSUPP) => {
+            Err(e) if deletes && matches!(e.kind, ErrorKind::Kernel(EINVAL | EOPNOTSUPP)) => {
                 log::debug!("nfnetlink: {e}; retrying with DELSETELEM");
                 self.commit_once(family, table, ops, false)?;
             }
@@ -431,7 +426,7 @@ impl Nfnl {
         Ok(())
     }
 
-    fn commit_once(&mut self, family: u8, table: &str, ops: &[Op], destroy: bool) -> Result<()> {
+    fn commit_once(&mut self, family: u8, table: &str, ops: &[WireOp], destroy: bool) -> Result<()> {
         let seq = self.next_seqs(ops.len() as u32 + 2);
         self.send(&batch(family, table, ops, destroy, seq))?;
         let (first, last) = (seq + 1, seq + ops.len() as u32);
@@ -458,12 +453,12 @@ impl Nfnl {
         match failure {
             Some((s, errno)) if errno != 0 => {
                 let what = match s.checked_sub(first).and_then(|i| ops.get(i as usize)) {
-                    Some(Op::Create(e) | Op::Add(e)) => format!("adding an element to {table} {}", e.set),
-                    Some(Op::Delete(e)) => format!("deleting an element of {table} {}", e.set),
-                    Some(Op::Flush(set)) => format!("flushing {table} {set}"),
+                    Some(WireOp::Create(e) | WireOp::Add(e)) => format!("adding an element to {table} {}", e.set),
+                    Some(WireOp::Delete(e)) => format!("deleting an element of {table} {}", e.set),
+                    Some(WireOp::Flush(set)) => format!("flushing {table} {set}"),
                     None => format!("nftables batch on {table}"),
                 };
-                Err(Error::new(errno, format!("{what}: {}", std::io::Error::from_raw_os_error(errno))))
+                Err(Error::kernel(errno, &what))
             }
             _ => Ok(()),
         }
@@ -472,7 +467,7 @@ impl Nfnl {
     /// Looks each of `elems` up by key (and interval end): what the kernel
     /// holds under that key, or None when it (or its set or table) is missing.
     /// One request per element, sent together; no listing of the table.
-    pub fn get(&mut self, family: u8, table: &str, elems: &[Elem]) -> Result<Vec<Option<Found>>> {
+    pub fn get(&mut self, family: u8, table: &str, elems: &[WireElem]) -> Result<Vec<Option<Found>>> {
         if elems.is_empty() {
             return Ok(Vec::new());
         }
@@ -504,10 +499,7 @@ impl Nfnl {
             done == elems.len()
         })?;
         match error {
-            Some(errno) => Err(Error::new(
-                errno,
-                format!("looking up elements of {table}: {}", std::io::Error::from_raw_os_error(errno)),
-            )),
+            Some(errno) => Err(Error::kernel(errno, &format!("looking up elements of {table}"))),
             None => Ok(found),
         }
     }
@@ -562,11 +554,6 @@ fn close_detached(sock: Socket) {
     drop(sock);
     drop(write_end);
     drop(read_end);
-}
-
-/// Whether `e` is the error of a missing table, set or element.
-pub fn is_missing(e: &Error) -> bool {
-    e.errno == ENOENT
 }
 
 #[cfg(test)]
@@ -637,9 +624,9 @@ mod tests {
 
     #[test]
     fn batch_framing() {
-        let e = Elem::new("s", key::ip("10.0.0.1".parse().unwrap())).with_comment("x");
-        let d = Elem::new("m", vec![6, 0, 0, 0, 0, 80, 0, 0]).with_data(vec![0, 80]);
-        let buf = batch(FAMILY_INET, "t", &[Op::Create(&e), Op::Delete(&d), Op::Flush("f")], true, 7);
+        let e = WireElem::new("s", key::ip("10.0.0.1".parse().unwrap())).with_comment("x");
+        let d = WireElem::new("m", vec![6, 0, 0, 0, 0, 80, 0, 0]).with_data(vec![0, 80]);
+        let buf = batch(FAMILY_INET, "t", &[WireOp::Create(&e), WireOp::Delete(&d), WireOp::Flush("f")], true, 7);
         let msgs = replies(&buf);
         let kinds: Vec<u16> = msgs.iter().map(|m| m.kind).collect();
         assert_eq!(kinds, [0x10, 0x0a0c, 0x0a1e, 0x0a0e, 0x11]);
@@ -669,7 +656,7 @@ mod tests {
     #[test]
     fn verdict_data_as_nft_sends_it() {
         // nft --debug=netlink: `element 0500010a : jump -> hp 0 [end]`.
-        let e = Elem::new("mn", key::ip("10.1.0.5".parse().unwrap())).with_jump("hp");
+        let e = WireElem::new("mn", key::ip("10.1.0.5".parse().unwrap())).with_jump("hp");
         let msg = elem_msg(NFT_MSG_NEWSETELEM, 0, 1, FAMILY_INET, "t", &e, true);
         let r = &replies(&msg)[0];
         let top = attrs(&r.payload[4..]);
@@ -687,7 +674,8 @@ mod tests {
 
     #[test]
     fn parses_a_reply() {
-        let e = Elem::new("m", vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]).with_data(vec![10, 0, 0, 5]).with_comment("n c e");
+        let e =
+            WireElem::new("m", vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]).with_data(vec![10, 0, 0, 5]).with_comment("n c e");
         let msg = elem_msg(NFT_MSG_NEWSETELEM, 0, 1, FAMILY_INET, "t", &e, true);
         let r = &replies(&msg)[0];
         let f = parse_found(r.payload).unwrap();

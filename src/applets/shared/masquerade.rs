@@ -19,60 +19,42 @@
 //!   `port . mac` pairs, and one rule dropping frames that enter a guarded
 //!   port with any other source MAC.
 //!
-//! Every element carries the comment `<network hash> <container id>
-//! <ifname>`, so DEL finds a container's elements from its ID alone (no
-//! prevResult, netns gone) and GC can tell whose they are.
+//! Every element carries its owner's comment (`nft::Owner`), so DEL finds
+//! a container's elements from its ID alone (no prevResult, netns gone) and
+//! GC can tell whose they are. Elements written by earlier releases carry
+//! `<network hash> <container id> <ifname>`: DEL, CHECK and GC accept both.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use nftables::expr::MetaKey;
+use nftables::schema::{NfListObject, Set, SetType, SetTypeValue};
+use nftables::stmt::{Operator, Statement};
+use nftables::types::{NfChainType, NfFamily, NfHook};
 
-use crate::cni::gc;
-use crate::cni::{CniError, CniResult};
-use crate::nft::nfnetlink::{key as nfkey, Elem, Nfnl, Op, FAMILY_BRIDGE, FAMILY_INET};
-use crate::nft::{exec as nft, owned as nft_owned};
+use crate::cni::{fault, gc, CniError, CniResult};
+use crate::nft::owned;
+use crate::nft::owner::is_network;
+use crate::nft::schema::{
+    add, concat, cow, delete_chain, delete_set, eq, matches, meta, payload, prefix, str_expr, Obj, Table, Transaction,
+};
+use crate::nft::{Backend, Element, ElementOp, Key, Listing, Owner};
 use crate::util::hash::short_hex;
 use crate::util::lock::FileLock;
-use nftables::types::NfFamily;
 
 pub const MASQ_TABLE: &str = "cnibox-masq";
 pub const SPOOF_TABLE: &str = "cnibox-macspoof";
+const MASQ: Table = Table { family: NfFamily::INet, name: MASQ_TABLE };
+const SPOOF: Table = Table { family: NfFamily::Bridge, name: SPOOF_TABLE };
 const SPOOF_CHAIN: &str = "prerouting";
 const SPOOF_PORTS: &str = "ports";
 const SPOOF_ALLOWED: &str = "allowed";
 /// nft keeps at most this many bytes of a comment.
 const COMMENT_MAX: usize = 127;
 
-/// One container attachment to one network.
-#[derive(Debug, Clone, Copy)]
-pub struct Attachment<'a> {
-    pub network: &'a str,
-    pub container_id: &'a str,
-    pub ifname: &'a str,
-}
-
 fn network_hash(network: &str) -> String {
     short_hex(&[network], 8)
-}
-
-impl Attachment<'_> {
-    /// The comment every element of this attachment carries.
-    pub fn comment(&self) -> String {
-        let mut c = format!("{} {} {}", network_hash(self.network), self.container_id, self.ifname);
-        c.truncate(COMMENT_MAX);
-        c
-    }
-}
-
-/// The comment's (container id, ifname), if it is one of ours for `network`.
-pub fn owner_of<'c>(comment: &'c str, network: &str) -> Option<(&'c str, &'c str)> {
-    let mut parts = comment.splitn(3, ' ');
-    if parts.next()? != network_hash(network) {
-        return None;
-    }
-    Some((parts.next()?, parts.next()?))
 }
 
 /// Set and chain name for one network's subnet.
@@ -88,344 +70,302 @@ fn masq_prefix(network: &str) -> String {
 /// removing a network's set and chain never races with a new element.
 fn network_lock(network: &str) -> Result<FileLock, CniError> {
     let dir = std::env::var_os("CNIBOX_LOCK_DIR").map(PathBuf::from).unwrap_or_else(|| "/run/cnibox/locks".into());
-    FileLock::exclusive(&dir.join(format!("masq-{}.lock", network_hash(network)))).map_err(CniError::from)
+    Ok(FileLock::exclusive(&dir.join(format!("masq-{}.lock", network_hash(network))))?)
 }
 
-fn family_words(ip: &IpAddr) -> (&'static str, &'static str, &'static str, u8) {
-    match ip {
-        IpAddr::V4(_) => ("ip", "ipv4_addr", "224.0.0.0", 4),
-        IpAddr::V6(_) => ("ip6", "ipv6_addr", "ff00::", 8),
+/// What one ADD asks for: masquerading of its addresses, a guarded port.
+#[derive(Debug, Default)]
+pub struct Additions {
+    masquerade: Vec<IpNet>,
+    /// (host port, the container's MAC)
+    guard: Option<(String, String)>,
+}
+
+impl Additions {
+    /// Masquerade what `ips` send beyond their subnets.
+    pub fn masquerade(&mut self, ips: &[IpNet]) {
+        self.masquerade.extend_from_slice(ips);
+    }
+    /// Frames entering `host_port` must come from `mac`.
+    pub fn guard(&mut self, host_port: &str, mac: &str) {
+        self.guard = Some((host_port.to_string(), mac.to_string()));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.masquerade.is_empty() && self.guard.is_none()
     }
 }
 
-fn elem(val: Value, comment: &str) -> Value {
-    json!({"elem": {"val": val, "comment": comment}})
+fn ip_set_type(ip: &IpAddr) -> SetType {
+    if ip.is_ipv6() {
+        SetType::Ipv6Addr
+    } else {
+        SetType::Ipv4Addr
+    }
 }
 
-/// Commands making `ips` masqueraded for `att` (for one transaction).
-pub fn masq_add_commands(att: &Attachment, ips: &[IpNet]) -> Vec<Value> {
-    if ips.is_empty() {
-        return Vec::new();
-    }
-    let t = json!({"family": "inet", "name": MASQ_TABLE});
-    let mut cmds = vec![json!({"add": {"table": t}})];
-    let comment = att.comment();
-    for ip in ips {
-        let subnet = ip.trunc();
-        let name = masq_name(att.network, &subnet);
-        let (proto, set_type, mcast, mcast_len) = family_words(&ip.addr());
-        let obj = |extra: Value| {
-            let mut o = json!({"family": "inet", "table": MASQ_TABLE, "name": name});
-            o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            o
-        };
-        let mut rule_comment = format!("{} {}", att.network, subnet);
-        rule_comment.truncate(COMMENT_MAX);
-        let addr = ip.addr().to_string();
-        cmds.extend([
-            json!({"add": {"set": obj(json!({"type": set_type}))}}),
-            json!({"add": {"chain": obj(json!({"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}))}}),
-            json!({"flush": {"chain": obj(json!({}))}}),
-            json!({"add": {"rule": {"family": "inet", "table": MASQ_TABLE, "chain": name, "comment": rule_comment,
-                "expr": [
-                    {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": format!("@{name}")}},
-                    {"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "daddr"}},
-                        "right": {"prefix": {"addr": subnet.addr().to_string(), "len": subnet.prefix_len()}}}},
-                    {"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "daddr"}},
-                        "right": {"prefix": {"addr": mcast, "len": mcast_len}}}},
-                    {"masquerade": null}
-                ]}}}),
-            // add + delete + add: the element ends up carrying our comment even
-            // when a stale one (a leaked container's) held the address.
-            json!({"add": {"element": obj(json!({"elem": [addr]}))}}),
-            json!({"delete": {"element": obj(json!({"elem": [addr]}))}}),
-            json!({"add": {"element": obj(json!({"elem": [elem(json!(addr), &comment)]}))}}),
-        ]);
-    }
-    cmds
+fn set_of(table: &Table, name: &str, types: Vec<SetType>) -> Obj {
+    let set_type =
+        if types.len() == 1 { SetTypeValue::Single(types[0]) } else { SetTypeValue::Concatenated(types.into()) };
+    add(NfListObject::Set(Box::new(Set {
+        family: table.family,
+        table: cow(table.name),
+        name: cow(name),
+        set_type,
+        ..Default::default()
+    })))
 }
 
-/// Commands guarding `host_port`: frames entering it must come from `mac`.
-pub fn spoof_add_commands(att: &Attachment, host_port: &str, mac: &str) -> Vec<Value> {
-    let obj = |name: &str, extra: Value| {
-        let mut o = json!({"family": "bridge", "table": SPOOF_TABLE, "name": name});
-        o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        o
+/// The masquerade element of one address.
+fn masq_element(owner: &Owner, ip: &IpNet) -> Element {
+    Element::new(masq_name(owner.network, &ip.trunc()), vec![Key::Ip(ip.addr())])
+}
+
+/// The guarded-port elements: the port, and the port . MAC pair allowed.
+fn spoof_elements(host_port: &str, mac: &str) -> Option<[Element; 2]> {
+    let port = Key::ifname(host_port)?;
+    Some([Element::new(SPOOF_PORTS, vec![port.clone()]), Element::new(SPOOF_ALLOWED, vec![port, Key::ether(mac)?])])
+}
+
+/// The elements `add` gives `owner`, with its comment, per table.
+fn owned_elements(owner: &Owner, add: &Additions) -> (Vec<Element>, Vec<Element>) {
+    let comment = owner.comment();
+    let masq = add.masquerade.iter().map(|ip| masq_element(owner, ip).with_comment(&comment)).collect();
+    let spoof = match &add.guard {
+        Some((port, mac)) => {
+            spoof_elements(port, mac).into_iter().flatten().map(|e| e.with_comment(&comment)).collect()
+        }
+        None => Vec::new(),
     };
-    let comment = att.comment();
-    let pair = json!({"concat": [host_port, mac]});
-    vec![
-        json!({"add": {"table": {"family": "bridge", "name": SPOOF_TABLE}}}),
-        json!({"add": {"set": obj(SPOOF_PORTS, json!({"type": "ifname"}))}}),
-        json!({"add": {"set": obj(SPOOF_ALLOWED, json!({"type": ["ifname", "ether_addr"]}))}}),
-        json!({"add": {"chain": obj(SPOOF_CHAIN, json!({"type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}))}}),
-        json!({"flush": {"chain": obj(SPOOF_CHAIN, json!({}))}}),
-        json!({"add": {"rule": {"family": "bridge", "table": SPOOF_TABLE, "chain": SPOOF_CHAIN,
-        "comment": "frames from a guarded container port must carry the container's MAC",
-        "expr": [
-            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": format!("@{SPOOF_PORTS}")}},
-            {"match": {"op": "!=", "left": {"concat": [{"meta": {"key": "iifname"}}, {"payload": {"protocol": "ether", "field": "saddr"}}]},
-                "right": format!("@{SPOOF_ALLOWED}")}},
-            {"drop": null}
-        ]}}}),
-        json!({"add": {"element": obj(SPOOF_ALLOWED, json!({"elem": [elem(pair, &comment)]}))}}),
-        json!({"add": {"element": obj(SPOOF_PORTS, json!({"elem": [elem(json!(host_port), &comment)]}))}}),
-    ]
+    (masq, spoof)
 }
 
-/// Applies the commands as one nftables transaction (none when empty).
-/// `network` is locked while it runs when the commands touch masquerading.
+/// One subnet's set, chain and rule (idempotent: the chain is flushed
+/// before its one rule is added) and the address's element.
+fn masq_transaction(tx: &mut Transaction, owner: &Owner, ip: &IpNet, element: &Element) {
+    let subnet = ip.trunc();
+    let name = masq_name(owner.network, &subnet);
+    let v6 = ip.addr().is_ipv6();
+    let (proto, multicast) = if v6 { ("ip6", "ff00::/8") } else { ("ip", "224.0.0.0/4") };
+    tx.push(set_of(&MASQ, &name, vec![ip_set_type(&ip.addr())]));
+    tx.push(add(NfListObject::Chain(MASQ.base_chain(&name, NfChainType::NAT, NfHook::Postrouting, 100))));
+    tx.push(MASQ.flush_chain(&name));
+    let mut rule_comment = format!("{} {}", owner.network, subnet);
+    rule_comment.truncate(COMMENT_MAX);
+    let rule = vec![
+        eq(payload(proto, "saddr"), str_expr(format!("@{name}"))),
+        matches(payload(proto, "daddr"), Operator::NEQ, prefix(subnet)),
+        matches(payload(proto, "daddr"), Operator::NEQ, prefix(multicast.parse().expect("a valid prefix"))),
+        Statement::Masquerade(None),
+    ];
+    tx.push(MASQ.rule(&name, rule, Some(rule_comment)));
+    // add + delete + add: the element ends up carrying our comment even
+    // when a stale one (a leaked container's) held the address.
+    let plain = Element::new(element.set.clone(), element.key.clone());
+    tx.push(ElementOp::Add(&plain).schema(MASQ.family, MASQ.name));
+    tx.push(ElementOp::Delete(&plain).schema(MASQ.family, MASQ.name));
+    tx.push(ElementOp::Add(element).schema(MASQ.family, MASQ.name));
+}
+
+/// The spoof check's table, sets, chain and rule, and the port's elements.
+fn spoof_transaction(tx: &mut Transaction, elements: &[Element]) {
+    tx.push(SPOOF.add_table());
+    tx.push(set_of(&SPOOF, SPOOF_PORTS, vec![SetType::Ifname]));
+    tx.push(set_of(&SPOOF, SPOOF_ALLOWED, vec![SetType::Ifname, SetType::EtherAddr]));
+    tx.push(add(NfListObject::Chain(SPOOF.base_chain(SPOOF_CHAIN, NfChainType::Filter, NfHook::Prerouting, -300))));
+    tx.push(SPOOF.flush_chain(SPOOF_CHAIN));
+    let rule = vec![
+        eq(meta(MetaKey::Iifname), str_expr(format!("@{SPOOF_PORTS}"))),
+        matches(
+            concat(vec![meta(MetaKey::Iifname), payload("ether", "saddr")]),
+            Operator::NEQ,
+            str_expr(format!("@{SPOOF_ALLOWED}")),
+        ),
+        Statement::Drop(None),
+    ];
+    let comment = "frames from a guarded container port must carry the container's MAC".to_string();
+    tx.push(SPOOF.rule(SPOOF_CHAIN, rule, Some(comment)));
+    // The allowed pair first: a port is never guarded without it.
+    for e in elements.iter().rev() {
+        tx.push(ElementOp::Add(e).schema(SPOOF.family, SPOOF.name));
+    }
+}
+
+/// The whole of `add` as one nft transaction: tables, sets, chains, rules
+/// (all idempotent) and the elements.
+fn full_transaction(owner: &Owner, add: &Additions, masq: &[Element], spoof: &[Element]) -> Transaction {
+    let mut tx = Transaction::new();
+    if !masq.is_empty() {
+        tx.push(MASQ.add_table());
+    }
+    for (ip, element) in add.masquerade.iter().zip(masq) {
+        masq_transaction(&mut tx, owner, ip, element);
+    }
+    if add.guard.is_some() {
+        spoof_transaction(&mut tx, spoof);
+    }
+    tx
+}
+
+/// Commits `add` for `owner`, with `owner`'s network locked.
 ///
 /// When the tables and sets exist already (every container but a network's
 /// first), only the commented elements are new: they are created in one
-/// nfnetlink batch, without exec'ing nft. A missing set (ENOENT), a held key
-/// (EEXIST: the nft commands take it over) or any other refusal sends the
-/// whole set of commands through nft, as one transaction.
-pub fn apply(network: &str, cmds: Vec<Value>) -> Result<(), CniError> {
-    if cmds.is_empty() {
+/// nfnetlink batch per table, without exec'ing nft. A missing set, a held
+/// key (the nft transaction takes it over) or any other refusal sends
+/// everything through nft, as one transaction.
+pub fn apply(owner: &Owner, add: &Additions) -> Result<(), CniError> {
+    if add.is_empty() {
         return Ok(());
     }
-    let _lock = network_lock(network)?;
-    match fast_elements(&cmds).map(|elems| add_fast(&elems)) {
-        Some(Ok(())) => return crate::cni::fault::step("nft: transaction applied"),
-        Some(Err(e)) => log::debug!("nfnetlink: {e}; applying with nft"),
-        None => {}
-    }
-    transaction(cmds)?;
-    crate::cni::fault::step("nft: transaction applied")
+    // Declared before the lock: see nft::backend::System.
+    let mut nft = crate::nft::backend();
+    let _lock = network_lock(owner.network)?;
+    apply_locked(&mut *nft, owner, add)?;
+    fault::step("nft: transaction applied")
 }
 
-/// The commented elements of `cmds` (what one attachment owns), encoded for
-/// nfnetlink per (family, table); None when one cannot be encoded.
-fn fast_elements(cmds: &[Value]) -> Option<Vec<(u8, &'static str, Elem)>> {
-    let mut out = Vec::new();
-    for obj in cmds.iter().filter_map(|c| c.pointer("/add/element")) {
-        let set = obj["name"].as_str()?;
-        for e in obj["elem"].as_array()? {
-            // Plain keys are the add/delete pair clearing a stale comment: the
-            // batch's `create` fails on a held key instead.
-            let Some(inner) = e.get("elem") else { continue };
-            let (val, comment) = (&inner["val"], inner["comment"].as_str()?);
-            let elem = match obj["table"].as_str()? {
-                MASQ_TABLE => (FAMILY_INET, MASQ_TABLE, nfkey::ip(val.as_str()?.parse().ok()?)),
-                SPOOF_TABLE if set == SPOOF_PORTS => (FAMILY_BRIDGE, SPOOF_TABLE, nfkey::ifname(val.as_str()?)?),
-                SPOOF_TABLE if set == SPOOF_ALLOWED => {
-                    let pair = val["concat"].as_array()?;
-                    let (port, mac) = (pair.first()?.as_str()?, pair.get(1)?.as_str()?);
-                    (FAMILY_BRIDGE, SPOOF_TABLE, nfkey::concat(&[&nfkey::ifname(port)?, &nfkey::ether(mac)?]))
-                }
-                _ => return None,
-            };
-            out.push((elem.0, elem.1, Elem::new(set, elem.2).with_comment(comment)));
-        }
+fn apply_locked(nft: &mut dyn Backend, owner: &Owner, add: &Additions) -> Result<(), CniError> {
+    let (masq, spoof) = owned_elements(owner, add);
+    let fast = [(MASQ, &masq), (SPOOF, &spoof)].into_iter().filter(|(_, elements)| !elements.is_empty()).try_for_each(
+        |(table, elements)| {
+            let ops: Vec<ElementOp> = elements.iter().map(ElementOp::Create).collect();
+            nft.commit(table.family, table.name, &ops)
+        },
+    );
+    match fast {
+        Ok(()) => return Ok(()),
+        Err(e) => log::debug!("nfnetlink: {e}; applying with nft"),
     }
-    (!out.is_empty()).then_some(out)
-}
-
-/// Creates `elems` (one batch per table).
-fn add_fast(elems: &[(u8, &'static str, Elem)]) -> Result<(), crate::netlink::Error> {
-    let mut nl = Nfnl::open()?;
-    for table in [MASQ_TABLE, SPOOF_TABLE] {
-        let ops: Vec<Op> = elems.iter().filter(|(_, t, _)| *t == table).map(|(_, _, e)| Op::Create(e)).collect();
-        if let Some((family, _, _)) = elems.iter().find(|(_, t, _)| *t == table) {
-            nl.commit(*family, table, &ops)?;
-        }
-    }
+    nft.apply(&full_transaction(owner, add, &masq, &spoof))?;
     Ok(())
 }
 
-fn transaction(cmds: Vec<Value>) -> Result<(), CniError> {
-    if cmds.is_empty() {
-        return Ok(());
-    }
-    // The unit tests check these commands against the nftables crate's schema.
-    nft::apply_commands(&cmds).map_err(CniError::from)
-}
-
-/// A table's objects as nft lists them (empty when the table is absent).
-fn list(family: &str, table: &str) -> Result<Vec<Value>, CniError> {
-    match nft::run(&["-j", "list", "table", family, table], None) {
-        Ok(out) => {
-            let v: Value = serde_json::from_str(&out).map_err(|e| {
-                CniError::internal(format!("parsing nft's listing of {table}")).with_details(e.to_string())
-            })?;
-            Ok(v["nftables"].as_array().cloned().unwrap_or_default())
-        }
-        Err(e) if e.stderr.contains("No such file or directory") => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A set as listed: its name and its elements (value, comment).
-struct ListedSet {
-    name: String,
-    /// The set's type as listed (a delete must name it too).
-    set_type: Value,
-    elems: Vec<(Value, String)>,
-}
-
-fn sets_of(listing: &[Value]) -> Vec<ListedSet> {
-    listing
-        .iter()
-        .filter_map(|o| o.get("set"))
-        .map(|s| ListedSet {
-            name: s["name"].as_str().unwrap_or_default().to_string(),
-            set_type: s["type"].clone(),
-            elems: s["elem"]
-                .as_array()
-                .map(|es| {
-                    es.iter()
-                        .map(|e| match e.get("elem") {
-                            Some(inner) => {
-                                (inner["val"].clone(), inner["comment"].as_str().unwrap_or_default().to_string())
-                            }
-                            None => (e.clone(), String::new()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-        .collect()
-}
-
-/// Commands deleting, from the listed masquerade sets of `network`, the
-/// elements `doomed` picks; a set left empty goes with its chain.
-fn masq_del_commands(listing: &[Value], network: &str, doomed: impl Fn(&str, &str) -> bool) -> Vec<Value> {
+/// Deletes, from the listed masquerade sets of `network`, the elements
+/// whose comment `doomed` picks; a set left empty goes with its chain.
+fn masq_deletions(tx: &mut Transaction, listing: &Listing, network: &str, doomed: &impl Fn(&str) -> bool) {
     let prefix = masq_prefix(network);
-    let mut cmds = Vec::new();
-    for set in sets_of(listing).into_iter().filter(|s| s.name.starts_with(&prefix)) {
+    let elements = listing.elements();
+    for set in listing.sets().into_iter().filter(|s| s.starts_with(&prefix)) {
         let (gone, kept): (Vec<_>, Vec<_>) =
-            set.elems.iter().partition(|(_, c)| owner_of(c, network).is_some_and(|(id, ifname)| doomed(id, ifname)));
-        let obj = json!({"family": "inet", "table": MASQ_TABLE, "name": set.name});
+            elements.iter().filter(|e| e.set == set).partition(|e| e.comment.as_deref().is_some_and(|c| doomed(c)));
         if kept.is_empty() {
-            let set_obj = json!({"family": "inet", "table": MASQ_TABLE, "name": set.name, "type": set.set_type});
-            cmds.push(json!({"delete": {"chain": obj}}));
-            cmds.push(json!({"delete": {"set": set_obj}}));
-        } else if !gone.is_empty() {
-            let mut o = obj.clone();
-            o["elem"] = Value::Array(gone.iter().map(|(v, _)| v.clone()).collect());
-            cmds.push(json!({"delete": {"element": o}}));
+            tx.push(delete_chain(MASQ.family, MASQ.name, &set));
+            tx.push(delete_set(MASQ.family, MASQ.name, &set));
+        } else {
+            tx.extend(gone.iter().filter_map(|e| owned::delete_listed_element(MASQ.family, MASQ.name, e)));
         }
     }
-    cmds
 }
 
-fn spoof_del_commands(listing: &[Value], network: &str, doomed: impl Fn(&str, &str) -> bool) -> Vec<Value> {
-    let mut cmds = Vec::new();
-    for set in sets_of(listing).into_iter().filter(|s| s.name == SPOOF_PORTS || s.name == SPOOF_ALLOWED) {
-        let gone: Vec<Value> = set
-            .elems
-            .iter()
-            .filter(|(_, c)| owner_of(c, network).is_some_and(|(id, ifname)| doomed(id, ifname)))
-            .map(|(v, _)| v.clone())
-            .collect();
-        if !gone.is_empty() {
-            let o = json!({"family": "bridge", "table": SPOOF_TABLE, "name": set.name, "elem": gone});
-            cmds.push(json!({"delete": {"element": o}}));
-        }
-    }
-    cmds
+fn spoof_deletions(tx: &mut Transaction, listing: &Listing, doomed: &impl Fn(&str) -> bool) {
+    let doomed_elements = listing.elements().into_iter().filter(|e| {
+        (e.set == SPOOF_PORTS || e.set == SPOOF_ALLOWED) && e.comment.as_deref().is_some_and(|c| doomed(c))
+    });
+    tx.extend(doomed_elements.filter_map(|e| owned::delete_listed_element(SPOOF.family, SPOOF.name, &e)));
 }
 
-/// Removes everything the picked attachments of `network` own, in one
-/// transaction. Elements of other networks and containers stay.
-fn remove(network: &str, masq: bool, spoof: bool, doomed: impl Fn(&str, &str) -> bool) -> Result<(), CniError> {
+/// Removes everything the attachments of `network` whose comment `doomed`
+/// picks own, in one transaction. Elements of other networks and
+/// containers stay.
+fn remove(
+    nft: &mut dyn Backend,
+    network: &str,
+    masq: bool,
+    spoof: bool,
+    doomed: impl Fn(&str) -> bool,
+) -> Result<(), CniError> {
     let _lock = network_lock(network)?;
-    let mut cmds = Vec::new();
+    let mut tx = Transaction::new();
     if masq {
-        cmds.extend(masq_del_commands(&list("inet", MASQ_TABLE)?, network, &doomed));
+        if let Some(listing) = nft.list(MASQ.family, MASQ.name)? {
+            masq_deletions(&mut tx, &listing, network, &doomed);
+        }
     }
     if spoof {
-        cmds.extend(spoof_del_commands(&list("bridge", SPOOF_TABLE)?, network, &doomed));
+        if let Some(listing) = nft.list(SPOOF.family, SPOOF.name)? {
+            spoof_deletions(&mut tx, &listing, &doomed);
+        }
     }
-    transaction(cmds)
+    nft.apply(&tx)?;
+    Ok(())
 }
 
 /// DEL: drops the attachment's masquerade and spoof-check elements. With the
 /// previous result the keys are known and deleted without listing (the
 /// network's set and chain stay, possibly empty, until GC or a DEL on the
 /// listing path); otherwise they are found by their comment.
-pub fn del(att: &Attachment, masq: bool, spoof: bool, prev: Option<&CniResult>) -> Result<(), CniError> {
+pub fn del(owner: &Owner, masq: bool, spoof: bool, prev: Option<&CniResult>) -> Result<(), CniError> {
+    let mut nft = crate::nft::backend();
+    del_with(&mut *nft, owner, masq, spoof, prev)
+}
+
+fn del_with(
+    nft: &mut dyn Backend,
+    owner: &Owner,
+    masq: bool,
+    spoof: bool,
+    prev: Option<&CniResult>,
+) -> Result<(), CniError> {
     if let Some(prev) = prev {
-        match del_by_key(att, masq, spoof, prev) {
+        match del_by_key(nft, owner, masq, spoof, prev) {
             Ok(()) => return Ok(()),
             Err(e) => log::info!("masquerade DEL by key: {e}; finding the elements by their comment"),
         }
     }
-    del_listed(att, masq, spoof)
+    remove(nft, owner.network, masq, spoof, |c| owner.owns(c))
 }
 
 /// The elements `prev` names that this attachment may own, per table: its
 /// addresses in the masquerade sets, and for the spoof check every host-side
 /// interface of the result (the bridge among them: harmless, only elements
 /// carrying this attachment's comment are deleted) with the container's MAC.
-fn key_candidates(att: &Attachment, masq: bool, spoof: bool, prev: &CniResult) -> Option<(Vec<Elem>, Vec<Elem>)> {
-    let mut masq_elems = Vec::new();
-    if masq {
-        for ip in &prev.ips {
-            masq_elems.push(Elem::new(&masq_name(att.network, &ip.address.trunc()), nfkey::ip(ip.address.addr())));
-        }
-    }
-    let mut spoof_elems = Vec::new();
+fn key_candidates(owner: &Owner, masq: bool, spoof: bool, prev: &CniResult) -> Option<(Vec<Element>, Vec<Element>)> {
+    let masq_elements =
+        if masq { prev.ips.iter().map(|ip| masq_element(owner, &ip.address)).collect() } else { vec![] };
+    let mut spoof_elements_ = Vec::new();
     if spoof {
-        let container = prev.interfaces.iter().find(|i| !i.sandbox.is_empty() && i.name == att.ifname);
-        let mac = container.and_then(|c| nfkey::ether(&c.mac))?;
+        let container = prev.interfaces.iter().find(|i| !i.sandbox.is_empty() && i.name == owner.ifname)?;
+        Key::ether(&container.mac)?;
         for host in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
-            let Some(port) = nfkey::ifname(&host.name) else { continue };
-            spoof_elems.push(Elem::new(SPOOF_PORTS, port.clone()));
-            spoof_elems.push(Elem::new(SPOOF_ALLOWED, nfkey::concat(&[&port, &mac])));
+            spoof_elements_.extend(spoof_elements(&host.name, &container.mac).into_iter().flatten());
         }
     }
-    Some((masq_elems, spoof_elems))
+    Some((masq_elements, spoof_elements_))
 }
 
-fn del_by_key(att: &Attachment, masq: bool, spoof: bool, prev: &CniResult) -> Result<(), CniError> {
-    let Some((masq_elems, spoof_elems)) = key_candidates(att, masq, spoof, prev) else {
+fn del_by_key(nft: &mut dyn Backend, owner: &Owner, masq: bool, spoof: bool, prev: &CniResult) -> Result<(), CniError> {
+    let Some((masq_elements, spoof_elements)) = key_candidates(owner, masq, spoof, prev) else {
         return Err(CniError::internal("the previous result does not name the container's MAC"));
     };
-    // Opened before the lock is taken, so that the lock is released before
-    // the socket's detached close forks (the children inherit descriptors).
-    let mut nl = Nfnl::open()?;
-    let _lock = network_lock(att.network)?;
-    let comment = att.comment();
-    nft_owned::delete_by_key(&mut nl, NfFamily::INet, MASQ_TABLE, &masq_elems, |c| c == comment)?;
-    nft_owned::delete_by_key(&mut nl, NfFamily::Bridge, SPOOF_TABLE, &spoof_elems, |c| c == comment)?;
+    let _lock = network_lock(owner.network)?;
+    owned::delete_by_key(nft, MASQ.family, MASQ.name, &masq_elements, |c| owner.owns(c))?;
+    owned::delete_by_key(nft, SPOOF.family, SPOOF.name, &spoof_elements, |c| owner.owns(c))?;
     Ok(())
 }
 
-fn del_listed(att: &Attachment, masq: bool, spoof: bool) -> Result<(), CniError> {
-    let (id, ifname) = (att.container_id, att.ifname);
-    // Comments are truncated; compare in the same shape.
-    let mine = att.comment();
-    let (_, rest) = mine.split_once(' ').unwrap_or(("", ""));
-    let rest = rest.to_string();
-    remove(att.network, masq, spoof, move |cid, ifn| (cid == id && ifn == ifname) || format!("{cid} {ifn}") == rest)
-}
-
-/// GC: drops the elements of attachments not in `valid`.
+/// GC: drops the elements of `network`'s attachments not in `valid`.
 pub fn gc(network: &str, valid: &[gc::Attachment], masq: bool, spoof: bool) -> Result<(), CniError> {
-    remove(network, masq, spoof, |id, ifname| !gc::is_valid(valid, id, ifname))
+    let valid: Vec<Owner> =
+        valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
+    let stale = |c: &str| is_network(c, network) && !valid.iter().any(|v| v.owns(c));
+    remove(&mut *crate::nft::backend(), network, masq, spoof, stale)
 }
 
 /// CHECK: every address of `ips` is in its network's set under this
 /// attachment's comment, and the set's chain holds its masquerade rule.
-pub fn check(att: &Attachment, ips: &[IpNet]) -> Result<(), CniError> {
-    let listing = list("inet", MASQ_TABLE)?;
-    let sets = sets_of(&listing);
-    let comment = att.comment();
+pub fn check(owner: &Owner, ips: &[IpNet]) -> Result<(), CniError> {
+    let listing = crate::nft::backend().list(MASQ.family, MASQ.name)?.unwrap_or_default();
+    let elements = listing.elements();
+    let rules = listing.rules();
     for ip in ips {
-        let name = masq_name(att.network, &ip.trunc());
-        let addr = ip.addr().to_string();
-        let found = sets
-            .iter()
-            .find(|s| s.name == name)
-            .is_some_and(|s| s.elems.iter().any(|(v, c)| v.as_str() == Some(addr.as_str()) && *c == comment));
+        let wanted = masq_element(owner, ip);
+        let found = elements.iter().any(|e| wanted.matches(e) && e.comment.as_deref().is_some_and(|c| owner.owns(c)));
         if !found {
-            return Err(CniError::internal(format!("masquerade entry for {addr} is missing")));
+            return Err(CniError::internal(format!("masquerade entry for {} is missing", ip.addr())));
         }
-        let rule = listing.iter().filter_map(|o| o.get("rule")).find(|r| r["chain"] == name.as_str());
+        let rule = rules.iter().find(|r| r.chain == wanted.set);
         let has_masq =
-            rule.and_then(|r| r["expr"].as_array()).is_some_and(|e| e.iter().any(|x| x.get("masquerade").is_some()));
+            rule.and_then(|r| r.expr.as_array()).is_some_and(|e| e.iter().any(|x| x.get("masquerade").is_some()));
         if !has_masq {
             return Err(CniError::internal(format!("masquerade rule for {} is missing", ip.trunc())));
         }
@@ -434,13 +374,15 @@ pub fn check(att: &Attachment, ips: &[IpNet]) -> Result<(), CniError> {
 }
 
 /// CHECK for the spoof check: the port is guarded with `mac`.
-pub fn check_spoof(att: &Attachment, host_port: &str, mac: &str) -> Result<(), CniError> {
-    let sets = sets_of(&list("bridge", SPOOF_TABLE)?);
-    let comment = att.comment();
-    let want = json!({"concat": [host_port, mac]});
-    let ok = sets.iter().any(|s| s.name == SPOOF_ALLOWED && s.elems.iter().any(|(v, c)| *v == want && *c == comment))
-        && sets.iter().any(|s| s.name == SPOOF_PORTS && s.elems.iter().any(|(v, c)| v == host_port && *c == comment));
-    if ok {
+pub fn check_spoof(owner: &Owner, host_port: &str, mac: &str) -> Result<(), CniError> {
+    let listing = crate::nft::backend().list(SPOOF.family, SPOOF.name)?.unwrap_or_default();
+    let elements = listing.elements();
+    let guarded = spoof_elements(host_port, mac).is_some_and(|wanted| {
+        wanted
+            .iter()
+            .all(|w| elements.iter().any(|e| w.matches(e) && e.comment.as_deref().is_some_and(|c| owner.owns(c))))
+    });
+    if guarded {
         Ok(())
     } else {
         Err(CniError::internal(format!("MAC spoof check for {host_port} is missing")))
@@ -465,50 +407,76 @@ pub fn check_backend(backend: Option<&str>) -> Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nft::fake::Fake;
 
-    fn att() -> Attachment<'static> {
-        Attachment { network: "net1", container_id: "c1", ifname: "eth0" }
+    fn owner(id: &str) -> Owner<'_> {
+        Owner { network: "net1", container_id: id, ifname: "eth0" }
+    }
+
+    fn additions(ip: &str, port: &str) -> Additions {
+        let mut add = Additions::default();
+        add.masquerade(&[ip.parse().unwrap()]);
+        add.guard(port, "0a:58:0a:01:00:05");
+        add
     }
 
     #[test]
-    fn add_commands_parse_as_nftables_schema() {
-        let ips: Vec<IpNet> = vec!["10.1.0.5/24".parse().unwrap(), "fd00::5/64".parse().unwrap()];
-        let mut cmds = masq_add_commands(&att(), &ips);
-        cmds.extend(spoof_add_commands(&att(), "veth1234abcd", "0a:58:0a:01:00:05"));
-        let doc: nftables::schema::Nftables = serde_json::from_value(json!({ "nftables": cmds })).unwrap();
-        assert!(doc.objects.len() > 10);
+    fn first_add_declares_the_tables_later_ones_are_one_batch_each() {
+        let mut nft = Fake::new();
+        apply_locked(&mut nft, &owner("c1"), &additions("10.1.0.5/24", "veth1")).unwrap();
+        assert_eq!((nft.applies(), nft.commits()), (1, 1), "a refused batch, then one transaction");
+        let set = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
+        assert_eq!(nft.elements(NfFamily::INet, MASQ_TABLE, &set), [("10.1.0.5".into(), Some("net1 c1 eth0".into()))]);
+        assert_eq!(nft.rules(NfFamily::INet, MASQ_TABLE, &set).len(), 1);
+        apply_locked(&mut nft, &owner("c2"), &additions("10.1.0.6/24", "veth2")).unwrap();
+        assert_eq!((nft.applies(), nft.commits()), (1, 3), "one batch per table, no nft");
+        assert_eq!(nft.elements(NfFamily::Bridge, SPOOF_TABLE, SPOOF_PORTS).len(), 2);
     }
 
     #[test]
-    fn comments_name_the_owner() {
-        let c = att().comment();
-        assert_eq!(owner_of(&c, "net1"), Some(("c1", "eth0")));
-        assert_eq!(owner_of(&c, "net2"), None);
+    fn a_held_address_is_taken_over() {
+        let mut nft = Fake::new();
+        apply_locked(&mut nft, &owner("stale"), &additions("10.1.0.5/24", "veth1")).unwrap();
+        apply_locked(&mut nft, &owner("c1"), &additions("10.1.0.5/24", "veth9")).unwrap();
+        let set = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
+        assert_eq!(nft.elements(NfFamily::INet, MASQ_TABLE, &set), [("10.1.0.5".into(), Some("net1 c1 eth0".into()))]);
+        assert_eq!(nft.rules(NfFamily::INet, MASQ_TABLE, &set).len(), 1, "the rule never doubles");
     }
 
     #[test]
-    fn del_commands_pick_owned_elements() {
-        let name = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
-        let other = Attachment { container_id: "c2", ..att() }.comment();
-        let listing = vec![json!({"set": {"name": name, "type": "ipv4_addr", "elem": [
-            {"elem": {"val": "10.1.0.5", "comment": att().comment()}},
-            {"elem": {"val": "10.1.0.6", "comment": other}}
-        ]}})];
-        let cmds = masq_del_commands(&listing, "net1", |id, _| id == "c1");
-        assert_eq!(cmds.len(), 1);
-        assert_eq!(cmds[0]["delete"]["element"]["elem"], json!(["10.1.0.5"]));
-        // The last element takes the set and chain with it.
-        let cmds = masq_del_commands(&listing, "net1", |_, _| true);
-        assert_eq!(cmds.len(), 2);
-        let spoof = vec![json!({"set": {"name": SPOOF_ALLOWED, "type": ["ifname", "ether_addr"], "elem": [
-            {"elem": {"val": {"concat": ["veth1", "0a:58:0a:01:00:05"]}, "comment": att().comment()}}
-        ]}})];
-        let mut all = cmds.clone();
-        all.extend(spoof_del_commands(&spoof, "net1", |_, _| true));
-        assert_eq!(all.len(), 3);
-        let doc: nftables::schema::Nftables = serde_json::from_value(json!({ "nftables": all })).unwrap();
-        assert_eq!(doc.objects.len(), 3);
-        assert!(masq_del_commands(&listing, "net2", |_, _| true).is_empty());
+    fn del_finds_elements_by_comment_in_both_formats() {
+        let mut nft = Fake::new();
+        apply_locked(&mut nft, &owner("c1"), &additions("10.1.0.5/24", "veth1")).unwrap();
+        // An element an earlier release wrote, with its comment format.
+        let set = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
+        let old = Element::new(set.clone(), vec![Key::Ip("10.1.0.6".parse().unwrap())])
+            .with_comment(&format!("{} c2 eth0", network_hash("net1")));
+        nft.commit(NfFamily::INet, MASQ_TABLE, &[ElementOp::Create(&old)]).unwrap();
+        del_with(&mut nft, &owner("c2"), true, true, None).unwrap();
+        assert_eq!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).len(), 1);
+        // The last element takes the set and its chain with it.
+        del_with(&mut nft, &owner("c1"), true, true, None).unwrap();
+        assert!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).is_empty());
+        assert!(nft.list(NfFamily::INet, MASQ_TABLE).unwrap().unwrap().chains().is_empty());
+        assert!(nft.elements(NfFamily::Bridge, SPOOF_TABLE, SPOOF_ALLOWED).is_empty());
+    }
+
+    #[test]
+    fn del_by_key_is_one_lookup_and_one_batch_per_table() {
+        let mut nft = Fake::new();
+        apply_locked(&mut nft, &owner("c1"), &additions("10.1.0.5/24", "veth1")).unwrap();
+        let prev: CniResult = serde_json::from_str(
+            r#"{"interfaces":[{"name":"veth1"},{"name":"eth0","sandbox":"/x","mac":"0a:58:0a:01:00:05"}],
+                "ips":[{"address":"10.1.0.5/24","interface":1}]}"#,
+        )
+        .unwrap();
+        let before = nft.calls.len();
+        del_with(&mut nft, &owner("c1"), true, true, Some(&prev)).unwrap();
+        assert_eq!(nft.calls.len() - before, 4);
+        assert_eq!(nft.applies(), 1);
+        let set = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
+        assert!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).is_empty());
+        assert!(nft.elements(NfFamily::Bridge, SPOOF_TABLE, SPOOF_PORTS).is_empty());
     }
 
     #[test]

@@ -6,15 +6,42 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::masquerade::{self, Attachment};
+use super::masquerade;
 use super::result_check;
 use crate::cni::{gc, ipam, CniError, CniResult, Command, Interface};
 use crate::netlink::veth::VethPair;
 use crate::netlink::{sysctl, veth, Link, NetNs, Netlink};
+use crate::nft::Owner;
 
 /// The attachment `cmd` is about, as the nftables elements name it.
-pub fn attachment(cmd: &Command) -> Attachment<'_> {
-    Attachment { network: &cmd.conf.name, container_id: &cmd.container_id, ifname: &cmd.ifname }
+pub fn attachment(cmd: &Command) -> Owner<'_> {
+    super::nft_attachment::owner(cmd)
+}
+
+/// nft keeps at most this many bytes of a comment; the veth tag was one.
+const TAG_MAX: usize = 127;
+
+fn network_tag(network: &str) -> String {
+    crate::util::hash::short_hex(&[network], 8)
+}
+
+/// The tag (alias) of an attachment's host veth end, for GC:
+/// `<8 hex digits of the network's hash> <container id> <ifname>`.
+fn veth_tag(network: &str, container_id: &str, ifname: &str) -> String {
+    let mut tag = format!("{} {container_id} {ifname}", network_tag(network));
+    tag.truncate(TAG_MAX);
+    tag
+}
+
+/// The tag `cmd`'s host veth end carries.
+pub fn host_veth_tag(cmd: &Command) -> String {
+    veth_tag(&cmd.conf.name, &cmd.container_id, &cmd.ifname)
+}
+
+/// Whether `alias` is the tag of a host veth end of `network`.
+fn is_network_tag(alias: &str, network: &str) -> bool {
+    let mut parts = alias.splitn(3, ' ');
+    parts.next() == Some(network_tag(network).as_str()) && parts.next().is_some() && parts.next().is_some()
 }
 
 /// The first address of the subnet, the gateway when IPAM names none.
@@ -87,7 +114,7 @@ pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: Nft
         }
     }
     if made.veth {
-        let tag = attachment(cmd).comment();
+        let tag = host_veth_tag(cmd);
         if let Err(e) = veth::delete_container_veth(host, Some(ns), &cmd.container_id, &cmd.ifname, &tag) {
             log::warn!("rollback: deleting the veth pair: {e}");
         }
@@ -109,7 +136,7 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
     let netns_gone = ns.is_none();
     let host = Netlink::new();
-    let tag = attachment(cmd).comment();
+    let tag = host_veth_tag(cmd);
     let deleted = host.and_then(|h| {
         veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname, &tag)?;
         if netns_gone {
@@ -138,12 +165,8 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     match gc::valid_attachments(cmd) {
         Ok(Some(valid)) => {
             let network = cmd.conf.name.as_str();
-            let valid_tags: Vec<String> = valid
-                .iter()
-                .map(|a| Attachment { network, container_id: &a.container_id, ifname: &a.ifname }.comment())
-                .collect();
-            let stale =
-                |alias: &str| masquerade::owner_of(alias, network).is_some() && !valid_tags.iter().any(|t| t == alias);
+            let valid_tags: Vec<String> = valid.iter().map(|a| veth_tag(network, &a.container_id, &a.ifname)).collect();
+            let stale = |alias: &str| is_network_tag(alias, network) && !valid_tags.iter().any(|t| t == alias);
             let kept_names: Vec<String> =
                 valid.iter().map(|a| veth::host_veth_name(&a.container_id, &a.ifname)).collect();
             let kept = |name: &str| kept_names.iter().any(|n| n == name);
