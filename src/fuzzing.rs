@@ -55,6 +55,8 @@ fn fuzz_env(key: &str, verb: &str, args: &str) -> Option<String> {
 /// A config (and CNI_ARGS) through `Command::from_env` and every plugin
 /// applet's `validate`, for each verb that parses configs.
 pub fn applet_configs(data: &[u8]) {
+    // IPAM sections are validated by the IPAM applet's own parser.
+    crate::applets::register_with_invoker();
     let (args, stdin) = split_args(data);
     for verb in ["ADD", "CHECK", "DEL"] {
         let Ok(cmd) = Command::from_env(|k| fuzz_env(k, verb, &args), stdin.to_vec()) else { return };
@@ -181,6 +183,7 @@ mod tests {
         let (args, stdin) = super::split_args(data);
         let cmd = crate::cni::skel::Command::from_env(|k| super::fuzz_env(k, "ADD", &args), stdin.to_vec())
             .map_err(|(e, _)| e)?;
+        crate::applets::register_with_invoker();
         let applet = crate::applets::plugin(&cmd.conf.plugin_type).expect("a cnibox applet");
         applet.validate(&cmd)
     }

@@ -5,6 +5,7 @@ use cnibox::cni::{skel, version};
 
 fn main() {
     init_logging();
+    applets::register_with_invoker();
     let argv: Vec<String> = std::env::args().collect();
     let invoked_as = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or("cnibox");
     let code = match applets::find(invoked_as) {

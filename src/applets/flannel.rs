@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::cni::error::{DECODE_FAILURE, NOT_AVAILABLE, UNKNOWN_CONTAINER};
-use crate::cni::{gc, ipam, Applet, CniError, CniResult, Command, Verb};
+use crate::cni::{gc, invoke, Applet, CniError, CniResult, Command, Verb};
 
 pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
@@ -217,7 +217,7 @@ fn current_delegate(cmd: &Command, conf: &FlannelConf) -> Result<Value, CniError
 
 fn run_delegate(cmd: &Command, verb: Verb, delegate: &Value) -> Result<Option<CniResult>, CniError> {
     let kind = delegate_type(delegate)?;
-    ipam::exec_plugin(cmd, &kind, verb, delegate.to_string().as_bytes())
+    invoke::delegate(cmd, &kind, verb, delegate.to_string().as_bytes())
 }
 
 impl Applet for Flannel {

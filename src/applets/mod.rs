@@ -322,6 +322,14 @@ pub fn plugin(name: &str) -> Option<&'static dyn Applet> {
     }
 }
 
+/// Lets the plugin invoker run delegates that are cnibox applets
+/// in-process, and validate their configs. cni/ sits below this module and
+/// cannot name it, so the table is handed down: call this once before any
+/// applet runs (main does; so do the fuzz targets).
+pub fn register_with_invoker() {
+    crate::cni::invoke::register_applets(plugin);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -4,6 +4,7 @@ pub mod args;
 pub mod error;
 pub mod fault;
 pub mod gc;
+pub mod invoke;
 pub mod ipam;
 pub mod lenient;
 pub mod runtime;

@@ -5,14 +5,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::error::{CniError, INCOMPATIBLE_VERSION, IO_FAILURE};
+use super::error::{CniError, INCOMPATIBLE_VERSION};
+use super::invoke::{self, CniEnv};
 use super::skel::{validate_container_id, validate_ifname, Verb};
 use super::version;
 use crate::util::base64;
@@ -484,25 +483,15 @@ impl Runtime {
             .map(PathBuf::from)
             .collect();
         let cache_dir = std::env::var("CNI_CACHE_DIR").ok().filter(|d| !d.is_empty());
-        let timeout = std::env::var("CNI_TIMEOUT").ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(120);
         Runtime {
             cni_path,
             cache: Cache::new(cache_dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into())),
-            timeout: Duration::from_secs(timeout),
+            timeout: invoke::timeout_from_env().unwrap_or(invoke::DEFAULT_RUNTIME_TIMEOUT),
         }
     }
 
-    pub fn find_plugin(&self, plugin_type: &str) -> Result<PathBuf, CniError> {
-        if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type.starts_with('.') {
-            return Err(bad(format!("invalid plugin type {plugin_type:?}")));
-        }
-        self.cni_path.iter().map(|d| d.join(plugin_type)).find(|p| p.is_file()).ok_or_else(|| {
-            let dirs: Vec<String> = self.cni_path.iter().map(|d| d.display().to_string()).collect();
-            bad(format!("failed to find plugin {plugin_type:?} in CNI_PATH [{}]", dirs.join(":")))
-        })
-    }
-
-    /// Runs one plugin as a process. Returns its parsed stdout for ADD.
+    /// Runs one plugin as a process, for at most `timeout`. Returns its
+    /// result for ADD.
     pub fn exec(
         &self,
         plugin_type: &str,
@@ -510,56 +499,16 @@ impl Runtime {
         att: &Attachment,
         config: &Value,
     ) -> Result<Option<Value>, CniError> {
-        let path = self.find_plugin(plugin_type)?;
-        let cni_path = std::env::join_paths(&self.cni_path).unwrap_or_default();
-        let mut child = Process::new(&path)
-            .env("CNI_COMMAND", verb.as_str())
-            .env("CNI_CONTAINERID", &att.container_id)
-            .env("CNI_NETNS", &att.netns)
-            .env("CNI_IFNAME", &att.ifname)
-            .env("CNI_ARGS", att.args_string())
-            .env("CNI_PATH", cni_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| CniError::io(format!("cannot run {}", path.display())).with_details(e.to_string()))?;
-        let pid = child.id();
-        let stdin = config.to_string();
-        let mut input = child.stdin.take();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // A plugin that exits without reading its stdin is not an error here.
-            if let Some(mut input) = input.take() {
-                let _ = input.write_all(stdin.as_bytes());
-            }
-            let _ = tx.send(child.wait_with_output());
-        });
-        let output = match rx.recv_timeout(self.timeout) {
-            Ok(Ok(output)) => output,
-            Ok(Err(e)) => {
-                return Err(CniError::io(format!("waiting for {plugin_type} failed")).with_details(e.to_string()))
-            }
-            Err(_) => {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
-                return Err(CniError::new(
-                    IO_FAILURE,
-                    format!("plugin {plugin_type} timed out after {}s", self.timeout.as_secs()),
-                ));
-            }
+        let args = att.args_string();
+        let env = CniEnv {
+            verb,
+            container_id: &att.container_id,
+            netns: &att.netns,
+            ifname: &att.ifname,
+            args: &args,
+            path: &self.cni_path,
         };
-        // The plugin's log lines belong to whoever runs us.
-        let _ = std::io::stderr().write_all(&output.stderr);
-        if !output.status.success() {
-            return Err(plugin_error(plugin_type, &output.stdout, &output.stderr, output.status));
-        }
-        if verb != Verb::Add {
-            return Ok(None);
-        }
-        let result: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-            CniError::decode(format!("plugin {plugin_type} returned an unreadable result")).with_details(e.to_string())
-        })?;
-        Ok(Some(result))
+        invoke::exec_plugin(plugin_type, &env, config.to_string().as_bytes(), Some(self.timeout))
     }
 
     /// ADD: every plugin in order, each given the previous one's result;
@@ -708,24 +657,6 @@ fn join_errors(errors: Vec<CniError>) -> Result<(), CniError> {
             Err(CniError::new(code, msg))
         }
     }
-}
-
-/// The plugin's error object, or what can be said without one.
-fn plugin_error(plugin: &str, stdout: &[u8], stderr: &[u8], status: std::process::ExitStatus) -> CniError {
-    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
-        if let Some(code) = v.get("code").and_then(Value::as_u64) {
-            return CniError {
-                code: code as u32,
-                msg: v.get("msg").and_then(Value::as_str).unwrap_or("").to_string(),
-                details: v.get("details").and_then(Value::as_str).unwrap_or("").to_string(),
-            };
-        }
-    }
-    let mut text = String::from_utf8_lossy(stdout).trim().to_string();
-    if text.is_empty() {
-        text = String::from_utf8_lossy(stderr).trim().lines().last().unwrap_or("").to_string();
-    }
-    CniError::internal(format!("{plugin} exited with {status} and no error object")).with_details(text)
 }
 
 #[cfg(test)]
