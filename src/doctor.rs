@@ -485,59 +485,26 @@ fn leaked_reservations(dir: &Path, known: &Known) -> Vec<(PathBuf, String)> {
     leaks
 }
 
-/// Comments of elements and rules in cnibox's nft tables: plugins mark what
-/// an attachment owns with `<network> <containerID> <ifname>`.
-fn owner_comments(listing: &Value, out: &mut Vec<String>) {
-    for obj in listing.get("nftables").and_then(Value::as_array).into_iter().flatten() {
-        for kind in ["set", "map"] {
-            let elems = obj.get(kind).and_then(|s| s.get("elem")).and_then(Value::as_array);
-            for e in elems.into_iter().flatten() {
-                // Map elements are listed as [key, value] pairs.
-                let key = e.as_array().and_then(|pair| pair.first()).unwrap_or(e);
-                if let Some(c) = key.get("elem").and_then(|e| e.get("comment")).and_then(Value::as_str) {
-                    out.push(c.to_string());
-                }
-            }
-        }
-        if let Some(c) = obj.get("rule").and_then(|r| r.get("comment")).and_then(Value::as_str) {
-            out.push(c.to_string());
-        }
-    }
-}
-
-fn nft_json(args: &[&str]) -> Option<Value> {
-    let out = std::process::Command::new("nft").arg("-j").args(args).output().ok()?;
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
-}
-
 /// (table, comment, container ID) of nft objects owned by unknown containers.
 fn leaked_nft(known: &Known) -> Vec<(String, String, String)> {
     let mut leaks = Vec::new();
-    let Some(tables) = nft_json(&["list", "tables"]) else {
+    let Ok(tables) = crate::nft::exec::tables() else {
         return leaks;
     };
-    for t in tables.get("nftables").and_then(Value::as_array).into_iter().flatten().filter_map(|o| o.get("table")) {
-        let (Some(family), Some(name)) =
-            (t.get("family").and_then(Value::as_str), t.get("name").and_then(Value::as_str))
-        else {
+    for (family, name) in tables.into_iter().filter(|(_, name)| name.starts_with("cnibox-")) {
+        let Ok(Some(listing)) = crate::nft::exec::list(family, &name) else {
             continue;
         };
-        if !name.starts_with("cnibox-") {
-            continue;
-        }
-        let Some(listing) = nft_json(&["list", "table", family, name]) else {
-            continue;
-        };
-        let mut comments = Vec::new();
-        owner_comments(&listing, &mut comments);
-        for comment in comments {
+        // Plugins mark what an attachment owns with `<network> <containerID> <ifname>`.
+        for comment in listing.comments() {
             let mut parts = comment.split(' ');
             // A hashed owner (`#...`) cannot be matched to a container here.
             let Some(id) = parts.nth(1).filter(|id| !id.is_empty() && !id.starts_with('#')) else {
                 continue;
             };
             if !known.alive(id) {
-                leaks.push((format!("{family} {name}"), comment.clone(), id.to_string()));
+                let table = format!("{} {name}", crate::nft::schema::family_str(family));
+                leaks.push((table, comment.clone(), id.to_string()));
             }
         }
     }
@@ -639,10 +606,10 @@ mod tests {
             {"set": {"name": "s", "comment": "not an owner", "elem": [
                 {"elem": {"val": "10.0.0.1", "comment": "net c1 eth0"}}, "10.0.0.2"]}},
             {"map": {"name": "m", "elem": [[{"elem": {"val": 80, "comment": "net c2 eth0"}}, "x"]]}},
-            {"rule": {"chain": "c", "comment": "net c3 eth0"}}
+            {"rule": {"chain": "c", "handle": 4, "comment": "net c3 eth0"}}
         ]});
-        let mut out = Vec::new();
-        owner_comments(&listing, &mut out);
-        assert_eq!(out, ["net c1 eth0", "net c2 eth0", "net c3 eth0"]);
+        let listing = crate::nft::Listing::parse(&listing.to_string()).unwrap();
+        assert_eq!(listing.comments(), ["net c1 eth0", "net c2 eth0", "net c3 eth0"]);
+        assert_eq!(listing.tables(), [(nftables::types::NfFamily::INet, "cnibox-x".to_string())]);
     }
 }

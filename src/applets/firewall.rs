@@ -421,4 +421,44 @@ mod tests {
         assert_eq!(elements[1].set, "containers-v6");
         assert_eq!(serde_json::to_value(elements[1].key_expr()).unwrap(), Value::from("fd00::5"));
     }
+
+    fn parsed(admin: &str) -> Parsed {
+        Parsed { admin_chain: admin.to_string(), policy: Policy::SameBridge }
+    }
+
+    fn address(ip: &str, owner: &str) -> Vec<Element> {
+        vec![Element::new("containers-v4", vec![Key::Ip(ip.parse().unwrap())]).with_comment(owner)]
+    }
+
+    #[test]
+    fn adds_go_through_the_skeleton_once() {
+        let mut nft = crate::nft::fake::Fake::new();
+        let policy = policy_elements("br0", Policy::SameBridge);
+        add_elements(&mut nft, &parsed("CNI-ADMIN"), "n c1 eth0", &address("10.0.0.5", "n c1 eth0"), &policy).unwrap();
+        assert_eq!((nft.applies(), nft.commits()), (1, 1));
+        add_elements(&mut nft, &parsed("CNI-ADMIN"), "n c2 eth0", &address("10.0.0.6", "n c2 eth0"), &policy).unwrap();
+        assert_eq!((nft.applies(), nft.commits()), (1, 2), "one batch: the marker is there");
+        assert_eq!(nft.elements(FAMILY, TABLE, "isolation-bridges").len(), 1);
+        // Another admin chain name: its marker is missing, so the skeleton is
+        // rewritten, jumping to both.
+        add_elements(&mut nft, &parsed("OPS"), "n c3 eth0", &address("10.0.0.7", "n c3 eth0"), &[]).unwrap();
+        let jumps: Vec<Value> =
+            nft.rules(FAMILY, TABLE, "forward").iter().map(|r| r[0]["jump"]["target"].clone()).collect();
+        assert_eq!(&jumps[..3], [Value::from("CNI-ADMIN"), Value::from("OPS"), Value::from("isolation")]);
+        assert_eq!(nft.elements(FAMILY, TABLE, "containers-v4").len(), 3);
+        let listing = nft.list(FAMILY, TABLE).unwrap().unwrap();
+        check_listing(&listing, "OPS", &address("10.0.0.7", "n c3 eth0"), None, "n c3 eth0").unwrap();
+        assert!(check_listing(&listing, "OPS", &address("10.0.0.9", "n c3 eth0"), None, "n c3 eth0").is_err());
+    }
+
+    #[test]
+    fn del_without_prev_result_finds_the_elements_by_comment() {
+        let mut nft = crate::nft::fake::Fake::new();
+        add_elements(&mut nft, &parsed("CNI-ADMIN"), "net1 c1 eth0", &address("10.0.0.5", "net1 c1 eth0"), &[])
+            .unwrap();
+        let cmd =
+            crate::cni::skel::test_command("DEL", r#"{"cniVersion":"1.0.0","name":"net1","type":"firewall"}"#, "");
+        del_elements(&mut nft, &cmd).unwrap();
+        assert!(nft.elements(FAMILY, TABLE, "containers-v4").is_empty());
+    }
 }

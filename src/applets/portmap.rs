@@ -907,4 +907,75 @@ mod tests {
         .unwrap();
         assert_eq!(container_ips(&prev, "eth0"), vec!["10.0.0.5/24".parse::<IpNet>().unwrap()]);
     }
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"net1","type":"portmap",
+        "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+                                         {"hostPort":5353,"containerPort":53,"protocol":"udp"}]},
+        "prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
+                      "ips":[{"address":"10.1.0.5/24","interface":0}]}}"#;
+
+    fn owner(id: &str) -> Owner<'_> {
+        Owner { network: "net1", container_id: id, ifname: "eth0" }
+    }
+
+    fn plan_for(ip: &str) -> (Plan, Vec<IpNet>) {
+        let ips: Vec<IpNet> = vec![ip.parse().unwrap()];
+        let maps = [m(8080, 80, "tcp", None), m(5353, 53, "udp", None)];
+        (plan(&PortmapConf::default(), &maps, &ips).unwrap(), ips)
+    }
+
+    #[test]
+    fn adds_are_one_batch_once_the_table_exists() {
+        let mut nft = crate::nft::fake::Fake::new();
+        let (p, ips) = plan_for("10.1.0.5/24");
+        add_plan(&mut nft, &owner("c1"), &p, &ips).unwrap();
+        assert_eq!((nft.applies(), nft.commits()), (1, 1), "a refused batch, then the skeleton with the claim");
+        assert_eq!(nft.rules(FAMILY, TABLE, &hairpin_chain(ips[0])).len(), 1);
+        let (p2, ips2) = plan_for("10.1.0.6/24");
+        // Another container, other host ports: one batch, no nft.
+        let p2 = Plan { elements: p2.elements.into_iter().filter(|e| !e.set.starts_with("host")).collect(), ..p2 };
+        add_plan(&mut nft, &owner("c2"), &p2, &ips2).unwrap();
+        assert_eq!((nft.applies(), nft.commits()), (1, 2));
+        let elems = nft.elements(FAMILY, TABLE, "hostports-v4-addr");
+        assert_eq!(
+            elems,
+            [
+                (serde_json::json!({"concat": ["tcp", 8080]}), Some("net1 c1 eth0".into())),
+                (serde_json::json!({"concat": ["udp", 5353]}), Some("net1 c1 eth0".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_held_host_port_is_taken_over() {
+        let mut nft = crate::nft::fake::Fake::new();
+        let (p, ips) = plan_for("10.1.0.5/24");
+        add_plan(&mut nft, &owner("stale"), &p, &ips).unwrap();
+        add_plan(&mut nft, &owner("c1"), &p, &ips).unwrap();
+        let comments: Vec<_> = nft.elements(FAMILY, TABLE, "hostports-v4-port").into_iter().map(|(_, c)| c).collect();
+        assert_eq!(comments, [Some("net1 c1 eth0".to_string()), Some("net1 c1 eth0".to_string())]);
+    }
+
+    #[test]
+    fn del_by_key_and_by_comment() {
+        let mut nft = crate::nft::fake::Fake::new();
+        let (p, ips) = plan_for("10.1.0.5/24");
+        add_plan(&mut nft, &owner("c1"), &p, &ips).unwrap();
+        // With prevResult and the mappings: one lookup and one batch.
+        let cmd = crate::cni::skel::test_command("DEL", CONF, "");
+        let before = nft.calls.len();
+        assert_eq!(del_attachment(&mut nft, &cmd).unwrap().into_iter().collect::<Vec<_>>(), [(false, 5353)]);
+        assert_eq!(nft.calls.len() - before, 2);
+        assert!(nft.elements(FAMILY, TABLE, "hostports-v4-addr").is_empty());
+        // Without them: found by comment in one listing.
+        add_plan(&mut nft, &owner("c1"), &p, &ips).unwrap();
+        let bare =
+            crate::cni::skel::test_command("DEL", r#"{"cniVersion":"1.0.0","name":"net1","type":"portmap"}"#, "");
+        assert_eq!(del_attachment(&mut nft, &bare).unwrap().into_iter().collect::<Vec<_>>(), [(false, 5353)]);
+        assert!(nft.elements(FAMILY, TABLE, "masq-net-v4").is_empty());
+        assert!(nft.elements(FAMILY, TABLE, MASQ_LOCALHOST).is_empty());
+        // The hairpin chain no element jumps to any more goes with GC.
+        remove_unused_layout(&mut nft).unwrap();
+        assert!(!nft.list(FAMILY, TABLE).unwrap().unwrap().chains().iter().any(|c| c.starts_with(HAIRPIN_PREFIX)));
+    }
 }

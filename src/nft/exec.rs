@@ -76,6 +76,11 @@ pub fn list(family: NfFamily, table: &str) -> Result<Option<Listing>> {
     }
 }
 
+/// The ruleset's tables: (family, name).
+pub fn tables() -> Result<Vec<(NfFamily, String)>> {
+    Listing::parse(&run(&["-j", "list", "tables"], None)?).map(|l| l.tables())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

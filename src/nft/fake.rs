@@ -50,7 +50,7 @@ pub struct Fake {
 }
 
 fn missing(what: String) -> Error {
-    Error::new(ErrorKind::Missing, what, "No such file or directory")
+    Error::new(ErrorKind::Missing, what, "")
 }
 
 impl Fake {
@@ -178,7 +178,7 @@ fn element_command(set: &mut Set, verb: &str, e: Value) -> Result<()> {
             set.elems.remove(i);
         }
         ("delete", None) => return Err(missing(format!("element {key}"))),
-        ("create", Some(_)) => return Err(Error::new(ErrorKind::Exists, format!("element {key}"), "File exists")),
+        ("create", Some(_)) => return Err(Error::new(ErrorKind::Exists, format!("element {key}"), "")),
         ("add", Some(_)) => {}
         _ => set.elems.push((key, data, comment)),
     }

@@ -6,10 +6,11 @@
 //! list. A listed key goes back into a command through `key_expr`.
 
 use nftables::expr::{Expression, NamedExpression, Range};
+use nftables::types::NfFamily;
 use serde_json::Value;
 
 use super::error::{Error, Result};
-use super::schema::{prefix, Expr};
+use super::schema::{family_of, prefix, Expr};
 
 /// One element as nft lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +100,19 @@ impl Listing {
     /// Names of the chains in the table.
     pub fn chains(&self) -> Vec<String> {
         self.of_kind("chain").filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect()
+    }
+
+    /// The tables of a `list tables` listing: (family, name).
+    pub fn tables(&self) -> Vec<(NfFamily, String)> {
+        self.of_kind("table")
+            .filter_map(|t| Some((family_of(t.get("family")?.as_str()?)?, t.get("name")?.as_str()?.to_string())))
+            .collect()
+    }
+
+    /// The comments of every element and rule.
+    pub fn comments(&self) -> Vec<String> {
+        let elements = self.elements().into_iter().filter_map(|e| e.comment);
+        elements.chain(self.rules().into_iter().filter_map(|r| r.comment)).collect()
     }
 
     /// Names of the sets and maps in the table.

@@ -258,6 +258,19 @@ pub fn nfgen_family(family: NfFamily) -> u8 {
     }
 }
 
+/// The family nft's listings name `name`.
+pub fn family_of(name: &str) -> Option<NfFamily> {
+    Some(match name {
+        "ip" => NfFamily::IP,
+        "ip6" => NfFamily::IP6,
+        "inet" => NfFamily::INet,
+        "arp" => NfFamily::ARP,
+        "bridge" => NfFamily::Bridge,
+        "netdev" => NfFamily::NetDev,
+        _ => return None,
+    })
+}
+
 /// The family as nft's command line names it.
 pub fn family_str(family: NfFamily) -> &'static str {
     match family {

@@ -247,7 +247,7 @@ fn masq_deletions(tx: &mut Transaction, listing: &Listing, network: &str, doomed
     let elements = listing.elements();
     for set in listing.sets().into_iter().filter(|s| s.starts_with(&prefix)) {
         let (gone, kept): (Vec<_>, Vec<_>) =
-            elements.iter().filter(|e| e.set == set).partition(|e| e.comment.as_deref().is_some_and(|c| doomed(c)));
+            elements.iter().filter(|e| e.set == set).partition(|e| e.comment.as_deref().is_some_and(doomed));
         if kept.is_empty() {
             tx.push(delete_chain(MASQ.family, MASQ.name, &set));
             tx.push(delete_set(MASQ.family, MASQ.name, &set));
@@ -259,7 +259,7 @@ fn masq_deletions(tx: &mut Transaction, listing: &Listing, network: &str, doomed
 
 fn spoof_deletions(tx: &mut Transaction, listing: &Listing, doomed: &impl Fn(&str) -> bool) {
     let doomed_elements = listing.elements().into_iter().filter(|e| {
-        (e.set == SPOOF_PORTS || e.set == SPOOF_ALLOWED) && e.comment.as_deref().is_some_and(|c| doomed(c))
+        (e.set == SPOOF_PORTS || e.set == SPOOF_ALLOWED) && e.comment.as_deref().is_some_and(doomed)
     });
     tx.extend(doomed_elements.filter_map(|e| owned::delete_listed_element(SPOOF.family, SPOOF.name, &e)));
 }
