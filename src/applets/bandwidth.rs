@@ -11,10 +11,11 @@
 
 use serde::Deserialize;
 
+use super::shared::link_plugin::{open_container_for_del, open_netns};
 use crate::cni::fault;
 use crate::cni::{gc, Applet, CniError, CniResult, Command, Interface};
 use crate::netlink::tc::{self, Tbf};
-use crate::netlink::{Link, NetNs, Netlink};
+use crate::netlink::{Link, Netlink};
 use crate::util::sha512;
 
 pub struct Bandwidth;
@@ -147,7 +148,7 @@ fn host_veth(host: &Netlink, container: &Link, prev: Option<&CniResult>) -> Resu
 
 /// Looks up the container interface and the host veth for ADD and CHECK.
 fn require_host_veth(cmd: &Command, host: &Netlink, prev: &CniResult) -> Result<Link, CniError> {
-    let ns = super::shared::link_plugin::open_netns(cmd)?;
+    let ns = open_netns(cmd)?;
     let cnl = Netlink::in_netns(&ns)?;
     let container = cnl
         .link(&cmd.ifname)?
@@ -267,12 +268,15 @@ impl Applet for Bandwidth {
 
     /// Removes the ifb and, when the host veth can still be found, the
     /// qdiscs on it (the veth usually goes with the main plugin's DEL).
+    /// A netns that cannot be opened (and is not just gone) is reported
+    /// after the ifb is removed all the same.
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let nl = Netlink::new()?;
         let name = ifb_name(cmd);
         let ifb = nl.link(&name)?.filter(|l| l.kind == "ifb");
         let mut errors = Vec::new();
-        if let Some(veth) = self.find_veth_for_del(cmd, &nl) {
+        let found = find_veth_for_del(cmd, &nl);
+        if let Ok(Some(veth)) = &found {
             let redirects_to_ifb = ifb.as_ref().is_some_and(|ifb| {
                 nl.ingress_redirect_targets(veth.index).map(|t| t.contains(&ifb.index)).unwrap_or(false)
             });
@@ -301,11 +305,12 @@ impl Applet for Bandwidth {
                 }
             }
         }
-        if errors.is_empty() {
+        let cleaned = if errors.is_empty() {
             Ok(())
         } else {
             Err(CniError::internal("bandwidth DEL failed").with_details(errors.join("; ")))
-        }
+        };
+        found.and(cleaned)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -366,15 +371,14 @@ impl Applet for Bandwidth {
     }
 }
 
-impl Bandwidth {
-    /// Best effort: DEL works without a netns or prevResult.
-    fn find_veth_for_del(&self, cmd: &Command, nl: &Netlink) -> Option<Link> {
-        let ns = NetNs::open(&cmd.netns).ok()?;
-        let cnl = Netlink::in_netns(&ns).ok()?;
-        let container = cnl.link(&cmd.ifname).ok()??;
-        let prev = cmd.prev_result().ok().flatten();
-        host_veth(nl, &container, prev.as_ref()).ok()?
-    }
+/// The host veth whose qdiscs DEL removes. Best effort past opening the
+/// netns: without the netns, the container interface or a prevResult there
+/// is nothing to find, and the veth has usually gone with the netns.
+fn find_veth_for_del(cmd: &Command, nl: &Netlink) -> Result<Option<Link>, CniError> {
+    let Some((_ns, cnl)) = open_container_for_del(cmd)? else { return Ok(None) };
+    let Ok(Some(container)) = cnl.link(&cmd.ifname) else { return Ok(None) };
+    let prev = cmd.prev_result().ok().flatten();
+    Ok(host_veth(nl, &container, prev.as_ref()).ok().flatten())
 }
 
 #[cfg(test)]

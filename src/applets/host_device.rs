@@ -200,6 +200,15 @@ fn move_out(ctr_nl: &Netlink, host_ns: &NetNs, ifname: &str) -> Result<(), CniEr
     Ok(())
 }
 
+/// DEL's part for the device: back to the host. With the netns gone the
+/// kernel already returned a physical device to the initial netns (and a
+/// virtual one went with the netns). The reference fails such a DEL; a DEL
+/// that can never succeed would only make the runtime retry forever.
+fn move_out_for_del(cmd: &Command) -> Result<(), CniError> {
+    let Some((_ns, ctr_nl)) = link_plugin::open_container_for_del(cmd)? else { return Ok(()) };
+    move_out(&ctr_nl, &NetNs::current()?, &cmd.ifname)
+}
+
 impl Applet for HostDevice {
     fn validate(&self, cmd: &Command) -> Result<(), CniError> {
         parse(cmd)?;
@@ -249,15 +258,9 @@ impl Applet for HostDevice {
                 first_error.get_or_insert(e);
             }
         }
-        // Without a netns the kernel already returned physical devices to
-        // the initial netns (and virtual ones are gone).
-        if !dpdk && !cmd.netns.is_empty() {
-            if let Ok(ns) = NetNs::open(&cmd.netns) {
-                let ctr_nl = Netlink::in_netns(&ns)?;
-                let host_ns = NetNs::current()?;
-                if let Err(e) = move_out(&ctr_nl, &host_ns, &cmd.ifname) {
-                    first_error.get_or_insert(e);
-                }
+        if !dpdk {
+            if let Err(e) = move_out_for_del(cmd) {
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -1,8 +1,7 @@
 //! loopback: brings `lo` up inside the container.
 
-use super::shared::link_plugin::open_container;
+use super::shared::link_plugin::{open_container, open_container_for_del};
 use crate::cni::{Applet, CniError, CniResult, Command, Interface, IpConfig};
-use crate::netlink::{NetNs, Netlink};
 
 pub struct Loopback;
 
@@ -39,8 +38,7 @@ impl Applet for Loopback {
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         // The container may be gone already; nothing then remains to undo.
-        let Ok(ns) = NetNs::open(&cmd.netns) else { return Ok(()) };
-        let nl = Netlink::in_netns(&ns)?;
+        let Some((_ns, nl)) = open_container_for_del(cmd)? else { return Ok(()) };
         if let Some(lo) = nl.link("lo")? {
             nl.set_down(lo.index)?;
         }

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 
-use super::shared::link_plugin::open_container;
+use super::shared::link_plugin::{open_container, open_container_for_del};
 use crate::cni::fault;
 use crate::cni::{Applet, CniError, CniResult, Command, IpConfig};
 use crate::netlink::rule::Rule;
@@ -224,10 +224,7 @@ impl Applet for Sbr {
     /// of the tables sbr chose for them.
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let conf: Conf = cmd.parse_config()?;
-        if cmd.netns.is_empty() {
-            return Ok(());
-        }
-        let Ok((_ns, nl)) = open_container(cmd) else { return Ok(()) };
+        let Some((_ns, nl)) = open_container_for_del(cmd)? else { return Ok(()) };
         let _lock = lock_netns(&cmd.netns)?;
         let link = nl.link(&cmd.ifname)?;
         let mut sources: BTreeSet<IpAddr> = BTreeSet::new();

@@ -511,8 +511,9 @@ impl Applet for Tuning {
             Some(b) => b,
             None => return remove_file(&path),
         };
-        // Without the netns nothing is left to restore.
-        let Ok(ns) = NetNs::open(&cmd.netns) else { return remove_file(&path) };
+        // Without the netns nothing is left to restore. One that cannot be
+        // opened keeps the file, for a retried DEL to restore from.
+        let Some(ns) = super::shared::link_plugin::open_netns_for_del(cmd)? else { return remove_file(&path) };
         let errors = restore(&ns, &cmd.ifname, &backup);
         if !errors.is_empty() {
             // The file stays so a retried DEL can try again.

@@ -11,7 +11,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoVrf};
 use rtnetlink::LinkVrf;
 use serde::Deserialize;
 
-use super::shared::link_plugin::open_container;
+use super::shared::link_plugin::{open_container, open_container_for_del};
 use crate::cni::error::INCOMPATIBLE_VERSION;
 use crate::cni::fault;
 use crate::cni::{version, Applet, CniError, CniResult, Command};
@@ -261,15 +261,7 @@ impl Applet for Vrf {
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = Conf::load(cmd)?;
-        if cmd.netns.is_empty() {
-            return Ok(());
-        }
-        let ns = match crate::netlink::NetNs::open(&cmd.netns) {
-            Ok(ns) => ns,
-            Err(e) if e.is_not_found() || e.errno == 0 => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let nl = Netlink::in_netns(&ns)?;
+        let Some((_ns, nl)) = open_container_for_del(cmd)? else { return Ok(()) };
         let Some(vrf) = nl.link(&conf.vrfname)?.filter(|l| l.kind == "vrf") else { return Ok(()) };
         let released = match nl.link(&cmd.ifname)? {
             Some(link) if link.master == Some(vrf.index) => nl.set_nomaster(link.index).map_err(CniError::from),

@@ -117,6 +117,14 @@ impl From<crate::netlink::Error> for CniError {
     }
 }
 
+/// CNI_NETNS names no namespace this plugin can use: an invalid
+/// environment, whichever way it failed (the cause goes in the details).
+impl From<crate::netlink::NetNsError> for CniError {
+    fn from(e: crate::netlink::NetNsError) -> Self {
+        CniError::invalid_env(format!("failed to open netns {:?}", e.path())).with_details(e.to_string())
+    }
+}
+
 impl From<crate::nft::Error> for CniError {
     fn from(e: crate::nft::Error) -> Self {
         CniError::internal(e.msg).with_details(e.details.trim().to_string())
@@ -149,6 +157,14 @@ mod tests {
         assert_eq!(v["details"], "why");
         let v = CniError::io("x").to_json("0.4.0");
         assert!(v.get("details").is_none());
+    }
+
+    #[test]
+    fn a_netns_that_cannot_be_opened_is_an_invalid_environment() {
+        let e: CniError = crate::netlink::NetNs::open("/nonexistent/ns").unwrap_err().into();
+        assert_eq!(e.code, INVALID_ENV);
+        assert!(e.msg.contains("/nonexistent/ns"), "{}", e.msg);
+        assert!(e.details.contains("does not exist"), "{}", e.details);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::fmt;
 
 pub use addr::Addr;
 pub use link::Link;
-pub use netns::NetNs;
+pub use netns::{NetNs, NetNsError};
 pub use route::RouteEntry;
 
 /// A failed netlink or netns operation, with the kernel's errno when known.

@@ -95,12 +95,8 @@ pub fn enable_notify(container: &NetNs, ifname: &str) {
 }
 
 /// DEL's part for links that live only in the container: deletes `ifname`
-/// there. A missing netns or interface is success (both are already gone).
-pub fn del_container_link(netns: &str, ifname: &str) -> Result<()> {
-    if netns.is_empty() {
-        return Ok(());
-    }
-    let Ok(ns) = NetNs::open(netns) else { return Ok(()) };
+/// in `ns`. A missing interface is success (it is already gone).
+pub fn del_container_link(ns: &NetNs, ifname: &str) -> Result<()> {
     // Returns once the link is announced gone there, before the kernel has
     // freed it (link_events.rs).
     let (events, nl) =

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::libc;
 
 use super::packet::{self, opt, MessageType, Packet};
-use crate::netlink::{NetNs, Netlink};
+use crate::netlink::{NetNs, NetNsError, Netlink};
 
 /// How the client paces its retransmissions.
 #[derive(Debug, Clone)]
@@ -125,6 +125,16 @@ type Datagram = (Vec<u8>, [u8; 6]);
 const ETH_P_IP: u16 = 0x0800;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
+/// Only a netns that is gone ends a lease's maintenance; one that cannot
+/// be opened otherwise (EACCES, not a namespace) is an error to retry.
+fn netns_error(e: NetNsError) -> Error {
+    if e.is_gone() {
+        Error::Gone(e.to_string())
+    } else {
+        Error::Io(e.to_string())
+    }
+}
+
 fn last_os_error(what: &str) -> Error {
     Error::Io(format!("{what}: {}", io::Error::last_os_error()))
 }
@@ -144,7 +154,7 @@ impl RawSocket {
     /// Opens the socket inside `netns` on `ifname`, bringing the link up if
     /// needed (a server cannot answer a down interface).
     fn open(netns: &str, ifname: &str) -> Result<RawSocket, Error> {
-        let ns = NetNs::open(netns).map_err(|e| Error::Gone(e.msg))?;
+        let ns = NetNs::open(netns).map_err(netns_error)?;
         ns.run(|| {
             let nl = Netlink::new().map_err(|e| Error::Io(e.msg))?;
             let link = nl
@@ -180,7 +190,7 @@ impl RawSocket {
             }
             Ok(RawSocket { fd, ifindex: link.index as i32, mac })
         })
-        .map_err(|e| Error::Gone(e.msg))?
+        .map_err(|e| Error::Io(e.msg))?
     }
 
     fn send(&self, to_mac: &[u8; 6], src: Ipv4Addr, dst: Ipv4Addr, msg: &Packet) -> Result<(), Error> {
@@ -252,7 +262,7 @@ impl RawSocket {
 /// Brings the interface down once its lease is lost, so the container stops
 /// using an address the server may hand to someone else.
 pub fn set_link_down(netns: &str, ifname: &str) -> Result<(), Error> {
-    let ns = NetNs::open(netns).map_err(|e| Error::Gone(e.msg))?;
+    let ns = NetNs::open(netns).map_err(netns_error)?;
     let nl = Netlink::in_netns(&ns).map_err(|e| Error::Io(e.msg))?;
     if let Some(link) = nl.link(ifname).map_err(|e| Error::Io(e.msg))? {
         nl.set_down(link.index).map_err(|e| Error::Io(e.msg))?;

@@ -6,8 +6,7 @@
 
 use super::iface_config;
 use super::result_check;
-use crate::cni::error::INVALID_ENV;
-use crate::cni::{ipam, CniContext, CniError, CniResult, Command, Interface, IpConfig};
+use crate::cni::{ipam, CniError, CniResult, Command, Interface, IpConfig};
 use crate::netlink::{mac, moved_link, Link, NetNs, Netlink};
 
 /// CNI_ARGS keys main plugins accept: their own MAC, and what the static
@@ -57,7 +56,37 @@ pub fn one_interface_result(cmd: &Command, link: &Link, ipam: Option<CniResult>)
 /// The container's netns (CNI_NETNS); an invalid-environment error when it
 /// cannot be opened.
 pub fn open_netns(cmd: &Command) -> Result<NetNs, CniError> {
-    NetNs::open(&cmd.netns).cni(INVALID_ENV, format!("failed to open netns {:?}", cmd.netns))
+    Ok(NetNs::open(&cmd.netns)?)
+}
+
+/// The container's netns for a DEL, the one place that decides when a DEL
+/// finds nothing to clean up in it (None): CNI_NETNS is empty (the spec lets
+/// a runtime that no longer knows the netns leave it out on DEL) or names a
+/// path with nothing behind it (the container is already torn down, and its
+/// interfaces with it). Any other failure, such as a file that is not a
+/// namespace or EACCES, is an error: the container's interfaces may still
+/// be there, and a DEL that reported success would leave them behind
+/// unnoticed. The reference's main plugins, vrf and loopback ignore only
+/// "does not exist" too (`ns.NSPathNotExistErr`).
+pub fn open_netns_for_del(cmd: &Command) -> Result<Option<NetNs>, CniError> {
+    if cmd.netns.is_empty() {
+        return Ok(None);
+    }
+    match NetNs::open(&cmd.netns) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(e) if e.is_gone() => {
+            log::info!("{e}: nothing to clean up inside it");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `open_netns_for_del` and a netlink socket inside the netns.
+pub fn open_container_for_del(cmd: &Command) -> Result<Option<(NetNs, Netlink)>, CniError> {
+    let Some(ns) = open_netns_for_del(cmd)? else { return Ok(None) };
+    let nl = Netlink::in_netns(&ns)?;
+    Ok(Some((ns, nl)))
 }
 
 /// The container's netns and a netlink socket inside it.
@@ -92,11 +121,17 @@ pub fn del_link_and_ipam(cmd: &Command) -> Result<(), CniError> {
             first_error.get_or_insert(e);
         }
     }
-    if let Err(e) = moved_link::del_container_link(&cmd.netns, &cmd.ifname) {
+    if let Err(e) = del_container_link(cmd) {
         log::warn!("{e}");
-        first_error.get_or_insert(e.into());
+        first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The container link's part of DEL: nothing to do when the netns is gone.
+fn del_container_link(cmd: &Command) -> Result<(), CniError> {
+    let Some(ns) = open_netns_for_del(cmd)? else { return Ok(()) };
+    Ok(moved_link::del_container_link(&ns, &cmd.ifname)?)
 }
 
 /// CHECK's common part: IPAM, prevResult, the interface, its IPs and routes.
@@ -166,6 +201,29 @@ pub fn check_mtu(master: &Link, mtu: i64) -> std::result::Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn del_in(netns: &str) -> Command {
+        let mut cmd =
+            crate::cni::skel::test_command("DEL", r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan"}"#, "");
+        cmd.netns = netns.to_string();
+        cmd
+    }
+
+    #[test]
+    fn del_finds_nothing_to_do_without_a_netns_or_with_it_gone() {
+        assert!(open_netns_for_del(&del_in("")).unwrap().is_none());
+        assert!(open_netns_for_del(&del_in("/run/netns/cnibox-no-such-netns")).unwrap().is_none());
+        assert!(open_container_for_del(&del_in("/proc/999999999/ns/net")).unwrap().is_none());
+    }
+
+    #[test]
+    fn del_refuses_a_path_that_is_not_a_netns() {
+        for path in ["/proc/self/exe", "/proc/self/exe/net"] {
+            let e = open_netns_for_del(&del_in(path)).unwrap_err();
+            assert_eq!(e.code, crate::cni::error::INVALID_ENV, "{path}: {e}");
+            assert!(e.msg.contains(path), "{path}: {e}");
+        }
+    }
 
     #[test]
     fn mtu_bounds() {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::link_plugin::open_netns_for_del;
 use super::masquerade;
 use super::result_check;
 use crate::cni::{gc, ipam, CniError, CniResult, Command, Interface};
@@ -123,8 +124,8 @@ pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: Nft
 
 /// DEL of a veth attachment: its nftables elements (found by container ID),
 /// the veth pair (the container's end, or the derived host end when the
-/// netns is gone), then the IPAM reservation. Keeps going past errors and
-/// reports the first.
+/// netns is gone or cannot be opened), then the IPAM reservation. Keeps
+/// going past errors and reports the first.
 pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
     if nft.any() {
@@ -133,15 +134,21 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
             errors.push(e);
         }
     }
-    let ns = if cmd.netns.is_empty() { None } else { NetNs::open(&cmd.netns).ok() };
-    let netns_gone = ns.is_none();
+    // A netns that cannot be opened (and is not just gone) is reported, but
+    // the host side goes all the same: the host end takes the container's
+    // end with it, wherever that is.
+    let ns = open_netns_for_del(cmd).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let no_container_end = ns.is_none();
     let host = Netlink::new();
     let tag = host_veth_tag(cmd);
     let deleted = host.and_then(|h| {
         veth::delete_container_veth(&h, ns.as_ref(), &cmd.container_id, &cmd.ifname, &tag)?;
-        if netns_gone {
+        if no_container_end {
             // A host end that got a random name (its derived one was taken) is
-            // found by its tag; the container's end is not there to take it along.
+            // found by its tag; the container's end is not at hand to take it along.
             veth::delete_host_veths(&h, |alias| alias == tag, |_| true)?;
         }
         Ok(())
