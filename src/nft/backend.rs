@@ -50,18 +50,9 @@ impl System {
     }
 }
 
-/// Every element of `ops` encoded for nfnetlink.
-fn encode(ops: &[ElementOp]) -> Result<Vec<(usize, Option<WireElem>)>> {
-    ops.iter()
-        .enumerate()
-        .map(|(i, op)| match op {
-            ElementOp::Create(e) | ElementOp::Add(e) | ElementOp::Delete(e) => {
-                let wire = e.wire().ok_or_else(|| Error::exec(format!("cannot encode an element of {}", e.set), ""))?;
-                Ok((i, Some(wire)))
-            }
-            ElementOp::Flush(_) => Ok((i, None)),
-        })
-        .collect()
+/// An element's nfnetlink encoding, or the error that sends the caller to nft.
+fn wire(e: &Element) -> Result<WireElem> {
+    e.wire().ok_or_else(|| Error::exec(format!("cannot encode an element of {}", e.set), ""))
 }
 
 impl Backend for System {
@@ -77,25 +68,33 @@ impl Backend for System {
         if ops.is_empty() {
             return Ok(());
         }
-        let encoded = encode(ops)?;
-        let wire: Vec<WireOp> = encoded
+        // Encoded first, so that an element nfnetlink cannot carry costs no socket.
+        let encoded: Vec<Option<WireElem>> = ops
             .iter()
-            .map(|(i, w)| match (&ops[*i], w) {
+            .map(|op| match op {
+                ElementOp::Create(e) | ElementOp::Add(e) | ElementOp::Delete(e) => wire(e).map(Some),
+                ElementOp::Flush(_) => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let wire: Vec<WireOp> = ops
+            .iter()
+            .zip(&encoded)
+            .map(|(op, w)| match (op, w) {
                 (ElementOp::Create(_), Some(w)) => WireOp::Create(w),
                 (ElementOp::Add(_), Some(w)) => WireOp::Add(w),
                 (ElementOp::Delete(_), Some(w)) => WireOp::Delete(w),
                 (ElementOp::Flush(set), _) => WireOp::Flush(set),
-                (_, None) => unreachable!("encode gives every element its encoding"),
+                (_, None) => unreachable!("every element op is encoded above"),
             })
             .collect();
         self.nfnl()?.commit(nfgen_family(family), table, &wire)
     }
 
     fn lookup(&mut self, family: NfFamily, table: &str, elems: &[Element]) -> Result<Vec<Option<Found>>> {
-        let wire: Vec<WireElem> = elems
-            .iter()
-            .map(|e| e.wire().ok_or_else(|| Error::exec(format!("cannot encode an element of {}", e.set), "")))
-            .collect::<Result<_>>()?;
+        if elems.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wire: Vec<WireElem> = elems.iter().map(wire).collect::<Result<_>>()?;
         let found = self.nfnl()?.get(nfgen_family(family), table, &wire)?;
         Ok(found.into_iter().map(|f| f.map(|f| Found { comment: f.comment })).collect())
     }

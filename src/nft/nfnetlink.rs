@@ -7,7 +7,7 @@
 //! `nft --debug=netlink` and by round trips through `nft -j list` in the
 //! tests), comments included, so nft lists what we write exactly like what
 //! it writes itself. Everything else (tables, chains, rules, set
-//! declarations) stays with nft and its JSON: see nft.rs.
+//! declarations) stays with nft: see exec.rs. The elements come encoded from element.rs.
 //!
 //! Changes go in one batch (NFNL_MSG_BATCH_BEGIN ... END, every message
 //! ACKed), which the kernel commits atomically or not at all.

@@ -258,9 +258,10 @@ fn masq_deletions(tx: &mut Transaction, listing: &Listing, network: &str, doomed
 }
 
 fn spoof_deletions(tx: &mut Transaction, listing: &Listing, doomed: &impl Fn(&str) -> bool) {
-    let doomed_elements = listing.elements().into_iter().filter(|e| {
-        (e.set == SPOOF_PORTS || e.set == SPOOF_ALLOWED) && e.comment.as_deref().is_some_and(doomed)
-    });
+    let doomed_elements = listing
+        .elements()
+        .into_iter()
+        .filter(|e| (e.set == SPOOF_PORTS || e.set == SPOOF_ALLOWED) && e.comment.as_deref().is_some_and(doomed));
     tx.extend(doomed_elements.filter_map(|e| owned::delete_listed_element(SPOOF.family, SPOOF.name, &e)));
 }
 
