@@ -37,6 +37,9 @@ static:
 deps:
 	./scripts/deps.sh
 
+# Run as root (CI does): built and run without root, the tests that need
+# root are listed as ignored (build.rs). vmtest builds `static`, which checks
+# the static build's code layout.
 test: deps
 	$(CARGO) check --benches
 	$(CARGO) test --lib --bins --tests --features fault-injection
