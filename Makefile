@@ -21,16 +21,25 @@ release:
 # unwinder's tables (panic=abort never unwinds), and with each applet's code
 # grouped so that a plugin call faults in only its own (scripts/static-layout.ld
 # says why both are safe): smaller, faster, and less memory per call.
-STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C link-arg=-Wl,--no-eh-frame-hdr \
-	-C link-arg=-Wl,-T,$(CURDIR)/scripts/static-layout.ld
+# The layout matches functions by module path, so a moved module silently
+# loses it: the linker writes a map (cnibox.map beside the binary) and
+# scripts/check-layout.sh fails the build when a pattern matches nothing or
+# a module's code is outside its section. $(call STATIC_RUSTFLAGS,BIN) writes
+# the map to BIN.map.
+STATIC_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static -C link-arg=-Wl,--no-eh-frame-hdr \
+	-C link-arg=-Wl,-T,$(CURDIR)/scripts/static-layout.ld -C link-arg=-Wl,-Map,$(CURDIR)/$(1).map
 static:
 	@# Cargo does not know the linker script: relink when it changed.
 	@if [ scripts/static-layout.ld -nt $(STATIC_BIN) ]; then touch src/main.rs; fi
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET)
+	RUSTFLAGS="$(call STATIC_RUSTFLAGS,$(STATIC_BIN))" $(CARGO) build --release --target $(TARGET)
+	./scripts/check-layout.sh $(STATIC_BIN).map
 
 deps:
 	./scripts/deps.sh
 
+# Run as root (CI does): built and run without root, the tests that need
+# root are listed as ignored (build.rs). vmtest builds `static`, which checks
+# the static build's code layout.
 test: deps
 	$(CARGO) check --benches
 	$(CARGO) test --lib --bins --tests --features fault-injection
@@ -46,7 +55,8 @@ vmtest: static static-fault
 FAULT_BIN := target/fault/$(TARGET)/release/cnibox
 static-fault:
 	@if [ scripts/static-layout.ld -nt $(FAULT_BIN) ]; then touch src/main.rs; fi
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET) --features fault-injection --target-dir target/fault
+	RUSTFLAGS="$(call STATIC_RUSTFLAGS,$(FAULT_BIN))" $(CARGO) build --release --target $(TARGET) --features fault-injection --target-dir target/fault
+	./scripts/check-layout.sh $(FAULT_BIN).map
 
 unit:
 	$(CARGO) test --lib

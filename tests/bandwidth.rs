@@ -78,10 +78,9 @@ fn limits() -> Value {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_check_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let c = conf("bw-test", limits(), Some(p.prev()));
     let result = p.call("bandwidth").run("ADD", &c).ok();
@@ -120,10 +119,9 @@ fn add_check_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn check_fails_when_the_ifb_is_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let c = conf("bw-test", limits(), Some(p.prev()));
     p.call("bandwidth").run("ADD", &c).ok();
@@ -135,10 +133,9 @@ fn check_fails_when_the_ifb_is_gone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_without_prev_result_or_netns() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     p.call("bandwidth").run("ADD", &conf("bw-test", limits(), Some(p.prev()))).ok();
     assert_eq!(p.ifbs().len(), 1);
@@ -150,10 +147,9 @@ fn del_without_prev_result_or_netns() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn only_ingress_creates_no_ifb() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let c = conf("bw-test", json!({"ingressRate": 1000000, "ingressBurst": 100000}), Some(p.prev()));
     let result = p.call("bandwidth").run("ADD", &c).ok();
@@ -166,10 +162,9 @@ fn only_ingress_creates_no_ifb() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bad_configs_are_refused_and_create_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let bad = [
         json!({"ingressRate": 1000000}),
@@ -189,10 +184,9 @@ fn bad_configs_are_refused_and_create_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn no_limits_passes_prev_result_through() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let prev = p.prev();
     let result = p.call("bandwidth").run("ADD", &conf("bw-test", json!({}), Some(prev.clone()))).ok();
@@ -201,10 +195,9 @@ fn no_limits_passes_prev_result_through() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn runtime_config_is_used_unless_the_config_sets_limits() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let rc = json!({"runtimeConfig": {"bandwidth": {"ingressRate": 2000000, "ingressBurst": 200000}},
                     "capabilities": {"bandwidth": true}});
@@ -225,10 +218,9 @@ fn runtime_config_is_used_unless_the_config_sets_limits() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn host_veth_found_by_peer_index_without_it_in_prev_result() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let mut prev = p.prev();
     prev["interfaces"] = json!([prev["interfaces"][1].clone()]);
@@ -241,10 +233,9 @@ fn host_veth_found_by_peer_index_without_it_in_prev_result() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_removes_ifbs_of_stale_attachments() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let a = Pair::new();
     // A second container in the same fake host.
     let ctr_b = Netns::new("bwc");
@@ -284,8 +275,10 @@ fn gc_removes_ifbs_of_stale_attachments() {
 
 /// The reference plugin on the same config builds the same qdiscs.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn looks_like_the_reference() {
-    if not_root() || !std::path::Path::new("/usr/lib/cni/bandwidth").exists() {
+    require_root();
+    if !std::path::Path::new("/usr/lib/cni/bandwidth").exists() {
         return;
     }
     let ours = Pair::new();

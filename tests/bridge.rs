@@ -38,10 +38,9 @@ impl Setup {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn two_containers_reach_each_other_the_gateway_and_the_host() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     // An address of the host outside the bridge subnet, reached by the default route.
     s.host.exec("ip link add hostif type veth peer name hostpeer");
@@ -86,10 +85,9 @@ fn two_containers_reach_each_other_the_gateway_and_the_host() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn ipv6_and_dual_stack() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.12.0.0/24", "fd00:12::/64"], json!({"isGateway": true}));
     let (a, b) = (Netns::new("c6a"), Netns::new("c6b"));
@@ -111,10 +109,9 @@ fn ipv6_and_dual_stack() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn enabledad_waits_for_dad() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["fd00:13::/64"], json!({"isGateway": true, "enabledad": true}));
     let a = Netns::new("cd");
@@ -134,10 +131,9 @@ fn assert_no_trace(host: &Netns, id: &str) {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn masquerade_outside_the_subnet_and_clean_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     // The outside world: a netns on the far end of a veth from the host.
     let outside = Netns::new("out");
@@ -187,10 +183,9 @@ fn masquerade_outside_the_subnet_and_clean_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_removes_elements_of_vanished_containers() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.15.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
     let (a, b) = (Netns::new("cga"), Netns::new("cgb"));
@@ -213,10 +208,9 @@ fn gc_removes_elements_of_vanished_containers() {
 /// and deleting the group leaves the pair behind: the next DEL's batch takes
 /// it along, and so does GC.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn host_ends_left_in_the_deletion_group_are_removed() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.16.0.0/24"], json!({"isGateway": true})).to_string();
     let (a, b) = (Netns::new("cka"), Netns::new("ckb"));
@@ -254,10 +248,9 @@ fn vlan_filtering_supported(host: &Netns) -> bool {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn vlan_and_trunk_ports() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     if !vlan_filtering_supported(&s.host) {
         eprintln!("skipped: the kernel has no VLAN filtering on bridges");
@@ -310,10 +303,9 @@ fn vlan_and_trunk_ports() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn port_settings_show_in_the_kernel() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf =
         s.conf(&["10.16.0.0/24"], json!({"hairpinMode": true, "mtu": 1400, "portIsolation": true, "isGateway": true}));
@@ -349,10 +341,9 @@ fn port_settings_show_in_the_kernel() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn layer2_only_mac_and_spoof_check() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let mut conf = s.conf(&[], json!({"macspoofchk": true}));
     conf["ipam"] = json!({});
@@ -391,10 +382,9 @@ fn layer2_only_mac_and_spoof_check() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn spoofed_frames_are_dropped() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.18.0.0/24"], json!({"isGateway": true, "macspoofchk": true}));
     let a = Netns::new("csp");
@@ -418,10 +408,9 @@ fn spoofed_frames_are_dropped() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn check_notices_removed_pieces() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.19.0.0/24"], json!({"isDefaultGateway": true, "ipMasq": true}));
     let a = Netns::new("cc");
@@ -453,10 +442,9 @@ fn check_notices_removed_pieces() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_is_idempotent() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.20.0.0/24"], json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}));
     let a = Netns::new("ci");
@@ -473,10 +461,9 @@ fn del_is_idempotent() {
 /// was taken, no announcement matches: DEL waits for the kernel's answer,
 /// and the pair is gone all the same. The veth that held the name stays.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_removes_a_pair_whose_host_end_has_a_random_name() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.21.0.0/24"], json!({"isGateway": true})).to_string();
     let a = Netns::new("cr");
@@ -495,10 +482,9 @@ fn del_removes_a_pair_whose_host_end_has_a_random_name() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn failed_ipam_leaves_nothing_behind() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     // A /30 has two usable addresses; the gateway takes one.
     let conf = s.conf(&["10.21.0.0/30"], json!({"isGateway": true, "ipMasq": true}));
@@ -541,10 +527,9 @@ fn failed_ipam_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn concurrent_adds_and_dels() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.22.0.0/24"], json!({"isGateway": true, "ipMasq": true})).to_string();
     let nss: Vec<Netns> = (0..32).map(|_| Netns::new("cp")).collect();
@@ -578,10 +563,9 @@ fn concurrent_adds_and_dels() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn masquerade_dual_stack() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let outside = Netns::new("out6");
     let (h_if, o_if) = (unique("ho"), unique("oo"));
@@ -606,10 +590,9 @@ fn masquerade_dual_stack() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn legacy_versions() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let a = Netns::new("clv");
     for version in ["0.4.0", "0.3.1", "0.2.0"] {

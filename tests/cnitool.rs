@@ -76,10 +76,9 @@ fn ok(reply: Reply) -> Reply {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn loopback_conf_from_a_directory() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new("");
     let net = unique("lo");
     // Lexicographic order: the first file naming the network wins.
@@ -157,18 +156,16 @@ fn bridge_chain(reference: bool) {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bridge_chain_with_cnibox_plugins() {
-    if not_root() {
-        return;
-    }
+    require_root();
     bridge_chain(false);
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bridge_chain_with_reference_plugins() {
-    if not_root() {
-        return;
-    }
+    require_root();
     bridge_chain(true);
 }
 
@@ -189,10 +186,9 @@ fn portmap_table(host: &Netns) -> String {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn cnibox_chain_with_capabilities_check_del_and_gc() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new("");
     let host = Netns::new("hst");
     let (ctr1, ctr2) = (Netns::new("ctr"), Netns::new("ctr"));

@@ -153,10 +153,9 @@ const HOST_LOCAL_KILLS: usize = 120;
 const BRIDGE_KILLS: usize = 90;
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn killed_host_local_adds() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let mut rng = Rng::seeded();
     let data = TempDir::new("crash-hl");
     let name = unique("crashhl");
@@ -221,10 +220,9 @@ fn killed_host_local_adds() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn killed_bridge_adds() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let mut rng = Rng::seeded();
     let host = Netns::new("crh");
     let data = TempDir::new("crash-br");
@@ -320,10 +318,9 @@ fn killed_bridge_adds() {
 /// A host end that had to take a random name (its derived name was taken)
 /// is still found by DEL without the container's netns, by its tag.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_without_netns_finds_a_renamed_host_end() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("crrh");
     let data = TempDir::new("crash-rn");
     let conf = json!({"cniVersion": "1.0.0", "name": unique("crashrn"), "type": "bridge", "bridge": unique("crbr"),

@@ -199,10 +199,9 @@ fn call(ns: &Netns, id: &str) -> Call {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn lease_renewal_release_and_daemon_restart() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let mut lan = Lan::new();
     let mut daemon = lan.daemon(&[]);
     let conf = lan.conf();
@@ -281,10 +280,9 @@ fn lease_renewal_release_and_daemon_restart() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn broadcast_replies_and_del_after_the_netns_is_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let mut lan = Lan::new();
     let daemon = lan.daemon(&["-broadcast"]);
     let conf = lan.conf();
@@ -323,9 +321,11 @@ fn daemon_refuses_bad_flags() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn socket_activation() {
     let activate = "/usr/bin/systemd-socket-activate";
-    if not_root() || !std::path::Path::new(activate).exists() {
+    require_root();
+    if !std::path::Path::new(activate).exists() {
         return;
     }
     let dir = TempDir::new("dhcp-act");
@@ -351,10 +351,9 @@ fn socket_activation() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn rebinding_when_the_server_moves() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let mut lan = Lan::new();
     lan.start_dnsmasq(&["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"]);
     let daemon = lan.daemon(&[]);

@@ -101,10 +101,9 @@ impl Node {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn a_healthy_node_passes() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::healthy();
     let (code, report) = node.doctor();
     assert_eq!(code, 0, "{report}");
@@ -116,10 +115,9 @@ fn a_healthy_node_passes() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn broken_links_and_configs_are_named() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::healthy();
     let loopback = node.bin.path().join("loopback");
     std::fs::remove_file(&loopback).unwrap();
@@ -155,10 +153,9 @@ fn broken_links_and_configs_are_named() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn leaked_state_is_found() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::healthy();
     // A reservation whose container is cached is fine; one whose container is gone is not.
     let pods = node.ipam.path().join("pods");

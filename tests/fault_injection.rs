@@ -474,10 +474,9 @@ fn run_case(case: &Case) -> Option<usize> {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn every_failed_step_leaves_nothing_behind() {
-    if not_root() {
-        return;
-    }
+    require_root();
     if !fault_injection_built_in() {
         eprintln!("skipped: cnibox was built without the fault-injection feature (make test builds it)");
         return;

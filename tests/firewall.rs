@@ -25,10 +25,9 @@ fn admin_rules(node: &Node) -> String {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn open_policy_admin_chain_del_and_gc() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -85,10 +84,9 @@ fn open_policy_admin_chain_del_and_gc() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_keeps_valid_attachments() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -118,10 +116,9 @@ fn two_bridges(node: &Node) {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn same_bridge_policy() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     two_bridges(&node);
     let c1 = node.container("br1", 1, 5);
@@ -145,10 +142,9 @@ fn same_bridge_policy() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn isolated_policy() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     two_bridges(&node);
     let c1 = node.container("br1", 1, 5);
@@ -177,10 +173,9 @@ fn isolated_policy() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn backends_and_errors() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);

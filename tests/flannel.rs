@@ -65,10 +65,9 @@ fn call_reference(host: &Netns, id: &str, ctr: &str) -> Call {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_check_and_del_after_the_lease_is_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let lease = Lease::new();
     lease.write_env();
     let host = Netns::new("fh");
@@ -106,10 +105,9 @@ fn add_check_and_del_after_the_lease_is_gone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_without_a_lease_fails_cleanly() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let lease = Lease::new();
     let host = Netns::new("fh");
     let ctr = Netns::new("fc");
@@ -134,10 +132,9 @@ fn add_without_a_lease_fails_cleanly() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn check_is_forwarded_to_the_delegate() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let lease = Lease::new();
     lease.write_env();
     let host = Netns::new("fh");
@@ -158,10 +155,9 @@ fn check_is_forwarded_to_the_delegate() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_and_status_reach_the_delegate_and_prune_saved_configs() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let lease = Lease::new();
     lease.write_env();
     let host = Netns::new("fh");
@@ -190,10 +186,9 @@ fn gc_and_status_reach_the_delegate_and_prune_saved_configs() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn the_reference_bridge_as_delegate() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let lease = Lease::new();
     lease.write_env();
     let host = Netns::new("fh");
@@ -211,10 +206,9 @@ fn the_reference_bridge_as_delegate() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn two_containers_reach_each_other() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let lease = Lease::new();
     lease.write_env();
     let host = Netns::new("fh");

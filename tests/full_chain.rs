@@ -160,10 +160,9 @@ fn assert_near_rate(rate: f64, what: &str) {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn full_chain_add_check_traffic_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     let c1 = Netns::new("fc1");
     let c2 = Netns::new("fc2");

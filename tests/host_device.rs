@@ -14,10 +14,9 @@ fn host() -> Netns {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn by_device_name_and_back() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host();
     let c = Netns::new("hdc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"hd","type":"host-device","device":"hd0"}"#;
@@ -40,10 +39,9 @@ fn by_device_name_and_back() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn by_hwaddr_with_static_ipam() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host();
     let c = Netns::new("hdc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"hd","type":"host-device","hwaddr":"02:AA:00:00:00:01",
@@ -61,10 +59,9 @@ fn by_hwaddr_with_static_ipam() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn failed_add_returns_the_device() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host();
     let c = Netns::new("hdc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"hd","type":"host-device","device":"hd0",
@@ -82,10 +79,9 @@ fn failed_add_returns_the_device() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_with_the_netns_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host();
     let c = Netns::new("hdc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"hd","type":"host-device","device":"hd0"}"#;
@@ -97,10 +93,9 @@ fn del_with_the_netns_gone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn by_kernelpath() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host();
     let c = Netns::new("hdc");
     // `ip netns exec` mounts the fake host's own /sys: its virtual devices

@@ -44,10 +44,9 @@ fn addresses(result: &Value) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_check_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -80,10 +79,9 @@ fn add_check_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_without_a_store() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let missing = data.path().join("never-created");
@@ -96,10 +94,9 @@ fn del_without_a_store() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn dual_stack_and_legacy_range() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -122,10 +119,9 @@ fn dual_stack_and_legacy_range() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn a_second_add_is_refused() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -141,10 +137,9 @@ fn a_second_add_is_refused() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn fifty_concurrent_adds() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -166,10 +161,9 @@ fn fifty_concurrent_adds() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_keeps_only_valid_attachments() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -198,10 +192,9 @@ fn gc_keeps_only_valid_attachments() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn exhaustion_and_status() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -237,10 +230,9 @@ fn exhaustion_and_status() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn requested_ips() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -270,10 +262,9 @@ fn requested_ips() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn resolv_conf_and_legacy_versions() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let resolv = data.path().join("resolv.conf");
@@ -291,10 +282,9 @@ fn resolv_conf_and_legacy_versions() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bad_names_and_configs_are_refused() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let inner = data.path().join("inner");
@@ -320,8 +310,10 @@ fn bad_names_and_configs_are_refused() {
 
 /// cnibox's state is read and released by the reference.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn reference_honours_cnibox_state() {
-    if not_root() || !have_reference() {
+    require_root();
+    if !have_reference() {
         return;
     }
     let ns = Netns::new("hl");
@@ -349,8 +341,10 @@ fn reference_honours_cnibox_state() {
 
 /// The reference's state is read and released by cnibox.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn cnibox_honours_reference_state() {
-    if not_root() || !have_reference() {
+    require_root();
+    if !have_reference() {
         return;
     }
     let ns = Netns::new("hl");
@@ -384,10 +378,9 @@ fn cnibox_honours_reference_state() {
 /// owner the cache names leaves it alone, and DEL of its real owner
 /// releases it. A damaged cache is rebuilt.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn owners_cache_never_outranks_the_files() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("hl");
     let data = TempDir::new("hl");
     let name = unique("net");
@@ -418,8 +411,10 @@ fn owners_cache_never_outranks_the_files() {
 
 /// Concurrent ADDs from both implementations share the lock.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn mixed_concurrent_adds_with_the_reference() {
-    if not_root() || !have_reference() {
+    require_root();
+    if !have_reference() {
         return;
     }
     let ns = Netns::new("hl");
@@ -446,8 +441,10 @@ fn mixed_concurrent_adds_with_the_reference() {
 
 /// Same config, separate stores: the same results as the reference, in every result version.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn same_results_as_the_reference() {
-    if not_root() || !have_reference() {
+    require_root();
+    if !have_reference() {
         return;
     }
     let ns = Netns::new("hl");

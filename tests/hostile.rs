@@ -39,10 +39,9 @@ fn oversized_and_deeply_nested_input_is_code_6_for_every_plugin() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn a_netns_path_that_is_not_a_namespace_is_refused() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let dir = TempDir::new("hostile");
     let file = dir.path().join("not-a-netns");
     std::fs::write(&file, "").unwrap();
@@ -96,10 +95,9 @@ fn tree(root: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn network_names_with_path_separators_are_code_7_and_write_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let root = TempDir::new("hostile-names");
     let host = Netns::new("hnh");
     let data = root.path().join("data");
@@ -165,19 +163,24 @@ fn invalid_cidrs_and_addresses_are_code_7() {
         assert_eq!(r.err_code(), 7, "static address {addr:?}");
     }
     assert_eq!(tree(root.path()), Vec::<String>::new(), "a refused ADD wrote something");
-    // Through a main plugin: refused before the bridge is created.
-    if !not_root() {
-        let host = Netns::new("hch");
-        let bridge = serde_json::json!({"cniVersion": "1.0.0", "name": "bad", "type": "bridge", "bridge": "hostile-br",
-            "ipam": {"type": "host-local", "dataDir": root.path(), "subnet": "10.0.0.0/33"}});
-        let r = Call::new("bridge")
-            .container("c1", "/run/netns/none", "eth0")
-            .in_netns(&host)
-            .env("CNI_PATH", &format!("{}", plugin_dir().display()))
-            .run("ADD", &bridge.to_string());
-        assert_eq!(r.err_code(), 7);
-        assert!(!host.try_exec("ip link show hostile-br"), "the bridge was created");
-    }
+}
+
+/// An invalid CIDR through a main plugin: refused before the bridge is created.
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn invalid_cidr_through_a_main_plugin_creates_no_bridge() {
+    require_root();
+    let root = TempDir::new("hostile-cidr");
+    let host = Netns::new("hch");
+    let bridge = serde_json::json!({"cniVersion": "1.0.0", "name": "bad", "type": "bridge", "bridge": "hostile-br",
+        "ipam": {"type": "host-local", "dataDir": root.path(), "subnet": "10.0.0.0/33"}});
+    let r = Call::new("bridge")
+        .container("c1", "/run/netns/none", "eth0")
+        .in_netns(&host)
+        .env("CNI_PATH", &format!("{}", plugin_dir().display()))
+        .run("ADD", &bridge.to_string());
+    assert_eq!(r.err_code(), 7);
+    assert!(!host.try_exec("ip link show hostile-br"), "the bridge was created");
 }
 
 #[test]

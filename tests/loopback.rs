@@ -4,10 +4,9 @@ use common::*;
 const CONF: &str = r#"{"cniVersion":"1.0.0","name":"lo-test","type":"loopback"}"#;
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_check_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("lo");
     ns.exec("ip link set lo down");
     let call = Call::new("loopback").container("c1", &ns.path(), "lo");
@@ -23,10 +22,9 @@ fn add_check_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_with_the_netns_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let call = Call::new("loopback").container("c2", "/run/netns/does-not-exist", "lo");
     call.run("DEL", CONF).ok();
     let call = Call::new("loopback").container("c2", "", "lo");
@@ -34,10 +32,9 @@ fn del_with_the_netns_gone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_in_a_missing_netns_fails_cleanly() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let call = Call::new("loopback").container("c3", "/run/netns/does-not-exist", "lo");
     let code = call.run("ADD", CONF).err_code();
     assert!(code > 0);
@@ -47,10 +44,9 @@ fn add_in_a_missing_netns_fails_cleanly() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn legacy_versions() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("lo");
     let conf = r#"{"cniVersion":"0.2.0","name":"lo-test","type":"loopback"}"#;
     let result = Call::new("loopback").container("c4", &ns.path(), "lo").run("ADD", conf).ok();

@@ -50,35 +50,31 @@ fn two_containers(mode: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bridge_mode_containers_reach_each_other() {
-    if not_root() {
-        return;
-    }
+    require_root();
     assert!(two_containers("bridge"));
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn private_mode_containers_do_not() {
-    if not_root() {
-        return;
-    }
+    require_root();
     assert!(!two_containers("private"));
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn vepa_mode() {
-    if not_root() {
-        return;
-    }
+    require_root();
     // Without a hairpinning switch behind the master, VEPA ports do not meet.
     assert!(!two_containers("vepa"));
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn passthru_allows_one() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let (c1, c2) = (Netns::new("mva"), Netns::new("mvb"));
     let conf1 = conf("passthru", "10.77.0.11/24", "");
@@ -92,10 +88,9 @@ fn passthru_allows_one() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn mtu_above_master_is_refused() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     host.exec("ip link set br0 mtu 1400");
     let c = Netns::new("mva");
@@ -107,10 +102,9 @@ fn mtu_above_master_is_refused() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn static_addresses_routes_and_mac() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let c = Netns::new("mva");
     let cfg =
@@ -135,10 +129,9 @@ fn static_addresses_routes_and_mac() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn default_master_is_the_default_route_interface() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     host.exec("ip addr add 10.77.0.1/24 dev br0");
     host.exec("ip route add default via 10.77.0.254");
@@ -154,10 +147,9 @@ fn default_master_is_the_default_route_interface() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn failed_add_leaves_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let c = Netns::new("mva");
     // The route's gateway is unreachable from the address: configuring fails after creation.
@@ -174,10 +166,9 @@ fn failed_add_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_twice_and_with_the_netns_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let c = Netns::new("mva");
     let cfg = conf("bridge", "10.77.0.11/24", "");
@@ -196,10 +187,9 @@ fn del_twice_and_with_the_netns_gone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn link_in_container() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("mvh");
     let c = Netns::new("mva");
     c.exec("ip link add br9 type bridge");
@@ -214,10 +204,9 @@ fn link_in_container() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn ipv6_static_address() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let c = Netns::new("mva");
     let cfg = r#"{"cniVersion":"1.0.0","name":"mv","type":"macvlan","master":"br0",
@@ -232,10 +221,9 @@ fn ipv6_static_address() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn parallel_adds_and_dels_on_one_master() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let containers: Vec<Netns> = (0..6).map(|_| Netns::new("mvp")).collect();
     std::thread::scope(|s| {
@@ -259,10 +247,9 @@ fn parallel_adds_and_dels_on_one_master() {
 /// master exists, code 50 when it does not. ipvlan and vlan links cannot be
 /// made on this kernel, but their STATUS only looks at the master.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn status_asks_for_the_master() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = host_with_bridge();
     let status = |plugin: &str, master: &str| {
         let conf = format!(

@@ -151,10 +151,9 @@ fn mentions(host: &Netns, id: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn elements_by_nfnetlink_look_like_nfts_and_del_by_key_leaves_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let chain = Chain::new();
     let (n1, n2, n3) = (Netns::new("kc"), Netns::new("kc"), Netns::new("kc"));
     let (id1, id2, id3) = (unique("ka"), unique("kb"), unique("kc"));
@@ -217,10 +216,9 @@ fn elements_by_nfnetlink_look_like_nfts_and_del_by_key_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_without_prev_result_or_runtime_config_removes_everything() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let chain = Chain::new();
     let (n1, n2) = (Netns::new("kd"), Netns::new("kd"));
     let (id1, id2) = (unique("kd"), unique("ke"));
@@ -245,10 +243,9 @@ fn del_without_prev_result_or_runtime_config_removes_everything() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_when_the_tables_do_not_exist() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let chain = Chain::new();
     let ns = Netns::new("kf");
     let id = unique("kf");
@@ -265,10 +262,9 @@ fn del_when_the_tables_do_not_exist() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_reclaims_what_del_by_key_leaves_and_stale_elements() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let chain = Chain::new();
     let (n1, n2) = (Netns::new("kg"), Netns::new("kg"));
     let (id1, id2) = (unique("kg"), unique("kh"));

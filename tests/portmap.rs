@@ -32,10 +32,9 @@ fn std_maps() -> Value {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn reaches_the_container_from_everywhere_and_del_removes_all() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -115,10 +114,9 @@ fn reaches_the_container_from_everywhere_and_del_removes_all() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_needs_neither_runtime_config_nor_prev_result() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -136,10 +134,9 @@ fn del_needs_neither_runtime_config_nor_prev_result() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn no_mappings_touch_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -156,10 +153,9 @@ fn no_mappings_touch_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_without_prev_result_fails() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -168,10 +164,9 @@ fn add_without_prev_result_fails() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn host_ip_and_conditions() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -219,10 +214,9 @@ fn host_ip_and_conditions() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn stale_owner_is_replaced_and_gc_removes_stale_attachments() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -263,10 +257,9 @@ fn stale_owner_is_replaced_and_gc_removes_stale_attachments() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn config_errors() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -300,10 +293,9 @@ fn config_errors() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn stale_udp_conntrack_entries_are_flushed() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -330,10 +322,9 @@ fn stale_udp_conntrack_entries_are_flushed() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn concurrent_add_and_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let cs: Vec<Container> = (0..6).map(|i| node.container("br0", 1, 10 + i)).collect();
@@ -364,10 +355,9 @@ fn concurrent_add_and_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn masquerading_follows_snat_and_masq_all() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let c1 = node.container("br0", 1, 5);
@@ -398,10 +388,9 @@ fn masquerading_follows_snat_and_masq_all() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn host_ip_mappings_through_nfnetlink_and_del_by_key() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let (c1, c2) = (node.container("br0", 1, 5), node.container("br0", 1, 6));
@@ -459,10 +448,9 @@ fn hairpin_chains(node: &Node) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn two_networks_each_hairpin_only_their_own_subnet_and_gc_removes_unused_chains() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br1", 1);
     node.bridge("br2", 2);
@@ -536,10 +524,9 @@ fn two_networks_each_hairpin_only_their_own_subnet_and_gc_removes_unused_chains(
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn tables_of_earlier_versions_are_migrated() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let node = Node::new();
     node.bridge("br0", 1);
     let (c1, c2, c3) = (node.container("br0", 1, 5), node.container("br0", 1, 6), node.container("br0", 1, 7));

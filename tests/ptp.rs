@@ -32,10 +32,9 @@ impl Setup {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn host_and_container_reach_each_other() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.31.0.0/24"], json!([{"dst": "0.0.0.0/0"}]), json!({"mtu": 1400}));
     let (a, b) = (Netns::new("pa"), Netns::new("pb"));
@@ -70,10 +69,9 @@ fn host_and_container_reach_each_other() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn ipv6_and_dual_stack() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.32.0.0/24", "fd00:32::/64"], json!([]), json!({}));
     let a = Netns::new("p6");
@@ -89,10 +87,9 @@ fn ipv6_and_dual_stack() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn masquerade_and_clean_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let outside = Netns::new("pout");
     let (h_if, o_if) = (unique("ho"), unique("oo"));
@@ -115,10 +112,9 @@ fn masquerade_and_clean_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn failed_ipam_leaves_nothing_behind() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let s = Setup::new();
     let conf = s.conf(&["10.34.0.0/30"], json!([]), json!({"ipMasq": true}));
     let (a, b) = (Netns::new("pra"), Netns::new("prb"));

@@ -39,10 +39,9 @@ fn call(host: &Netns, c: &Netns, ifname: &str) -> Call {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn two_interfaces_get_two_tables_and_del_removes_them() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, c) = setup();
     let eth0 = conf(&c, "eth0", "10.50.0.2/24", "10.50.0.1", json!({}));
     let net1 = conf(&c, "net1", "10.51.0.2/24", "10.51.0.1", json!({}));
@@ -80,10 +79,9 @@ fn two_interfaces_get_two_tables_and_del_removes_them() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn configured_table_only_adds_rules() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, c) = setup();
     let cfg = conf(&c, "eth0", "10.50.0.2/24", "10.50.0.1", json!({"table": 500}));
     call(&host, &c, "eth0").run("ADD", &cfg).ok();
@@ -95,10 +93,9 @@ fn configured_table_only_adds_rules() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn used_tables_are_skipped_and_failures_undone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, c) = setup();
     c.exec("ip rule add from 192.0.2.1 lookup 100");
     c.exec("ip route add 192.0.2.0/24 dev net1 table 101");
@@ -125,10 +122,9 @@ fn used_tables_are_skipped_and_failures_undone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_with_the_netns_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, c) = setup();
     let cfg = conf(&c, "eth0", "10.50.0.2/24", "10.50.0.1", json!({}));
     call(&host, &c, "eth0").run("ADD", &cfg).ok();
@@ -139,10 +135,9 @@ fn del_with_the_netns_gone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn dual_stack_gets_a_table_per_ip() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, c) = setup();
     c.exec("ip addr add fd50::2/64 dev eth0 nodad");
     let cfg = json!({

@@ -114,18 +114,15 @@ fn soak_cycles(cycles: usize, workers: usize) {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn short_soak() {
-    if not_root() {
-        return;
-    }
+    require_root();
     soak_cycles(64, 8);
 }
 
 #[test]
 #[ignore = "long: run by `make soak`"]
 fn soak() {
-    if not_root() {
-        return;
-    }
+    require_root();
     soak_cycles(500, 16);
 }

@@ -31,10 +31,9 @@ fn assert_untouched(host: &Netns, cont: &Netns) {
 const STATIC_IPAM: &str = r#"{"type":"static","addresses":[{"address":"10.9.0.2/24"}]}"#;
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn vlan_id_out_of_range_is_invalid_config() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, cont) = world();
     for id in ["4095", "-1", "5000"] {
         let conf = format!(
@@ -47,10 +46,9 @@ fn vlan_id_out_of_range_is_invalid_config() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn missing_master_is_a_clear_error() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, cont) = world();
     let confs = [
         ("vlan", format!(r#"{{"cniVersion":"1.0.0","name":"v","type":"vlan","vlanId":5,"ipam":{STATIC_IPAM}}}"#)),
@@ -79,10 +77,9 @@ fn missing_master_is_a_clear_error() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn invalid_configs() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, cont) = world();
     let cases = [
         ("ipvlan", format!(r#"{{"cniVersion":"1.0.0","name":"i","type":"ipvlan","master":"m0","mode":"l4","ipam":{STATIC_IPAM}}}"#)),
@@ -111,10 +108,9 @@ fn invalid_configs() {
 
 /// On this kernel the link kinds themselves are missing: ADD fails cleanly.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_without_kernel_support_leaves_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, cont) = world();
     let confs = [
         (
@@ -143,10 +139,9 @@ fn add_without_kernel_support_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_is_idempotent() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, cont) = world();
     let confs = [
         (
@@ -178,10 +173,9 @@ fn del_is_idempotent() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn status_and_gc_forward_to_ipam() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("slh");
     // ipvlan's and vlan's STATUS also ask for their master.
     host.exec("ip link add m0 type veth peer name m1");
@@ -200,10 +194,9 @@ fn status_and_gc_forward_to_ipam() {
 /// Without "master", ipvlan takes the link of the host's default route: on
 /// this kernel it then fails creating the ipvlan, past the master lookup.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn ipvlan_master_defaults_to_the_default_route_link() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, cont) = world();
     host.exec("ip addr add 10.9.9.2/24 dev m0");
     host.exec("ip route add default via 10.9.9.1 dev m0");
@@ -218,10 +211,9 @@ fn ipvlan_master_defaults_to_the_default_route_link() {
 /// vrf on this kernel: creating the VRF fails, the interface stays as it
 /// was (no master, its routes in the main table) and no VRF is left.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn vrf_add_failure_changes_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let cont = Netns::new("slc");
     cont.exec("ip link add eth0 type veth peer name eth0p");
     cont.exec("ip addr add 10.9.8.2/24 dev eth0");

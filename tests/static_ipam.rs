@@ -26,10 +26,9 @@ fn add_both(ns: &Netns, conf: &str, cni_args: &str) -> (serde_json::Value, serde
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_check_del() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("st");
     let call = Call::new("static").container("c1", &ns.path(), "eth0");
     let result = call.run("ADD", CONF).ok();
@@ -53,8 +52,10 @@ fn add_check_del() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn same_results_as_the_reference() {
-    if not_root() || !have_reference() {
+    require_root();
+    if !have_reference() {
         return;
     }
     let ns = Netns::new("st");
@@ -76,10 +77,9 @@ fn same_results_as_the_reference() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn legacy_result_version() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("st");
     let conf = r#"{"cniVersion":"0.2.0","name":"static-test","type":"bridge","ipam":{"type":"static",
         "addresses":[{"address":"10.10.0.5/24","gateway":"10.10.0.1"}]}}"#;
@@ -90,10 +90,9 @@ fn legacy_result_version() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bad_configs_are_refused() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let ns = Netns::new("st");
     let call = Call::new("static").container("c1", &ns.path(), "eth0");
     let bad_cidr =

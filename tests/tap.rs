@@ -7,10 +7,9 @@ fn call(host: &Netns, id: &str, ns: &str) -> Call {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn tap_with_mac_mtu_owner_group_multiqueue() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("tph");
     let c = Netns::new("tpc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"tp","type":"tap","mac":"02:00:00:00:aa:01","mtu":1400,
@@ -36,10 +35,9 @@ fn tap_with_mac_mtu_owner_group_multiqueue() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn plain_tap_has_no_owner_and_one_queue() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("tph");
     let c = Netns::new("tpc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"tp","type":"tap"}"#;
@@ -54,10 +52,9 @@ fn plain_tap_has_no_owner_and_one_queue() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bridge_port_with_static_ipam() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("tph");
     let c = Netns::new("tpc");
     c.exec("ip link add br0 type bridge");
@@ -73,10 +70,9 @@ fn bridge_port_with_static_ipam() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn failures_leave_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("tph");
     let c = Netns::new("tpc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"tp","type":"tap","bridge":"nosuch"}"#;
@@ -91,10 +87,9 @@ fn failures_leave_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_with_the_netns_gone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("tph");
     let c = Netns::new("tpc");
     let cfg = r#"{"cniVersion":"1.0.0","name":"tp","type":"tap"}"#;
@@ -109,8 +104,10 @@ fn del_with_the_netns_gone() {
 /// making an unlabelled tap) and leaves neither a tap nor a reservation.
 /// The labelled path itself runs in the VM (vmtest case tap-selinux).
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn selinux_context_without_selinux_is_refused_cleanly() {
-    if not_root() || std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+    require_root();
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
         return;
     }
     let host = Netns::new("tph");
@@ -131,10 +128,9 @@ fn selinux_context_without_selinux_is_refused_cleanly() {
 /// `cnibox tap make-device`, the child that creates a labelled tap, makes a
 /// persistent tap in the netns it runs in, and refuses bad arguments.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn make_device_creates_a_persistent_tap_where_it_runs() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let c = Netns::new("tpc");
     let bin = plugin_dir().join("tap");
     c.exec(&format!("{} make-device t0 --multi-queue --owner 1000 --group 2000", bin.display()));

@@ -85,10 +85,9 @@ fn everything() -> Value {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn add_check_del_restores() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let before = p.state();
     let c = p.conf(everything());
@@ -118,10 +117,9 @@ fn add_check_del_restores() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn refused_configs_change_nothing() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let before = p.state();
     let bad = [
@@ -152,10 +150,9 @@ fn refused_configs_change_nothing() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn a_failing_add_is_undone() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let before = p.state();
     // arp_announce is written first and works; arp_filter refuses "abc".
@@ -174,10 +171,9 @@ fn a_failing_add_is_undone() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn allowlist_is_honoured() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let list = p.data.path().join("allowlist.conf");
     std::fs::write(&list, "^net\\.ipv4\\.conf\\.IFNAME\\.[a-z_]*$\n\n  ^net\\.core\\.somaxconn$  \n").unwrap();
@@ -201,10 +197,9 @@ fn allowlist_is_honoured() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn del_with_the_netns_gone_removes_the_backup() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let c = p.conf(json!({"mtu": 1300}));
     p.call("tuning").run("ADD", &c).ok();
@@ -216,10 +211,9 @@ fn del_with_the_netns_gone_removes_the_backup() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn precedence_of_mac_and_args() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     // config < CNI_ARGS MAC < runtimeConfig.mac < args.cni.mac
     let conf_only = p.conf(json!({"mac": "0a:00:00:00:00:01"}));
@@ -246,10 +240,9 @@ fn precedence_of_mac_and_args() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn retried_add_keeps_the_true_originals() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let before = p.state();
     let c = p.conf(json!({"mtu": 1300, "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}));
@@ -260,10 +253,9 @@ fn retried_add_keeps_the_true_originals() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn gc_removes_stale_backups_of_its_network() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let p = Pair::new();
     let c = p.conf(json!({"mtu": 1300}));
     p.call("tuning").run("ADD", &c).ok();
@@ -288,8 +280,10 @@ fn gc_removes_stale_backups_of_its_network() {
 
 /// Backups are the reference's files: each restores what the other saved.
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn backups_interoperate_with_the_reference() {
-    if not_root() || !std::path::Path::new("/usr/lib/cni/tuning").exists() {
+    require_root();
+    if !std::path::Path::new("/usr/lib/cni/tuning").exists() {
         return;
     }
     let p = Pair::new();

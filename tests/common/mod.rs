@@ -198,13 +198,45 @@ impl Call {
     }
 }
 
-/// Skips a test (returns true) when not running as root.
-pub fn not_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return false;
+/// Whether this test binary was built by root. build.rs sets
+/// `built_without_root` when it ran without root; every test that needs
+/// root carries `#[cfg_attr(built_without_root, ignore = "needs root")]`, so
+/// a run without root lists it as ignored instead of passing it. libtest
+/// has no way to skip at run time, hence the decision at build time.
+pub const BUILT_AS_ROOT: bool = !cfg!(built_without_root);
+
+/// How to rebuild when that decision is stale: build.rs reruns when it
+/// changed (it also reruns when USER, HOME or SUDO_UID change).
+const REBUILD: &str = "touch build.rs, then cargo test as the user who runs the tests";
+
+/// The first statement of every test that needs root. The build-time
+/// decision can be stale (a test binary run by another user than the one
+/// who built it): the test then fails with what to do rather than passing
+/// without having run, or failing later on a confusing EPERM.
+pub fn require_root() {
+    let root = nix::unistd::Uid::effective().is_root();
+    match (BUILT_AS_ROOT, root) {
+        (true, true) => {}
+        (true, false) => panic!("built as root, running without root: rebuild ({REBUILD})"),
+        (false, true) => panic!("built without root, running as root: rebuild ({REBUILD})"),
+        // Only reached with --ignored or --include-ignored.
+        (false, false) => panic!("needs root"),
     }
-    eprintln!("skipped: needs root");
-    true
+}
+
+/// In every test binary (each includes this module): fails when the binary
+/// runs under other privileges than it was built with. Without it a binary
+/// built without root but run by root would list its root tests as ignored
+/// and pass, and CI would not notice that they never ran.
+#[test]
+fn built_with_the_privileges_it_runs_with() {
+    let root = nix::unistd::Uid::effective().is_root();
+    assert!(
+        BUILT_AS_ROOT == root,
+        "built {} root, running {} root: rebuild ({REBUILD})",
+        if BUILT_AS_ROOT { "as" } else { "without" },
+        if root { "as" } else { "without" },
+    );
 }
 
 /// CNI_PATH with cnibox's applets first and the reference plugins after
