@@ -57,7 +57,7 @@ applets::shared                 .text
 applets::shared::iface_config   .text
 applets::shared::link_plugin    .text
 applets::shared::masquerade     .text.applets
-applets::shared::nft_gc         .text.applets
+applets::shared::nft_attachment .text.applets
 applets::shared::result_check   .text
 applets::shared::veth_plugin    .text
 applets::shared::veth_plugin::gc .text.occasional

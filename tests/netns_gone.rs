@@ -85,30 +85,27 @@ impl VethNet {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn bridge() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let net = VethNet::new("bridge", "10.241.0.0/24", json!({"bridge": unique("ngbr")}));
     net.del_after_the_netns_is_gone();
     net.del_with_a_file_that_is_not_a_netns();
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn ptp() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let net = VethNet::new("ptp", "10.242.0.0/24", json!({}));
     net.del_after_the_netns_is_gone();
     net.del_with_a_file_that_is_not_a_netns();
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn macvlan() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("ngm");
     host.exec("ip link add m0 type veth peer name m1");
     host.exec("ip link set m0 up");
@@ -141,10 +138,9 @@ fn macvlan() {
 /// not one, before anything kernel-specific: so this also covers the
 /// plugins whose kernel modules only the VM has (ipvlan, vlan, vrf, dummy).
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn every_del_that_opens_the_netns_refuses_a_file() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let host = Netns::new("ngh");
     let file = NotANetns::new();
     let confs = [
@@ -175,10 +171,9 @@ fn every_del_that_opens_the_netns_refuses_a_file() {
 }
 
 #[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn tuning_keeps_its_backup_for_a_retry() {
-    if not_root() {
-        return;
-    }
+    require_root();
     let (host, c) = (Netns::new("ngh"), Netns::new("ngc"));
     host.exec(&format!("ip link add ngv0 type veth peer name eth0 netns {}", c.name));
     let data = TempDir::new("netns-gone-tu");
