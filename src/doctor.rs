@@ -485,28 +485,82 @@ fn leaked_reservations(dir: &Path, known: &Known) -> Vec<(PathBuf, String)> {
     leaks
 }
 
-/// (table, comment, container ID) of nft objects owned by unknown containers.
-fn leaked_nft(known: &Known) -> Vec<(String, String, String)> {
-    let mut leaks = Vec::new();
-    let Ok(tables) = crate::nft::exec::tables() else {
-        return leaks;
-    };
-    for (family, name) in tables.into_iter().filter(|(_, name)| name.starts_with("cnibox-")) {
-        let Ok(Some(listing)) = crate::nft::exec::list(family, &name) else {
-            continue;
-        };
-        // Plugins mark what an attachment owns with `<network> <containerID> <ifname>`.
-        for comment in listing.comments() {
-            let mut parts = comment.split(' ');
-            // A hashed owner (`#...`) cannot be matched to a container here.
-            let Some(id) = parts.nth(1).filter(|id| !id.is_empty() && !id.starts_with('#')) else {
-                continue;
-            };
+/// Whose object a comment in a cnibox table says it is.
+#[derive(Debug, PartialEq)]
+enum CommentOwner<'a> {
+    /// `<network> <containerID> <ifname>`: one container's.
+    Container(&'a str),
+    /// `<network> <subnet>`: a network's, e.g. the masquerade rule of one subnet.
+    Network { network: &'a str, subnet: &'a str },
+    /// Hashed parts, or not a comment of ours: cannot be told here.
+    Unknown,
+}
+
+fn comment_owner(comment: &str) -> CommentOwner<'_> {
+    let parts: Vec<&str> = comment.split(' ').collect();
+    match parts.as_slice() {
+        [_, id, _] if !id.is_empty() && !id.starts_with('#') => CommentOwner::Container(id),
+        [network, subnet] if subnet.parse::<ipnet::IpNet>().is_ok() => CommentOwner::Network { network, subnet },
+        _ => CommentOwner::Unknown,
+    }
+}
+
+/// An object in a cnibox nft table that nothing uses any more.
+struct NftLeak {
+    level: Level,
+    what: String,
+}
+
+/// What `listing` of cnibox table `table` holds for containers that are
+/// gone: elements and rules of a container (Fail), and per-network objects
+/// no container uses any more (Warn: the network's next DEL or GC removes
+/// them).
+fn leaks_in(table: &str, listing: &crate::nft::Listing, known: &Known) -> Vec<NftLeak> {
+    let mut out = Vec::new();
+    let elements = listing.elements();
+    let comments = elements.iter().filter_map(|e| e.comment.clone());
+    for comment in comments.chain(listing.rules().into_iter().filter_map(|r| r.comment)) {
+        if let CommentOwner::Container(id) = comment_owner(&comment) {
             if !known.alive(id) {
-                let table = format!("{} {name}", crate::nft::schema::family_str(family));
-                leaks.push((table, comment.clone(), id.to_string()));
+                let what =
+                    format!("nft table {table}: element/rule {comment:?} belongs to container {id}, which is gone");
+                out.push(NftLeak { level: Level::Fail, what });
             }
         }
+    }
+    for rule in listing.rules() {
+        let Some(comment) = rule.comment.as_deref() else { continue };
+        let CommentOwner::Network { network, subnet } = comment_owner(comment) else { continue };
+        // The masquerade chain of a subnet matches the set of the same name.
+        if !elements.iter().any(|e| e.set == rule.chain) {
+            out.push(NftLeak {
+                level: Level::Warn,
+                what: format!(
+                    "nft table {table}: chain {} (network {network}, subnet {subnet}) serves no container any more",
+                    rule.chain
+                ),
+            });
+        }
+    }
+    let jumped: BTreeSet<&str> = elements.iter().filter_map(|e| e.jump_target()).collect();
+    for chain in listing.chains().iter().filter(|c| c.starts_with("hairpin-") && !jumped.contains(c.as_str())) {
+        out.push(NftLeak {
+            level: Level::Warn,
+            what: format!(
+                "nft table {table}: chain {chain} (one subnet's hairpin masquerade) serves no container any more"
+            ),
+        });
+    }
+    out
+}
+
+/// What the cnibox nft tables hold for containers that are gone.
+fn leaked_nft(known: &Known) -> Vec<NftLeak> {
+    let Ok(tables) = crate::nft::exec::tables() else { return Vec::new() };
+    let mut leaks = Vec::new();
+    for (family, name) in tables.into_iter().filter(|(_, name)| name.starts_with("cnibox-")) {
+        let Ok(Some(listing)) = crate::nft::exec::list(family, &name) else { continue };
+        leaks.extend(leaks_in(&format!("{} {name}", crate::nft::schema::family_str(family)), &listing, known));
     }
     leaks
 }
@@ -533,11 +587,8 @@ fn check_leaks(o: &Options, needs: &Needs, r: &mut Report) {
         r.add(Level::Ok, format!("no leaked host-local reservations in {}", list.join(", ")));
     }
     let nft = leaked_nft(&known);
-    for (table, comment, id) in &nft {
-        r.add(
-            Level::Fail,
-            format!("nft table {table}: element/rule {comment:?} belongs to container {id}, which is gone"),
-        );
+    for leak in &nft {
+        r.add(leak.level, leak.what.clone());
     }
     if nft.is_empty() {
         r.add(Level::Ok, "no leaked elements in cnibox-* nft tables".into());
@@ -611,5 +662,39 @@ mod tests {
         let listing = crate::nft::Listing::parse(&listing.to_string()).unwrap();
         assert_eq!(listing.comments(), ["net c1 eth0", "net c2 eth0", "net c3 eth0"]);
         assert_eq!(listing.tables(), [(nftables::types::NfFamily::INet, "cnibox-x".to_string())]);
+    }
+
+    #[test]
+    fn per_network_objects_are_told_from_per_container_ones() {
+        assert_eq!(comment_owner("pods c1 eth0"), CommentOwner::Container("c1"));
+        assert_eq!(
+            comment_owner("pods 10.88.0.0/16"),
+            CommentOwner::Network { network: "pods", subnet: "10.88.0.0/16" }
+        );
+        assert_eq!(comment_owner("pods #0123abcd"), CommentOwner::Unknown);
+        let listing = crate::nft::Listing::parse(
+            &serde_json::json!({"nftables": [
+                {"set": {"name": "m_a", "elem": []}},
+                {"chain": {"name": "m_a"}},
+                {"rule": {"chain": "m_a", "handle": 2, "comment": "pods 10.88.0.0/16"}},
+                {"set": {"name": "m_b", "elem": [{"elem": {"val": "10.89.0.2", "comment": "other c7 eth0"}}]}},
+                {"rule": {"chain": "m_b", "handle": 3, "comment": "other 10.89.0.0/16"}},
+                {"map": {"name": "masq-net-v4", "elem": [[{"elem": {"val": "10.89.0.2", "comment": "other c7 eth0"}},
+                                                          {"jump": {"target": "hairpin-1"}}]]}},
+                {"chain": {"name": "hairpin-1"}},
+                {"chain": {"name": "hairpin-2"}}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let known = Known { containers: BTreeSet::from(["c7".to_string()]) };
+        let leaks: Vec<String> = leaks_in("inet t", &listing, &known).into_iter().map(|l| l.what).collect();
+        assert_eq!(leaks.len(), 2, "{leaks:?}");
+        assert!(leaks[0].contains("chain m_a (network pods, subnet 10.88.0.0/16) serves no container"));
+        assert!(leaks[1].contains("chain hairpin-2"));
+        let gone = Known { containers: BTreeSet::new() };
+        let leaks: Vec<String> = leaks_in("inet t", &listing, &gone).into_iter().map(|l| l.what).collect();
+        assert!(leaks.iter().any(|l| l.contains("belongs to container c7")), "{leaks:?}");
+        assert!(!leaks.iter().any(|l| l.contains("container 10.")), "{leaks:?}");
     }
 }

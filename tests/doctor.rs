@@ -187,3 +187,23 @@ fn leaked_state_is_found() {
     node.ns.exec(r#"nft add element inet other hosts '{ 10.88.0.9 comment "pods ghost3 eth0" }'"#);
     assert_eq!(node.doctor().0, 0, "{}", node.doctor().1);
 }
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn a_networks_leftover_chain_is_named_as_the_networks() {
+    require_root();
+    let node = Node::healthy();
+    // What an earlier release left after a network's last container: the
+    // subnet's masquerade set (empty) and chain, and an unused hairpin chain.
+    node.ns.exec("nft add table inet cnibox-masq");
+    node.ns.exec("nft add set inet cnibox-masq m_x '{ type ipv4_addr; }'");
+    node.ns.exec("nft add chain inet cnibox-masq m_x '{ type nat hook postrouting priority 100; }'");
+    node.ns.exec(r#"nft 'add rule inet cnibox-masq m_x ip saddr @m_x masquerade comment "pods 10.88.0.0/16"'"#);
+    node.ns.exec("nft add table inet cnibox-portmap");
+    node.ns.exec("nft add chain inet cnibox-portmap hairpin-0123456789abcdef");
+    let (code, report) = node.doctor();
+    assert_eq!(code, 0, "leftovers are warnings, not failures:\n{report}");
+    assert!(report.contains("chain m_x (network pods, subnet 10.88.0.0/16) serves no container"), "{report}");
+    assert!(report.contains("chain hairpin-0123456789abcdef"), "{report}");
+    assert!(!report.contains("belongs to container 10.88"), "{report}");
+}

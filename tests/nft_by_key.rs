@@ -290,3 +290,51 @@ fn gc_reclaims_what_del_by_key_leaves_and_stale_elements() {
     assert!(!masq.contains("\"set\"") && !masq.contains("masquerade"), "{masq}");
     assert_no_process_left(&chain);
 }
+
+/// The names of the sets, maps and chains of `table` in the fake host.
+fn objects_of(host: &Netns, table: &str) -> Vec<String> {
+    let listing: Value = serde_json::from_str(&host.exec(&format!("nft -j list table inet {table}"))).unwrap();
+    let mut out = Vec::new();
+    for obj in listing["nftables"].as_array().unwrap() {
+        for kind in ["set", "map", "chain"] {
+            if let Some(name) = obj.get(kind).and_then(|o| o["name"].as_str()) {
+                out.push(format!("{kind} {name}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn the_networks_last_container_takes_its_per_network_objects_along() {
+    require_root();
+    let chain = Chain::new();
+    let (n1, n2) = (Netns::new("kc"), Netns::new("kc"));
+    let (id1, id2) = (unique("ka"), unique("kb"));
+    let (r1, _) = chain.add(&id1, &n1, 18091);
+    let masq_with_one = objects_of(&chain.host, "cnibox-masq");
+    let portmap_with_one = objects_of(&chain.host, "cnibox-portmap");
+    assert!(masq_with_one.iter().any(|o| o.starts_with("set m_")), "{masq_with_one:?}");
+    assert!(portmap_with_one.iter().any(|o| o.starts_with("chain hairpin-")), "{portmap_with_one:?}");
+    let (r2, _) = chain.add(&id2, &n2, 18092);
+    // Not the last: the network's set, chain and hairpin chain stay.
+    chain.del(&id1, &n1.path(), Some(&r1), Some(18091));
+    assert_eq!(objects_of(&chain.host, "cnibox-masq"), masq_with_one);
+    assert_eq!(objects_of(&chain.host, "cnibox-portmap"), portmap_with_one);
+    // The last one (DEL by key): they go with it.
+    chain.del(&id2, &n2.path(), Some(&r2), Some(18092));
+    let masq_after = objects_of(&chain.host, "cnibox-masq");
+    assert!(!masq_after.iter().any(|o| o.contains("m_")), "{masq_after:?}");
+    let portmap_after = objects_of(&chain.host, "cnibox-portmap");
+    assert!(!portmap_after.iter().any(|o| o.contains("hairpin-")), "{portmap_after:?}");
+    // The network comes back: everything is declared again and works.
+    let (r3, _) = chain.add(&id1, &n1, 18091);
+    for i in 0..PLUGINS.len() {
+        chain.check(i, &id1, &n1, &r3, 18091).ok();
+    }
+    chain.del(&id1, &n1.path(), None, None);
+    assert!(!objects_of(&chain.host, "cnibox-masq").iter().any(|o| o.contains("m_")));
+    assert!(!objects_of(&chain.host, "cnibox-portmap").iter().any(|o| o.contains("hairpin-")));
+}

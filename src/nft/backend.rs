@@ -18,6 +18,9 @@ pub struct Found {
     pub comment: Option<String>,
 }
 
+/// An element as `set_elements` returns it.
+pub type SetElement = super::nfnetlink::Dumped;
+
 pub trait Backend {
     /// Applies `tx` as one atomic transaction (nothing when it is empty).
     fn apply(&mut self, tx: &Transaction) -> Result<()>;
@@ -29,6 +32,10 @@ pub trait Backend {
     /// Looks each of `elems` up by key: what `table` holds under it, or None
     /// when it (or its set, or the table) is missing.
     fn lookup(&mut self, family: NfFamily, table: &str, elems: &[Element]) -> Result<Vec<Option<Found>>>;
+    /// Every element of `set`: its comment and, in a verdict map, the chain
+    /// it jumps to; None when the set (or the table) does not exist. One
+    /// nfnetlink dump, no nft.
+    fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>>;
     /// Whether nftables can be used at all (STATUS).
     fn available(&mut self) -> Result<()>;
 }
@@ -97,6 +104,10 @@ impl Backend for System {
         let wire: Vec<WireElem> = elems.iter().map(wire).collect::<Result<_>>()?;
         let found = self.nfnl()?.get(nfgen_family(family), table, &wire)?;
         Ok(found.into_iter().map(|f| f.map(|f| Found { comment: f.comment })).collect())
+    }
+
+    fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>> {
+        self.nfnl()?.dump(nfgen_family(family), table, set)
     }
 
     fn available(&mut self) -> Result<()> {

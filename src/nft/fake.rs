@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use nftables::types::NfFamily;
 use serde_json::{json, Value};
 
-use super::backend::{Backend, Found};
+use super::backend::{Backend, Found, SetElement};
 use super::element::{Element, ElementOp};
 use super::error::{Error, ErrorKind, Result};
 use super::listing::Listing;
@@ -26,6 +26,8 @@ pub enum Call {
     /// An nfnetlink batch of this many messages.
     Commit(usize),
     Lookup(usize),
+    /// A dump of one set.
+    Dump(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -267,6 +269,14 @@ impl Backend for Fake {
                 Some(Found { comment: comment.clone() })
             })
             .collect())
+    }
+
+    fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>> {
+        self.calls.push(Call::Dump(set.to_string()));
+        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
+        let Some(s) = t.and_then(|t| t.sets.get(set)) else { return Ok(None) };
+        let jump = |d: &Option<Value>| d.as_ref()?.pointer("/jump/target")?.as_str().map(str::to_string);
+        Ok(Some(s.elems.iter().map(|(_, d, c)| SetElement { comment: c.clone(), jump: jump(d) }).collect()))
     }
 
     fn available(&mut self) -> Result<()> {

@@ -17,7 +17,7 @@ pub mod owned;
 pub mod owner;
 pub mod schema;
 
-pub use backend::{Backend, Found};
+pub use backend::{Backend, Found, SetElement};
 pub use element::{Data, Element, ElementOp, Key};
 pub use error::{Error, ErrorKind};
 pub use listing::{ListedElement, ListedRule, Listing};

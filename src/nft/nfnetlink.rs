@@ -18,7 +18,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
 use super::error::{Error, ErrorKind, Result};
-use crate::netlink::msg::{find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
+use crate::netlink::msg::{attrs, find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
 use crate::util::detached;
 
 /// nfgenmsg families of the tables we write.
@@ -39,6 +39,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -344,6 +345,32 @@ fn parse_found(payload: &[u8]) -> Option<Found> {
     Some(Found { comment, data })
 }
 
+/// An element of a dumped set: its comment and, in a verdict map, the
+/// chain it jumps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dumped {
+    pub comment: Option<String>,
+    pub jump: Option<String>,
+}
+
+/// Every element of one NEWSETELEM message of a dump (after its nfgenmsg).
+fn parse_dumped(payload: &[u8]) -> Vec<Dumped> {
+    let Some(elems) = payload.get(4..).and_then(|p| find_attr(p, NFTA_SET_ELEM_LIST_ELEMENTS)) else {
+        return Vec::new();
+    };
+    attrs(elems)
+        .filter(|(kind, _)| *kind == NFTA_LIST_ELEM)
+        .map(|(_, elem)| {
+            let comment = find_attr(elem, NFTA_SET_ELEM_USERDATA).and_then(userdata_comment);
+            let verdict = find_attr(elem, NFTA_SET_ELEM_DATA).and_then(|d| find_attr(d, NFTA_DATA_VERDICT));
+            let jump = verdict
+                .and_then(|v| find_attr(v, NFTA_VERDICT_CHAIN))
+                .map(|c| String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or_default()).into_owned());
+            Dumped { comment, jump }
+        })
+        .collect()
+}
+
 /// The errno of an NLMSG_ERROR payload (0 for an ACK).
 fn error_of(payload: &[u8]) -> i32 {
     payload.get(0..4).map(|b| -i32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(EINVAL)
@@ -501,6 +528,42 @@ impl Nfnl {
         match error {
             Some(errno) => Err(Error::kernel(errno, &format!("looking up elements of {table}"))),
             None => Ok(found),
+        }
+    }
+}
+
+impl Nfnl {
+    /// Every element of `set` in `table` (one dump, no nft); None when the
+    /// set or table does not exist.
+    pub fn dump(&mut self, family: u8, table: &str, set: &str) -> Result<Option<Vec<Dumped>>> {
+        let seq = self.next_seqs(1);
+        let mut m = Msg::nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        self.send(&m.finish())?;
+        let mut out = Vec::new();
+        let mut errno = 0;
+        self.receive(|r| {
+            if r.seq != seq {
+                return false;
+            }
+            match r.kind {
+                NLMSG_DONE => true,
+                NLMSG_ERROR => {
+                    // The dump's refusal (a missing set or table).
+                    errno = error_of(r.payload);
+                    true
+                }
+                _ => {
+                    out.extend(parse_dumped(r.payload));
+                    false
+                }
+            }
+        })?;
+        match errno {
+            0 => Ok(Some(out)),
+            ENOENT => Ok(None),
+            e => Err(Error::kernel(e, &format!("listing {table} {set}"))),
         }
     }
 }
