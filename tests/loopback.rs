@@ -53,3 +53,29 @@ fn legacy_versions() {
     assert_eq!(result["cniVersion"], "0.2.0");
     assert_eq!(result["ip4"]["ip"], "127.0.0.1/8");
 }
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn cni_args_are_read_only_by_plugins_that_use_them() {
+    require_root();
+    // The reference's own loopback tests run with CNI_ARGS=none: its skel
+    // never parses CNI_ARGS, and loopback reads none.
+    let ns = Netns::new("lo");
+    let call = Call::new("loopback").container("c5", &ns.path(), "lo").env("CNI_ARGS", "none");
+    call.run("ADD", CONF).ok();
+    call.run("CHECK", CONF).ok();
+    call.run("DEL", CONF).ok();
+    // A plugin that reads them refuses the pair, in the config's version.
+    let conf = r#"{"cniVersion":"0.3.1","name":"n","type":"static","ipam":{"type":"static"}}"#;
+    let reply = Call::new("static").container("c5", &ns.path(), "eth0").env("CNI_ARGS", "none").run("ADD", conf);
+    let err: serde_json::Value = serde_json::from_str(&reply.stdout).unwrap();
+    assert_eq!((err["code"].as_u64(), err["cniVersion"].as_str()), (Some(7), Some("0.3.1")), "{err}");
+}
+
+#[test]
+fn errors_before_the_config_is_read_carry_its_version() {
+    let conf = r#"{"cniVersion":"0.4.0","name":"lo-test","type":"loopback"}"#;
+    let reply = Call::new("loopback").container("bad/id", "/x", "lo").run("ADD", conf);
+    let err: serde_json::Value = serde_json::from_str(&reply.stdout).unwrap();
+    assert_eq!((err["code"].as_u64(), err["cniVersion"].as_str()), (Some(4), Some("0.4.0")), "{err}");
+}

@@ -153,7 +153,7 @@ fn plan(cmd: &Command) -> Result<Plan, CniError> {
         conf.is_gateway = true;
     }
     // The last source wins: CNI_ARGS, then args.cni, then runtimeConfig.
-    let mut mac_text = cmd.args.get("MAC").map(str::to_string);
+    let mut mac_text = cmd.args()?.get("MAC").map(str::to_string);
     if let Some(m) = cmd.args_cni::<String>("mac")?.filter(|m| !m.is_empty()) {
         mac_text = Some(m);
     }

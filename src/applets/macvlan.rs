@@ -48,7 +48,7 @@ fn link_mode(nl: &Netlink, index: u32) -> Result<Option<MacVlanMode>, CniError> 
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, MacVlanMode, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(super::shared::link_plugin::KNOWN_ARGS)?;
+    cmd.args()?.check_known(super::shared::link_plugin::KNOWN_ARGS)?;
     let mode = parse_mode(&conf.mode)?;
     let mac = requested_mac(cmd, &conf.mac)?;
     if conf.mtu < 0 {

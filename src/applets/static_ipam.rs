@@ -93,13 +93,14 @@ pub fn load(cmd: &Command) -> Result<StaticConfig, CniError> {
         addresses.push(IpConfig { address, gateway, interface: None });
     }
 
-    cmd.args.check_known(&["IP", "GATEWAY"])?;
-    if let Some(ips) = cmd.args.get("IP").filter(|v| !v.is_empty()) {
+    let cni_args = cmd.args()?;
+    cni_args.check_known(&["IP", "GATEWAY"])?;
+    if let Some(ips) = cni_args.get("IP").filter(|v| !v.is_empty()) {
         for item in ips.split(',') {
             addresses.push(IpConfig { address: parse_cidr(item, "CNI_ARGS IP")?, gateway: None, interface: None });
         }
     }
-    if let Some(gateways) = cmd.args.get("GATEWAY").filter(|v| !v.is_empty()) {
+    if let Some(gateways) = cni_args.get("GATEWAY").filter(|v| !v.is_empty()) {
         for item in gateways.split(',') {
             let gw = parse_ip(item, "CNI_ARGS GATEWAY address")?;
             let mut used = false;

@@ -82,7 +82,7 @@ fn configure(
 /// The configuration with everything checked that needs no system access.
 fn load(cmd: &Command) -> Result<(Conf, Option<Vec<u8>>), CniError> {
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(super::shared::link_plugin::KNOWN_ARGS)?;
+    cmd.args()?.check_known(super::shared::link_plugin::KNOWN_ARGS)?;
     if conf.mtu < 0 || conf.mtu > 65535 {
         return Err(CniError::invalid_config(format!("invalid MTU {}", conf.mtu)));
     }

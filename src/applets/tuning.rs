@@ -231,13 +231,14 @@ fn parse_mac(s: &str) -> Result<Vec<u8>, CniError> {
 fn settings(cmd: &Command) -> Result<Settings, CniError> {
     check_duplicate_sysctls(&cmd.stdin)?;
     let conf: Conf = cmd.parse_config()?;
-    cmd.args.check_known(&["MAC"])?;
+    let cni_args = cmd.args()?;
+    cni_args.check_known(&["MAC"])?;
     let args: ArgsCni = match cmd.conf.args.as_ref().and_then(|a| a.get("cni")) {
         Some(v) if !v.is_null() => lenient::parse_config(v, "args.cni")?,
         _ => ArgsCni::default(),
     };
     let mut mac_str = conf.mac;
-    if let Some(m) = cmd.args.get("MAC").filter(|m| !m.is_empty()) {
+    if let Some(m) = cni_args.get("MAC").filter(|m| !m.is_empty()) {
         mac_str = m.to_string();
     }
     if let Some(m) = cmd.runtime_config::<String>("mac")?.filter(|m| !m.is_empty()) {

@@ -96,8 +96,8 @@ pub struct Command {
     /// Empty on a DEL whose netns is already gone.
     pub netns: String,
     pub ifname: String,
-    pub args: CniArgs,
-    /// CNI_ARGS as given, for delegates.
+    /// CNI_ARGS as given: parsed only by the applets that read it (`args`),
+    /// as the reference's skel never parses it.
     pub raw_args: String,
     pub path: Vec<PathBuf>,
     /// The configuration bytes as received, for delegates.
@@ -144,7 +144,9 @@ impl Command {
     /// Builds a command from an environment lookup and the stdin bytes.
     /// On error, also returns the version the error should be written in.
     pub fn from_env(getenv: impl Fn(&str) -> Option<String>, stdin: Vec<u8>) -> Result<Command, (CniError, String)> {
-        let fail = |e: CniError| (e, version::CURRENT.to_string());
+        // Errors found before the configuration is read are written in the
+        // version it asks for, when it names one we speak.
+        let fail = |e: CniError| (e, error_version(&stdin));
         let verb_name = getenv("CNI_COMMAND").unwrap_or_default();
         let verb = Verb::parse(&verb_name)
             .ok_or_else(|| fail(CniError::invalid_env(format!("unknown CNI_COMMAND {verb_name:?}"))))?;
@@ -160,7 +162,6 @@ impl Command {
             validate_ifname(&ifname).map_err(fail)?;
         }
         let raw_args = getenv("CNI_ARGS").unwrap_or_default();
-        let args = CniArgs::parse(&raw_args).map_err(fail)?;
         let path =
             getenv("CNI_PATH").unwrap_or_default().split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
 
@@ -196,7 +197,6 @@ impl Command {
             container_id,
             netns: getenv("CNI_NETNS").unwrap_or_default(),
             ifname,
-            args,
             raw_args,
             path,
             stdin,
@@ -204,6 +204,11 @@ impl Command {
             conf,
             version,
         })
+    }
+
+    /// CNI_ARGS, parsed (code 7 for a malformed pair).
+    pub fn args(&self) -> Result<CniArgs, CniError> {
+        CniArgs::parse(&self.raw_args)
     }
 
     /// The applet's own view of the configuration (keys matched leniently).
@@ -292,6 +297,21 @@ pub fn dispatch(applet: &dyn Applet, getenv: impl Fn(&str) -> Option<String>, st
             log::error!("{} failed: {e}", cmd.verb.as_str());
             (render_error(&e, &cmd.version), 1)
         }
+    }
+}
+
+/// The version an error found before the configuration was read is written
+/// in: the configuration's own `cniVersion` when it has one we support,
+/// else the current one.
+fn error_version(stdin: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        #[serde(rename = "cniVersion", default)]
+        cni_version: String,
+    }
+    match serde_json::from_slice::<Versioned>(stdin) {
+        Ok(v) if version::SUPPORTED.contains(&v.cni_version.as_str()) => v.cni_version,
+        _ => version::CURRENT.to_string(),
     }
 }
 

@@ -242,7 +242,7 @@ fn call(cmd: &Command, conf: &Conf, verb: &str) -> Result<Option<CniResult>, Cal
 fn conf(cmd: &Command) -> Result<Conf, CniError> {
     let conf: Conf = cmd.parse_config()?;
     // Refuse bad options here, before the daemon is involved.
-    prepare_options(&cmd.args, &conf.ipam)?;
+    prepare_options(&cmd.args()?, &conf.ipam)?;
     Ok(conf)
 }
 

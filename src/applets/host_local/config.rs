@@ -317,8 +317,9 @@ pub fn load(cmd: &Command, require_ranges: bool) -> Result<Config, CniError> {
     validate_network_name(&net.name)?;
 
     let mut requested = Vec::new();
-    cmd.args.check_known(&["IP"])?;
-    if let Some(ips) = cmd.args.get("IP").filter(|v| !v.trim().is_empty()) {
+    let cni_args = cmd.args()?;
+    cni_args.check_known(&["IP"])?;
+    if let Some(ips) = cni_args.get("IP").filter(|v| !v.trim().is_empty()) {
         for ip in ips.split(',') {
             requested.push(parse_requested_ip(ip)?);
         }

@@ -17,7 +17,7 @@ pub const KNOWN_ARGS: &[&str] = &["MAC", "IP", "GATEWAY"];
 /// overridden by runtimeConfig `mac` (the reference's order).
 pub fn requested_mac(cmd: &Command, configured: &str) -> Result<Option<Vec<u8>>, CniError> {
     let mut chosen = configured.to_string();
-    if let Some(m) = cmd.args.get("MAC").filter(|m| !m.is_empty()) {
+    if let Some(m) = cmd.args()?.get("MAC").filter(|m| !m.is_empty()) {
         chosen = m.to_string();
     }
     if let Some(m) = cmd.runtime_config::<String>("mac")?.filter(|m| !m.is_empty()) {
