@@ -90,6 +90,7 @@ fn add_check_del_restores() {
     require_root();
     let p = Pair::new();
     let before = p.state();
+    let arp_announce = p.sysctl("net/ipv4/conf/eth0/arp_announce");
     let c = p.conf(everything());
     let result = p.call("tuning").run("ADD", &c).ok();
     assert_eq!(result["interfaces"][1]["mac"], MAC);
@@ -110,7 +111,7 @@ fn add_check_del_restores() {
 
     p.call("tuning").run("DEL", &c).ok();
     assert_eq!(p.state(), before);
-    assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_announce"), "0");
+    assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_announce"), arp_announce);
     assert!(!p.backup().exists());
     p.call("tuning").run("DEL", &c).ok();
     assert_eq!(p.state(), before);
@@ -155,13 +156,14 @@ fn a_failing_add_is_undone() {
     require_root();
     let p = Pair::new();
     let before = p.state();
+    let arp_announce = p.sysctl("net/ipv4/conf/eth0/arp_announce");
     // arp_announce is written first and works; arp_filter refuses "abc".
     let c = p
         .conf(json!({"sysctl": {"net.ipv4.conf.IFNAME.arp_announce": "2", "net.ipv4.conf.IFNAME.arp_filter": "abc"},
                           "mtu": 1300}));
     assert_ne!(p.call("tuning").run("ADD", &c).err_code(), 0);
     assert_eq!(p.state(), before);
-    assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_announce"), "0");
+    assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_announce"), arp_announce);
     assert!(!p.backup().exists());
     // An interface that is not there.
     let c = p.conf(json!({"mtu": 1300}));
@@ -178,19 +180,24 @@ fn allowlist_is_honoured() {
     let list = p.data.path().join("allowlist.conf");
     std::fs::write(&list, "^net\\.ipv4\\.conf\\.IFNAME\\.[a-z_]*$\n\n  ^net\\.core\\.somaxconn$  \n").unwrap();
     let call = p.call("tuning").env("CNIBOX_TUNING_ALLOWLIST", list.to_str().unwrap());
+    // IPv4 sysctls of a new netns come from the host's: compare with the
+    // values found, never with the kernel's defaults.
+    let (arp_filter, somaxconn) = (p.sysctl("net/ipv4/conf/eth0/arp_filter"), p.sysctl("net/core/somaxconn"));
     let ok = p.conf(json!({"sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.core.somaxconn": "1024"}}));
     call.run("ADD", &ok).ok();
     assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_filter"), "1");
     assert_eq!(p.sysctl("net/core/somaxconn"), "1024");
     call.run("DEL", &ok).ok();
-    assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_filter"), "0");
-    assert_eq!(p.sysctl("net/core/somaxconn"), "4096");
+    assert_eq!(p.sysctl("net/ipv4/conf/eth0/arp_filter"), arp_filter);
+    assert_eq!(p.sysctl("net/core/somaxconn"), somaxconn);
 
     let before = p.state();
-    let refused = p.conf(json!({"sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.ipv4.ip_forward": "1"}}));
+    let forwarding = p.sysctl("net/ipv4/ip_forward");
+    let wanted = if forwarding == "1" { "0" } else { "1" };
+    let refused = p.conf(json!({"sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.ipv4.ip_forward": wanted}}));
     assert_eq!(call.run("ADD", &refused).err_code(), 7);
     assert_eq!(p.state(), before);
-    assert_eq!(p.sysctl("net/ipv4/ip_forward"), "0");
+    assert_eq!(p.sysctl("net/ipv4/ip_forward"), forwarding);
     // An allowlist key from args.cni is checked too.
     let args = p.conf(json!({"args": {"cni": {"sysctl": {"net.ipv4.ip_forward": "1"}}}}));
     assert_eq!(call.run("ADD", &args).err_code(), 7);
