@@ -81,9 +81,10 @@ fn loopback_conf_from_a_directory() {
     require_root();
     let s = Setup::new("");
     let net = unique("lo");
-    // Lexicographic order: the first file naming the network wins.
-    s.write("10-lo.conf", &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","type":"loopback"}}"#));
-    s.write("20-lo.conflist", &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"nope"}}]}}"#));
+    // libcni's order: every .conflist (by name) before any .conf; the first
+    // file naming the network wins.
+    s.write("10-lo.conf", &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","type":"nope"}}"#));
+    s.write("20-lo.conflist", &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"loopback"}}]}}"#));
     let ns = Netns::new("clo");
     ns.exec("ip link set lo down");
     let env = s.env();
@@ -371,4 +372,36 @@ fn a_plugin_that_hangs_is_killed_after_the_timeout() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("timed out after 1s"), "{}", r.stderr);
     assert!(s.cache_files().is_empty());
+}
+
+#[test]
+fn ifname_from_the_flag_then_the_environment_then_eth0() {
+    let bin = TempDir::new("fakebin");
+    let rec = TempDir::new("rec");
+    recorder(bin.path(), "reca", rec.path(), "");
+    let s = Setup::new(bin.path().to_str().unwrap());
+    let net = unique("ifn");
+    s.write("10.conflist", &format!(r#"{{"cniVersion":"1.1.0","name":"{net}","plugins":[{{"type":"reca"}}]}}"#));
+    let ns_dir = TempDir::new("ns");
+    // The CNI_IFNAME the plugin saw on one ADD (each in a netns of its own).
+    let ifname_of_add = |cni_ifname: Option<&'static str>, flags: &[&str], ns: &str| -> String {
+        let netns = ns_dir.path().join(ns);
+        std::fs::write(&netns, "").unwrap();
+        let mut env = s.env();
+        env.extend(cni_ifname.map(|v| ("CNI_IFNAME", v)));
+        let mut argv: Vec<&str> = flags.to_vec();
+        argv.extend(["add", &net, netns.to_str().unwrap()]);
+        ok(cnitool(None, &env, &argv));
+        let mut seen = Vec::new();
+        for f in std::fs::read_dir(rec.path()).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            seen.extend(text.lines().filter(|l| l.starts_with("CNI_IFNAME=")).map(str::to_string));
+            std::fs::remove_file(f.path()).unwrap();
+        }
+        seen.join(" ")
+    };
+    assert_eq!(ifname_of_add(Some(""), &[], "a"), "CNI_IFNAME=eth0");
+    assert_eq!(ifname_of_add(Some("net3"), &[], "b"), "CNI_IFNAME=net3");
+    assert_eq!(ifname_of_add(Some("net3"), &["-i", "net4"], "c"), "CNI_IFNAME=net4");
+    assert_eq!(ifname_of_add(None, &["--ifname", "net5"], "d"), "CNI_IFNAME=net5");
 }

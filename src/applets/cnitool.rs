@@ -11,15 +11,17 @@ use crate::cni::runtime::{self, Attachment, NetworkList, Runtime};
 use crate::cni::CniError;
 
 const USAGE: &str = "\
-usage: cnibox cnitool [--conflist FILE] add|check|del NETWORK NETNS
+usage: cnibox cnitool [--conflist FILE] [-i|--ifname NAME] add|check|del NETWORK NETNS
        cnibox cnitool [--conflist FILE] gc|status NETWORK
        (with --conflist, NETWORK may be left out)
 
 Runs the plugin chain of NETWORK (looked up in NETCONFPATH, default
-/etc/cni/net.d: .conf, .conflist and .json files in name order, the first
-with that name wins) for the container whose network namespace is NETNS.
+/etc/cni/net.d, as libcni does: .conflist files in name order, then .conf
+and .json files; the first with that name wins) for the container whose
+network namespace is NETNS, on interface NAME (default: CNI_IFNAME, or eth0
+when that is unset or empty).
 
-Environment: CNI_PATH (plugin directories), CNI_IFNAME (default eth0),
+Environment: CNI_PATH (plugin directories), CNI_IFNAME,
 CNI_ARGS (K=V;K=V), CAP_ARGS (capability args as JSON), CNI_CACHE_DIR
 (default /var/lib/cni), CNI_TIMEOUT (seconds per plugin, default 120).
 The container ID is derived from NETNS as the reference cnitool does.
@@ -31,10 +33,12 @@ struct Cli {
     network: Option<String>,
     netns: Option<String>,
     conflist: Option<PathBuf>,
+    ifname: Option<String>,
 }
 
 fn parse_cli(args: &[String]) -> Result<Cli, String> {
     let mut conflist = None;
+    let mut ifname = None;
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -42,6 +46,10 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             conflist = Some(PathBuf::from(it.next().ok_or("--conflist needs a file")?));
         } else if let Some(file) = arg.strip_prefix("--conflist=") {
             conflist = Some(PathBuf::from(file));
+        } else if arg == "-i" || arg == "--ifname" {
+            ifname = Some(it.next().ok_or(format!("{arg} needs an interface name"))?.clone());
+        } else if let Some(name) = arg.strip_prefix("--ifname=") {
+            ifname = Some(name.to_string());
         } else if arg.starts_with('-') && arg.len() > 1 {
             return Err(format!("unknown option {arg}"));
         } else {
@@ -63,7 +71,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         ([], false, true) => (None, None),
         _ => return Err(format!("wrong number of arguments for {verb}")),
     };
-    Ok(Cli { verb: verb.clone(), network, netns, conflist })
+    Ok(Cli { verb: verb.clone(), network, netns, conflist, ifname: ifname.filter(|n| !n.is_empty()) })
 }
 
 /// An absolute, lexically cleaned path, as Go's filepath.Abs makes it (the
@@ -90,7 +98,7 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
-fn attachment(netns: &str) -> Result<Attachment, CniError> {
+fn attachment(netns: &str, ifname: Option<&str>) -> Result<Attachment, CniError> {
     let netns = absolute(netns);
     let capability_args: Map<String, Value> = match env("CAP_ARGS") {
         Some(json) => serde_json::from_str(&json)
@@ -103,8 +111,8 @@ fn attachment(netns: &str) -> Result<Attachment, CniError> {
     };
     Ok(Attachment {
         container_id: Attachment::cnitool_container_id(&netns),
-        // Like the reference: CNI_IFNAME set to "" means "", unset means eth0.
-        ifname: std::env::var("CNI_IFNAME").unwrap_or_else(|_| "eth0".into()),
+        // As the reference: --ifname, else CNI_IFNAME, else (unset or empty) eth0.
+        ifname: ifname.map(str::to_string).or_else(|| env("CNI_IFNAME")).unwrap_or_else(|| "eth0".into()),
         netns,
         args,
         capability_args,
@@ -148,15 +156,15 @@ fn run(cli: &Cli) -> Result<Option<Value>, CniError> {
     let rt = Runtime::from_env();
     match cli.verb.as_str() {
         "add" => {
-            let att = attachment(cli.netns.as_deref().unwrap_or_default())?;
+            let att = attachment(cli.netns.as_deref().unwrap_or_default(), cli.ifname.as_deref())?;
             rt.add(&load(cli)?, &att).map(Some)
         }
         "check" => {
-            let att = attachment(cli.netns.as_deref().unwrap_or_default())?;
+            let att = attachment(cli.netns.as_deref().unwrap_or_default(), cli.ifname.as_deref())?;
             rt.check(&load_for_existing(&rt, cli, &att)?, &att).map(|_| None)
         }
         "del" => {
-            let att = attachment(cli.netns.as_deref().unwrap_or_default())?;
+            let att = attachment(cli.netns.as_deref().unwrap_or_default(), cli.ifname.as_deref())?;
             rt.del(&load_for_existing(&rt, cli, &att)?, &att).map(|_| None)
         }
         "gc" => {
@@ -243,6 +251,10 @@ mod tests {
         assert!(parse_cli(&args("frob mynet x")).is_err());
         assert!(parse_cli(&args("add --bogus a b")).is_err());
         assert!(parse_cli(&[]).is_err());
+        assert_eq!(parse_cli(&args("-i net1 add mynet /x")).unwrap().ifname.as_deref(), Some("net1"));
+        assert_eq!(parse_cli(&args("add --ifname=net2 mynet /x")).unwrap().ifname.as_deref(), Some("net2"));
+        assert_eq!(parse_cli(&args("add mynet /x")).unwrap().ifname, None);
+        assert!(parse_cli(&args("add mynet /x -i")).is_err());
     }
 
     #[test]

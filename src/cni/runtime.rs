@@ -21,8 +21,9 @@ pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
 /// The `kind` libcni writes in every cache file.
 pub const CACHE_KIND: &str = "cniCacheV1";
-/// Extensions of network config files, as kubelet/containerd read them.
-pub const CONF_EXTENSIONS: &[&str] = &["conf", "conflist", "json"];
+/// Extensions of network config files, in libcni's load order: every
+/// `.conflist` first, then the single-plugin `.conf` and `.json` files.
+pub const CONF_EXTENSIONS: [&[&str]; 2] = [&["conflist"], &["conf", "json"]];
 
 /// A network configuration list (a `.conf` becomes a one-plugin list).
 #[derive(Debug, Clone)]
@@ -87,10 +88,23 @@ fn check_plugin(plugin: &Value, index: usize) -> Result<(), CniError> {
     }
 }
 
+/// What a config file holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    /// A list or a single plugin config, whichever the JSON is.
+    Either,
+    /// A list (a `.conflist`): its plugins may also come from files.
+    List,
+}
+
 impl NetworkList {
     /// Parses a list (`{"name","cniVersion","plugins":[...]}`) or a single
     /// plugin config (`{"name","type",...}`), whichever the JSON is.
     pub fn from_bytes(bytes: &[u8]) -> Result<NetworkList, CniError> {
+        NetworkList::parse(bytes, Shape::Either)
+    }
+
+    fn parse(bytes: &[u8], shape: Shape) -> Result<NetworkList, CniError> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| CniError::decode("invalid JSON in network configuration").with_details(e.to_string()))?;
         let obj = value.as_object().ok_or_else(|| CniError::decode("network configuration is not a JSON object"))?;
@@ -104,6 +118,8 @@ impl NetworkList {
                 .with_details(format!("cnibox supports {:?}", version::SUPPORTED)));
         }
         let plugins = match obj.get("plugins") {
+            // SPEC 1.1: a list without `plugins` takes them from `<dir>/<name>/*.conf`.
+            None if shape == Shape::List => Vec::new(),
             None => {
                 // A single plugin config: the whole object is the plugin.
                 check_plugin(&value, 0)?;
@@ -137,9 +153,16 @@ impl NetworkList {
         let bytes = std::fs::read(path)
             .map_err(|e| CniError::io(format!("cannot read {}", path.display())).with_details(e.to_string()))?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let mut list = NetworkList::from_bytes(&bytes)?;
-        let is_list = value.get("plugins").is_some();
+        let shape = if path.extension().is_some_and(|e| e == "conflist") { Shape::List } else { Shape::Either };
+        let mut list = NetworkList::parse(&bytes, shape)?;
+        let is_list = shape == Shape::List || value.get("plugins").is_some();
         let inline_only = value.as_object().map(|o| read_flag(o, "loadOnlyInlinedPlugins")).transpose()?;
+        if inline_only == Some(true) && value.get("plugins").is_none() {
+            return Err(bad(format!(
+                "{}: loadOnlyInlinedPlugins is true and there is no 'plugins' list",
+                path.display()
+            )));
+        }
         if is_list && inline_only != Some(true) {
             let plugin_dir = path.parent().unwrap_or(Path::new(".")).join(&list.name);
             for file in files_with(&plugin_dir, &["conf"]) {
@@ -150,6 +173,13 @@ impl NetworkList {
                 })?;
                 check_plugin(&plugin, list.plugins.len())?;
                 list.plugins.push(plugin);
+            }
+            if list.plugins.is_empty() {
+                return Err(bad(format!(
+                    "{}: no plugins, in the file nor in {}/*.conf",
+                    path.display(),
+                    plugin_dir.display()
+                )));
             }
         }
         list.source = Some(path.to_path_buf());
@@ -205,14 +235,17 @@ pub fn files_with(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
     files
 }
 
-/// Every config file of `dir` in load order, each parsed (or why not).
+/// Every config file of `dir` in libcni's load order (`.conflist` files by
+/// name, then `.conf` and `.json` files by name), each parsed (or why not).
 pub fn load_all(dir: &Path) -> Vec<(PathBuf, Result<NetworkList, CniError>)> {
-    files_with(dir, CONF_EXTENSIONS).into_iter().map(|f| (f.clone(), NetworkList::from_file(&f))).collect()
+    let files = CONF_EXTENSIONS.iter().flat_map(|extensions| files_with(dir, extensions));
+    files.map(|f| (f.clone(), NetworkList::from_file(&f))).collect()
 }
 
-/// The network called `name`: the first file in lexicographic order whose
-/// network has that name. Files that do not parse are skipped (and named in
-/// the error if nothing matches).
+/// The network called `name`: the first file in load order (`load_all`)
+/// whose network has that name, as libcni's LoadConfList picks it. Files
+/// that do not parse are skipped (and named in the error if nothing
+/// matches).
 pub fn load_network(dir: &Path, name: &str) -> Result<NetworkList, CniError> {
     let mut broken = Vec::new();
     let all = load_all(dir);
@@ -677,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn loads_in_lexicographic_order_first_match_wins() {
+    fn loads_conflists_first_then_confs_first_match_wins() {
         let d = temp_dir("order");
         let w = |f: &str, s: &str| std::fs::write(d.0.join(f), s).unwrap();
         w("20-b.conflist", r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"second"}]}"#);
@@ -685,10 +718,11 @@ mod tests {
         w("30-c.json", r#"{"cniVersion":"0.4.0","name":"other","type":"third"}"#);
         w("05-broken.conf", "{nope");
         w("99-ignored.txt", r#"{"cniVersion":"1.0.0","name":"x","type":"y"}"#);
+        // libcni's LoadConfList: every .conflist before any .conf, whatever their names.
         let list = load_network(&d.0, "net").unwrap();
-        assert_eq!(NetworkList::plugin_type(&list.plugins[0]), "first");
+        assert_eq!(NetworkList::plugin_type(&list.plugins[0]), "second");
         assert_eq!(list.plugins.len(), 1);
-        assert_eq!(list.source.as_deref(), Some(d.0.join("10-a.conf").as_path()));
+        assert_eq!(list.source.as_deref(), Some(d.0.join("20-b.conflist").as_path()));
         let other = load_network(&d.0, "other").unwrap();
         assert_eq!((other.cni_version.as_str(), NetworkList::plugin_type(&other.plugins[0])), ("0.4.0", "third"));
         let e = load_network(&d.0, "x").unwrap_err();
@@ -723,6 +757,26 @@ mod tests {
         // The cached form parses back to the same list.
         let again = NetworkList::from_bytes(list.to_json().to_string().as_bytes()).unwrap();
         assert_eq!((again.cni_version, again.plugins, again.disable_gc), ("1.1.0".into(), list.plugins, true));
+    }
+
+    #[test]
+    fn a_conflist_without_plugins_takes_them_from_its_directory() {
+        let d = temp_dir("noplugins");
+        let w = |f: &str, s: &str| std::fs::write(d.0.join(f), s).unwrap();
+        w("10-net.conflist", r#"{"cniVersion":"1.1.0","name":"net"}"#);
+        std::fs::create_dir_all(d.0.join("net")).unwrap();
+        w("net/20-second.conf", r#"{"type":"second"}"#);
+        w("net/10-first.conf", r#"{"type":"first"}"#);
+        let list = load_network(&d.0, "net").unwrap();
+        let types: Vec<&str> = list.plugins.iter().map(NetworkList::plugin_type).collect();
+        assert_eq!(types, ["first", "second"]);
+        // Neither inlined nor in files: an error that says where it looked.
+        w("20-empty.conflist", r#"{"cniVersion":"1.1.0","name":"empty"}"#);
+        let e = load_network(&d.0, "empty").unwrap_err();
+        assert!(e.details.contains("no plugins"), "{e:?}");
+        // Inlined only, and none inlined.
+        w("30-inline.conflist", r#"{"cniVersion":"1.1.0","name":"inline","loadOnlyInlinedPlugins":true}"#);
+        assert!(load_network(&d.0, "inline").is_err());
     }
 
     #[test]
