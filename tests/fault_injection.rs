@@ -105,6 +105,10 @@ struct Case {
     /// creates (a bridge, its gateway address, an nftables table) are there
     /// already; DEL must then also bring the world back to that state.
     warm_up: bool,
+    /// The plugin keeps a record for the runtime's DEL after a failed ADD
+    /// (flannel's saved delegate config, as the reference keeps it): the
+    /// world must be as before once that DEL ran.
+    del_after_failure: bool,
 }
 
 fn conf(w: &World, plugin: &str, ipam: Value, extra: Value) -> Value {
@@ -126,6 +130,7 @@ fn cases() -> Vec<Case> {
             ifname: "eth0",
             setup: |w| conf(w, "bridge", w.host_local(&["10.201.0.0/24", "fd00:201::/64"]), json!({})),
             warm_up: false,
+            del_after_failure: false,
         },
         Case {
             name: "bridge gateway, masquerade, spoof check, dual stack",
@@ -141,6 +146,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "bridge layer 2 with a MAC and the spoof check",
@@ -156,6 +162,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "bridge VLAN with its gateway interface",
@@ -174,6 +181,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "ptp masquerade, dual stack",
@@ -183,6 +191,7 @@ fn cases() -> Vec<Case> {
                 conf(w, "ptp", w.host_local(&["10.203.0.0/24", "fd00:203::/64"]), json!({"ipMasq": true, "mtu": 1400}))
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "macvlan on a host bridge",
@@ -198,6 +207,7 @@ fn cases() -> Vec<Case> {
                 conf(w, "macvlan", w.host_local(&["10.204.0.0/24"]), json!({"master": "mvmaster", "mtu": 1400}))
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "host-device by name",
@@ -213,6 +223,7 @@ fn cases() -> Vec<Case> {
                 conf(w, "host-device", w.host_local(&["10.205.0.0/24"]), json!({"device": "hdev0"}))
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "tap on a container bridge",
@@ -228,6 +239,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "sbr moving routes into a table",
@@ -251,6 +263,7 @@ fn cases() -> Vec<Case> {
             },
             // sbr's DEL leaves the interface's routes in their table (as the reference does).
             warm_up: false,
+            del_after_failure: false,
         },
         Case {
             name: "dummy with host-local",
@@ -264,6 +277,7 @@ fn cases() -> Vec<Case> {
                 conf(w, "dummy", w.host_local(&["10.214.0.0/24"]), json!({}))
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "ipvlan l2 on a host veth",
@@ -279,6 +293,7 @@ fn cases() -> Vec<Case> {
                 conf(w, "ipvlan", w.host_local(&["10.215.0.0/24"]), json!({"master": "ipm0", "mtu": 1400}))
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "vlan on a host veth",
@@ -294,6 +309,7 @@ fn cases() -> Vec<Case> {
                 conf(w, "vlan", w.host_local(&["10.216.0.0/24"]), json!({"master": "vlm0", "vlanId": 9}))
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "vrf taking the container interface and its routes",
@@ -309,6 +325,7 @@ fn cases() -> Vec<Case> {
             },
             // Leaving the VRF on DEL does not bring the routes back into the main table.
             warm_up: false,
+            del_after_failure: false,
         },
         Case {
             name: "tuning sysctls and every link attribute",
@@ -329,6 +346,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "bandwidth both directions (tbf, ingress redirect, ifb)",
@@ -345,6 +363,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "portmap tcp and udp, dual stack, with SNAT",
@@ -362,6 +381,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "portmap with conditions (per-mapping rules)",
@@ -379,6 +399,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "firewall with the isolated ingress policy",
@@ -390,6 +411,7 @@ fn cases() -> Vec<Case> {
             },
             // The bridge's isolation elements are shared and outlive DEL.
             warm_up: true,
+            del_after_failure: false,
         },
         Case {
             name: "flannel delegating to bridge and host-local (its saved config)",
@@ -412,6 +434,7 @@ fn cases() -> Vec<Case> {
             },
             // The delegate's bridge and its gateway address are shared.
             warm_up: true,
+            del_after_failure: true,
         },
     ]
 }
@@ -460,6 +483,9 @@ fn run_case(case: &Case) -> Option<usize> {
             r.stdout,
             r.stderr
         );
+        if case.del_after_failure {
+            call.run("DEL", &conf).ok();
+        }
         let left = diff(&before, &w.state());
         assert!(
             left.is_empty(),

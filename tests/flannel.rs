@@ -123,11 +123,30 @@ fn add_without_a_lease_fails_cleanly() {
     let reply = call.run("ADD", &lease.conf("1.0.0").to_string());
     assert!(reply.stdout.contains("FLANNEL_SUBNET"), "{}", reply.stdout);
     assert_eq!(reply.err_code(), 7);
-    // A delegate that fails: its error comes back and nothing is saved.
+    // A delegate that fails: its error comes back, and its config is kept
+    // for the runtime's DEL, which reaches the delegate (as the reference's
+    // delegateAdd does) and then drops it.
     lease.write_env();
+    let bin = TempDir::new("fbin");
+    let log = bin.path().join("calls");
+    let delegate = bin.path().join("flaky");
+    std::fs::write(
+        &delegate,
+        format!(
+            "#!/bin/sh\necho $CNI_COMMAND >> {}\n[ $CNI_COMMAND = ADD ] || exit 0\n\
+             echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"flaky\"}}'\nexit 1\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod +x {}", delegate.display()));
+    let call = call.env("CNI_PATH", &format!("{}:{}", bin.path().display(), plugin_dir().display()));
     let mut conf = lease.conf("1.0.0");
-    conf["delegate"] = json!({"type": "no-such-plugin"});
-    assert_eq!(call.run("ADD", &conf.to_string()).err_code(), 7);
+    conf["delegate"] = json!({"type": "flaky"});
+    assert_eq!(call.run("ADD", &conf.to_string()).err_code(), 11);
+    assert!(lease.data_dir().join(&id).exists());
+    call.run("DEL", &conf.to_string()).ok();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "ADD\nDEL\n");
     assert!(!lease.data_dir().join(&id).exists());
 }
 

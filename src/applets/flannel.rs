@@ -226,16 +226,14 @@ impl Applet for Flannel {
         let env = SubnetEnv::load(&conf.subnet_file)?;
         let delegate = render_delegate(cmd, &conf, &env)?;
         let saved = conf.saved_path(&cmd.container_id);
-        // Saved first: if we die during the delegate's ADD, DEL still finds it.
+        // Saved first, and kept when the delegate fails (as the reference's
+        // delegateAdd does): the runtime's DEL after a failed ADD must still
+        // reach the delegate, which may not have undone all of its ADD. GC
+        // drops the configs of containers that never came back.
         save(&saved, delegate.to_string().as_bytes())?;
-        match run_delegate(cmd, Verb::Add, &delegate) {
-            Ok(result) => Ok(result.unwrap_or_default()),
-            Err(e) => {
-                // The delegate undid its own ADD; nothing is left to delete.
-                let _ = std::fs::remove_file(&saved);
-                Err(CniError { msg: format!("failed to delegate add: {}", e.msg), ..e })
-            }
-        }
+        run_delegate(cmd, Verb::Add, &delegate)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| CniError { msg: format!("failed to delegate add: {}", e.msg), ..e })
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
