@@ -263,3 +263,23 @@ fn status_asks_for_the_master() {
         assert_eq!(status(plugin, "nosuch0").err_code(), 50, "{plugin}");
     }
 }
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn routes_to_one_destination_via_several_gateways_are_all_installed() {
+    require_root();
+    let host = host_with_bridge();
+    let c = Netns::new("mve");
+    let cfg = r#"{"cniVersion":"1.0.0","name":"mvnet","type":"macvlan","master":"br0","mode":"bridge",
+        "ipam":{"type":"static","addresses":[{"address":"10.77.0.13/24"},{"address":"fd77::13/64"}],
+                "routes":[{"dst":"10.99.0.0/16","gw":"10.77.0.1"},{"dst":"10.99.0.0/16","gw":"10.77.0.2"},
+                          {"dst":"fd99::/64","gw":"fd77::1"},{"dst":"fd99::/64","gw":"fd77::2"}]}}"#;
+    let r = call(&host, "c1", &c).run("ADD", cfg).ok();
+    assert_eq!(r["routes"].as_array().unwrap().len(), 4);
+    let v4 = c.exec("ip route show 10.99.0.0/16");
+    assert!(v4.contains("via 10.77.0.1") && v4.contains("via 10.77.0.2"), "{v4}");
+    let v6 = c.exec("ip -6 route show fd99::/64");
+    assert!(v6.contains("via fd77::1") && v6.contains("via fd77::2"), "{v6}");
+    call(&host, "c1", &c).run("CHECK", &with_prev(cfg, &r)).ok();
+    call(&host, "c1", &c).run("DEL", cfg).ok();
+}

@@ -39,6 +39,9 @@ const RTA_GATEWAY: u16 = 5;
 const RTA_PRIORITY: u16 = 6;
 const RTA_PREFSRC: u16 = 7;
 const RTA_METRICS: u16 = 8;
+const RTA_MULTIPATH: u16 = 9;
+/// `struct rtnexthop`: length, flags, hops, ifindex.
+const RTNH_LEN: usize = 8;
 const RTA_TABLE: u16 = 15;
 const RTAX_MTU: u16 = 2;
 const RTAX_ADVMSS: u16 = 8;
@@ -48,7 +51,31 @@ const AF_INET6: u8 = 10;
 const RTMSG_LEN: usize = 12;
 
 /// Reads an RTM_NEWROUTE payload (struct rtmsg, then attributes).
-fn parse(payload: &[u8]) -> Option<RouteEntry> {
+/// The routes one RTM_NEWROUTE message holds: one, or one per next hop of
+/// a multipath (ECMP) route, each with its own gateway and interface.
+fn parse(payload: &[u8]) -> Vec<RouteEntry> {
+    let Some(route) = parse_one(payload) else { return Vec::new() };
+    let Some(hops) = msg::attrs_after(payload, RTMSG_LEN).find(|(k, _)| *k == RTA_MULTIPATH).map(|(_, v)| v) else {
+        return vec![route];
+    };
+    next_hops(hops).map(|(oif, gw)| RouteEntry { oif: Some(oif), gw, ..route.clone() }).collect()
+}
+
+/// (ifindex, gateway) of each `rtnexthop` in an RTA_MULTIPATH payload.
+fn next_hops(mut buf: &[u8]) -> impl Iterator<Item = (u32, Option<IpAddr>)> + '_ {
+    std::iter::from_fn(move || {
+        let len = usize::from(msg::u16_at(buf, 0)?);
+        if len < RTNH_LEN || len > buf.len() {
+            return None;
+        }
+        let oif = msg::u32_at(buf, 4)?;
+        let gw = msg::attrs(&buf[RTNH_LEN..len]).find(|(k, _)| *k == RTA_GATEWAY).and_then(|(_, v)| msg::ip(v));
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some((oif, gw))
+    })
+}
+
+fn parse_one(payload: &[u8]) -> Option<RouteEntry> {
     let family = msg::u8_at(payload, 0)?;
     let dst_len = msg::u8_at(payload, 1)?;
     let mut table = u32::from(msg::u8_at(payload, 4)?);
@@ -146,12 +173,21 @@ impl Netlink {
         query.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
         query.header.table = RouteHeader::RT_TABLE_UNSPEC;
         let msgs = self.dump(RTM_GETROUTE, &query, "listing routes")?;
-        Ok(msgs.iter().filter_map(|m| parse(m)).collect())
+        Ok(msgs.iter().flat_map(|m| parse(m)).collect())
     }
 
     pub fn add_route(&self, r: &RouteEntry) -> Result<()> {
         let msg = build(r, is_v6(r))?;
         self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &msg, &format!("adding route {}", describe(r)))
+    }
+
+    /// Adds a route beside those to the same destination (NLM_F_CREATE
+    /// without NLM_F_EXCL, as the reference's RouteAddEcmp): another
+    /// gateway makes an IPv6 multipath route, or one more IPv4 route. An
+    /// identical route is still EEXIST.
+    pub fn add_route_beside(&self, r: &RouteEntry) -> Result<()> {
+        let msg = build(r, is_v6(r))?;
+        self.ack(RTM_NEWROUTE, NLM_F_CREATE, &msg, &format!("adding route {}", describe(r)))
     }
 
     /// Adds or replaces (NLM_F_REPLACE).
@@ -204,15 +240,39 @@ mod tests {
             protocol: Some(4),
             ..Default::default()
         };
-        assert_eq!(parse(&emitted(&build(&r, false).unwrap())), Some(r));
+        assert_eq!(parse(&emitted(&build(&r, false).unwrap())), [r]);
         let default6 = RouteEntry {
             dst: Some("::/0".parse().unwrap()),
             gw: Some("fd00::1".parse().unwrap()),
             ..Default::default()
         };
-        let back = parse(&emitted(&build(&default6, true).unwrap())).unwrap();
+        let back = parse(&emitted(&build(&default6, true).unwrap())).remove(0);
         assert_eq!(back.dst, default6.dst);
         assert_eq!(back.gw, default6.gw);
         assert_eq!(back.table, Some(254));
+    }
+
+    #[test]
+    fn a_multipath_route_is_one_entry_per_next_hop() {
+        // rtmsg: family inet6, dst_len 64, src_len, tos, table main, protocol static, scope universe, type unicast, flags.
+        let mut payload = vec![10u8, 64, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
+        let dst: IpAddr = "fd99::".parse().unwrap();
+        let IpAddr::V6(dst) = dst else { unreachable!() };
+        msg::put_attr(&mut payload, RTA_DST, &dst.octets());
+        let mut hops = Vec::new();
+        for (oif, gw) in [(7u32, "fd77::1"), (8, "fd77::2")] {
+            let gw: std::net::Ipv6Addr = gw.parse().unwrap();
+            let mut attrs = Vec::new();
+            msg::put_attr(&mut attrs, RTA_GATEWAY, &gw.octets());
+            hops.extend(((RTNH_LEN + attrs.len()) as u16).to_ne_bytes());
+            hops.extend([0u8, 0]);
+            hops.extend(oif.to_ne_bytes());
+            hops.extend(attrs);
+        }
+        msg::put_attr(&mut payload, RTA_MULTIPATH, &hops);
+        let routes = parse(&payload);
+        let got: Vec<(Option<u32>, Option<IpAddr>)> = routes.iter().map(|r| (r.oif, r.gw)).collect();
+        assert_eq!(got, [(Some(7), Some("fd77::1".parse().unwrap())), (Some(8), Some("fd77::2".parse().unwrap()))]);
+        assert!(routes.iter().all(|r| r.dst == Some("fd99::/64".parse().unwrap())));
     }
 }

@@ -83,7 +83,9 @@ pub fn configure_link(
             scope: r.scope,
             ..Default::default()
         };
-        match nl.add_route(&entry) {
+        // Several routes to one destination via different gateways are all
+        // installed (ECMP), as the reference does.
+        match nl.add_route_beside(&entry) {
             Err(e) if e.is_exists() => {}
             Err(e) => return Err(Error::new(e.errno, format!("{} (on {ifname})", e.msg))),
             Ok(()) => {}
