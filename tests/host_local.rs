@@ -469,3 +469,36 @@ fn same_results_as_the_reference() {
     let theirs = conf("0.2.0", &name, &data.path().join("theirs"), legacy);
     assert_eq!(call("c1", &ns).run("ADD", &ours).ok(), reference("c1", &ns).run("ADD", &theirs).ok());
 }
+
+/// A call that needs no netns of its own: host-local never enters one.
+fn without_netns(plugin: &str, id: &str) -> Call {
+    Call::new(plugin).container(id, "/proc/self/ns/net", "eth0")
+}
+
+/// The owners cache never stands in for another owner's file. cnibox
+/// releases A's only address, the reference reserves it for B (on ext4 the
+/// new file usually gets A's inode number back, and the reference never
+/// touches `.cnibox-owners`), and cnibox's DEL of B must release B's file:
+/// were the cache still taken for A, the DEL would succeed, keep the file,
+/// and the range would stay full.
+#[test]
+fn del_releases_a_file_the_reference_made_on_a_released_inode() {
+    if !have_reference() {
+        return;
+    }
+    let data = TempDir::new("hl");
+    let name = unique("net");
+    let one_address =
+        json!({"ranges": [[{"subnet": "10.86.0.0/24", "rangeStart": "10.86.0.2", "rangeEnd": "10.86.0.2"}]]});
+    let conf = conf("1.0.0", &name, data.path(), one_address);
+    let dir = net_dir(&data, &name);
+
+    assert_eq!(addresses(&without_netns("host-local", "A").run("ADD", &conf).ok()), ["10.86.0.2/24"]);
+    without_netns("host-local", "A").run("DEL", &conf).ok();
+    assert!(reserved_ips(&dir).is_empty());
+    assert_eq!(addresses(&without_netns(REFERENCE, "B").run("ADD", &conf).ok()), ["10.86.0.2/24"]);
+    without_netns("host-local", "B").run("DEL", &conf).ok();
+    assert!(reserved_ips(&dir).is_empty(), "B's reservation survived its DEL");
+    // The address is free again for either implementation.
+    assert_eq!(addresses(&without_netns("host-local", "C").run("ADD", &conf).ok()), ["10.86.0.2/24"]);
+}
