@@ -101,24 +101,36 @@ fn check_store(dir: &Path) -> BTreeMap<IpAddr, (String, String)> {
     held
 }
 
-/// host-local's owners cache (a header with a hash of the rest, then
-/// `<inode> <ip> <id> <ifname>` per line) never contradicts the files: a
-/// line whose file still has that inode names the file's owner. (A line of
-/// a file since removed is fine: it is dropped at the next listing. A write
-/// torn by a kill fails the hash, and the store ignores it.)
+/// host-local's owners cache (a header with a hash of the rest, then one
+/// line per file) never contradicts the files it vouches for. (A line of a
+/// file since removed or changed is fine: the store reads such files. A
+/// write torn by a kill fails the hash, and the store ignores it.)
 fn check_owners_cache(dir: &Path, cache: &str) {
     use std::os::unix::fs::MetadataExt;
     let (header, body) = cache.split_once('\n').unwrap_or((cache, ""));
-    if header != format!("cnibox-owners 1 {:016x}", cnibox::util::hash::fnv1a(&[body])) {
+    let Some(hash) = header.strip_prefix("cnibox-owners 2 ") else {
+        panic!("owners cache of an unknown version: {header:?}");
+    };
+    if hash != format!("{:016x}", cnibox::util::hash::fnv1a(&[body])) {
+        // A torn cache: the store ignores it.
         return;
     }
+    let stamp = |m: &std::fs::Metadata| (m.ctime(), m.ctime_nsec());
+    let written = stamp(&std::fs::metadata(dir.join(".cnibox-owners")).unwrap());
+    // `<ino> <size> <secs>.<nanos> <ip> <container ID> <ifname>`: a line the
+    // store trusts (its file has that stamp, older than the cache) must name
+    // the file's owner.
     for line in body.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        assert_eq!(fields.len(), 4, "owners cache line {line:?}");
-        let Ok(meta) = std::fs::metadata(dir.join(fields[1])) else { continue };
-        if meta.ino().to_string() == fields[0] {
-            let content = std::fs::read_to_string(dir.join(fields[1])).unwrap();
-            assert_eq!(content, format!("{}\r\n{}", fields[2], fields[3]), "owners cache line {line:?}");
+        assert_eq!(fields.len(), 6, "owners cache line {line:?}");
+        let Ok(meta) = std::fs::metadata(dir.join(fields[3])) else { continue };
+        let (secs, nanos) = fields[2].split_once('.').unwrap();
+        let recorded = (secs.parse::<i64>().unwrap(), nanos.parse::<i64>().unwrap());
+        let same =
+            meta.ino().to_string() == fields[0] && meta.size().to_string() == fields[1] && stamp(&meta) == recorded;
+        if same && recorded < written {
+            let content = std::fs::read_to_string(dir.join(fields[3])).unwrap();
+            assert_eq!(content, format!("{}\r\n{}", fields[4], fields[5]), "owners cache line {line:?}");
         }
     }
 }

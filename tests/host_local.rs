@@ -372,8 +372,8 @@ fn cnibox_honours_reference_state() {
     assert_eq!(fs::read(dir.join("10.82.0.2")).unwrap(), b"c1\r\neth0");
 }
 
-/// `.cnibox-owners` caches who holds each reservation file (by name and
-/// inode); it never outranks the files. A file rewritten in place keeps its
+/// `.cnibox-owners` caches who holds each reservation file (by name, inode,
+/// size and ctime); it never outranks the files. A file rewritten in place keeps its
 /// inode (as one deleted and re-created by another writer may): DEL of the
 /// owner the cache names leaves it alone, and DEL of its real owner
 /// releases it. A damaged cache is rebuilt.
