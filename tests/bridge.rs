@@ -335,8 +335,8 @@ fn port_settings_show_in_the_kernel() {
     assert_eq!(s.call("cx", &b).run("ADD", &bad.to_string()).err_code(), 7);
     let bad = s.conf(&["10.17.0.0/24"], json!({"vlan": 5000}));
     assert_eq!(s.call("cx", &b).run("ADD", &bad.to_string()).err_code(), 7);
-    let bad = s.conf(&["10.17.0.0/24"], json!({"vlan": 5, "vlanTrunk": [{"id": 6}]}));
-    assert_eq!(s.call("cx", &b).run("ADD", &bad.to_string()).err_code(), 7);
+    // (vlan with vlanTrunk is a trunk with a native VLAN, as upstream allows:
+    // vmtest's bridge-trunk case.)
     assert!(s.host_veths().is_empty());
 }
 

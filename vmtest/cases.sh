@@ -417,9 +417,16 @@ case_bridge_vlan() {
     has_vlan "$pa" "100 PVID Egress Untagged" || return 1
     has_vlan "$pb" "100 PVID Egress Untagged" || return 1
     has_vlan "$pc" "200 PVID Egress Untagged" || return 1
-    # preserveDefaultVlan defaults to true: VLAN 1 stays (no longer the PVID).
-    has_vlan "$pa" "1 Egress Untagged" || return 1
+    # preserveDefaultVlan defaults to false, as upstream: the port leaves VLAN 1.
+    if port_vlans "$pa" | grep -q '^1 '; then fail "VLAN 1 kept on $pa by default"; return 1; fi
     if port_vlans "$pc" | grep -q '^1 '; then fail "VLAN 1 kept on $pc despite preserveDefaultVlan=false"; return 1; fi
+    # preserveDefaultVlan true keeps it (no longer the PVID).
+    ip netns add c-bvd
+    cni ADD bridge id-bvd c-bvd eth0 "$(echo "$c200" | sed 's/"preserveDefaultVlan":false/"preserveDefaultVlan":true/; s/10.9.0.50/10.9.0.51/')" || return 1
+    has_vlan "$(host_port c-bvd)" "1 Egress Untagged" || return 1
+    has_vlan "$(host_port c-bvd)" "200 PVID Egress Untagged" || return 1
+    cni DEL bridge id-bvd c-bvd eth0 "$c200" || return 1
+    ip netns del c-bvd
     cni CHECK bridge id-bva c-bva eth0 "$(with_prev "$c100" "$r1")" || return 1
     pings c-bva "$(ip -n c-bvb -4 -o addr show eth0 | sed -n 's/.*inet \([0-9.]*\).*/\1/p')" || return 1
     pings c-bvb 10.9.0.1 || return 1
@@ -449,7 +456,7 @@ case_bridge_vlan() {
 # bridge "vlanTrunk": a trunk port (VLANs 10-20 and 30 tagged) whose
 # container talks VLAN 15 on a sub-interface to an access port of VLAN 15.
 case_bridge_trunk() {
-    local trunk access r1 pt pa p v
+    local trunk access native r1 pt pa p v
     [ -e /opt/cni/bin/bridge ] || { echo "SKIP: no bridge applet"; return 2; }
     ip netns add c-bt
     ip netns add c-bt15
@@ -465,7 +472,9 @@ case_bridge_trunk() {
     ip -d link show cnibrt | grep -q "vlan_filtering 1" || fail "cnibrt does not filter VLANs" || return 1
     pt=$(host_port c-bt) pa=$(host_port c-bt15)
     for v in 10 15 20 30; do has_vlan "$pt" "$v" || return 1; done
-    [ "$(port_vlans "$pt" | wc -l)" = 12 ] || fail "trunk port VLANs: $(port_vlans "$pt" | tr '\n' ';')" || return 1
+    # A trunk without vlan carries VLAN 1 untagged as its PVID, as upstream.
+    has_vlan "$pt" "1 PVID Egress Untagged" || return 1
+    [ "$(port_vlans "$pt" | wc -l)" = 13 ] || fail "trunk port VLANs: $(port_vlans "$pt" | tr '\n' ';')" || return 1
     has_vlan "$pa" "15 PVID Egress Untagged" || return 1
     cni CHECK bridge id-bt c-bt eth0 "$(with_prev "$trunk" "$r1")" || return 1
     ip -n c-bt link add link eth0 name eth0.15 type vlan id 15
@@ -481,6 +490,16 @@ case_bridge_trunk() {
     echo "$OUT" | grep -q "trunkVLAN30" || fail "CHECK failed for another reason: $OUT" || return 1
     cni DEL bridge id-bt c-bt eth0 "$trunk" || return 1
     cni DEL bridge id-bt c-bt eth0 "$trunk" || return 1
+    # vlan with vlanTrunk: the trunk's native VLAN (untagged, PVID), as upstream allows.
+    native='{"cniVersion":"1.0.0","name":"brnative","type":"bridge","bridge":"cnibrt","vlan":40,"vlanTrunk":[{"id":41},{"minID":43,"maxID":44}],"ipam":{}}'
+    cni ADD bridge id-btn c-bt eth0 "$native" || return 1
+    r1=$OUT
+    p=$(host_port c-bt)
+    has_vlan "$p" "40 PVID Egress Untagged" || return 1
+    for v in 41 43 44; do has_vlan "$p" "$v" || return 1; done
+    [ "$(port_vlans "$p" | wc -l)" = 4 ] || fail "native+trunk port VLANs: $(port_vlans "$p" | tr '\n' ';')" || return 1
+    cni CHECK bridge id-btn c-bt eth0 "$(with_prev "$native" "$r1")" || return 1
+    cni DEL bridge id-btn c-bt eth0 "$native" || return 1
     ip netns del c-bt15
     cni DEL bridge id-bt15 c-bt15 eth0 "$access" || return 1
     for p in "$pt" "$pa"; do

@@ -69,7 +69,8 @@ impl Default for Conf {
             vlan: 0,
             vlan_trunk: None,
             // The reference keeps the default VLAN unless told otherwise.
-            preserve_default_vlan: true,
+            // As upstream (PR 1181): a VLAN port leaves the default VLAN.
+            preserve_default_vlan: false,
             enabledad: false,
             macspoofchk: false,
             disable_container_interface: false,
@@ -141,9 +142,6 @@ fn plan(cmd: &Command) -> Result<Plan, CniError> {
         return Err(CniError::invalid_config(format!("invalid VLAN ID {} (must be between 0 and 4094)", conf.vlan)));
     }
     let trunk = trunk_ranges(conf.vlan_trunk.as_deref().unwrap_or_default())?;
-    if conf.vlan > 0 && !trunk.is_empty() {
-        return Err(CniError::invalid_config("cannot set vlan and vlanTrunk at the same time"));
-    }
     if conf.bridge.is_empty() {
         conf.bridge = "cni0".into();
     }
@@ -289,9 +287,27 @@ fn attach_port(
     for &(lo, hi) in trunk {
         nl.add_bridge_vlans(port, lo, hi, false)?;
     }
+    if let Some(native) = trunk_native_vlan(vlan, trunk) {
+        nl.add_bridge_vlans(port, native, native, true)?;
+    }
     fault::step("bridge: port vlans")?;
     nl.set_up(port)?;
     fault::step("bridge: port up")
+}
+
+/// A trunk port without `vlan` carries VLAN 1 untagged, as its PVID (as
+/// upstream does); with `vlan`, that is its native VLAN (added above).
+fn trunk_native_vlan(vlan: u16, trunk: &[(u16, u16)]) -> Option<u16> {
+    (vlan == 0 && !trunk.is_empty()).then_some(1)
+}
+
+/// The VLAN a port ends up an untagged PVID member of: `vlan`, or a trunk's
+/// VLAN 1; none when a trunk range then tagged it again (as upstream's
+/// order of requests leaves it).
+fn untagged_pvid(vlan: u16, trunk: &[(u16, u16)]) -> Option<u16> {
+    let native = if vlan != 0 { Some(vlan) } else { trunk_native_vlan(vlan, trunk) };
+    let retagged = |v: u16| vlan != 0 && trunk.iter().any(|&(lo, hi)| (lo..=hi).contains(&v));
+    native.filter(|v| !retagged(*v))
 }
 
 /// The gateway interface `<bridge>.<vlan>` the reference uses with `vlan`:
@@ -460,11 +476,13 @@ fn check_port_vlans(nl: &Netlink, br: &Link, port: &Link, plan: &Plan) -> Result
     }
     let have: std::collections::HashMap<u16, PortVlan> =
         nl.bridge_port_vlans(port.index)?.into_iter().map(|v| (v.vid, v)).collect();
-    if vlan != 0 && !have.get(&vlan).is_some_and(|v| v.pvid && v.untagged) {
-        return Err(CniError::internal(format!(
-            "bridge port {} is not an untagged PVID member of VLAN {vlan}",
-            port.name
-        )));
+    if let Some(native) = untagged_pvid(vlan, &plan.trunk) {
+        if !have.get(&native).is_some_and(|v| v.pvid && v.untagged) {
+            return Err(CniError::internal(format!(
+                "bridge port {} is not an untagged PVID member of VLAN {native}",
+                port.name
+            )));
+        }
     }
     for &(lo, hi) in &plan.trunk {
         if let Some(missing) = (lo..=hi).find(|id| !have.contains_key(id)) {
