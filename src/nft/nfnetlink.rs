@@ -29,6 +29,8 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -39,7 +41,23 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
+
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -174,6 +192,36 @@ pub enum WireOp<'a> {
     /// empty marker sets (a flush that deletes elements would make the
     /// socket's close wait, like `Delete`, without `close_detached`).
     Flush(&'a str),
+}
+
+/// A base chain as the kernel lists it (chains without a hook are left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireChain {
+    /// The nfgenmsg family of its table.
+    pub family: u8,
+    pub table: String,
+    pub name: String,
+    /// NF_INET_* (or the family's own) hook number.
+    pub hooknum: u32,
+    pub priority: i32,
+    /// NF_DROP (0) or NF_ACCEPT (1).
+    pub policy: u32,
+}
+
+/// One expression of a rule: its name (`cmp`, `immediate`, `counter`...)
+/// and, for an `immediate` verdict, the verdict code (NF_DROP is 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireExpr {
+    pub name: String,
+    pub verdict: Option<i32>,
+}
+
+/// A rule as the kernel lists it: what foreign.rs needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireRule {
+    pub handle: u64,
+    pub comment: Option<String>,
+    pub exprs: Vec<WireExpr>,
 }
 
 /// An element as the kernel returned it.
@@ -344,6 +392,51 @@ fn parse_found(payload: &[u8]) -> Option<Found> {
     Some(Found { comment, data })
 }
 
+fn str_attr(attrs: &[u8], kind: u16) -> Option<String> {
+    let v = find_attr(attrs, kind)?;
+    Some(String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned())
+}
+
+fn be_u32_attr(attrs: &[u8], kind: u16) -> Option<u32> {
+    Some(u32::from_be_bytes(find_attr(attrs, kind)?.get(..4)?.try_into().ok()?))
+}
+
+/// A NEWCHAIN message of a dump; None for a chain without a hook.
+fn parse_chain(payload: &[u8]) -> Option<WireChain> {
+    let family = *payload.first()?;
+    let attrs = payload.get(4..)?;
+    let hook = find_attr(attrs, NFTA_CHAIN_HOOK)?;
+    Some(WireChain {
+        family,
+        table: str_attr(attrs, NFTA_CHAIN_TABLE)?,
+        name: str_attr(attrs, NFTA_CHAIN_NAME)?,
+        hooknum: be_u32_attr(hook, NFTA_HOOK_HOOKNUM)?,
+        priority: be_u32_attr(hook, NFTA_HOOK_PRIORITY)? as i32,
+        policy: be_u32_attr(attrs, NFTA_CHAIN_POLICY).unwrap_or(1),
+    })
+}
+
+/// A NEWRULE message of a dump.
+fn parse_rule(payload: &[u8]) -> Option<WireRule> {
+    let attrs = payload.get(4..)?;
+    let handle = u64::from_be_bytes(find_attr(attrs, NFTA_RULE_HANDLE)?.get(..8)?.try_into().ok()?);
+    let comment = find_attr(attrs, NFTA_RULE_USERDATA).and_then(userdata_comment);
+    let exprs = crate::netlink::msg::attrs(find_attr(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default())
+        .filter_map(|(_, e)| {
+            let name = str_attr(e, NFTA_EXPR_NAME)?;
+            let verdict = (name == "immediate")
+                .then(|| find_attr(e, NFTA_EXPR_DATA))
+                .flatten()
+                .and_then(|d| find_attr(d, NFTA_IMMEDIATE_DATA))
+                .and_then(|d| find_attr(d, NFTA_DATA_VERDICT))
+                .and_then(|v| be_u32_attr(v, NFTA_VERDICT_CODE))
+                .map(|c| c as i32);
+            Some(WireExpr { name, verdict })
+        })
+        .collect();
+    Some(WireRule { handle, comment, exprs })
+}
+
 /// The errno of an NLMSG_ERROR payload (0 for an ACK).
 fn error_of(payload: &[u8]) -> i32 {
     payload.get(0..4).map(|b| -i32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(EINVAL)
@@ -502,6 +595,53 @@ impl Nfnl {
             Some(errno) => Err(Error::kernel(errno, &format!("looking up elements of {table}"))),
             None => Ok(found),
         }
+    }
+}
+
+impl Nfnl {
+    /// The payloads of a dump request (`msg` with `attrs`), every family's
+    /// objects when `family` is 0 (NFPROTO_UNSPEC).
+    fn dump(&mut self, msg: u16, family: u8, attrs: &[(u16, &str)], what: &str) -> Result<Vec<Vec<u8>>> {
+        log::debug!("nfnetlink dump: {what}");
+        let seq = self.next_seqs(1);
+        let mut m = Msg::nft(msg, NLM_F_DUMP, seq, family);
+        for (kind, value) in attrs {
+            m.attr_str(*kind, value);
+        }
+        self.send(&m.finish())?;
+        let (mut out, mut errno) = (Vec::new(), 0);
+        self.receive(|r| {
+            if r.seq != seq {
+                return false;
+            }
+            match r.kind {
+                NLMSG_DONE => true,
+                NLMSG_ERROR => {
+                    errno = error_of(r.payload);
+                    true
+                }
+                _ => {
+                    out.push(r.payload.to_vec());
+                    false
+                }
+            }
+        })?;
+        match errno {
+            0 => Ok(out),
+            e => Err(Error::kernel(e, &format!("listing {what}"))),
+        }
+    }
+
+    /// Every base chain of every table, all families.
+    pub fn base_chains(&mut self) -> Result<Vec<WireChain>> {
+        Ok(self.dump(NFT_MSG_GETCHAIN, 0, &[], "chains")?.iter().filter_map(|p| parse_chain(p)).collect())
+    }
+
+    /// The rules of one chain, in order.
+    pub fn rules(&mut self, family: u8, table: &str, chain: &str) -> Result<Vec<WireRule>> {
+        let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)];
+        let what = format!("the rules of {table} {chain}");
+        Ok(self.dump(NFT_MSG_GETRULE, family, &attrs, &what)?.iter().filter_map(|p| parse_rule(p)).collect())
     }
 }
 

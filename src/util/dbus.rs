@@ -29,6 +29,8 @@ const METHOD_CALL: u8 = 1;
 const METHOD_RETURN: u8 = 2;
 const ERROR: u8 = 3;
 
+const FLAG_NO_AUTO_START: u8 = 2;
+
 const FIELD_PATH: u8 = 1;
 const FIELD_INTERFACE: u8 = 2;
 const FIELD_MEMBER: u8 = 3;
@@ -170,6 +172,10 @@ pub struct Call<'a> {
     pub path: &'a str,
     pub interface: &'a str,
     pub member: &'a str,
+    /// Whether the bus may start the destination's service for this call.
+    /// Services that are not running are better left alone by callers that
+    /// only mean to use them when they run.
+    pub auto_start: bool,
 }
 
 /// A method call message with string arguments, numbered `serial`.
@@ -179,7 +185,8 @@ pub fn method_call(serial: u32, call: &Call, args: &[&str]) -> Result<Vec<u8>> {
         body.string(a)?;
     }
     let mut m = Writer::default();
-    m.buf.extend_from_slice(&[b'l', METHOD_CALL, 0, 1]);
+    let flags = if call.auto_start { 0 } else { FLAG_NO_AUTO_START };
+    m.buf.extend_from_slice(&[b'l', METHOD_CALL, flags, 1]);
     m.u32(body.buf.len() as u32);
     m.u32(serial);
     m.u32(0); // the header fields' length, set below
@@ -370,7 +377,7 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `address`, authenticates and says Hello. `timeout`
-    /// bounds each read and write.
+    /// bounds each read and write (until `set_timeout`).
     pub fn open(address: &str, timeout: Duration) -> Result<Connection> {
         let stream = connect(&parse_address(address)?)?;
         let io = |e: std::io::Error| Error::Io(format!("D-Bus at {address}: {e}"));
@@ -388,6 +395,13 @@ impl Connection {
         }
         conn.reply_to(hello.0)?;
         Ok(conn)
+    }
+
+    /// Bounds each later read and write.
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        let io = |e: std::io::Error| Error::Io(format!("D-Bus socket timeout: {e}"));
+        self.stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        self.stream.set_write_timeout(Some(timeout)).map_err(io)
     }
 
     /// The next serial and the call message carrying it.
@@ -459,7 +473,8 @@ impl Connection {
 
 /// A method of the bus itself.
 fn bus_call(member: &str) -> Call<'_> {
-    Call { destination: BUS_NAME, path: BUS_PATH, interface: BUS_INTERFACE, member }
+    // The bus is always there: auto_start as libdbus sends it (flags 0).
+    Call { destination: BUS_NAME, path: BUS_PATH, interface: BUS_INTERFACE, member, auto_start: true }
 }
 
 fn connect(socket: &SocketPath) -> Result<UnixStream> {
@@ -510,8 +525,13 @@ mod tests {
         assert_eq!((parsed.kind, parsed.serial, parsed.signature.as_str()), (METHOD_CALL, 2, "s"));
         assert_eq!(parsed.string().unwrap(), "org.fedoraproject.FirewallD1");
         // Two arguments, and none.
-        let two = method_call(7, &Call { destination: "d.e", path: "/p", interface: "i.f", member: "m" }, &["a", "bc"])
-            .unwrap();
+        let two = method_call(
+            7,
+            &Call { destination: "d.e", path: "/p", interface: "i.f", member: "m", auto_start: false },
+            &["a", "bc"],
+        )
+        .unwrap();
+        assert_eq!(two[2], FLAG_NO_AUTO_START);
         let parsed = parse_message(&two).unwrap();
         assert_eq!(parsed.signature, "ss");
         assert_eq!(parsed.body, [1, 0, 0, 0, b'a', 0, 0, 0, 2, 0, 0, 0, b'b', b'c', 0]);
