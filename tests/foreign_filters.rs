@@ -123,9 +123,17 @@ table inet filter {
         ct state invalid counter drop
     }
 }
+table ip hardened {
+    chain forward {
+        type filter hook forward priority 5; policy accept;
+        ct state invalid drop
+        counter drop
+    }
+}
 EOF",
     );
-    let before = node.host.exec("nft -a list table inet filter");
+    let tables = || node.host.exec("nft -a list table inet filter") + &node.host.exec("nft -a list table ip hardened");
+    let before = tables();
 
     let (plain_pod, _) = node.pod(&node.plain);
     assert!(!node.reaches_outside(&plain_pod), "the drop policy must hold for a pod without the firewall plugin");
@@ -139,14 +147,17 @@ EOF",
     // Ours go first, the operator's own rule stays after them.
     let position = |text: &str| forward.find(text).unwrap_or_else(|| panic!("{text} missing: {forward}"));
     assert!(position(&format!("ip saddr {addr} accept")) < position("ct state invalid"), "{forward}");
+    // A chain ending in an unconditional drop is opened too.
+    let hardened = node.host.exec("nft list chain ip hardened forward");
+    assert!(hardened.contains(&format!("ip saddr {addr} accept")), "{hardened}");
     node.cnitool("check", &node.fw, &pod);
 
     node.cnitool("del", &node.fw, &pod);
     node.cnitool("del", &node.plain, &plain_pod);
-    assert_eq!(node.host.exec("nft -a list table inet filter"), before);
+    assert_eq!(tables(), before);
     // DEL again: nothing to do, nothing changes.
     node.cnitool("del", &node.fw, &pod);
-    assert_eq!(node.host.exec("nft -a list table inet filter"), before);
+    assert_eq!(tables(), before);
 }
 
 /// A child process (daemon) killed and reaped on drop.

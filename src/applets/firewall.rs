@@ -382,7 +382,7 @@ impl Applet for Firewall {
         let mut nft = crate::nft::backend();
         add_elements(&mut *nft, &conf, &owner, &addresses, &policy)?;
         let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &self::addresses(&prev));
-        if let Err(e) = opened.and_then(|_| Ok(crate::cni::fault::step("firewall: rules committed")?)) {
+        if let Err(e) = opened.and_then(|_| crate::cni::fault::step("firewall: rules committed")) {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
                 log::warn!("undoing a failed ADD: {undo}");

@@ -173,3 +173,43 @@ impl Backend for System {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::nfnetlink::WireExpr;
+
+    fn rule(exprs: &[(&str, Option<i32>)]) -> WireRule {
+        let exprs = exprs.iter().map(|(n, v)| WireExpr { name: n.to_string(), verdict: *v }).collect();
+        WireRule { handle: 3, comment: None, exprs }
+    }
+
+    #[test]
+    fn only_unconditional_drops_drop_all() {
+        let drops = |exprs: &[(&str, Option<i32>)]| rule_summary(rule(exprs)).unwrap().drops_all;
+        assert!(drops(&[("immediate", Some(0))]));
+        assert!(drops(&[("counter", None), ("log", None), ("immediate", Some(0))]));
+        assert!(drops(&[("counter", None), ("reject", None)]));
+        // A match first, or another verdict: no.
+        assert!(!drops(&[("ct", None), ("cmp", None), ("immediate", Some(0))]));
+        assert!(!drops(&[("immediate", Some(1))]));
+        assert!(!drops(&[("counter", None)]));
+        assert_eq!(rule_summary(rule(&[])), None);
+    }
+
+    #[test]
+    fn base_chains_of_inet_families_only() {
+        let chain = |family, hooknum, policy| WireChain {
+            family,
+            table: "t".into(),
+            name: "c".into(),
+            hooknum,
+            priority: 0,
+            policy,
+        };
+        let forward = base_chain(chain(1, 2, 0)).unwrap();
+        assert_eq!((forward.family, forward.hook, forward.drops), (NfFamily::INet, NfHook::Forward, true));
+        assert!(!base_chain(chain(10, 2, 1)).unwrap().drops);
+        assert_eq!(base_chain(chain(7, 2, 0)), None, "a bridge table's forward hook is another hook");
+    }
+}

@@ -165,7 +165,6 @@ mod tests {
     use crate::nft::schema::{Obj, Table};
     use nftables::schema::NfListObject;
     use nftables::types::{NfChainPolicy, NfChainType};
-    use serde_json::Value;
 
     const INET_FILTER: Table = Table { family: NfFamily::INet, name: "filter" };
 
@@ -253,7 +252,7 @@ mod tests {
         assert_eq!(inet[4], serde_json::json!([{"drop": null}]));
         let v4 = nft.rules(NfFamily::IP, "hardened", "forward");
         assert_eq!(v4.len(), 2);
-        assert!(v4.iter().all(|r| r[0]["match"]["left"]["payload"]["protocol"] == Value::from("ip")));
+        assert!(v4.iter().all(|r| r[0]["match"]["left"]["payload"]["protocol"] == "ip"));
         // A conditional drop at the end is no reason to touch a chain.
         let mut objs = forward_table(INET_FILTER, NfChainPolicy::Accept);
         let invalid = crate::nft::schema::ct_state_in(&["invalid"]);

@@ -813,6 +813,65 @@ mod tests {
     }
 
     #[test]
+    fn parses_chain_and_rule_dumps() {
+        // NEWCHAIN as the kernel dumps `inet filter forward`, hook forward
+        // (2), priority 0, policy drop (0).
+        let mut m = Msg::new(NFT_MSG_GETCHAIN, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_CHAIN_TABLE, "filter");
+        m.attr_str(NFTA_CHAIN_NAME, "forward");
+        m.nest(NFTA_CHAIN_HOOK);
+        m.attr(NFTA_HOOK_HOOKNUM, &2u32.to_be_bytes());
+        m.attr(NFTA_HOOK_PRIORITY, &(-10i32).to_be_bytes());
+        m.end_nest();
+        m.attr(NFTA_CHAIN_POLICY, &0u32.to_be_bytes());
+        let msg = m.finish();
+        let chain = parse_chain(replies(&msg)[0].payload).unwrap();
+        let want = WireChain {
+            family: FAMILY_INET,
+            table: "filter".into(),
+            name: "forward".into(),
+            hooknum: 2,
+            priority: -10,
+            policy: 0,
+        };
+        assert_eq!(chain, want);
+        // A regular chain (no hook) is not a base chain.
+        let mut m = Msg::new(NFT_MSG_GETCHAIN, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_CHAIN_TABLE, "filter");
+        m.attr_str(NFTA_CHAIN_NAME, "mine");
+        assert_eq!(parse_chain(replies(&m.finish())[0].payload), None);
+
+        // NEWRULE: `counter drop` with a comment, as the kernel dumps it.
+        let mut m = Msg::new(NFT_MSG_GETRULE, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_RULE_TABLE, "filter");
+        m.attr_str(NFTA_RULE_CHAIN, "forward");
+        m.attr(NFTA_RULE_HANDLE, &7u64.to_be_bytes());
+        m.nest(NFTA_RULE_EXPRESSIONS);
+        m.nest(NFTA_LIST_ELEM);
+        m.attr_str(NFTA_EXPR_NAME, "counter");
+        m.end_nest();
+        m.nest(NFTA_LIST_ELEM);
+        m.attr_str(NFTA_EXPR_NAME, "immediate");
+        m.nest(NFTA_EXPR_DATA);
+        m.attr(1, &0u32.to_be_bytes()); // NFTA_IMMEDIATE_DREG: the verdict register
+        m.nest(NFTA_IMMEDIATE_DATA);
+        m.nest(NFTA_DATA_VERDICT);
+        m.attr(NFTA_VERDICT_CODE, &0u32.to_be_bytes()); // NF_DROP
+        m.end_nest();
+        m.end_nest();
+        m.end_nest();
+        m.end_nest();
+        m.end_nest();
+        m.attr(NFTA_RULE_USERDATA, &comment_userdata("n c1 eth0"));
+        let msg = m.finish();
+        let rule = parse_rule(replies(&msg)[0].payload).unwrap();
+        assert_eq!(rule.handle, 7);
+        assert_eq!(rule.comment.as_deref(), Some("n c1 eth0"));
+        let exprs: Vec<(&str, Option<i32>)> = rule.exprs.iter().map(|e| (e.name.as_str(), e.verdict)).collect();
+        assert_eq!(exprs, [("counter", None), ("immediate", Some(0))]);
+    }
+
+    #[test]
     fn parses_a_reply() {
         let e =
             WireElem::new("m", vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]).with_data(vec![10, 0, 0, 5]).with_comment("n c e");
