@@ -135,7 +135,7 @@ fn firewalld_for(conf: &Parsed) -> Result<Option<Firewalld>, CniError> {
 }
 
 /// The container's addresses, once each.
-fn addresses(prev: &CniResult) -> Vec<IpAddr> {
+fn container_ips(prev: &CniResult) -> Vec<IpAddr> {
     let mut seen = BTreeSet::new();
     prev.ips.iter().map(|ip| ip.address.addr()).filter(|a| seen.insert(*a)).collect()
 }
@@ -294,11 +294,8 @@ fn policy_bridge(policy: Policy, prev: &CniResult) -> Result<Option<String>, Cni
 
 /// The container's addresses (`containers-v4/-v6` elements, one per address).
 fn address_elements(prev: &CniResult, owner: &str) -> Vec<Element> {
-    let mut seen = BTreeSet::new();
-    prev.ips
-        .iter()
-        .map(|ip| ip.address.addr())
-        .filter(|a| seen.insert(*a))
+    container_ips(prev)
+        .into_iter()
         .map(|a| Element::new(containers_set(a.is_ipv6()), vec![Key::Ip(a)]).with_comment(owner))
         .collect()
 }
@@ -344,15 +341,17 @@ fn del_elements(nft: &mut dyn Backend, cmd: &Command) -> Result<Vec<IpAddr>, Cni
     if let Some(prev) = &prev {
         let candidates = address_elements(prev, &owner.comment());
         match owned::delete_by_key(nft, FAMILY, TABLE, &candidates, |c| owner.owns(c)) {
-            Ok(_) => return Ok(addresses(prev)),
+            Ok(_) => return Ok(container_ips(prev)),
             Err(e) => log::info!("firewall DEL by key: {e}; finding the elements by their comment"),
         }
     }
     // Only the attachment is needed: bad or missing config (even a refused
     // backend) does not block cleanup.
-    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(prev.as_ref().map(addresses).unwrap_or_default()) };
+    let Some(listing) = nft.list(FAMILY, TABLE)? else {
+        return Ok(prev.as_ref().map(container_ips).unwrap_or_default());
+    };
     let (elements, _) = owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
-    Ok(prev.as_ref().map(addresses).unwrap_or_else(|| listed_addresses(&elements)))
+    Ok(prev.as_ref().map(container_ips).unwrap_or_else(|| listed_addresses(&elements)))
 }
 
 impl Applet for Firewall {
@@ -381,7 +380,7 @@ impl Applet for Firewall {
         let policy = bridge.map(|br| policy_elements(&br, conf.policy)).unwrap_or_default();
         let mut nft = crate::nft::backend();
         add_elements(&mut *nft, &conf, &owner, &addresses, &policy)?;
-        let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &self::addresses(&prev));
+        let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &container_ips(&prev));
         if let Err(e) = opened.and_then(|_| crate::cni::fault::step("firewall: rules committed")) {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
@@ -398,7 +397,7 @@ impl Applet for Firewall {
         let owner = nft_attachment::owner(cmd);
         let (addrs, elements) = match del_elements(&mut *nft, cmd) {
             Ok(addrs) => (addrs, Ok(())),
-            Err(e) => (cmd.prev_result().ok().flatten().map(|p| addresses(&p)).unwrap_or_default(), Err(e)),
+            Err(e) => (cmd.prev_result().ok().flatten().map(|p| container_ips(&p)).unwrap_or_default(), Err(e)),
         };
         let holes = foreign::close(&mut *nft, |c| owner.owns(c));
         remove_firewalld_sources(cmd, &addrs);
@@ -422,18 +421,20 @@ impl Applet for Firewall {
             .list(FAMILY, TABLE)?
             .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
         check_listing(&listing, &conf.admin_chain, &addresses, bridge.as_deref(), &owner)?;
-        let ips = self::addresses(&prev);
+        let ips = container_ips(&prev);
         if let Some(chain) = foreign::unopened(&mut *nft, &owner, &ips)?.first() {
             return Err(CniError::internal(format!(
                 "{chain} would drop the container's traffic: its accepts are missing"
             )));
         }
-        if let Some(missing) = firewalld.as_mut().map(|fw| fw.missing_sources(&conf.zone, &ips)).transpose()? {
-            if let Some(src) = missing.first() {
-                return Err(CniError::internal(format!("{src} is not a source of firewalld zone {}", conf.zone)));
-            }
+        let missing = match firewalld.as_mut() {
+            Some(fw) => fw.missing_sources(&conf.zone, &ips)?,
+            None => Vec::new(),
+        };
+        match missing.first() {
+            Some(src) => Err(CniError::internal(format!("{src} is not a source of firewalld zone {}", conf.zone))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// nft, and firewalld when the config names it (code 50 while it does not run).
