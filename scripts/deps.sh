@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests, the demo and the benchmarks use,
 # skipping everything already present (so repeated runs cost nothing).
 set -eu
-want="iproute2 nftables containernetworking-plugins conntrack dnsmasq-base busybox-static qemu-system-x86 linux-image-amd64 cpio kmod iptables"
+want="iproute2 nftables containernetworking-plugins conntrack dnsmasq-base busybox-static qemu-system-x86 linux-image-amd64 cpio kmod iptables firewalld dbus-daemon dbus-bin"
 missing=""
 for pkg in $want; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"

@@ -24,6 +24,8 @@ fn cnitool(host: Option<&Netns>, env: &[(&str, &str)], args: &[&str]) -> Reply {
     };
     cmd.arg("cnitool").args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd.env("CNIBOX_LOG", "info");
+    // Never the real host's system bus (the firewall plugin looks for firewalld there).
+    cmd.env("DBUS_SYSTEM_BUS_ADDRESS", NO_SYSTEM_BUS);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,6 +1,8 @@
 //! firewall: the reference's forward-path rules for a container (chained
-//! after a main plugin), with nftables whatever `backend` says (except
-//! firewalld, which cnibox does not talk to).
+//! after a main plugin), with nftables whatever `backend` says; plus, where
+//! firewalld runs (or `backend: "firewalld"`), the container's addresses as
+//! sources of the `firewalldZone` zone (nft/firewalld.rs), and accepts at
+//! the top of other tables' forward chains that would drop (nft/foreign.rs).
 //!
 //! Everything lives in `table inet cnibox-firewall`:
 //! ```text
@@ -27,27 +29,30 @@
 //!
 //! nftables differs from iptables in one way operators should know: an
 //! accept ends evaluation in this table only; another table's forward chain
-//! with a drop policy (e.g. iptables-nft's FORWARD) still sees the packet
-//! and must allow it itself. Drops (isolation) are final everywhere.
+//! with a drop policy still sees the packet and must allow it itself: hence
+//! firewalld's zone and the accepts in foreign chains. Drops (isolation)
+//! are final everywhere.
 //!
 //! As in the reference, isolation acts on routed traffic (iif/oif are the
 //! bridges): frames switched between two ports of one bridge never reach the
 //! IP forward hook unless br_netfilter is loaded.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
-use nftables::expr::{Expression, NamedExpression, CT};
 use nftables::schema::{NfListObject, Set, SetType, SetTypeValue};
-use nftables::stmt::{Operator, Statement};
+use nftables::stmt::Statement;
 use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::shared::nft_attachment;
 use crate::cni::{Applet, CniError, CniResult, Command};
+use crate::nft::firewalld::{self, Firewalld};
+use crate::nft::foreign;
 use crate::nft::owned::{self, Claim};
 use crate::nft::schema::{
-    add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table, Transaction,
+    add, concat, cow, ct_state_in, eq, ip_proto, jump, meta, payload, str_expr, Obj, Table, Transaction,
 };
 use crate::nft::{Backend, Element, ElementOp, Key, ListedElement, Listing};
 
@@ -64,6 +69,7 @@ struct FirewallConf {
     backend: String,
     iptables_admin_chain_name: String,
     ingress_policy: String,
+    firewalld_zone: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,22 +82,32 @@ enum Policy {
 struct Parsed {
     admin_chain: String,
     policy: Policy,
+    firewalld: firewalld::Use,
+    zone: String,
 }
 
 fn parse_conf(cmd: &Command) -> Result<Parsed, CniError> {
     let conf: FirewallConf = cmd.parse_config()?;
-    match conf.backend.as_str() {
-        "" | "nftables" => {}
-        "iptables" => log::info!("firewall: backend \"iptables\" is served with nftables"),
-        "firewalld" => {
-            return Err(CniError::unsupported_field(
-                "backend \"firewalld\" is not supported: cnibox does not talk to firewalld (use \"iptables\" or leave backend unset for nftables)",
-            ))
+    // cnibox's own table is written whatever the backend; firewalld is used
+    // as the reference decides (named, or unnamed and running).
+    let firewalld = match conf.backend.as_str() {
+        "" => firewalld::Use::IfRunning,
+        "nftables" => firewalld::Use::Never,
+        "iptables" => {
+            log::info!("firewall: backend \"iptables\" is served with nftables");
+            firewalld::Use::Never
         }
+        "firewalld" => firewalld::Use::Required,
         // The reference falls back to its default for unknown values.
-        other => log::warn!("firewall: unknown backend {other:?}; using nftables"),
-    }
-    // firewalldZone only matters to firewalld: accepted (ignored by serde) and unused.
+        other => {
+            log::warn!("firewall: unknown backend {other:?}; using nftables, and firewalld if it runs");
+            firewalld::Use::IfRunning
+        }
+    };
+    let zone = match conf.firewalld_zone.as_str() {
+        "" => firewalld::DEFAULT_ZONE.to_string(),
+        zone => zone.to_string(),
+    };
     let policy = match conf.ingress_policy.as_str() {
         "" | "open" => Policy::Open,
         "same-bridge" => Policy::SameBridge,
@@ -105,7 +121,63 @@ fn parse_conf(cmd: &Command) -> Result<Parsed, CniError> {
         }
         name => return Err(CniError::invalid_config(format!("invalid iptablesAdminChainName {name:?}"))),
     };
-    Ok(Parsed { admin_chain, policy })
+    Ok(Parsed { admin_chain, policy, firewalld, zone })
+}
+
+/// firewalld as the config asks, found before ADD or CHECK changes or
+/// reads anything. Not running while the config names it: the backend the
+/// config asks for cannot be served here (unsupported field).
+fn firewalld_for(conf: &Parsed) -> Result<Option<Firewalld>, CniError> {
+    firewalld::connect(conf.firewalld).map_err(|e| match e {
+        firewalld::Error::NotRunning(m) => CniError::unsupported_field(format!("backend \"firewalld\": {m}")),
+        other => other.into(),
+    })
+}
+
+/// The container's addresses, once each.
+fn container_ips(prev: &CniResult) -> Vec<IpAddr> {
+    let mut seen = BTreeSet::new();
+    prev.ips.iter().map(|ip| ip.address.addr()).filter(|a| seen.insert(*a)).collect()
+}
+
+/// ADD's ways through other filters: accepts in foreign forward chains
+/// that would drop, and the addresses in firewalld's zone.
+fn open_other_filters(
+    nft: &mut dyn Backend,
+    firewalld: Option<&mut Firewalld>,
+    zone: &str,
+    owner: &str,
+    addrs: &[IpAddr],
+) -> Result<(), CniError> {
+    foreign::open(nft, owner, addrs)?;
+    if let Some(fw) = firewalld {
+        fw.add_sources(zone, addrs)?;
+    }
+    Ok(())
+}
+
+/// DEL's and GC's firewalld part: best effort, as in the reference (what
+/// fails is logged). A config that does not parse still tries firewalld if
+/// it runs, with the default zone.
+fn remove_firewalld_sources(cmd: &Command, addrs: &[IpAddr]) {
+    if addrs.is_empty() {
+        return;
+    }
+    let (usage, zone) = match parse_conf(cmd) {
+        Ok(conf) => (conf.firewalld, conf.zone),
+        Err(_) => (firewalld::Use::IfRunning, firewalld::DEFAULT_ZONE.to_string()),
+    };
+    match firewalld::connect(usage) {
+        Ok(Some(mut fw)) => fw.remove_sources(&zone, addrs).iter().for_each(|e| log::warn!("firewall: {e}")),
+        Ok(None) => {}
+        Err(e) => log::warn!("firewall: leaving firewalld's zone {zone} alone: {e}"),
+    }
+}
+
+/// The addresses of listed `containers-v4/-v6` elements.
+fn listed_addresses(elements: &[ListedElement]) -> Vec<IpAddr> {
+    let containers = [containers_set(false), containers_set(true)];
+    elements.iter().filter(|e| containers.contains(&e.set)).filter_map(|e| e.key.as_str()?.parse().ok()).collect()
 }
 
 fn fam(v6: bool) -> &'static str {
@@ -191,11 +263,7 @@ fn skeleton(admin_chains: &BTreeSet<String>) -> Vec<Obj> {
     }
     tx.push(T.rule("forward", vec![jump("isolation")], None));
     for v6 in [false, true] {
-        let ct_state = matches(
-            Expression::Named(NamedExpression::CT(CT { key: cow("state"), family: None, dir: None })),
-            Operator::IN,
-            Expression::List(vec![str_expr("established"), str_expr("related")]),
-        );
+        let ct_state = ct_state_in(&["established", "related"]);
         tx.push(T.rule(
             "forward",
             vec![eq(payload(ip_proto(v6), "daddr"), set_ref(&containers_set(v6))), ct_state, Statement::Accept(None)],
@@ -226,11 +294,8 @@ fn policy_bridge(policy: Policy, prev: &CniResult) -> Result<Option<String>, Cni
 
 /// The container's addresses (`containers-v4/-v6` elements, one per address).
 fn address_elements(prev: &CniResult, owner: &str) -> Vec<Element> {
-    let mut seen = BTreeSet::new();
-    prev.ips
-        .iter()
-        .map(|ip| ip.address.addr())
-        .filter(|a| seen.insert(*a))
+    container_ips(prev)
+        .into_iter()
         .map(|a| Element::new(containers_set(a.is_ipv6()), vec![Key::Ip(a)]).with_comment(owner))
         .collect()
 }
@@ -267,21 +332,26 @@ fn add_elements(
 }
 
 /// DEL's nftables part: by key with prevResult, else found by comment.
-fn del_elements(nft: &mut dyn Backend, cmd: &Command) -> Result<(), CniError> {
+/// Returns the container's addresses: prevResult's, else those of the
+/// elements found.
+fn del_elements(nft: &mut dyn Backend, cmd: &Command) -> Result<Vec<IpAddr>, CniError> {
     let owner = nft_attachment::owner(cmd);
     // With prevResult the keys are known: delete them without listing.
-    if let Ok(Some(prev)) = cmd.prev_result() {
-        let candidates = address_elements(&prev, &owner.comment());
+    let prev = cmd.prev_result().ok().flatten();
+    if let Some(prev) = &prev {
+        let candidates = address_elements(prev, &owner.comment());
         match owned::delete_by_key(nft, FAMILY, TABLE, &candidates, |c| owner.owns(c)) {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(container_ips(prev)),
             Err(e) => log::info!("firewall DEL by key: {e}; finding the elements by their comment"),
         }
     }
     // Only the attachment is needed: bad or missing config (even a refused
     // backend) does not block cleanup.
-    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(()) };
-    owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
-    Ok(())
+    let Some(listing) = nft.list(FAMILY, TABLE)? else {
+        return Ok(prev.as_ref().map(container_ips).unwrap_or_default());
+    };
+    let (elements, _) = owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
+    Ok(prev.as_ref().map(container_ips).unwrap_or_else(|| listed_addresses(&elements)))
 }
 
 impl Applet for Firewall {
@@ -301,14 +371,17 @@ impl Applet for Firewall {
             return Err(CniError::invalid_config("firewall must be called as a chained plugin (no prevResult)"));
         };
         let bridge = policy_bridge(conf.policy, &prev)?;
+        let mut firewalld = firewalld_for(&conf)?;
         let owner = nft_attachment::owner(cmd).comment();
         let addresses = address_elements(&prev, &owner);
         if addresses.is_empty() && bridge.is_none() {
             return Ok(prev);
         }
         let policy = bridge.map(|br| policy_elements(&br, conf.policy)).unwrap_or_default();
-        add_elements(&mut *crate::nft::backend(), &conf, &owner, &addresses, &policy)?;
-        if let Err(e) = crate::cni::fault::step("firewall: rules committed") {
+        let mut nft = crate::nft::backend();
+        add_elements(&mut *nft, &conf, &owner, &addresses, &policy)?;
+        let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &container_ips(&prev));
+        if let Err(e) = opened.and_then(|_| crate::cni::fault::step("firewall: rules committed")) {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
                 log::warn!("undoing a failed ADD: {undo}");
@@ -318,8 +391,17 @@ impl Applet for Firewall {
         Ok(prev)
     }
 
+    /// Every part is tried; the first error is returned.
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        del_elements(&mut *crate::nft::backend(), cmd)
+        let mut nft = crate::nft::backend();
+        let owner = nft_attachment::owner(cmd);
+        let (addrs, elements) = match del_elements(&mut *nft, cmd) {
+            Ok(addrs) => (addrs, Ok(())),
+            Err(e) => (cmd.prev_result().ok().flatten().map(|p| container_ips(&p)).unwrap_or_default(), Err(e)),
+        };
+        let holes = foreign::close(&mut *nft, |c| owner.owns(c));
+        remove_firewalld_sources(cmd, &addrs);
+        elements.and(holes.map(drop).map_err(CniError::from))
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -333,21 +415,47 @@ impl Applet for Firewall {
         if addresses.is_empty() && bridge.is_none() {
             return Ok(());
         }
-        let listing = crate::nft::backend()
+        let mut firewalld = firewalld_for(&conf)?;
+        let mut nft = crate::nft::backend();
+        let listing = nft
             .list(FAMILY, TABLE)?
             .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
-        check_listing(&listing, &conf.admin_chain, &addresses, bridge.as_deref(), &owner)
+        check_listing(&listing, &conf.admin_chain, &addresses, bridge.as_deref(), &owner)?;
+        let ips = container_ips(&prev);
+        if let Some(chain) = foreign::unopened(&mut *nft, &owner, &ips)?.first() {
+            return Err(CniError::internal(format!(
+                "{chain} would drop the container's traffic: its accepts are missing"
+            )));
+        }
+        let missing = match firewalld.as_mut() {
+            Some(fw) => fw.missing_sources(&conf.zone, &ips)?,
+            None => Vec::new(),
+        };
+        match missing.first() {
+            Some(src) => Err(CniError::internal(format!("{src} is not a source of firewalld zone {}", conf.zone))),
+            None => Ok(()),
+        }
     }
 
-    fn status(&self, _cmd: &Command) -> Result<(), CniError> {
-        nft_attachment::status(&mut *crate::nft::backend())
+    /// nft, and firewalld when the config names it (code 50 while it does not run).
+    fn status(&self, cmd: &Command) -> Result<(), CniError> {
+        nft_attachment::status(&mut *crate::nft::backend())?;
+        if parse_conf(cmd).is_ok_and(|c| c.firewalld == firewalld::Use::Required) {
+            firewalld::require()?;
+        }
+        Ok(())
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let (elements, _) = nft_attachment::remove_stale(cmd, &mut *crate::nft::backend(), FAMILY, TABLE)?;
+        let mut nft = crate::nft::backend();
+        let (elements, _) = nft_attachment::remove_stale(cmd, &mut *nft, FAMILY, TABLE)?;
         if !elements.is_empty() {
             log::info!("firewall GC: removed {} elements of stale attachments", elements.len());
         }
+        if let Some(stale) = nft_attachment::stale_filter(cmd)? {
+            foreign::close(&mut *nft, stale)?;
+        }
+        remove_firewalld_sources(cmd, &listed_addresses(&elements));
         Ok(())
     }
 }
@@ -423,7 +531,12 @@ mod tests {
     }
 
     fn parsed(admin: &str) -> Parsed {
-        Parsed { admin_chain: admin.to_string(), policy: Policy::SameBridge }
+        Parsed {
+            admin_chain: admin.to_string(),
+            policy: Policy::SameBridge,
+            firewalld: firewalld::Use::Never,
+            zone: firewalld::DEFAULT_ZONE.into(),
+        }
     }
 
     fn address(ip: &str, owner: &str) -> Vec<Element> {

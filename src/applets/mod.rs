@@ -115,8 +115,8 @@ pub static APPLETS: &[AppletInfo] = &[
         keys: &[
             ("ingressPolicy", "open (default), same-bridge (other isolating bridges cannot reach it) or isolated (nor its own bridge)"),
             ("iptablesAdminChainName", "operators' chain jumped to first, never flushed (default CNI-ADMIN)"),
-            ("backend", "\"iptables\" or unset: served with nftables; \"firewalld\" is refused (code 2)"),
-            ("firewalldZone", "accepted and ignored (firewalld only)"),
+            ("backend", "unset: nftables, plus firewalld when it runs; \"iptables\": nftables only; \"firewalld\": nftables plus firewalld, which must run (else code 2, STATUS 50)"),
+            ("firewalldZone", "firewalld zone of the container's addresses (default trusted)"),
         ],
         entry: Entry::Plugin(&firewall::Firewall),
         args_main: None,

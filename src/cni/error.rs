@@ -131,6 +131,19 @@ impl From<crate::nft::Error> for CniError {
     }
 }
 
+/// firewalld not running is "not available" (STATUS); the firewall plugin
+/// says otherwise where the config's backend is at stake.
+impl From<crate::nft::firewalld::Error> for CniError {
+    fn from(e: crate::nft::firewalld::Error) -> Self {
+        use crate::nft::firewalld::Error;
+        match e {
+            Error::NotRunning(m) => CniError::new(NOT_AVAILABLE, m),
+            Error::Refused { message, .. } => CniError::internal(message),
+            Error::Bus(m) => CniError::io(format!("talking to firewalld: {m}")),
+        }
+    }
+}
+
 impl From<crate::util::fault::Injected> for CniError {
     fn from(e: crate::util::fault::Injected) -> Self {
         CniError::internal(e.msg)

@@ -3,14 +3,14 @@
 //! batches; `fake::Fake` (tests) keeps a model of the tables instead, so the
 //! applets' nftables logic is tested without root.
 
-use nftables::types::NfFamily;
+use nftables::types::{NfFamily, NfHook};
 
 use super::element::{Element, ElementOp};
 use super::error::{Error, Result};
 use super::exec;
 use super::listing::Listing;
-use super::nfnetlink::{Nfnl, WireElem, WireOp};
-use super::schema::{nfgen_family, Transaction};
+use super::nfnetlink::{Nfnl, WireChain, WireElem, WireOp, WireRule};
+use super::schema::{family_of_nfgen, nfgen_family, Transaction};
 
 /// What a lookup by key found: the element's comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,28 @@ pub struct Found {
 
 /// An element as `set_elements` returns it.
 pub type SetElement = super::nfnetlink::Dumped;
+
+/// A base chain of an ip, ip6 or inet table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    pub family: NfFamily,
+    pub table: String,
+    pub name: String,
+    pub hook: NfHook,
+    pub priority: i32,
+    /// Whether its policy is drop.
+    pub drops: bool,
+}
+
+/// A rule, as far as opening a way through another table's chain needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSummary {
+    pub handle: u32,
+    pub comment: Option<String>,
+    /// Whether it drops (or rejects) every packet that reaches it: no
+    /// match, only counters or logging before the verdict.
+    pub drops_all: bool,
+}
 
 pub trait Backend {
     /// Applies `tx` as one atomic transaction (nothing when it is empty).
@@ -38,6 +60,42 @@ pub trait Backend {
     fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>>;
     /// Whether nftables can be used at all (STATUS).
     fn available(&mut self) -> Result<()>;
+    /// The base chains of every ip, ip6 and inet table: one cheap
+    /// listing, whoever owns the tables.
+    fn base_chains(&mut self) -> Result<Vec<BaseChain>>;
+    /// The rules of one chain, in order (none when it is gone).
+    fn chain_rules(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<Vec<RuleSummary>>;
+}
+
+/// The hook of an ip, ip6 or inet base chain (NF_INET_* numbers).
+fn inet_hook(hooknum: u32) -> Option<NfHook> {
+    Some(match hooknum {
+        0 => NfHook::Prerouting,
+        1 => NfHook::Input,
+        2 => NfHook::Forward,
+        3 => NfHook::Output,
+        4 => NfHook::Postrouting,
+        5 => NfHook::Ingress,
+        _ => return None,
+    })
+}
+
+fn base_chain(c: WireChain) -> Option<BaseChain> {
+    let family = family_of_nfgen(c.family).filter(|f| matches!(f, NfFamily::IP | NfFamily::IP6 | NfFamily::INet))?;
+    const NF_DROP: u32 = 0;
+    let hook = inet_hook(c.hooknum)?;
+    Some(BaseChain { family, table: c.table, name: c.name, hook, priority: c.priority, drops: c.policy == NF_DROP })
+}
+
+/// Expressions that neither match nor change a packet's fate.
+const PASSIVE_EXPRESSIONS: [&str; 2] = ["counter", "log"];
+
+fn rule_summary(r: WireRule) -> Option<RuleSummary> {
+    const NF_DROP: i32 = 0;
+    let (last, before) = r.exprs.split_last()?;
+    let verdict_drops = (last.name == "immediate" && last.verdict == Some(NF_DROP)) || last.name == "reject";
+    let drops_all = verdict_drops && before.iter().all(|e| PASSIVE_EXPRESSIONS.contains(&e.name.as_str()));
+    Some(RuleSummary { handle: u32::try_from(r.handle).ok()?, comment: r.comment, drops_all })
 }
 
 /// The real thing. The nfnetlink socket is opened on first use and kept for
@@ -107,10 +165,62 @@ impl Backend for System {
     }
 
     fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>> {
-        self.nfnl()?.dump(nfgen_family(family), table, set)
+        self.nfnl()?.set_elements(nfgen_family(family), table, set)
     }
 
     fn available(&mut self) -> Result<()> {
         exec::run(&["--version"], None).map(|_| ())
+    }
+
+    fn base_chains(&mut self) -> Result<Vec<BaseChain>> {
+        Ok(self.nfnl()?.base_chains()?.into_iter().filter_map(base_chain).collect())
+    }
+
+    fn chain_rules(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<Vec<RuleSummary>> {
+        match self.nfnl()?.rules(nfgen_family(family), table, chain) {
+            Ok(rules) => Ok(rules.into_iter().filter_map(rule_summary).collect()),
+            Err(e) if e.is_missing() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::nfnetlink::WireExpr;
+
+    fn rule(exprs: &[(&str, Option<i32>)]) -> WireRule {
+        let exprs = exprs.iter().map(|(n, v)| WireExpr { name: n.to_string(), verdict: *v }).collect();
+        WireRule { handle: 3, comment: None, exprs }
+    }
+
+    #[test]
+    fn only_unconditional_drops_drop_all() {
+        let drops = |exprs: &[(&str, Option<i32>)]| rule_summary(rule(exprs)).unwrap().drops_all;
+        assert!(drops(&[("immediate", Some(0))]));
+        assert!(drops(&[("counter", None), ("log", None), ("immediate", Some(0))]));
+        assert!(drops(&[("counter", None), ("reject", None)]));
+        // A match first, or another verdict: no.
+        assert!(!drops(&[("ct", None), ("cmp", None), ("immediate", Some(0))]));
+        assert!(!drops(&[("immediate", Some(1))]));
+        assert!(!drops(&[("counter", None)]));
+        assert_eq!(rule_summary(rule(&[])), None);
+    }
+
+    #[test]
+    fn base_chains_of_inet_families_only() {
+        let chain = |family, hooknum, policy| WireChain {
+            family,
+            table: "t".into(),
+            name: "c".into(),
+            hooknum,
+            priority: 0,
+            policy,
+        };
+        let forward = base_chain(chain(1, 2, 0)).unwrap();
+        assert_eq!((forward.family, forward.hook, forward.drops), (NfFamily::INet, NfHook::Forward, true));
+        assert!(!base_chain(chain(10, 2, 1)).unwrap().drops);
+        assert_eq!(base_chain(chain(7, 2, 0)), None, "a bridge table's forward hook is another hook");
     }
 }

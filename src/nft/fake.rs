@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use nftables::types::NfFamily;
+use nftables::types::{NfFamily, NfHook};
 use serde_json::{json, Value};
 
-use super::backend::{Backend, Found, SetElement};
+use super::backend::{Backend, BaseChain, Found, RuleSummary, SetElement};
 use super::element::{Element, ElementOp};
 use super::error::{Error, ErrorKind, Result};
 use super::listing::Listing;
-use super::schema::{family_str, Transaction};
+use super::schema::{family_of, family_str, Transaction};
 
 /// One call the code under test made.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,10 @@ pub enum Call {
     Lookup(usize),
     /// A dump of one set.
     Dump(String),
+    /// The base chains of every table.
+    ListChains,
+    /// The rules of one chain.
+    ListRules(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,6 +46,8 @@ struct Table {
     sets: BTreeMap<String, Set>,
     /// chain -> (handle, comment, expr)
     chains: BTreeMap<String, Vec<(u32, Option<String>, Value)>>,
+    /// base chain -> (hook, priority, policy) as nft JSON names them
+    hooks: BTreeMap<String, (String, i32, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +94,13 @@ impl Fake {
         c.map(|c| c.iter().map(|(_, _, e)| e.clone()).collect()).unwrap_or_default()
     }
 
+    /// The comments of the rules of `chain` in `table`, in order.
+    pub fn rule_comments(&self, family: NfFamily, table: &str, chain: &str) -> Vec<Option<String>> {
+        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
+        let c = t.and_then(|t| t.chains.get(chain));
+        c.map(|c| c.iter().map(|(_, comment, _)| comment.clone()).collect()).unwrap_or_default()
+    }
+
     fn table_mut(&mut self, obj: &Value) -> Result<&mut Table> {
         let key = (str_of(obj, "family"), str_of(obj, "table"));
         let what = format!("table {} {}", key.0, key.1);
@@ -122,24 +135,33 @@ impl Fake {
             }
             ("flush", "set" | "map") => self.set_mut(obj)?.elems.clear(),
             ("add", "chain") => {
-                self.table_mut(obj)?.chains.entry(str_of(obj, "name")).or_default();
+                let table = self.table_mut(obj)?;
+                table.chains.entry(str_of(obj, "name")).or_default();
+                if let Some(hook) = obj.get("hook").and_then(Value::as_str) {
+                    let prio = obj.get("prio").and_then(Value::as_i64).unwrap_or(0) as i32;
+                    table.hooks.insert(str_of(obj, "name"), (hook.to_string(), prio, str_of(obj, "policy")));
+                }
             }
             ("delete", "chain") => {
                 let name = str_of(obj, "name");
-                self.table_mut(obj)?.chains.remove(&name).ok_or_else(|| missing(format!("chain {name}")))?;
+                let table = self.table_mut(obj)?;
+                table.hooks.remove(&name);
+                table.chains.remove(&name).ok_or_else(|| missing(format!("chain {name}")))?;
             }
             ("flush", "chain") => {
                 let name = str_of(obj, "name");
                 self.table_mut(obj)?.chains.get_mut(&name).ok_or_else(|| missing(format!("chain {name}")))?.clear();
             }
-            ("add", "rule") => {
+            (verb @ ("add" | "insert"), "rule") => {
                 self.next_handle += 1;
                 let handle = self.next_handle;
                 let chain = str_of(obj, "chain");
                 let rules =
                     self.table_mut(obj)?.chains.get_mut(&chain).ok_or_else(|| missing(format!("chain {chain}")))?;
                 let comment = obj.get("comment").and_then(Value::as_str).map(str::to_string);
-                rules.push((handle, comment, obj["expr"].clone()));
+                // `insert` without a position puts the rule at the top.
+                let at = if verb == "insert" { 0 } else { rules.len() };
+                rules.insert(at, (handle, comment, obj["expr"].clone()));
             }
             ("delete", "rule") => {
                 let (chain, handle) = (str_of(obj, "chain"), obj["handle"].as_u64().unwrap_or(0) as u32);
@@ -282,4 +304,38 @@ impl Backend for Fake {
     fn available(&mut self) -> Result<()> {
         Ok(())
     }
+
+    fn base_chains(&mut self) -> Result<Vec<BaseChain>> {
+        self.calls.push(Call::ListChains);
+        let mut out = Vec::new();
+        for ((family, table), t) in &self.tables {
+            let family = family_of(family).expect("the fake's tables have known families");
+            for (name, (hook, priority, policy)) in &t.hooks {
+                let hook: NfHook = serde_json::from_value(Value::from(hook.as_str())).expect("nft hook names");
+                let (table, name, priority) = (table.clone(), name.clone(), *priority);
+                out.push(BaseChain { family, table, name, hook, priority, drops: policy == "drop" });
+            }
+        }
+        Ok(out)
+    }
+
+    fn chain_rules(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<Vec<RuleSummary>> {
+        self.calls.push(Call::ListRules(chain.to_string()));
+        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
+        let rules = t.and_then(|t| t.chains.get(chain)).cloned().unwrap_or_default();
+        Ok(rules
+            .into_iter()
+            .map(|(handle, comment, expr)| RuleSummary { handle, comment, drops_all: drops_all(&expr) })
+            .collect())
+    }
+}
+
+/// Whether a rule's statements (nft JSON) drop every packet: only
+/// counters and logging before a drop or reject.
+fn drops_all(expr: &Value) -> bool {
+    let stmts = expr.as_array().cloned().unwrap_or_default();
+    let kind = |s: &Value| s.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+    let Some((last, before)) = stmts.split_last() else { return false };
+    matches!(kind(last).as_str(), "drop" | "reject")
+        && before.iter().all(|s| matches!(kind(s).as_str(), "counter" | "log"))
 }

@@ -11,6 +11,8 @@ pub mod error;
 pub mod exec;
 #[cfg(test)]
 pub mod fake;
+pub mod firewalld;
+pub mod foreign;
 pub mod listing;
 pub mod nfnetlink;
 pub mod owned;

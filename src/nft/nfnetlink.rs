@@ -29,6 +29,8 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -41,6 +43,21 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
+
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -175,6 +192,36 @@ pub enum WireOp<'a> {
     /// empty marker sets (a flush that deletes elements would make the
     /// socket's close wait, like `Delete`, without `close_detached`).
     Flush(&'a str),
+}
+
+/// A base chain as the kernel lists it (chains without a hook are left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireChain {
+    /// The nfgenmsg family of its table.
+    pub family: u8,
+    pub table: String,
+    pub name: String,
+    /// NF_INET_* (or the family's own) hook number.
+    pub hooknum: u32,
+    pub priority: i32,
+    /// NF_DROP (0) or NF_ACCEPT (1).
+    pub policy: u32,
+}
+
+/// One expression of a rule: its name (`cmp`, `immediate`, `counter`...)
+/// and, for an `immediate` verdict, the verdict code (NF_DROP is 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireExpr {
+    pub name: String,
+    pub verdict: Option<i32>,
+}
+
+/// A rule as the kernel lists it: what foreign.rs needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireRule {
+    pub handle: u64,
+    pub comment: Option<String>,
+    pub exprs: Vec<WireExpr>,
 }
 
 /// An element as the kernel returned it.
@@ -371,6 +418,51 @@ fn parse_dumped(payload: &[u8]) -> Vec<Dumped> {
         .collect()
 }
 
+fn str_attr(attrs: &[u8], kind: u16) -> Option<String> {
+    let v = find_attr(attrs, kind)?;
+    Some(String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned())
+}
+
+fn be_u32_attr(attrs: &[u8], kind: u16) -> Option<u32> {
+    Some(u32::from_be_bytes(find_attr(attrs, kind)?.get(..4)?.try_into().ok()?))
+}
+
+/// A NEWCHAIN message of a dump; None for a chain without a hook.
+fn parse_chain(payload: &[u8]) -> Option<WireChain> {
+    let family = *payload.first()?;
+    let attrs = payload.get(4..)?;
+    let hook = find_attr(attrs, NFTA_CHAIN_HOOK)?;
+    Some(WireChain {
+        family,
+        table: str_attr(attrs, NFTA_CHAIN_TABLE)?,
+        name: str_attr(attrs, NFTA_CHAIN_NAME)?,
+        hooknum: be_u32_attr(hook, NFTA_HOOK_HOOKNUM)?,
+        priority: be_u32_attr(hook, NFTA_HOOK_PRIORITY)? as i32,
+        policy: be_u32_attr(attrs, NFTA_CHAIN_POLICY).unwrap_or(1),
+    })
+}
+
+/// A NEWRULE message of a dump.
+fn parse_rule(payload: &[u8]) -> Option<WireRule> {
+    let attrs = payload.get(4..)?;
+    let handle = u64::from_be_bytes(find_attr(attrs, NFTA_RULE_HANDLE)?.get(..8)?.try_into().ok()?);
+    let comment = find_attr(attrs, NFTA_RULE_USERDATA).and_then(userdata_comment);
+    let exprs = crate::netlink::msg::attrs(find_attr(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default())
+        .filter_map(|(_, e)| {
+            let name = str_attr(e, NFTA_EXPR_NAME)?;
+            let verdict = (name == "immediate")
+                .then(|| find_attr(e, NFTA_EXPR_DATA))
+                .flatten()
+                .and_then(|d| find_attr(d, NFTA_IMMEDIATE_DATA))
+                .and_then(|d| find_attr(d, NFTA_DATA_VERDICT))
+                .and_then(|v| be_u32_attr(v, NFTA_VERDICT_CODE))
+                .map(|c| c as i32);
+            Some(WireExpr { name, verdict })
+        })
+        .collect();
+    Some(WireRule { handle, comment, exprs })
+}
+
 /// The errno of an NLMSG_ERROR payload (0 for an ACK).
 fn error_of(payload: &[u8]) -> i32 {
     payload.get(0..4).map(|b| -i32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(EINVAL)
@@ -533,16 +625,17 @@ impl Nfnl {
 }
 
 impl Nfnl {
-    /// Every element of `set` in `table` (one dump, no nft); None when the
-    /// set or table does not exist.
-    pub fn dump(&mut self, family: u8, table: &str, set: &str) -> Result<Option<Vec<Dumped>>> {
+    /// The payloads of a dump request (`msg` with `attrs`), every family's
+    /// objects when `family` is 0 (NFPROTO_UNSPEC).
+    fn dump(&mut self, msg: u16, family: u8, attrs: &[(u16, &str)], what: &str) -> Result<Vec<Vec<u8>>> {
+        log::debug!("nfnetlink dump: {what}");
         let seq = self.next_seqs(1);
-        let mut m = Msg::nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
-        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let mut m = Msg::nft(msg, NLM_F_DUMP, seq, family);
+        for (kind, value) in attrs {
+            m.attr_str(*kind, value);
+        }
         self.send(&m.finish())?;
-        let mut out = Vec::new();
-        let mut errno = 0;
+        let (mut out, mut errno) = (Vec::new(), 0);
         self.receive(|r| {
             if r.seq != seq {
                 return false;
@@ -550,20 +643,42 @@ impl Nfnl {
             match r.kind {
                 NLMSG_DONE => true,
                 NLMSG_ERROR => {
-                    // The dump's refusal (a missing set or table).
+                    // The dump's refusal (a missing table, set or chain).
                     errno = error_of(r.payload);
                     true
                 }
                 _ => {
-                    out.extend(parse_dumped(r.payload));
+                    out.push(r.payload.to_vec());
                     false
                 }
             }
         })?;
         match errno {
-            0 => Ok(Some(out)),
-            ENOENT => Ok(None),
-            e => Err(Error::kernel(e, &format!("listing {table} {set}"))),
+            0 => Ok(out),
+            e => Err(Error::kernel(e, &format!("listing {what}"))),
+        }
+    }
+
+    /// Every base chain of every table, all families.
+    pub fn base_chains(&mut self) -> Result<Vec<WireChain>> {
+        Ok(self.dump(NFT_MSG_GETCHAIN, 0, &[], "chains")?.iter().filter_map(|p| parse_chain(p)).collect())
+    }
+
+    /// The rules of one chain, in order.
+    pub fn rules(&mut self, family: u8, table: &str, chain: &str) -> Result<Vec<WireRule>> {
+        let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)];
+        let what = format!("the rules of {table} {chain}");
+        Ok(self.dump(NFT_MSG_GETRULE, family, &attrs, &what)?.iter().filter_map(|p| parse_rule(p)).collect())
+    }
+
+    /// Every element of `set` in `table`, in one dump; None when the set or
+    /// table does not exist.
+    pub fn set_elements(&mut self, family: u8, table: &str, set: &str) -> Result<Option<Vec<Dumped>>> {
+        let attrs = [(NFTA_SET_ELEM_LIST_TABLE, table), (NFTA_SET_ELEM_LIST_SET, set)];
+        match self.dump(NFT_MSG_GETSETELEM, family, &attrs, &format!("{table} {set}")) {
+            Ok(payloads) => Ok(Some(payloads.iter().flat_map(|p| parse_dumped(p)).collect())),
+            Err(e) if e.is_missing() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
@@ -733,6 +848,65 @@ mod tests {
         let top = attrs(&replies(&del)[0].payload[4..]);
         let elem = attrs(attr(&attrs(attr(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()), NFTA_LIST_ELEM).unwrap());
         assert!(attr(&elem, NFTA_SET_ELEM_DATA).is_none());
+    }
+
+    #[test]
+    fn parses_chain_and_rule_dumps() {
+        // NEWCHAIN as the kernel dumps `inet filter forward`, hook forward
+        // (2), priority 0, policy drop (0).
+        let mut m = Msg::new(NFT_MSG_GETCHAIN, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_CHAIN_TABLE, "filter");
+        m.attr_str(NFTA_CHAIN_NAME, "forward");
+        m.nest(NFTA_CHAIN_HOOK);
+        m.attr(NFTA_HOOK_HOOKNUM, &2u32.to_be_bytes());
+        m.attr(NFTA_HOOK_PRIORITY, &(-10i32).to_be_bytes());
+        m.end_nest();
+        m.attr(NFTA_CHAIN_POLICY, &0u32.to_be_bytes());
+        let msg = m.finish();
+        let chain = parse_chain(replies(&msg)[0].payload).unwrap();
+        let want = WireChain {
+            family: FAMILY_INET,
+            table: "filter".into(),
+            name: "forward".into(),
+            hooknum: 2,
+            priority: -10,
+            policy: 0,
+        };
+        assert_eq!(chain, want);
+        // A regular chain (no hook) is not a base chain.
+        let mut m = Msg::new(NFT_MSG_GETCHAIN, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_CHAIN_TABLE, "filter");
+        m.attr_str(NFTA_CHAIN_NAME, "mine");
+        assert_eq!(parse_chain(replies(&m.finish())[0].payload), None);
+
+        // NEWRULE: `counter drop` with a comment, as the kernel dumps it.
+        let mut m = Msg::new(NFT_MSG_GETRULE, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_RULE_TABLE, "filter");
+        m.attr_str(NFTA_RULE_CHAIN, "forward");
+        m.attr(NFTA_RULE_HANDLE, &7u64.to_be_bytes());
+        m.nest(NFTA_RULE_EXPRESSIONS);
+        m.nest(NFTA_LIST_ELEM);
+        m.attr_str(NFTA_EXPR_NAME, "counter");
+        m.end_nest();
+        m.nest(NFTA_LIST_ELEM);
+        m.attr_str(NFTA_EXPR_NAME, "immediate");
+        m.nest(NFTA_EXPR_DATA);
+        m.attr(1, &0u32.to_be_bytes()); // NFTA_IMMEDIATE_DREG: the verdict register
+        m.nest(NFTA_IMMEDIATE_DATA);
+        m.nest(NFTA_DATA_VERDICT);
+        m.attr(NFTA_VERDICT_CODE, &0u32.to_be_bytes()); // NF_DROP
+        m.end_nest();
+        m.end_nest();
+        m.end_nest();
+        m.end_nest();
+        m.end_nest();
+        m.attr(NFTA_RULE_USERDATA, &comment_userdata("n c1 eth0"));
+        let msg = m.finish();
+        let rule = parse_rule(replies(&msg)[0].payload).unwrap();
+        assert_eq!(rule.handle, 7);
+        assert_eq!(rule.comment.as_deref(), Some("n c1 eth0"));
+        let exprs: Vec<(&str, Option<i32>)> = rule.exprs.iter().map(|e| (e.name.as_str(), e.verdict)).collect();
+        assert_eq!(exprs, [("counter", None), ("immediate", Some(0))]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
+use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, CT};
 use nftables::schema::{
     Chain, FlushObject, NfCmd, NfListObject, NfObject, Rule, Set, SetType, SetTypeValue, Table as NfTable,
 };
@@ -57,6 +57,12 @@ pub fn matches(left: Expr, op: Operator, right: Expr) -> Stmt {
 
 pub fn eq(left: Expr, right: Expr) -> Stmt {
     matches(left, Operator::EQ, right)
+}
+
+/// `ct state { states }`.
+pub fn ct_state_in(states: &[&str]) -> Stmt {
+    let ct = Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("state"), family: None, dir: None }));
+    matches(ct, Operator::IN, Expression::List(states.iter().map(str_expr).collect()))
 }
 
 /// `meta nfproto ipv4|ipv6`.
@@ -236,6 +242,19 @@ pub fn delete_rule(family: NfFamily, table: &str, chain: &str, handle: u32) -> O
     }))
 }
 
+/// `insert rule <family> <table> <chain> <expr>`: at the top of the chain,
+/// in any table (the rule goes before the chain's own rules).
+pub fn insert_rule(family: NfFamily, table: &str, chain: &str, expr: Vec<Stmt>, comment: &str) -> Obj {
+    NfObject::CmdObject(NfCmd::Insert(NfListObject::Rule(Rule {
+        family,
+        table: cow(table),
+        chain: cow(chain),
+        expr: Cow::Owned(expr),
+        comment: Some(cow(comment)),
+        ..Default::default()
+    })))
+}
+
 /// `delete element <family> <table> <set> { key }`, the key as listed.
 pub fn delete_element(family: NfFamily, table: &str, set: &str, key: Expr) -> Obj {
     delete(NfListObject::Element(nftables::schema::Element {
@@ -256,6 +275,12 @@ pub fn nfgen_family(family: NfFamily) -> u8 {
         NfFamily::Bridge => 7,
         NfFamily::IP6 => 10,
     }
+}
+
+/// The table family of an nfgenmsg family.
+pub fn family_of_nfgen(family: u8) -> Option<NfFamily> {
+    use NfFamily::*;
+    [INet, IP, ARP, NetDev, Bridge, IP6].into_iter().find(|f| nfgen_family(*f) == family)
 }
 
 /// The family nft's listings name `name`.

@@ -2,6 +2,7 @@
 //! bottom layer every other one may use.
 
 pub mod base64;
+pub mod dbus;
 pub mod detached;
 pub mod fault;
 pub mod hash;

@@ -106,6 +106,9 @@ pub fn try_sh(cmd: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A bus address where nothing listens.
+pub const NO_SYSTEM_BUS: &str = "unix:path=/nonexistent/cnibox-test/system_bus_socket";
+
 /// One plugin call as a runtime makes it.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -185,6 +188,9 @@ impl Call {
             .env("CNI_COMMAND", verb)
             .env("CNI_PATH", plugin_dir())
             .env("CNIBOX_LOG", std::env::var("CNIBOX_LOG").unwrap_or_else(|_| "info".into()))
+            // No plugin talks to the real host's system bus (firewalld):
+            // tests that want a bus point this at their own.
+            .env("DBUS_SYSTEM_BUS_ADDRESS", NO_SYSTEM_BUS)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

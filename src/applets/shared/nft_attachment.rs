@@ -5,7 +5,7 @@
 use nftables::types::NfFamily;
 
 use crate::cni::{gc, CniError, Command};
-use crate::nft::{owned, Backend, ListedElement, ListedRule, Owner};
+use crate::nft::{owned, owner, Backend, ListedElement, ListedRule, Owner};
 
 /// The attachment `cmd` is about.
 pub fn owner(cmd: &Command) -> Owner<'_> {
@@ -26,6 +26,19 @@ pub fn remove_stale(
     let valid: Vec<Owner> =
         valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
     Ok(owned::delete_stale(nft, family, table, network, &valid)?)
+}
+
+/// Whether a comment names an attachment of this network that the runtime
+/// no longer lists (GC of rules outside cnibox's tables); None without the
+/// list.
+pub fn stale_filter(cmd: &Command) -> Result<Option<impl Fn(&str) -> bool + '_>, CniError> {
+    let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(None) };
+    let network = cmd.conf.name.as_str();
+    Ok(Some(move |comment: &str| {
+        let owns =
+            |a: &gc::Attachment| Owner { network, container_id: &a.container_id, ifname: &a.ifname }.owns(comment);
+        owner::is_network(comment, network) && !valid.iter().any(owns)
+    }))
 }
 
 /// STATUS of the plugins that keep nftables state: code 50 "not available"
