@@ -28,13 +28,16 @@
 //! nftables differs from iptables in one way operators should know: an
 //! accept ends evaluation in this table only; another table's forward chain
 //! with a drop policy (e.g. iptables-nft's FORWARD) still sees the packet
-//! and must allow it itself. Drops (isolation) are final everywhere.
+//! and must allow it itself. Drops (isolation) are final everywhere. Where
+//! an iptables FORWARD (nft or legacy) may drop, the container's accepts
+//! are also made there, as the reference makes them (nft/cni_forward.rs).
 //!
 //! As in the reference, isolation acts on routed traffic (iif/oif are the
 //! bridges): frames switched between two ports of one bridge never reach the
 //! IP forward hook unless br_netfilter is loaded.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use nftables::expr::{Expression, NamedExpression, CT};
 use nftables::schema::{NfListObject, Set, SetType, SetTypeValue};
@@ -45,6 +48,7 @@ use serde_json::Value;
 
 use super::shared::nft_attachment;
 use crate::cni::{Applet, CniError, CniResult, Command};
+use crate::nft::cni_forward;
 use crate::nft::owned::{self, Claim};
 use crate::nft::schema::{
     add, concat, cow, eq, ip_proto, jump, matches, meta, payload, str_expr, Obj, Table, Transaction,
@@ -235,6 +239,17 @@ fn address_elements(prev: &CniResult, owner: &str) -> Vec<Element> {
         .collect()
 }
 
+/// The container's addresses, each once.
+fn addresses_of(prev: &CniResult) -> Vec<IpAddr> {
+    let mut seen = BTreeSet::new();
+    prev.ips.iter().map(|ip| ip.address.addr()).filter(|a| seen.insert(*a)).collect()
+}
+
+/// The addresses `elements` of the containers sets hold.
+fn listed_addresses(elements: &[ListedElement]) -> Vec<IpAddr> {
+    elements.iter().filter(|e| e.set.starts_with("containers-")).filter_map(|e| e.key.as_str()?.parse().ok()).collect()
+}
+
 /// The bridge's ingress policy elements (shared by its containers).
 fn policy_elements(bridge: &str, policy: Policy) -> Vec<Element> {
     let name = || Key::Ifname(bridge.to_string());
@@ -267,21 +282,37 @@ fn add_elements(
 }
 
 /// DEL's nftables part: by key with prevResult, else found by comment.
-fn del_elements(nft: &mut dyn Backend, cmd: &Command) -> Result<(), CniError> {
+/// Returns the container's addresses (from prevResult, else from its
+/// elements), for the iptables part.
+fn del_elements(nft: &mut dyn Backend, cmd: &Command) -> Result<Vec<IpAddr>, CniError> {
     let owner = nft_attachment::owner(cmd);
     // With prevResult the keys are known: delete them without listing.
-    if let Ok(Some(prev)) = cmd.prev_result() {
-        let candidates = address_elements(&prev, &owner.comment());
+    let prev = cmd.prev_result().ok().flatten();
+    if let Some(prev) = &prev {
+        let candidates = address_elements(prev, &owner.comment());
         match owned::delete_by_key(nft, FAMILY, TABLE, &candidates, |c| owner.owns(c)) {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(addresses_of(prev)),
             Err(e) => log::info!("firewall DEL by key: {e}; finding the elements by their comment"),
         }
     }
     // Only the attachment is needed: bad or missing config (even a refused
     // backend) does not block cleanup.
-    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(()) };
-    owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
-    Ok(())
+    let from_prev = prev.as_ref().map(addresses_of).unwrap_or_default();
+    let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(from_prev) };
+    let (deleted, _) = owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
+    Ok(if prev.is_some() { from_prev } else { listed_addresses(&deleted) })
+}
+
+/// GC's iptables part: the accepts of the addresses stale attachments held
+/// (`removed`), unless a live attachment holds the address now.
+fn close_stale(nft: &mut dyn Backend, removed: &[ListedElement]) -> Result<(), CniError> {
+    let stale = listed_addresses(removed);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let held = nft.list(FAMILY, TABLE)?.map(|l| listed_addresses(&l.elements())).unwrap_or_default();
+    let doomed: Vec<IpAddr> = stale.into_iter().filter(|ip| !held.contains(ip)).collect();
+    Ok(cni_forward::close(&doomed)?)
 }
 
 impl Applet for Firewall {
@@ -308,7 +339,8 @@ impl Applet for Firewall {
         }
         let policy = bridge.map(|br| policy_elements(&br, conf.policy)).unwrap_or_default();
         add_elements(&mut *crate::nft::backend(), &conf, &owner, &addresses, &policy)?;
-        if let Err(e) = crate::cni::fault::step("firewall: rules committed") {
+        let opened = cni_forward::open(&addresses_of(&prev), &conf.admin_chain).map_err(CniError::from);
+        if let Err(e) = opened.and_then(|_| crate::cni::fault::step("firewall: rules committed")) {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
                 log::warn!("undoing a failed ADD: {undo}");
@@ -319,7 +351,13 @@ impl Applet for Firewall {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        del_elements(&mut *crate::nft::backend(), cmd)
+        // Best effort: the iptables accepts go even when nftables fails.
+        let (addresses, nft_result) = match del_elements(&mut *crate::nft::backend(), cmd) {
+            Ok(addresses) => (addresses, Ok(())),
+            Err(e) => (cmd.prev_result().ok().flatten().as_ref().map(addresses_of).unwrap_or_default(), Err(e)),
+        };
+        let iptables_result = cni_forward::close(&addresses).map_err(CniError::from);
+        nft_result.and(iptables_result)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -336,7 +374,11 @@ impl Applet for Firewall {
         let listing = crate::nft::backend()
             .list(FAMILY, TABLE)?
             .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
-        check_listing(&listing, &conf.admin_chain, &addresses, bridge.as_deref(), &owner)
+        check_listing(&listing, &conf.admin_chain, &addresses, bridge.as_deref(), &owner)?;
+        match cni_forward::check(&addresses_of(&prev), &conf.admin_chain)? {
+            Some(missing) => Err(CniError::internal(missing)),
+            None => Ok(()),
+        }
     }
 
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
@@ -344,11 +386,12 @@ impl Applet for Firewall {
     }
 
     fn gc(&self, cmd: &Command) -> Result<(), CniError> {
-        let (elements, _) = nft_attachment::remove_stale(cmd, &mut *crate::nft::backend(), FAMILY, TABLE)?;
+        let mut nft = crate::nft::backend();
+        let (elements, _) = nft_attachment::remove_stale(cmd, &mut *nft, FAMILY, TABLE)?;
         if !elements.is_empty() {
             log::info!("firewall GC: removed {} elements of stale attachments", elements.len());
         }
-        Ok(())
+        close_stale(&mut *nft, &elements)
     }
 }
 

@@ -6,15 +6,18 @@
 //! errors (error.rs).
 
 pub mod backend;
+pub mod cni_forward;
 pub mod element;
 pub mod error;
 pub mod exec;
 #[cfg(test)]
 pub mod fake;
+pub mod iptables;
 pub mod listing;
 pub mod nfnetlink;
 pub mod owned;
 pub mod owner;
+pub mod reference;
 pub mod schema;
 
 pub use backend::{Backend, Found};

@@ -29,6 +29,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -41,6 +42,8 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
 
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -501,6 +504,35 @@ impl Nfnl {
         match error {
             Some(errno) => Err(Error::kernel(errno, &format!("looking up elements of {table}"))),
             None => Ok(found),
+        }
+    }
+}
+
+impl Nfnl {
+    /// Whether `table` (of nfgenmsg `family`) holds `chain`: one request,
+    /// no listing.
+    pub fn chain_exists(&mut self, family: u8, table: &str, chain: &str) -> Result<bool> {
+        let seq = self.next_seqs(1);
+        let mut m = Msg::nft(NFT_MSG_GETCHAIN, NLM_F_ACK, seq, family);
+        m.attr_str(NFTA_CHAIN_TABLE, table);
+        m.attr_str(NFTA_CHAIN_NAME, chain);
+        self.send(&m.finish())?;
+        let (mut found, mut errno) = (false, 0);
+        self.receive(|r| {
+            if r.seq != seq {
+                return false;
+            }
+            if r.kind != NLMSG_ERROR {
+                found = true;
+                return false;
+            }
+            errno = error_of(r.payload);
+            true
+        })?;
+        match errno {
+            0 => Ok(found),
+            ENOENT => Ok(false),
+            errno => Err(Error::kernel(errno, &format!("looking up chain {table} {chain}"))),
         }
     }
 }
