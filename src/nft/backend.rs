@@ -29,6 +29,9 @@ pub trait Backend {
     /// Looks each of `elems` up by key: what `table` holds under it, or None
     /// when it (or its set, or the table) is missing.
     fn lookup(&mut self, family: NfFamily, table: &str, elems: &[Element]) -> Result<Vec<Option<Found>>>;
+    /// Whether `table` holds `chain`, without listing (nothing when either is
+    /// missing): the cheap check before looking at another's tables.
+    fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool>;
     /// Whether nftables can be used at all (STATUS).
     fn available(&mut self) -> Result<()>;
 }
@@ -97,6 +100,10 @@ impl Backend for System {
         let wire: Vec<WireElem> = elems.iter().map(wire).collect::<Result<_>>()?;
         let found = self.nfnl()?.get(nfgen_family(family), table, &wire)?;
         Ok(found.into_iter().map(|f| f.map(|f| Found { comment: f.comment })).collect())
+    }
+
+    fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool> {
+        self.nfnl()?.chain_exists(nfgen_family(family), table, chain)
     }
 
     fn available(&mut self) -> Result<()> {

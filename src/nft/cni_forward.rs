@@ -81,20 +81,6 @@ fn closing(saved: &Saved, ips: &[IpAddr]) -> Script {
     script
 }
 
-/// Applies what `build` makes of a fresh listing; when that fails (a
-/// concurrent call changed the table meanwhile), lists again and retries
-/// once. One commit each time, none when nothing is to change.
-fn apply_fresh(ipt: Iptables, first: Saved, build: impl Fn(&Saved) -> Script) -> Result<()> {
-    let script = build(&first);
-    match ipt.restore(&script) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            log::debug!("{ipt}: {e}; listing again");
-            ipt.restore(&build(&ipt.save(TABLE)?)).map_err(|_| e)
-        }
-    }
-}
-
 /// ADD: opens the way for `ips` through every iptables whose FORWARD may
 /// drop. Returns the iptables it changed, for the caller's undo.
 pub fn open(ips: &[IpAddr], admin_chain: &str) -> Result<Vec<Iptables>> {
@@ -105,7 +91,7 @@ pub fn open(ips: &[IpAddr], admin_chain: &str) -> Result<Vec<Iptables>> {
             continue;
         }
         let Some(saved) = dropping_filter(ipt)? else { continue };
-        apply_fresh(ipt, saved, |s| opening(s, &ips, admin_chain))?;
+        ipt.apply_fresh(TABLE, saved, |s| opening(s, &ips, admin_chain))?;
         opened.push(ipt);
     }
     Ok(opened)
@@ -130,7 +116,7 @@ pub fn close(ips: &[IpAddr]) -> Result<()> {
             continue;
         }
         let done = match ipt.save(TABLE) {
-            Ok(saved) if saved.has_chain(FORWARD_CHAIN) => apply_fresh(ipt, saved, |s| closing(s, &ips)),
+            Ok(saved) if saved.has_chain(FORWARD_CHAIN) => ipt.apply_fresh(TABLE, saved, |s| closing(s, &ips)),
             Ok(_) => Ok(()),
             Err(e) if e.is_unsupported() => Ok(()),
             Err(e) => Err(e),

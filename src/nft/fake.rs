@@ -269,6 +269,11 @@ impl Backend for Fake {
             .collect())
     }
 
+    fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool> {
+        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
+        Ok(t.is_some_and(|t| t.chains.contains_key(chain)))
+    }
+
     fn available(&mut self) -> Result<()> {
         Ok(())
     }

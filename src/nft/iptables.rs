@@ -101,6 +101,20 @@ impl Iptables {
         self.run("-restore", &["-w", "--noflush"], Some(text.as_bytes())).map(|_| ())
     }
 
+    /// Applies what `build` makes of `first` (a listing of `table`); when
+    /// that fails (a concurrent call changed the table meanwhile), lists
+    /// again and retries once. One commit each time, none when nothing is to
+    /// change.
+    pub fn apply_fresh(&self, table: &str, first: Saved, build: impl Fn(&Saved) -> Script) -> Result<()> {
+        match self.restore(&build(&first)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                log::debug!("{self}: {e}; listing again");
+                self.restore(&build(&self.save(table)?)).map_err(|_| e)
+            }
+        }
+    }
+
     fn run(&self, tool: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
         let binary = self.binary(tool);
         let mut child = Command::new(&binary)

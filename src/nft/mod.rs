@@ -19,6 +19,7 @@ pub mod owned;
 pub mod owner;
 pub mod reference;
 pub mod schema;
+pub mod takeover;
 
 pub use backend::{Backend, Found};
 pub use element::{Data, Element, ElementOp, Key};

@@ -90,6 +90,61 @@ fn go_unquote(s: &str) -> Option<(String, &str)> {
     None
 }
 
+/// nftables' limit for a rule comment (knftables' CommentLengthMax).
+const NFT_COMMENT_MAX: usize = 128;
+
+/// The table and chain of newer reference releases' nftables ipMasq
+/// (family inet): one rule per container address, its comment starting
+/// with `instance_hash`.
+pub const MASQ_TABLE: &str = "cni_plugins_masquerade";
+pub const MASQ_CHAIN: &str = "masq_checks";
+
+/// The first 16 hex digits of the SHA-512 of `s`.
+fn hash16(s: &str) -> String {
+    sha512::name_with_prefix(16, "", s)
+}
+
+/// What every nftables ipMasq comment of `network` starts with.
+pub fn masq_network_hash(network: &str) -> String {
+    hash16(network)
+}
+
+/// What the nftables ipMasq comments of one attachment start with.
+pub fn masq_instance_hash(network: &str, ifname: &str, container_id: &str) -> String {
+    format!("{}-{}", masq_network_hash(network), hash16(&format!("{ifname}:{container_id}")))
+}
+
+/// The whole comment of one attachment's nftables ipMasq rules.
+pub fn masq_comment(network: &str, ifname: &str, container_id: &str) -> String {
+    let mut comment = format!(
+        "{}, net: {}, if: {}, id: {}",
+        masq_instance_hash(network, ifname, container_id),
+        network.replace('"', ""),
+        ifname.replace('"', ""),
+        container_id.replace('"', "")
+    );
+    comment.truncate(NFT_COMMENT_MAX);
+    comment
+}
+
+/// The container ID at the end of an nftables ipMasq comment (for the
+/// doctor; possibly cut short with the comment).
+pub fn masq_comment_container(comment: &str) -> Option<&str> {
+    comment.rsplit_once(", id: ").map(|(_, id)| id)
+}
+
+/// The table of newer reference releases' nftables portmap (families ip
+/// and ip6): its per-container rules carry the bare container ID as comment.
+pub const HOSTPORT_TABLE: &str = "cni_hostport";
+/// A chain every cni_hostport table has (the presence check).
+pub const HOSTPORT_CHAIN: &str = "hostports";
+
+/// portmap's iptables chains: the per-container DNAT chain and the one old
+/// releases made, and the top-level chain jumping to the DNAT chains.
+pub const DNAT_PREFIX: &str = "DN-";
+pub const OLD_SNAT_PREFIX: &str = "SN-";
+pub const HOSTPORT_DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
+
 /// An address as the firewall plugin's rules name it: a host prefix.
 fn host(ip: IpAddr) -> String {
     format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 })
@@ -143,6 +198,19 @@ mod tests {
         assert_eq!(parse_comment(&dnat), Some(("n".into(), "abc".into())));
         assert_eq!(parse_comment("CNI firewall plugin rules"), None);
         assert_eq!(parse_comment(r#"name: "n" id: "unterminated"#), None);
+    }
+
+    #[test]
+    fn nftables_masquerade_comments() {
+        // `printf mynet | sha512sum`, `printf eth0:c1 | sha512sum`: their first 16 digits.
+        let network = crate::util::sha512::hex(&crate::util::sha512::sha512(b"mynet"))[..16].to_string();
+        let instance = crate::util::sha512::hex(&crate::util::sha512::sha512(b"eth0:c1"))[..16].to_string();
+        assert_eq!(masq_network_hash("mynet"), network);
+        let comment = masq_comment("mynet", "eth0", "c1");
+        assert_eq!(comment, format!("{network}-{instance}, net: mynet, if: eth0, id: c1"));
+        assert!(comment.starts_with(&masq_instance_hash("mynet", "eth0", "c1")));
+        assert_eq!(masq_comment_container(&comment), Some("c1"));
+        assert_eq!(masq_comment("n", "eth0", &"x".repeat(200)).len(), 128);
     }
 
     #[test]
