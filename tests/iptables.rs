@@ -3,6 +3,9 @@
 //! rule; iptables-nft and iptables-legacy), with the reference's CNI-FORWARD
 //! rules, and DEL leaves the foreign filter as it was.
 //!
+//! Taking over the reference's state: the reference plugins (/usr/lib/cni)
+//! ADD, cnibox DELs (or GCs), and nothing naming the container is left.
+//!
 //! Every iptables command runs inside the fake host netns (iptables and nft
 //! state is per netns).
 
@@ -18,8 +21,8 @@ use serde_json::{json, Value};
 const OUTSIDE_PORT: u16 = 8000;
 
 /// A fake node: the host netns, an outside machine behind it (10.250.0.2,
-/// fd50::2) and the directories a runtime keeps; one network of bridge
-/// (isGateway, ipMasq) + `plugins`.
+/// fd50::2) and the directories a runtime keeps; one network of `main`
+/// ("bridge" with isGateway, or "ptp"; ipMasq) + `plugins`.
 struct Node {
     host: Netns,
     _outside: Netns,
@@ -31,6 +34,10 @@ struct Node {
 
 impl Node {
     fn new(plugins: Value) -> Node {
+        Node::with_main("bridge", plugins)
+    }
+
+    fn with_main(main: &str, plugins: Value) -> Node {
         let host = no_dad(Netns::new("ith"));
         let outside = no_dad(Netns::new("ito"));
         let link = unique("itv");
@@ -53,12 +60,17 @@ impl Node {
             data: TempDir::new("it-data"),
             network: unique("itnet"),
         };
-        let mut list = vec![json!({
-            "type": "bridge", "bridge": unique("itbr"), "isGateway": true, "ipMasq": true,
+        let mut first = json!({
+            "type": main, "ipMasq": true,
             "ipam": {"type": "host-local", "dataDir": node.data.path().join("ipam"),
                      "ranges": [[{"subnet": "10.251.0.0/24"}], [{"subnet": "fd51::/64"}]],
                      "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}
-        })];
+        });
+        if main == "bridge" {
+            first["bridge"] = json!(unique("itbr"));
+            first["isGateway"] = json!(true);
+        }
+        let mut list = vec![first];
         list.extend(plugins.as_array().unwrap().iter().cloned());
         let conflist = json!({"cniVersion": "1.0.0", "name": node.network, "plugins": list});
         std::fs::write(node.conf_dir.path().join("10-it.conflist"), conflist.to_string()).unwrap();
@@ -68,16 +80,25 @@ impl Node {
     /// `cnibox cnitool VERB NETWORK NETNS` inside the fake host, with the
     /// plugins of `cni_path`; the result, or panics.
     fn cnitool(&self, cni_path: &str, verb: &str, container: &Netns) -> Value {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.host.name])
+        self.cnitool_with(cni_path, verb, &container.path(), &[])
+    }
+
+    /// The same with more environment (CAP_ARGS, PATH), for a netns path
+    /// that may be gone.
+    fn cnitool_with(&self, cni_path: &str, verb: &str, netns: &str, env: &[(&str, String)]) -> Value {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host.name])
             .arg(plugin_dir().join("cnitool"))
-            .args([verb, &self.network, &container.path()])
+            .args([verb, &self.network])
+            .args((verb != "gc").then_some(netns))
             .env("NETCONFPATH", self.conf_dir.path())
             .env("CNI_PATH", cni_path)
             .env("CNI_CACHE_DIR", self.cache.path())
-            .env("CNIBOX_LOG", "debug")
-            .output()
-            .unwrap();
+            .env("CNIBOX_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "cnitool {verb} failed: {}{}",
@@ -85,6 +106,15 @@ impl Node {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Rewrites the network's config with another cniVersion (GC needs
+    /// 1.1.0, which the installed reference plugins do not know).
+    fn set_cni_version(&self, version: &str) {
+        let file = self.conf_dir.path().join("10-it.conflist");
+        let mut conflist: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        conflist["cniVersion"] = json!(version);
+        std::fs::write(file, conflist.to_string()).unwrap();
     }
 
     /// `<tool>-save -t <table>` in the fake host, without comments and counters.
@@ -112,8 +142,9 @@ fn foreign_lines(saved: &str) -> Vec<String> {
 /// iptables-legacy), and DEL leaves that filter as it was.
 fn reaches_the_outside_through(tool: &str, setup: &str) {
     let node = Node::new(firewall_chain());
-    node.host.exec(&setup.replace("{ip}", &format!("{tool}")).replace("{ip6}", &format!("ip6{}", &tool[2..])));
-    let before = [node.save(tool, "filter"), node.save(&format!("ip6{}", &tool[2..]), "filter")];
+    let tool6 = format!("ip6{}", &tool[2..]);
+    node.host.exec(&setup.replace("{ip}", tool).replace("{ip6}", &tool6));
+    let before = [node.save(tool, "filter"), node.save(&tool6, "filter")];
     let pod = no_dad(Netns::new("itc"));
     node.cnitool(&cni_path(), "add", &pod);
     assert_eq!(tcp_get(&pod.name, &format!("10.250.0.2:{OUTSIDE_PORT}")).as_deref(), Some("outside"), "{tool}: IPv4");
@@ -132,7 +163,7 @@ fn reaches_the_outside_through(tool: &str, setup: &str) {
     node.host.exec(&format!("{tool} -w -A CNI-FORWARD -s 10.251.0.2/32 -j ACCEPT"));
 
     node.cnitool(&cni_path(), "del", &pod);
-    let after = [node.save(tool, "filter"), node.save(&format!("ip6{}", &tool[2..]), "filter")];
+    let after = [node.save(tool, "filter"), node.save(&tool6, "filter")];
     for (before, after) in before.iter().zip(&after) {
         assert_eq!(foreign_lines(before), foreign_lines(after), "{tool}: the foreign filter changed");
         assert!(!after.contains("10.251.0.2") && !after.contains("fd51::2"), "{after}");
@@ -173,4 +204,169 @@ fn an_accepting_iptables_is_left_alone() {
     assert_eq!(node.save("iptables-nft", "filter"), before);
     assert_eq!(node.host.exec("cat /proc/net/ip_tables_names").trim(), "", "legacy untouched");
     node.cnitool(&cni_path(), "del", &pod);
+}
+
+// --- Taking over the reference's state ---
+
+/// Where the reference's plugins are.
+const REFERENCE: &str = "/usr/lib/cni";
+const HOST_PORT: u16 = 8080;
+
+fn cap_args() -> String {
+    json!({"portMappings": [{"hostPort": HOST_PORT, "containerPort": 80, "protocol": "tcp"}]}).to_string()
+}
+
+/// A PATH on which `iptables`, `ip6tables` and their -save/-restore are
+/// iptables-legacy's, for the reference's plugins (they run `iptables`).
+fn legacy_path(dir: &TempDir) -> String {
+    for ip in ["ip", "ip6"] {
+        for tool in ["", "-save", "-restore"] {
+            let target = format!("/usr/sbin/{ip}tables-legacy{tool}");
+            std::os::unix::fs::symlink(target, dir.path().join(format!("{ip}tables{tool}"))).unwrap();
+        }
+    }
+    format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// What the reference could have left in the fake host: the nat and filter
+/// tables of every iptables that has them, and nft's ruleset.
+fn packet_filter_state(node: &Node) -> String {
+    let mut out = String::new();
+    for (ip, names) in [("ip", "ip_tables_names"), ("ip6", "ip6_tables_names")] {
+        let legacy = node.host.exec(&format!("cat /proc/net/{names}"));
+        for table in ["nat", "filter"] {
+            out += &node.save(&format!("{ip}tables-nft"), table);
+            if legacy.lines().any(|l| l == table) {
+                out += &node.save(&format!("{ip}tables-legacy"), table);
+            }
+        }
+    }
+    out + &node.host.exec("nft list ruleset")
+}
+
+/// The reference's chains every container shares (they stay, as the
+/// reference leaves them).
+const SHARED_CHAINS: &[&str] =
+    &["CNI-FORWARD", "CNI-ADMIN", "CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"];
+
+/// Panics when `state` names a container (its ID, its addresses, a
+/// per-container chain of the reference).
+fn assert_nothing_of_the_container(state: &str, what: &str) {
+    for ip in ["10.251.0.2", "fd51::2"] {
+        assert!(
+            !state.contains(&format!("{ip}/")) && !state.contains(&format!("{ip}:")),
+            "{what}: {ip} left:\n{state}"
+        );
+    }
+    assert!(!state.contains("cnitool-"), "{what}: a container ID left:\n{state}");
+    for word in state.split(|c: char| c.is_whitespace() || c == '"' || c == ',') {
+        if word.starts_with("CNI-") && !word.contains(' ') {
+            assert!(SHARED_CHAINS.contains(&word), "{what}: chain {word} left:\n{state}");
+        }
+    }
+}
+
+/// How cnibox is told the container is gone.
+#[derive(Clone, Copy, Debug)]
+enum Teardown {
+    Del,
+    /// DEL after the container's netns was deleted.
+    DelNetnsGone,
+    /// GC, the runtime having forgotten the container (and its netns gone).
+    Gc,
+}
+
+/// The reference ADDs a pod on `main` + `plugins` (through iptables-legacy
+/// when `legacy`); cnibox tears it down as `how` says; nothing naming the
+/// container is left. Returns the node for more checks.
+fn reference_add_cnibox_teardown(main: &str, plugins: Value, legacy: bool, how: Teardown) -> Node {
+    let node = Node::with_main(main, plugins);
+    let path_dir = TempDir::new("it-path");
+    let mut env = vec![("CAP_ARGS", cap_args())];
+    if legacy {
+        env.push(("PATH", legacy_path(&path_dir)));
+    }
+    let pod = no_dad(Netns::new("itc"));
+    let result = node.cnitool_with(REFERENCE, "add", &pod.path(), &env);
+    let what = format!("{main} {} legacy={legacy} {how:?}", node.network);
+    assert_eq!(result["ips"][0]["address"], "10.251.0.2/24", "{what}");
+    let made = packet_filter_state(&node);
+    assert!(made.contains("10.251.0.2"), "{what}: the reference made no rules:\n{made}");
+    let reference_tool = if legacy { "iptables-legacy" } else { "iptables-nft" };
+    assert!(node.save(reference_tool, "nat").contains("10.251.0.2/32"), "{what}: not in {reference_tool}");
+    let netns = pod.path();
+    match how {
+        Teardown::Del => {
+            node.cnitool_with(&cni_path(), "del", &netns, &env);
+        }
+        Teardown::DelNetnsGone => {
+            drop(pod);
+            node.cnitool_with(&cni_path(), "del", &netns, &env);
+        }
+        Teardown::Gc => {
+            drop(pod);
+            sh(&format!("rm -rf {}/results", node.cache.path().display()));
+            node.set_cni_version("1.1.0");
+            node.cnitool_with(&cni_path(), "gc", "", &env);
+        }
+    }
+    assert_nothing_of_the_container(&packet_filter_state(&node), &what);
+    node
+}
+
+fn each_teardown(main: &str, plugins: Value) {
+    for legacy in [false, true] {
+        for how in [Teardown::Del, Teardown::DelNetnsGone, Teardown::Gc] {
+            reference_add_cnibox_teardown(main, plugins.clone(), legacy, how);
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn reference_bridge_ip_masq_is_taken_over() {
+    require_root();
+    each_teardown("bridge", json!([]));
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn reference_ptp_ip_masq_is_taken_over() {
+    require_root();
+    each_teardown("ptp", json!([]));
+}
+
+fn portmap_chain() -> Value {
+    json!([{"type": "portmap", "capabilities": {"portMappings": true}}])
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn reference_portmap_is_taken_over_and_the_port_serves_a_new_pod() {
+    require_root();
+    each_teardown("bridge", portmap_chain());
+    for legacy in [false, true] {
+        let node = reference_add_cnibox_teardown("bridge", portmap_chain(), legacy, Teardown::Del);
+        // A cnibox pod on the same host port gets the traffic.
+        let pod = no_dad(Netns::new("itc"));
+        serve(&pod.name, 80, "new pod");
+        node.cnitool_with(&cni_path(), "add", &pod.path(), &[("CAP_ARGS", cap_args())]);
+        let got = tcp_get(&node._outside.name, &format!("10.250.0.1:{HOST_PORT}"));
+        assert_eq!(got.as_deref(), Some("new pod"), "legacy={legacy}");
+        node.cnitool_with(&cni_path(), "del", &pod.path(), &[("CAP_ARGS", cap_args())]);
+    }
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn reference_firewall_accepts_are_taken_over() {
+    require_root();
+    // The reference's firewall names no container in its accepts: DEL finds
+    // them by address (prevResult); its GC does not exist, nor can ours
+    // tell whose an accept is.
+    for legacy in [false, true] {
+        for how in [Teardown::Del, Teardown::DelNetnsGone] {
+            reference_add_cnibox_teardown("bridge", firewall_chain(), legacy, how);
+        }
+    }
 }
