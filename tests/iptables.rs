@@ -370,3 +370,114 @@ fn reference_firewall_accepts_are_taken_over() {
         }
     }
 }
+
+/// The first 16 hex digits of the SHA-512 of `s` (the reference's
+/// MustFormatHashWithPrefix(16, "", s)).
+fn hash16(s: &str) -> String {
+    sh(&format!("printf %s '{s}' | sha512sum")).chars().take(16).collect()
+}
+
+/// The nftables ipMasq comment of newer reference releases for one attachment.
+fn reference_masq_comment(network: &str, ifname: &str, id: &str) -> String {
+    format!("{}-{}, net: {network}, if: {ifname}, id: {id}", hash16(network), hash16(&format!("{ifname}:{id}")))
+}
+
+/// Writes the state newer reference releases' nftables backends keep for
+/// container `id` (address 10.251.0.<n>): a masquerade rule in `inet
+/// cni_plugins_masquerade` and DNAT and masquerading rules in `ip
+/// cni_hostport`, laid out and commented as theirs are.
+fn reference_nft_state(host: &Netns, network: &str, id: &str, n: u8) {
+    let masq = reference_masq_comment(network, "eth0", id);
+    let script = format!(
+        "add table inet cni_plugins_masquerade
+add chain inet cni_plugins_masquerade masq_checks
+add chain inet cni_plugins_masquerade postrouting {{ type nat hook postrouting priority srcnat; }}
+add rule inet cni_plugins_masquerade postrouting goto masq_checks
+add rule inet cni_plugins_masquerade masq_checks ip saddr 10.251.0.{n} ip daddr != 10.251.0.0/24 masquerade comment \"{masq}\"
+add table ip cni_hostport
+add chain ip cni_hostport hostports
+add chain ip cni_hostport hostip_hostports
+add chain ip cni_hostport masquerading {{ type nat hook postrouting priority srcnat; }}
+add rule ip cni_hostport hostports tcp dport {port} dnat to 10.251.0.{n}:80 comment \"{id}\"
+add rule ip cni_hostport masquerading ip saddr 10.251.0.{n} ip daddr 10.251.0.{n} masquerade comment \"{id}\"
+",
+        port = 9000 + u16::from(n)
+    );
+    let file = TempDir::new("it-nft");
+    std::fs::write(file.path().join("state.nft"), script).unwrap();
+    host.exec(&format!("nft -f {}", file.path().join("state.nft").display()));
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn reference_nftables_state_is_taken_over_by_del_and_gc() {
+    require_root();
+    let host = Netns::new("ith");
+    let data = TempDir::new("it-data");
+    let network = unique("itnft");
+    let (gone, deleted, valid) = ("gone-c1", "del-c2", "valid-c3");
+    for (id, n) in [(gone, 2), (deleted, 3), (valid, 4)] {
+        reference_nft_state(&host, &network, id, n);
+    }
+    let conf = |plugin: &str, version: &str, extra: Value| {
+        let mut c = json!({"cniVersion": version, "name": network, "type": plugin});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c.to_string()
+    };
+    let bridge = json!({"bridge": unique("itbr"), "ipMasq": true,
+                        "ipam": {"type": "host-local", "dataDir": data.path(), "subnet": "10.251.0.0/24"}});
+    let call = |plugin: &str, id: &str| {
+        Call::new(plugin).container(id, "", "eth0").in_netns(&host).env("CNI_PATH", &cni_path())
+    };
+    // DEL of one container (its netns long gone).
+    call("bridge", deleted).run("DEL", &conf("bridge", "1.0.0", bridge.clone())).ok();
+    call("portmap", deleted).run("DEL", &conf("portmap", "1.0.0", json!({}))).ok();
+    let rules = host.exec("nft list ruleset");
+    assert!(!rules.contains(deleted) && !rules.contains("10.251.0.3"), "{rules}");
+    assert!(rules.contains(gone) && rules.contains(valid), "{rules}");
+    // GC with only `valid` valid: the masquerade rule of `gone` goes; its
+    // portmap rules name no network, so only DEL removes them.
+    let attachments = json!({"cni.dev/valid-attachments": [{"containerID": valid, "ifname": "eth0"}]});
+    let mut gc_bridge = bridge.clone();
+    gc_bridge["cni.dev/valid-attachments"] = attachments["cni.dev/valid-attachments"].clone();
+    Call::new("bridge")
+        .in_netns(&host)
+        .env("CNI_PATH", &cni_path())
+        .run("GC", &conf("bridge", "1.1.0", gc_bridge))
+        .ok();
+    let masq = host.exec("nft list table inet cni_plugins_masquerade");
+    assert!(!masq.contains(gone) && masq.contains(valid), "{masq}");
+    Call::new("portmap").in_netns(&host).run("GC", &conf("portmap", "1.1.0", attachments)).ok();
+    assert!(host.exec("nft list table ip cni_hostport").contains(gone));
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn doctor_lists_what_the_reference_left_for_gone_containers() {
+    require_root();
+    let node = Node::new(portmap_chain());
+    let pod = no_dad(Netns::new("itc"));
+    node.cnitool_with(REFERENCE, "add", &pod.path(), &[("CAP_ARGS", cap_args())]);
+    reference_nft_state(&node.host, &node.network, "nft-gone", 9);
+    let doctor = |what: &str| {
+        let out = node.host.exec(&format!(
+            "{} doctor --cache-dir {} --conf-dir {} --bin-dir {} || true",
+            BIN,
+            node.cache.path().display(),
+            node.conf_dir.path().display(),
+            plugin_dir().display()
+        ));
+        out.lines().filter(|l| l.contains(what)).map(str::to_string).collect::<Vec<_>>()
+    };
+    // The pod lives (it is cached): only the nftables leftovers are reported.
+    let leftovers = doctor("the reference plugins' state");
+    assert!(leftovers.iter().all(|l| l.contains("nft-gone")), "{leftovers:?}");
+    assert_eq!(leftovers.len(), 3, "{leftovers:?}");
+    // The runtime forgot the pod: its nat chains are reported too.
+    sh(&format!("rm -rf {}/results", node.cache.path().display()));
+    let leftovers = doctor("the reference plugins' state");
+    assert!(leftovers.iter().any(|l| l.contains("iptables-nft nat CNI-DN-")), "{leftovers:?}");
+    assert!(leftovers.iter().any(|l| l.contains("ip6tables-nft nat CNI-")), "{leftovers:?}");
+}
