@@ -375,6 +375,14 @@ fn main() {
     row("bridge+ipMasq, portmap, firewall, tuning ADD+DEL", &full, "≥ 8×", &mut || {
         alternate(&suites, rounds, |s| add_del(s, &full, c0))
     });
+    // dockerd's policy on the node: cnibox's firewall must also open the way
+    // through iptables (nft/cni_forward.rs), as the reference always does.
+    row("full chain, dockerd's iptables -P FORWARD DROP", &full, "", &mut || {
+        sh("iptables-nft -w -P FORWARD DROP && ip6tables-nft -w -P FORWARD DROP");
+        let m = alternate(&suites, rounds, |s| add_del(s, &full, c0));
+        sh("iptables-nft -w -P FORWARD ACCEPT && ip6tables-nft -w -P FORWARD ACCEPT");
+        m
+    });
     let par = &containers[1..65];
     row("64 bridge ADDs in parallel, then 64 DELs", &bridge, "≥ 5×", &mut || {
         // Each round takes ~1 s; the row varies more than others, so not too few.

@@ -593,6 +593,27 @@ fn check_leaks(o: &Options, needs: &Needs, r: &mut Report) {
     if nft.is_empty() {
         r.add(Level::Ok, "no leaked elements in cnibox-* nft tables".into());
     }
+    check_reference_leftovers(&known, r);
+}
+
+/// The reference plugins' per-container iptables chains and nftables rules
+/// (a node that switched) of containers that are gone. The firewall's
+/// CNI-FORWARD accepts name only an address, not a container: not listed.
+fn check_reference_leftovers(known: &Known, r: &mut Report) {
+    let leftovers = match crate::nft::takeover::leftovers(&mut *crate::nft::backend()) {
+        Ok(all) => all,
+        Err(e) => return r.add(Level::Warn, format!("the reference plugins' state cannot be read: {e}")),
+    };
+    let gone: Vec<_> = leftovers.iter().filter(|l| !known.alive(&l.container_id)).collect();
+    for l in &gone {
+        r.add(
+            Level::Fail,
+            format!("{}: the reference plugins' state for container {}, which is gone", l.place, l.container_id),
+        );
+    }
+    if gone.is_empty() {
+        r.add(Level::Ok, "no leftovers of the reference plugins' per-container iptables/nftables state".into());
+    }
 }
 
 pub fn main(args: &[String]) -> i32 {

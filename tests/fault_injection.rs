@@ -414,6 +414,21 @@ fn cases() -> Vec<Case> {
             del_after_failure: false,
         },
         Case {
+            name: "firewall through dockerd's iptables-nft FORWARD policy",
+            plugin: "firewall",
+            ifname: "eth0",
+            setup: |w| {
+                // nft's listing of the host holds iptables-nft's rules.
+                w.host.exec("iptables-nft -w -P FORWARD DROP");
+                w.host.exec("ip6tables-nft -w -P FORWARD DROP");
+                let prev = w.attached(214);
+                conf(w, "firewall", Value::Null, json!({"prevResult": prev}))
+            },
+            // CNI-FORWARD, CNI-ADMIN and their jumps outlive DEL, as the reference leaves them.
+            warm_up: true,
+            del_after_failure: false,
+        },
+        Case {
             name: "flannel delegating to bridge and host-local (its saved config)",
             plugin: "flannel",
             ifname: "eth0",

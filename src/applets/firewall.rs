@@ -30,8 +30,10 @@
 //! nftables differs from iptables in one way operators should know: an
 //! accept ends evaluation in this table only; another table's forward chain
 //! with a drop policy still sees the packet and must allow it itself: hence
-//! firewalld's zone and the accepts in foreign chains. Drops (isolation)
-//! are final everywhere.
+//! firewalld's zone, the accepts in foreign nftables chains, and, where an
+//! iptables FORWARD (nft or legacy) may drop, the container's accepts made
+//! there as the reference makes them (nft/cni_forward.rs). Drops
+//! (isolation) are final everywhere.
 //!
 //! As in the reference, isolation acts on routed traffic (iif/oif are the
 //! bridges): frames switched between two ports of one bridge never reach the
@@ -48,6 +50,7 @@ use serde_json::Value;
 
 use super::shared::nft_attachment;
 use crate::cni::{Applet, CniError, CniResult, Command};
+use crate::nft::cni_forward;
 use crate::nft::firewalld::{self, Firewalld};
 use crate::nft::foreign;
 use crate::nft::owned::{self, Claim};
@@ -380,7 +383,9 @@ impl Applet for Firewall {
         let policy = bridge.map(|br| policy_elements(&br, conf.policy)).unwrap_or_default();
         let mut nft = crate::nft::backend();
         add_elements(&mut *nft, &conf, &owner, &addresses, &policy)?;
-        let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &container_ips(&prev));
+        let ips = container_ips(&prev);
+        let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &ips)
+            .and_then(|_| cni_forward::open(&ips, &conf.admin_chain).map_err(CniError::from));
         if let Err(e) = opened.and_then(|_| crate::cni::fault::step("firewall: rules committed")) {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
@@ -401,7 +406,8 @@ impl Applet for Firewall {
         };
         let holes = foreign::close(&mut *nft, |c| owner.owns(c));
         remove_firewalld_sources(cmd, &addrs);
-        elements.and(holes.map(drop).map_err(CniError::from))
+        let iptables = cni_forward::close(&addrs).map_err(CniError::from);
+        elements.and(holes.map(drop).map_err(CniError::from)).and(iptables)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -426,6 +432,9 @@ impl Applet for Firewall {
             return Err(CniError::internal(format!(
                 "{chain} would drop the container's traffic: its accepts are missing"
             )));
+        }
+        if let Some(missing) = cni_forward::check(&ips, &conf.admin_chain)? {
+            return Err(CniError::internal(missing));
         }
         let missing = match firewalld.as_mut() {
             Some(fw) => fw.missing_sources(&conf.zone, &ips)?,
@@ -456,8 +465,20 @@ impl Applet for Firewall {
             foreign::close(&mut *nft, stale)?;
         }
         remove_firewalld_sources(cmd, &listed_addresses(&elements));
-        Ok(())
+        close_stale(&mut *nft, &elements)
     }
+}
+
+/// GC's iptables part: the accepts of the addresses stale attachments held
+/// (`removed`), unless a live attachment holds the address now.
+fn close_stale(nft: &mut dyn Backend, removed: &[ListedElement]) -> Result<(), CniError> {
+    let stale = listed_addresses(removed);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let held = nft.list(FAMILY, TABLE)?.map(|l| listed_addresses(&l.elements())).unwrap_or_default();
+    let doomed: Vec<IpAddr> = stale.into_iter().filter(|ip| !held.contains(ip)).collect();
+    Ok(cni_forward::close(&doomed)?)
 }
 
 fn check_listing(

@@ -66,6 +66,7 @@ use crate::nft::schema::{
     add, concat, cow as s, delete_chain, delete_set, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Obj,
     Stmt, Table, Transaction,
 };
+use crate::nft::takeover::{self, Kind};
 use crate::nft::{Backend, Data, Element, ElementOp, Key, ListedElement, ListedRule, Listing, Owner};
 
 pub struct Portmap;
@@ -689,9 +690,12 @@ impl Applet for Portmap {
     }
 
     fn del(&self, cmd: &Command) -> Result<(), CniError> {
-        let udp_ports = del_attachment(&mut *crate::nft::backend(), cmd)?;
-        flush_udp_conntrack(&udp_ports);
-        Ok(())
+        let mut nft = crate::nft::backend();
+        let ours = del_attachment(&mut *nft, cmd);
+        // What the reference made for this container, on a node that switched.
+        let reference = takeover::remove(&mut *nft, Kind::Portmap, &nft_attachment::owner(cmd));
+        flush_udp_conntrack(&ours?);
+        Ok(reference?)
     }
 
     fn check(&self, cmd: &Command) -> Result<(), CniError> {
@@ -727,7 +731,8 @@ impl Applet for Portmap {
                 rules.len()
             );
         }
-        remove_unused_layout(&mut *nft)
+        let reference = nft_attachment::remove_stale_reference(cmd, &mut *nft, Kind::Portmap);
+        remove_unused_layout(&mut *nft).and(reference)
     }
 }
 

@@ -58,6 +58,9 @@ pub trait Backend {
     /// it jumps to; None when the set (or the table) does not exist. One
     /// nfnetlink dump, no nft.
     fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>>;
+    /// Whether `table` holds `chain`, without listing (nothing when either is
+    /// missing): the cheap check before looking at another's tables.
+    fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool>;
     /// Whether nftables can be used at all (STATUS).
     fn available(&mut self) -> Result<()>;
     /// The base chains of every ip, ip6 and inet table: one cheap
@@ -166,6 +169,10 @@ impl Backend for System {
 
     fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>> {
         self.nfnl()?.set_elements(nfgen_family(family), table, set)
+    }
+
+    fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool> {
+        self.nfnl()?.chain_exists(nfgen_family(family), table, chain)
     }
 
     fn available(&mut self) -> Result<()> {

@@ -13,6 +13,9 @@ pub enum ErrorKind {
     Exec,
     /// The kernel refused an nfnetlink request with this errno.
     Kernel(i32),
+    /// The tool is not installed, or cannot handle this table (iptables on
+    /// a table nft wrote, or a kernel without it).
+    Unsupported,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +54,10 @@ impl Error {
 
     pub fn is_exists(&self) -> bool {
         self.kind == ErrorKind::Exists
+    }
+
+    pub fn is_unsupported(&self) -> bool {
+        self.kind == ErrorKind::Unsupported
     }
 }
 

@@ -301,6 +301,11 @@ impl Backend for Fake {
         Ok(Some(s.elems.iter().map(|(_, d, c)| SetElement { comment: c.clone(), jump: jump(d) }).collect()))
     }
 
+    fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool> {
+        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
+        Ok(t.is_some_and(|t| t.chains.contains_key(chain)))
+    }
+
     fn available(&mut self) -> Result<()> {
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! errors (error.rs).
 
 pub mod backend;
+pub mod cni_forward;
 pub mod element;
 pub mod error;
 pub mod exec;
@@ -13,11 +14,14 @@ pub mod exec;
 pub mod fake;
 pub mod firewalld;
 pub mod foreign;
+pub mod iptables;
 pub mod listing;
 pub mod nfnetlink;
 pub mod owned;
 pub mod owner;
+pub mod reference;
 pub mod schema;
+pub mod takeover;
 
 pub use backend::{Backend, Found, SetElement};
 pub use element::{Data, Element, ElementOp, Key};

@@ -681,6 +681,33 @@ impl Nfnl {
             Err(e) => Err(e),
         }
     }
+
+    /// Whether `table` (of nfgenmsg `family`) holds `chain`: one request,
+    /// no listing.
+    pub fn chain_exists(&mut self, family: u8, table: &str, chain: &str) -> Result<bool> {
+        let seq = self.next_seqs(1);
+        let mut m = Msg::nft(NFT_MSG_GETCHAIN, NLM_F_ACK, seq, family);
+        m.attr_str(NFTA_CHAIN_TABLE, table);
+        m.attr_str(NFTA_CHAIN_NAME, chain);
+        self.send(&m.finish())?;
+        let (mut found, mut errno) = (false, 0);
+        self.receive(|r| {
+            if r.seq != seq {
+                return false;
+            }
+            if r.kind != NLMSG_ERROR {
+                found = true;
+                return false;
+            }
+            errno = error_of(r.payload);
+            true
+        })?;
+        match errno {
+            0 => Ok(found),
+            ENOENT => Ok(false),
+            errno => Err(Error::kernel(errno, &format!("looking up chain {table} {chain}"))),
+        }
+    }
 }
 
 impl Drop for Nfnl {

@@ -41,6 +41,7 @@ use crate::nft::owner::is_network;
 use crate::nft::schema::{
     add, concat, cow, delete_chain, delete_set, eq, matches, meta, payload, prefix, str_expr, Obj, Table, Transaction,
 };
+use crate::nft::takeover::{self, Kind};
 use crate::nft::{Backend, Element, ElementOp, Key, Listing, Owner};
 use crate::util::hash::short_hex;
 use crate::util::lock::FileLock;
@@ -376,6 +377,19 @@ pub fn gc(network: &str, valid: &[gc::Attachment], masq: bool, spoof: bool) -> R
         valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
     let stale = |c: &str| is_network(c, network) && !valid.iter().any(|v| v.owns(c));
     remove(&mut *crate::nft::backend(), network, masq, spoof, stale)
+}
+
+/// DEL of what the reference's ipMasq made for this attachment (iptables
+/// nat chains, nftables rules), on a node that switched from it.
+pub fn del_reference(owner: &Owner) -> Result<(), CniError> {
+    Ok(takeover::remove(&mut *crate::nft::backend(), Kind::Masquerade, owner)?)
+}
+
+/// GC of what the reference's ipMasq made for `network`'s attachments not in `valid`.
+pub fn gc_reference(network: &str, valid: &[gc::Attachment]) -> Result<(), CniError> {
+    let valid: Vec<Owner> =
+        valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
+    Ok(takeover::remove_stale(&mut *crate::nft::backend(), Kind::Masquerade, network, &valid)?)
 }
 
 /// CHECK: every address of `ips` is in its network's set under this

@@ -5,6 +5,7 @@
 use nftables::types::NfFamily;
 
 use crate::cni::{gc, CniError, Command};
+use crate::nft::takeover::{self, Kind};
 use crate::nft::{owned, owner, Backend, ListedElement, ListedRule, Owner};
 
 /// The attachment `cmd` is about.
@@ -39,6 +40,17 @@ pub fn stale_filter(cmd: &Command) -> Result<Option<impl Fn(&str) -> bool + '_>,
             |a: &gc::Attachment| Owner { network, container_id: &a.container_id, ifname: &a.ifname }.owns(comment);
         owner::is_network(comment, network) && !valid.iter().any(owns)
     }))
+}
+
+/// GC of the reference's state of `kind` for this network's attachments the
+/// runtime no longer lists (a node that switched). Without the list nothing
+/// is removed.
+pub fn remove_stale_reference(cmd: &Command, nft: &mut dyn Backend, kind: Kind) -> Result<(), CniError> {
+    let Some(valid) = gc::valid_attachments(cmd)? else { return Ok(()) };
+    let network = cmd.conf.name.as_str();
+    let valid: Vec<Owner> =
+        valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
+    Ok(takeover::remove_stale(nft, kind, network, &valid)?)
 }
 
 /// STATUS of the plugins that keep nftables state: code 50 "not available"

@@ -134,6 +134,11 @@ pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
             errors.push(e);
         }
     }
+    if nft.masq {
+        if let Err(e) = masquerade::del_reference(&attachment(cmd)) {
+            errors.push(e);
+        }
+    }
     // A netns that cannot be opened (and is not just gone) is reported, but
     // the host side goes all the same: the host end takes the container's
     // end with it, wherever that is.
@@ -184,6 +189,11 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
             }
             if nft.any() {
                 if let Err(e) = masquerade::gc(network, &valid, nft.masq, nft.spoof) {
+                    first_err = first_err.or(Some(e));
+                }
+            }
+            if nft.masq {
+                if let Err(e) = masquerade::gc_reference(network, &valid) {
                     first_err = first_err.or(Some(e));
                 }
             }

@@ -1,0 +1,176 @@
+//! The firewall plugin's way through iptables' FORWARD, where that drops.
+//!
+//! nftables evaluates every base chain at a hook, and a drop anywhere is
+//! final: cnibox's accept in `inet cnibox-firewall` does nothing against
+//! dockerd's `iptables -P FORWARD DROP` or ufw's rules. So, as the
+//! reference does, the accept is made where the drop is, with the
+//! reference's names and rule shapes (reference.rs), so that either
+//! implementation removes the other's rules:
+//! ```text
+//! FORWARD:      -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD   (first)
+//! CNI-FORWARD:  -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN   (first)
+//!               -d <ip>/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//!               -s <ip>/32 -j ACCEPT
+//! ```
+//! Only an iptables whose FORWARD may drop gets them (iptables-nft and
+//! iptables-legacy, IPv4 and IPv6 each decide for themselves); a node
+//! without iptables pays one nfnetlink request and one /proc read per
+//! address family. DEL removes the container's accepts and leaves
+//! CNI-FORWARD and its jumps, as the reference does.
+
+use std::net::IpAddr;
+
+use super::error::Result;
+use super::iptables::{Flavor, Iptables, Saved, Script};
+use super::reference::{admin_jump, forward_accepts, forward_jump, FORWARD_CHAIN};
+
+const TABLE: &str = "filter";
+
+/// The addresses of `ips` that `ipt` handles.
+fn of_family(ipt: Iptables, ips: &[IpAddr]) -> Vec<IpAddr> {
+    ips.iter().copied().filter(|ip| ip.is_ipv6() == ipt.v6).collect()
+}
+
+/// `ipt`'s filter table when its FORWARD may drop. A table iptables cannot
+/// read (nft's own `ip filter`) is left to nftables.
+fn dropping_filter(ipt: Iptables) -> Result<Option<Saved>> {
+    if !ipt.present(TABLE, "FORWARD") {
+        return Ok(None);
+    }
+    let saved = match ipt.save(TABLE) {
+        Ok(saved) => saved,
+        Err(e) if e.is_unsupported() => {
+            log::info!("{ipt}: {e}; not opening a way through it");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(saved.may_drop("FORWARD", FORWARD_CHAIN).then_some(saved))
+}
+
+/// What `saved` lacks of the hole for `ips`.
+fn opening(saved: &Saved, ips: &[IpAddr], admin_chain: &str) -> Script {
+    let mut script = Script::new(TABLE);
+    for chain in [FORWARD_CHAIN, admin_chain] {
+        if !saved.has_chain(chain) {
+            script.new_chain(chain);
+        }
+    }
+    if !saved.has_rule("FORWARD", &forward_jump()) {
+        script.insert_first("FORWARD", &forward_jump());
+    }
+    if !saved.has_rule(FORWARD_CHAIN, &admin_jump(admin_chain)) {
+        script.insert_first(FORWARD_CHAIN, &admin_jump(admin_chain));
+    }
+    for accept in ips.iter().flat_map(|ip| forward_accepts(*ip)) {
+        if !saved.has_rule(FORWARD_CHAIN, &accept) {
+            script.append(FORWARD_CHAIN, &accept);
+        }
+    }
+    script
+}
+
+/// The deletion of the accepts for `ips` that `saved` holds.
+fn closing(saved: &Saved, ips: &[IpAddr]) -> Script {
+    let mut script = Script::new(TABLE);
+    for accept in ips.iter().flat_map(|ip| forward_accepts(*ip)) {
+        if saved.has_rule(FORWARD_CHAIN, &accept) {
+            script.delete(FORWARD_CHAIN, &accept);
+        }
+    }
+    script
+}
+
+/// ADD: opens the way for `ips` through every iptables whose FORWARD may
+/// drop. Returns the iptables it changed, for the caller's undo.
+pub fn open(ips: &[IpAddr], admin_chain: &str) -> Result<Vec<Iptables>> {
+    let mut opened = Vec::new();
+    for ipt in Iptables::ALL {
+        let ips = of_family(ipt, ips);
+        if ips.is_empty() {
+            continue;
+        }
+        let Some(saved) = dropping_filter(ipt)? else { continue };
+        ipt.apply_fresh(TABLE, saved, |s| opening(s, &ips, admin_chain))?;
+        opened.push(ipt);
+    }
+    Ok(opened)
+}
+
+/// Whether `ipt` may hold the reference's CNI-FORWARD (cheaply: no exec).
+fn may_hold_forward_chain(ipt: Iptables) -> bool {
+    match ipt.flavor {
+        Flavor::Nft => ipt.present(TABLE, FORWARD_CHAIN),
+        Flavor::Legacy => ipt.present(TABLE, "FORWARD"),
+    }
+}
+
+/// DEL and GC: removes the accepts for `ips` from every iptables that has
+/// them (whoever made them: these rules name no owner), best effort: every
+/// iptables is tried, the first error is returned.
+pub fn close(ips: &[IpAddr]) -> Result<()> {
+    let mut first_error = None;
+    for ipt in Iptables::ALL {
+        let ips = of_family(ipt, ips);
+        if ips.is_empty() || !may_hold_forward_chain(ipt) {
+            continue;
+        }
+        let done = match ipt.save(TABLE) {
+            Ok(saved) if saved.has_chain(FORWARD_CHAIN) => ipt.apply_fresh(TABLE, saved, |s| closing(s, &ips)),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unsupported() => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            log::warn!("{ipt}: removing the accepts of {ips:?}: {e}");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// CHECK: where FORWARD may drop, the way for `ips` must be open. Returns
+/// what is missing.
+pub fn check(ips: &[IpAddr], admin_chain: &str) -> Result<Option<String>> {
+    for ipt in Iptables::ALL {
+        let ips = of_family(ipt, ips);
+        if ips.is_empty() {
+            continue;
+        }
+        let Some(saved) = dropping_filter(ipt)? else { continue };
+        let missing = opening(&saved, &ips, admin_chain);
+        if !missing.is_empty() {
+            return Ok(Some(format!("{ipt}: FORWARD drops and {} of the firewall's rules are missing", missing.len())));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips() -> Vec<IpAddr> {
+        vec!["10.0.0.5".parse().unwrap()]
+    }
+
+    #[test]
+    fn opening_adds_only_what_is_missing() {
+        let empty = Saved::parse("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n");
+        let script = opening(&empty, &ips(), "CNI-ADMIN");
+        // Two chains, two jumps, two accepts.
+        assert_eq!(script.len(), 6);
+        let done = Saved::parse(
+            "*filter\n:FORWARD DROP [0:0]\n:CNI-FORWARD - [0:0]\n:CNI-ADMIN - [0:0]\n\
+             -A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n\
+             -A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN\n\
+             -A CNI-FORWARD -d 10.0.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A CNI-FORWARD -s 10.0.0.5/32 -j ACCEPT\nCOMMIT\n",
+        );
+        assert!(opening(&done, &ips(), "CNI-ADMIN").is_empty());
+        assert_eq!(closing(&done, &ips()).len(), 2);
+        assert!(closing(&empty, &ips()).is_empty());
+        // Another admin chain: its chain and jump.
+        assert_eq!(opening(&done, &ips(), "OPS").len(), 2);
+    }
+}

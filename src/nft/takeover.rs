@@ -1,0 +1,294 @@
+//! Taking over a node that ran the reference plugins: DEL and GC find what
+//! the reference made for a container, by the reference's naming
+//! (reference.rs), and remove it, wherever it wrote it:
+//! - iptables (iptables-nft and iptables-legacy, IPv4 and IPv6), nat table:
+//!   ipMasq's chain `CNI-<hash>` with its commented POSTROUTING jump;
+//!   portmap's `CNI-DN-<hash>` (and old releases' `CNI-SN-<hash>`) with
+//!   their commented `CNI-HOSTPORT-DNAT` jumps. The shared chains
+//!   (CNI-HOSTPORT-*) stay, as the reference leaves them.
+//! - nftables of newer releases: ipMasq's rules in `inet
+//!   cni_plugins_masquerade` (comment: a hash of network, interface and
+//!   container ID), portmap's rules in `ip`/`ip6 cni_hostport` (comment: the
+//!   container ID).
+//!
+//! A node that never ran the reference pays one nfnetlink request per
+//! place (no exec, no listing), and a /proc read for iptables-legacy.
+
+use nftables::types::NfFamily;
+
+use super::backend::Backend;
+use super::error::Result;
+use super::iptables::{Flavor, Iptables, Saved, Script};
+use super::owned;
+use super::owner::Owner;
+use super::reference::{self, chain_name, parse_comment};
+
+const NAT: &str = "nat";
+
+/// One kind of the reference's per-container state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// bridge's and ptp's ipMasq.
+    Masquerade,
+    /// portmap.
+    Portmap,
+}
+
+impl Kind {
+    /// The prefixes of its per-container nat chains (after `CNI-`).
+    fn chain_prefixes(self) -> &'static [&'static str] {
+        match self {
+            Kind::Masquerade => &[""],
+            Kind::Portmap => &[reference::DNAT_PREFIX, reference::OLD_SNAT_PREFIX],
+        }
+    }
+
+    /// The chain holding the commented jumps to its per-container chains.
+    fn entry_chain(self) -> &'static str {
+        match self {
+            Kind::Masquerade => "POSTROUTING",
+            Kind::Portmap => reference::HOSTPORT_DNAT_CHAIN,
+        }
+    }
+
+    fn chains_of(self, network: &str, container_id: &str) -> Vec<String> {
+        self.chain_prefixes().iter().map(|p| chain_name(network, container_id, p)).collect()
+    }
+}
+
+/// The deletion of `doomed` chains (those `saved` holds): every rule jumping
+/// to them, then their rules and the chains themselves.
+fn removal(saved: &Saved, doomed: &[String]) -> Script {
+    let doomed: Vec<&String> = doomed.iter().filter(|c| saved.has_chain(c)).collect();
+    let mut script = Script::new(NAT);
+    let is_doomed = |c: &str| doomed.iter().any(|d| *d == c);
+    for rule in saved.rules.iter().filter(|r| !is_doomed(&r.chain) && r.target().is_some_and(is_doomed)) {
+        script.delete(&rule.chain, &rule.spec);
+    }
+    for chain in &doomed {
+        script.flush_chain(chain);
+        script.delete_chain(chain);
+    }
+    script
+}
+
+/// Whether `ipt`'s nat table may hold one of `chains` (cheaply: no exec).
+fn may_hold(ipt: Iptables, chains: &[String]) -> bool {
+    match ipt.flavor {
+        Flavor::Nft => chains.iter().any(|c| ipt.present(NAT, c)),
+        Flavor::Legacy => ipt.present(NAT, ""),
+    }
+}
+
+/// Removes the nat chains `pick` chooses from a listing, in every iptables
+/// that `looks` says may hold some: one listing and at most one commit
+/// each. Best effort: returns the first error.
+fn remove_nat_chains(looks: impl Fn(Iptables) -> bool, pick: impl Fn(&Saved) -> Vec<String>) -> Result<()> {
+    let mut first_error = None;
+    for ipt in Iptables::ALL.into_iter().filter(|ipt| looks(*ipt)) {
+        let done = match ipt.save(NAT) {
+            Ok(saved) => ipt.apply_fresh(NAT, saved, |s| removal(s, &pick(s))),
+            Err(e) if e.is_unsupported() => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            log::warn!("{ipt}: removing the reference's nat chains: {e}");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The per-container chains of `network`'s stale containers in `saved`:
+/// the targets of the entry chain's jumps whose comment names a container
+/// of `network` that `valid` rejects (and whose name is that container's).
+fn stale_chains(saved: &Saved, kind: Kind, network: &str, valid: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in saved.rules_of(kind.entry_chain()) {
+        let (Some(target), Some((net, id))) = (rule.target(), rule.comment().and_then(parse_comment)) else {
+            continue;
+        };
+        if net == network && !valid(&id) && kind.chains_of(&net, &id).iter().any(|c| c == target) {
+            out.push(target.to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The reference's nftables table of `kind`: (family, table) of each, and a
+/// chain every such table has.
+fn nft_tables(kind: Kind) -> (&'static [NfFamily], &'static str, &'static str) {
+    match kind {
+        Kind::Masquerade => (&[NfFamily::INet], reference::MASQ_TABLE, reference::MASQ_CHAIN),
+        Kind::Portmap => (&[NfFamily::IP, NfFamily::IP6], reference::HOSTPORT_TABLE, reference::HOSTPORT_CHAIN),
+    }
+}
+
+/// Deletes the rules of the reference's nftables table(s) of `kind` whose
+/// comment `doomed` accepts, in one transaction per table, after one
+/// nfnetlink request finds the table. Best effort: returns the first error.
+fn remove_nft_rules(nft: &mut dyn Backend, kind: Kind, doomed: &dyn Fn(&str) -> bool) -> Result<()> {
+    let (families, table, chain) = nft_tables(kind);
+    let mut first_error = None;
+    for family in families {
+        let done = match nft.has_chain(*family, table, chain) {
+            Ok(true) => match nft.list(*family, table) {
+                Ok(Some(listing)) => owned::delete_owned(nft, *family, table, &listing, doomed).map(|_| ()),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            log::warn!("removing the reference's rules from {table}: {e}");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Whether an nftables rule comment of the reference's `kind` belongs to `owner`.
+fn nft_owned(kind: Kind, owner: &Owner, comment: &str) -> bool {
+    match kind {
+        Kind::Masquerade => {
+            comment.starts_with(&reference::masq_instance_hash(owner.network, owner.ifname, owner.container_id))
+        }
+        Kind::Portmap => comment == owner.container_id,
+    }
+}
+
+/// DEL: removes what the reference made of `kind` for `owner`.
+pub fn remove(nft: &mut dyn Backend, kind: Kind, owner: &Owner) -> Result<()> {
+    // For historical reasons the reference's iptables names ignore ifname.
+    let chains = kind.chains_of(owner.network, owner.container_id);
+    let iptables = remove_nat_chains(|ipt| may_hold(ipt, &chains), |_| chains.clone());
+    // Best effort: the nftables part runs whatever iptables said; the first error wins.
+    let nftables = remove_nft_rules(nft, kind, &|c| nft_owned(kind, owner, c));
+    iptables.and(nftables)
+}
+
+/// GC: removes what the reference made of `kind` for containers of
+/// `network` that are not in `valid`. portmap's nftables rules name no
+/// network, so they are left to DEL (a container ID of another network is
+/// not stale).
+pub fn remove_stale(nft: &mut dyn Backend, kind: Kind, network: &str, valid: &[Owner]) -> Result<()> {
+    let valid_id = |id: &str| valid.iter().any(|o| o.container_id == id);
+    let entry = [kind.entry_chain().to_string()];
+    let iptables =
+        remove_nat_chains(|ipt| may_hold(ipt, &entry), |saved| stale_chains(saved, kind, network, &valid_id));
+    if kind == Kind::Portmap {
+        return iptables;
+    }
+    let stale = |c: &str| {
+        c.starts_with(&reference::masq_network_hash(network))
+            && !valid.iter().any(|o| c == reference::masq_comment(network, o.ifname, o.container_id))
+    };
+    let nftables = remove_nft_rules(nft, kind, &stale);
+    iptables.and(nftables)
+}
+
+/// One of the reference's per-container objects, for the doctor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Where it is: `iptables-nft nat CNI-...`, `nft inet cni_plugins_masquerade`.
+    pub place: String,
+    pub container_id: String,
+}
+
+/// Every per-container object of the reference on this node, whoever owns
+/// it (the doctor decides which containers are gone).
+pub fn leftovers(nft: &mut dyn Backend) -> Result<Vec<Leftover>> {
+    let mut out = Vec::new();
+    for ipt in Iptables::ALL {
+        let entries: Vec<String> =
+            [Kind::Masquerade, Kind::Portmap].iter().map(|k| k.entry_chain().to_string()).collect();
+        if !may_hold(ipt, &entries) {
+            continue;
+        }
+        let saved = match ipt.save(NAT) {
+            Ok(saved) => saved,
+            Err(e) if e.is_unsupported() => continue,
+            Err(e) => return Err(e),
+        };
+        for rule in &saved.rules {
+            let (Some(target), Some((net, id))) = (rule.target(), rule.comment().and_then(parse_comment)) else {
+                continue;
+            };
+            if [Kind::Masquerade, Kind::Portmap].iter().any(|k| k.chains_of(&net, &id).iter().any(|c| c == target)) {
+                out.push(Leftover { place: format!("{ipt} {NAT} {target} (network {net})"), container_id: id });
+            }
+        }
+    }
+    for kind in [Kind::Masquerade, Kind::Portmap] {
+        let (families, table, chain) = nft_tables(kind);
+        for family in families {
+            if !nft.has_chain(*family, table, chain)? {
+                continue;
+            }
+            let Some(listing) = nft.list(*family, table)? else { continue };
+            for comment in listing.rules().into_iter().filter_map(|r| r.comment) {
+                let id = match kind {
+                    Kind::Masquerade => reference::masq_comment_container(&comment).map(str::to_string),
+                    Kind::Portmap => Some(comment.clone()),
+                };
+                let place = format!("nft {} {table}", super::schema::family_str(*family));
+                out.extend(id.map(|container_id| Leftover { place, container_id }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved_nat(network: &str, ids: &[&str]) -> Saved {
+        let mut text = String::from("*nat\n:POSTROUTING ACCEPT [0:0]\n:CNI-HOSTPORT-DNAT - [0:0]\n");
+        for id in ids {
+            let masq = chain_name(network, id, "");
+            let dn = chain_name(network, id, "DN-");
+            let comment = reference::comment(network, id).replace('"', "\\\"");
+            text += &format!(":{masq} - [0:0]\n:{dn} - [0:0]\n");
+            text += &format!("-A POSTROUTING -s 10.0.0.5/32 -m comment --comment \"{comment}\" -j {masq}\n");
+            text += &format!("-A {masq} -d 10.0.0.0/24 -m comment --comment \"{comment}\" -j ACCEPT\n");
+            text += &format!(
+                "-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat {comment}\" -m multiport --dports 80 -j {dn}\n"
+            );
+            text += &format!("-A {dn} -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:80\n");
+        }
+        Saved::parse(&(text + "COMMIT\n"))
+    }
+
+    #[test]
+    fn removal_deletes_the_jumps_then_the_chains() {
+        let saved = saved_nat("net", &["c1", "c2"]);
+        let doomed = Kind::Masquerade.chains_of("net", "c1");
+        let script = removal(&saved, &doomed);
+        // The POSTROUTING jump, a flush and the chain.
+        assert_eq!(script.len(), 3);
+        assert!(removal(&saved, &Kind::Masquerade.chains_of("net", "c9")).is_empty());
+        // portmap: the DNAT jump, the DN chain; no SN chain is there.
+        assert_eq!(removal(&saved, &Kind::Portmap.chains_of("net", "c2")).len(), 3);
+    }
+
+    #[test]
+    fn stale_chains_are_found_by_their_jumps_comments() {
+        let saved = saved_nat("net", &["c1", "c2"]);
+        let valid = |id: &str| id == "c1";
+        assert_eq!(stale_chains(&saved, Kind::Masquerade, "net", &valid), [chain_name("net", "c2", "")]);
+        assert_eq!(stale_chains(&saved, Kind::Portmap, "net", &valid), [chain_name("net", "c2", "DN-")]);
+        assert!(stale_chains(&saved, Kind::Masquerade, "other", &|_| false).is_empty());
+    }
+
+    #[test]
+    fn nft_rules_of_the_owner_only() {
+        let owner = Owner { network: "n", container_id: "c1", ifname: "eth0" };
+        assert!(nft_owned(Kind::Masquerade, &owner, &reference::masq_comment("n", "eth0", "c1")));
+        assert!(!nft_owned(Kind::Masquerade, &owner, &reference::masq_comment("n", "eth1", "c1")));
+        assert!(nft_owned(Kind::Portmap, &owner, "c1") && !nft_owned(Kind::Portmap, &owner, "c10"));
+    }
+}
