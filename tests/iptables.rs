@@ -481,3 +481,29 @@ fn doctor_lists_what_the_reference_left_for_gone_containers() {
     assert!(leftovers.iter().any(|l| l.contains("iptables-nft nat CNI-DN-")), "{leftovers:?}");
     assert!(leftovers.iter().any(|l| l.contains("ip6tables-nft nat CNI-")), "{leftovers:?}");
 }
+
+/// Beyond the reference (whose firewall lets only replies in, plugins issue
+/// 467): a host port stays reachable from another machine when FORWARD
+/// drops, as a pod's connections out are; DEL takes the accept along.
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn a_host_port_is_reachable_from_another_machine_through_a_dropping_forward() {
+    require_root();
+    for tool in ["iptables-nft", "iptables-legacy"] {
+        let chain = json!([{"type": "portmap", "capabilities": {"portMappings": true}}, {"type": "firewall"}]);
+        let node = Node::new(chain);
+        let tool6 = format!("ip6{}", &tool[2..]);
+        node.host.exec(&format!("sh -c '{tool} -w -P FORWARD DROP && {tool6} -w -P FORWARD DROP'"));
+        let before = node.save(tool, "filter");
+        let pod = no_dad(Netns::new("itc"));
+        serve(&pod.name, 80, "pod");
+        node.cnitool_with(&cni_path(), "add", &pod.path(), &[("CAP_ARGS", cap_args())]);
+        let got = tcp_get(&node._outside.name, &format!("10.250.0.1:{HOST_PORT}"));
+        assert_eq!(got.as_deref(), Some("pod"), "{tool}: {}", node.save(tool, "filter"));
+        node.cnitool_with(&cni_path(), "check", &pod.path(), &[("CAP_ARGS", cap_args())]);
+        node.cnitool_with(&cni_path(), "del", &pod.path(), &[("CAP_ARGS", cap_args())]);
+        let after = node.save(tool, "filter");
+        assert_eq!(foreign_lines(&before), foreign_lines(&after), "{tool}");
+        assert!(!after.contains("10.251.0.2"), "{after}");
+    }
+}

@@ -50,9 +50,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression, CT};
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Map as MapExpr, MetaKey, NamedExpression};
 use nftables::schema::{Map, NfListObject, Set, SetType, SetTypeValue};
-use nftables::stmt::{Match, NATFamily, Operator, Statement, VerdictMap, NAT};
+use nftables::stmt::{NATFamily, Statement, VerdictMap, NAT};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
@@ -63,8 +63,8 @@ use crate::cni::{Applet, CniError, CniResult, Command};
 use crate::netlink::{conntrack, sysctl, Netlink};
 use crate::nft::owned::{self, Claim};
 use crate::nft::schema::{
-    add, concat, cow as s, delete_chain, delete_set, eq, ip_proto, jump, meta, nfproto, payload, prefix, str_expr, Obj,
-    Stmt, Table, Transaction,
+    add, concat, cow as s, ct_status_dnat, delete_chain, delete_set, eq, ip_proto, jump, meta, nfproto, payload,
+    prefix, str_expr, Obj, Stmt, Table, Transaction,
 };
 use crate::nft::takeover::{self, Kind};
 use crate::nft::{Backend, Data, Element, ElementOp, Key, ListedElement, ListedRule, Listing, Owner};
@@ -231,14 +231,6 @@ fn ip_type(v6: bool) -> SetType {
     }
 }
 
-fn ct_dnat() -> Stmt {
-    Statement::Match(Match {
-        left: Expression::Named(NamedExpression::CT(CT { key: s("status"), family: None, dir: None })),
-        right: str_expr("dnat"),
-        op: Operator::IN,
-    })
-}
-
 /// The table, its maps, sets and chains, the fixed rules, and the hairpin
 /// chains of `subnets` (rewritten on every such transaction: `add` of a rule
 /// is not idempotent).
@@ -320,7 +312,7 @@ fn skeleton_objects(subnets: &[IpNet]) -> Vec<Obj> {
         "masquerade",
         vec![
             nfproto(false),
-            ct_dnat(),
+            ct_status_dnat(),
             eq(payload("ip", "saddr"), prefix(localhost)),
             eq(payload("ip", "daddr"), str_expr(format!("@{MASQ_LOCALHOST}"))),
             Statement::Masquerade(None),
@@ -346,7 +338,7 @@ fn skeleton_objects(subnets: &[IpNet]) -> Vec<Obj> {
             "masquerade",
             vec![
                 nfproto(v6),
-                ct_dnat(),
+                ct_status_dnat(),
                 eq(daddr.clone(), str_expr(format!("@{}", masq_all_set(v6)))),
                 Statement::Masquerade(None),
             ],
@@ -356,7 +348,7 @@ fn skeleton_objects(subnets: &[IpNet]) -> Vec<Obj> {
             "masquerade",
             vec![
                 nfproto(v6),
-                ct_dnat(),
+                ct_status_dnat(),
                 Statement::VerdictMap(VerdictMap { key: daddr, data: str_expr(format!("@{}", masq_net_map(v6))) }),
             ],
             None,

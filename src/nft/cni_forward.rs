@@ -11,7 +11,14 @@
 //! CNI-FORWARD:  -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN   (first)
 //!               -d <ip>/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 //!               -s <ip>/32 -j ACCEPT
+//!               -d <ip>/32 -m conntrack --ctstate DNAT -j ACCEPT    (cnibox's own)
 //! ```
+//! The last rule goes beyond the reference, whose firewall lets only
+//! replies in (containernetworking/plugins issue 467): a connection
+//! translated to the container (a host port's, or kube-proxy's) was sent
+//! there on purpose, and a host port reached from another machine would
+//! otherwise be dropped. The reference leaves it alone; cnibox's DEL and
+//! GC remove it with the others.
 //! Only an iptables whose FORWARD may drop gets them (iptables-nft and
 //! iptables-legacy, IPv4 and IPv6 each decide for themselves); a node
 //! without iptables pays one nfnetlink request and one /proc read per
@@ -23,6 +30,15 @@ use std::net::IpAddr;
 use super::error::Result;
 use super::iptables::{Flavor, Iptables, Saved, Script};
 use super::reference::{admin_jump, forward_accepts, forward_jump, FORWARD_CHAIN};
+
+/// Every accept of one container address: the reference's two, and
+/// cnibox's for connections translated to it.
+fn container_accepts(ip: IpAddr) -> [Vec<String>; 3] {
+    let [to, from] = forward_accepts(ip);
+    let host = format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 });
+    let translated = ["-d", &host, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"];
+    [to, from, translated.iter().map(|w| w.to_string()).collect()]
+}
 
 const TABLE: &str = "filter";
 
@@ -62,7 +78,7 @@ fn opening(saved: &Saved, ips: &[IpAddr], admin_chain: &str) -> Script {
     if !saved.has_rule(FORWARD_CHAIN, &admin_jump(admin_chain)) {
         script.insert_first(FORWARD_CHAIN, &admin_jump(admin_chain));
     }
-    for accept in ips.iter().flat_map(|ip| forward_accepts(*ip)) {
+    for accept in ips.iter().flat_map(|ip| container_accepts(*ip)) {
         if !saved.has_rule(FORWARD_CHAIN, &accept) {
             script.append(FORWARD_CHAIN, &accept);
         }
@@ -73,7 +89,7 @@ fn opening(saved: &Saved, ips: &[IpAddr], admin_chain: &str) -> Script {
 /// The deletion of the accepts for `ips` that `saved` holds.
 fn closing(saved: &Saved, ips: &[IpAddr]) -> Script {
     let mut script = Script::new(TABLE);
-    for accept in ips.iter().flat_map(|ip| forward_accepts(*ip)) {
+    for accept in ips.iter().flat_map(|ip| container_accepts(*ip)) {
         if saved.has_rule(FORWARD_CHAIN, &accept) {
             script.delete(FORWARD_CHAIN, &accept);
         }
@@ -158,17 +174,18 @@ mod tests {
     fn opening_adds_only_what_is_missing() {
         let empty = Saved::parse("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n");
         let script = opening(&empty, &ips(), "CNI-ADMIN");
-        // Two chains, two jumps, two accepts.
-        assert_eq!(script.len(), 6);
+        // Two chains, two jumps, three accepts.
+        assert_eq!(script.len(), 7);
         let done = Saved::parse(
             "*filter\n:FORWARD DROP [0:0]\n:CNI-FORWARD - [0:0]\n:CNI-ADMIN - [0:0]\n\
              -A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n\
              -A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN\n\
              -A CNI-FORWARD -d 10.0.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-             -A CNI-FORWARD -s 10.0.0.5/32 -j ACCEPT\nCOMMIT\n",
+             -A CNI-FORWARD -s 10.0.0.5/32 -j ACCEPT\n\
+             -A CNI-FORWARD -d 10.0.0.5/32 -m conntrack --ctstate DNAT -j ACCEPT\nCOMMIT\n",
         );
         assert!(opening(&done, &ips(), "CNI-ADMIN").is_empty());
-        assert_eq!(closing(&done, &ips()).len(), 2);
+        assert_eq!(closing(&done, &ips()).len(), 3);
         assert!(closing(&empty, &ips()).is_empty());
         // Another admin chain: its chain and jump.
         assert_eq!(opening(&done, &ips(), "OPS").len(), 2);

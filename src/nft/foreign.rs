@@ -10,7 +10,12 @@
 //! ```text
 //! ip saddr X accept                                  (from the container)
 //! ip daddr X ct state established,related accept     (replies to it)
+//! ip daddr X ct status dnat accept                   (to its host ports)
 //! ```
+//! The last goes beyond the reference, whose firewall lets only replies in:
+//! a connection translated to the container (by portmap, or kube-proxy)
+//! was sent there on purpose, and a host port reached from another machine
+//! would otherwise be dropped.
 //! (ip6 for v6 addresses; an ip table gets only v4, an ip6 table only v6),
 //! each carrying the attachment's owner comment, so that DEL and GC find
 //! and remove exactly those.
@@ -32,7 +37,9 @@ use nftables::types::{NfFamily, NfHook};
 
 use super::backend::{Backend, BaseChain, RuleSummary};
 use super::error::Result;
-use super::schema::{ct_state_in, delete_rule, eq, insert_rule, ip_proto, payload, str_expr, Stmt, Transaction};
+use super::schema::{
+    ct_state_in, ct_status_dnat, delete_rule, eq, insert_rule, ip_proto, payload, str_expr, Stmt, Transaction,
+};
 
 /// Prefix of the tables cnibox owns.
 const OWN_TABLE_PREFIX: &str = "cnibox-";
@@ -88,8 +95,9 @@ fn addresses_for(family: NfFamily, addrs: &[IpAddr]) -> impl Iterator<Item = IpA
     })
 }
 
-/// The accepts for one address: from it, and replies to it.
-fn accepts(addr: IpAddr) -> [Vec<Stmt>; 2] {
+/// The accepts for one address: from it, replies to it, and connections
+/// translated to it.
+fn accepts(addr: IpAddr) -> [Vec<Stmt>; 3] {
     let proto = ip_proto(addr.is_ipv6());
     [
         vec![eq(payload(proto, "saddr"), str_expr(addr)), Statement::Accept(None)],
@@ -98,6 +106,7 @@ fn accepts(addr: IpAddr) -> [Vec<Stmt>; 2] {
             ct_state_in(&["established", "related"]),
             Statement::Accept(None),
         ],
+        vec![eq(payload(proto, "daddr"), str_expr(addr)), ct_status_dnat(), Statement::Accept(None)],
     ]
 }
 
@@ -198,24 +207,25 @@ mod tests {
         assert_eq!(open(&mut nft, "n c1 eth0", &addrs()).unwrap(), 1);
         assert_eq!(nft.applies(), 1);
         let rules = nft.rules(NfFamily::INet, "filter", "forward");
-        assert_eq!(rules.len(), 4);
+        assert_eq!(rules.len(), 6);
         assert_eq!(rules[0][0]["match"]["left"]["payload"]["field"], "saddr");
         assert_eq!(rules[0][0]["match"]["right"], "10.1.0.5");
         assert_eq!(rules[1][0]["match"]["left"]["payload"]["field"], "daddr");
-        assert_eq!(rules[3][0]["match"]["left"]["payload"]["protocol"], "ip6");
+        assert_eq!(rules[2][1]["match"]["left"]["ct"]["key"], "status");
+        assert_eq!(rules[5][0]["match"]["left"]["payload"]["protocol"], "ip6");
         assert!(comments(&nft, INET_FILTER).iter().all(|c| c.as_deref() == Some("n c1 eth0")));
         // A retried ADD replaces them; another attachment adds its own.
         open(&mut nft, "n c1 eth0", &addrs()).unwrap();
-        assert_eq!(nft.rules(NfFamily::INet, "filter", "forward").len(), 4);
-        open(&mut nft, "n c2 eth0", &["10.1.0.6".parse().unwrap()]).unwrap();
         assert_eq!(nft.rules(NfFamily::INet, "filter", "forward").len(), 6);
+        open(&mut nft, "n c2 eth0", &["10.1.0.6".parse().unwrap()]).unwrap();
+        assert_eq!(nft.rules(NfFamily::INet, "filter", "forward").len(), 9);
         assert!(unopened(&mut nft, "n c1 eth0", &addrs()).unwrap().is_empty());
         assert_eq!(unopened(&mut nft, "n c3 eth0", &addrs()).unwrap(), ["inet filter forward"]);
         // DEL removes exactly c1's, in one transaction.
         nft.calls.clear();
-        assert_eq!(close(&mut nft, |c| c == "n c1 eth0").unwrap(), 4);
+        assert_eq!(close(&mut nft, |c| c == "n c1 eth0").unwrap(), 6);
         assert_eq!(nft.applies(), 1);
-        assert_eq!(comments(&nft, INET_FILTER), [Some("n c2 eth0".into()), Some("n c2 eth0".into())]);
+        assert_eq!(comments(&nft, INET_FILTER), vec![Some("n c2 eth0".to_string()); 3]);
         // Again: nothing to do, no transaction.
         nft.calls.clear();
         assert_eq!(close(&mut nft, |c| c == "n c1 eth0").unwrap(), 0);
@@ -246,12 +256,12 @@ mod tests {
         let mut nft = fake_with(objs);
         assert_eq!(open(&mut nft, "n c1 eth0", &addrs()).unwrap(), 2);
         assert_eq!(nft.applies(), 1, "every chain in one transaction");
-        // The inet chain: four accepts before its drop; the ip one: v4 only.
+        // The inet chain: six accepts before its drop; the ip one: v4 only.
         let inet = nft.rules(NfFamily::INet, "filter", "forward");
-        assert_eq!(inet.len(), 5);
-        assert_eq!(inet[4], serde_json::json!([{"drop": null}]));
+        assert_eq!(inet.len(), 7);
+        assert_eq!(inet[6], serde_json::json!([{"drop": null}]));
         let v4 = nft.rules(NfFamily::IP, "hardened", "forward");
-        assert_eq!(v4.len(), 2);
+        assert_eq!(v4.len(), 3);
         assert!(v4.iter().all(|r| r[0]["match"]["left"]["payload"]["protocol"] == "ip"));
         // A conditional drop at the end is no reason to touch a chain.
         let mut objs = forward_table(INET_FILTER, NfChainPolicy::Accept);

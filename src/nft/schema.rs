@@ -65,6 +65,13 @@ pub fn ct_state_in(states: &[&str]) -> Stmt {
     matches(ct, Operator::IN, Expression::List(states.iter().map(str_expr).collect()))
 }
 
+/// `ct status dnat`: a connection whose destination was translated (a
+/// host port's, say).
+pub fn ct_status_dnat() -> Stmt {
+    let ct = Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), family: None, dir: None }));
+    matches(ct, Operator::IN, str_expr("dnat"))
+}
+
 /// `meta nfproto ipv4|ipv6`.
 pub fn nfproto(v6: bool) -> Stmt {
     eq(meta(MetaKey::Nfproto), str_expr(if v6 { "ipv6" } else { "ipv4" }))
