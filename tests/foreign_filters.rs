@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 
 const OUTSIDE_IP: &str = "10.254.0.2";
 const OUTSIDE_PORT: u16 = 8081;
+/// The fw network's pods map it to their port 80.
+const HOST_PORT: u16 = 8091;
 
 /// A fake node: the host netns with an uplink to an outside machine, and
 /// two networks: `fw` (bridge + firewall) and `plain` (bridge alone).
@@ -70,6 +72,8 @@ impl Node {
                      "ranges": [[{"subnet": format!("10.254.{subnet}.0/24")}]], "routes": [{"dst": "0.0.0.0/0"}]}
         })];
         if firewall {
+            // portmap too: a host port must be reachable from the outside machine.
+            plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
             plugins.push(json!({"type": "firewall"}));
         }
         let conflist = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
@@ -86,6 +90,7 @@ impl Node {
             .env("CNI_PATH", plugin_dir())
             .env("CNI_CACHE_DIR", self.cache.path())
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus)
+            .env("CAP_ARGS", json!({"portMappings": [{"hostPort": HOST_PORT, "containerPort": 80}]}).to_string())
             .output()
             .unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -107,6 +112,13 @@ impl Node {
 
     fn reaches_outside(&self, pod: &Netns) -> bool {
         tcp_get(&pod.name, &format!("{OUTSIDE_IP}:{OUTSIDE_PORT}")).as_deref() == Some("outside")
+    }
+
+    /// Whether the outside machine reaches `pod` (serving "pod" on port 80)
+    /// through the host port.
+    fn reached_from_outside(&self, pod: &Netns) -> bool {
+        serve(&pod.name, 80, "pod");
+        tcp_get(&self._outside.name, &format!("10.254.0.1:{HOST_PORT}")).as_deref() == Some("pod")
     }
 }
 
@@ -140,6 +152,7 @@ EOF",
 
     let (pod, addr) = node.pod(&node.fw);
     assert!(node.reaches_outside(&pod), "{}", node.host.exec("nft list ruleset"));
+    assert!(node.reached_from_outside(&pod), "{}", node.host.exec("nft list ruleset"));
     let forward = node.host.exec("nft list chain inet filter forward");
     assert!(forward.contains(&format!("ip saddr {addr} accept")), "{forward}");
     assert!(forward.contains(&format!("ip daddr {addr} ct state established,related accept")), "{forward}");
@@ -327,6 +340,7 @@ fn firewalld_trusts_the_pod() {
     let (pod, addr) = node.pod(&node.fw);
     assert_eq!(zone_of_source(&bus, &format!("{addr}/32")), "trusted");
     assert!(node.reaches_outside(&pod), "{}", node.host.exec("nft list ruleset"));
+    assert!(node.reached_from_outside(&pod), "host port through firewalld: {}", node.host.exec("nft list ruleset"));
     node.cnitool("check", &node.fw, &pod);
 
     node.cnitool("del", &node.fw, &pod);
