@@ -292,6 +292,14 @@ fn broadcast_replies_and_del_after_the_netns_is_gone() {
     let ip = address(&r);
     assert!(lan.lease_of(&ip).is_some());
     assert!(daemon.log().contains("DHCPACK of"), "{}", daemon.log());
+    // ipam.priority is the metric of every route of the lease.
+    let mut ranked: serde_json::Value = serde_json::from_str(&conf).unwrap();
+    ranked["ipam"]["priority"] = 300.into();
+    let p = lan.container();
+    let rp = call(&p, "ctr-p").run("ADD", &ranked.to_string()).ok();
+    let routes = rp["routes"].as_array().unwrap();
+    assert!(!routes.is_empty() && routes.iter().all(|r| r["priority"] == 300), "{rp}");
+    call(&p, "ctr-p").run("DEL", &ranked.to_string()).ok();
     drop(c);
     // The container's netns went first: DEL still succeeds (the server lets
     // the lease expire), and so does the next one.

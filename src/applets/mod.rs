@@ -98,6 +98,7 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam.daemonSocketPath", "the daemon's unix socket (default /run/cni/dhcp.sock)"),
             ("ipam.provide", "options sent to the server: [{option, value | fromArg (a CNI_ARGS key)}]"),
             ("ipam.request", "options asked of the server: [{option, skipDefault}]"),
+            ("ipam.priority", "metric of the routes the lease provides"),
         ],
         entry: Entry::Plugin(&dhcp::Dhcp),
         args_main: Some(dhcp::args_main),

@@ -51,6 +51,8 @@ pub struct IpamConf {
     pub provide: Vec<ProvideOption>,
     /// Options asked of the server (the parameter request list).
     pub request: Vec<RequestOption>,
+    /// The metric of the routes the lease provides (0: the kernel's default).
+    pub priority: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -164,6 +166,17 @@ pub(crate) fn lease_result(lease: &client::Lease) -> Result<CniResult, CniError>
     })
 }
 
+/// `ipam.priority`, when set, is the metric of every route of the lease (as
+/// the reference sets it).
+fn with_route_priority(mut result: CniResult, priority: u32) -> CniResult {
+    if priority != 0 {
+        for route in &mut result.routes {
+            route.priority = Some(priority);
+        }
+    }
+    result
+}
+
 /// RFC 3442: classless static routes, when present, replace both the static
 /// routes (33) and the router option; otherwise static routes plus a default
 /// route through the first router.
@@ -257,7 +270,7 @@ impl Applet for Dhcp {
     fn add(&self, cmd: &Command) -> Result<CniResult, CniError> {
         let conf = conf(cmd)?;
         match call(cmd, &conf, "ADD") {
-            Ok(Some(result)) => Ok(result),
+            Ok(Some(result)) => Ok(with_route_priority(result, conf.ipam.priority)),
             Ok(None) => Err(CniError::internal("the DHCP daemon returned no result")),
             Err(CallError::Unreachable(why)) => {
                 Err(CniError::new(TRY_AGAIN_LATER, "the DHCP daemon is not running").with_details(why))
@@ -413,5 +426,16 @@ mod tests {
         assert_eq!(r.routes[1].gw.unwrap().to_string(), "192.168.7.254");
         lease.ack.options.retain(|(c, _)| *c != opt::SUBNET_MASK);
         assert!(lease_result(&lease).is_err());
+    }
+
+    #[test]
+    fn priority_is_the_metric_of_every_route() {
+        let mut result = CniResult::default();
+        result.routes =
+            vec![Route::new("0.0.0.0/0".parse().unwrap(), None), Route::new("10.9.0.0/16".parse().unwrap(), None)];
+        let unchanged = with_route_priority(result.clone(), 0);
+        assert!(unchanged.routes.iter().all(|r| r.priority.is_none()));
+        let ranked = with_route_priority(result, 200);
+        assert!(ranked.routes.iter().all(|r| r.priority == Some(200)));
     }
 }
