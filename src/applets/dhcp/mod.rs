@@ -430,9 +430,9 @@ mod tests {
 
     #[test]
     fn priority_is_the_metric_of_every_route() {
-        let mut result = CniResult::default();
-        result.routes =
+        let routes =
             vec![Route::new("0.0.0.0/0".parse().unwrap(), None), Route::new("10.9.0.0/16".parse().unwrap(), None)];
+        let result = CniResult { routes, ..Default::default() };
         let unchanged = with_route_priority(result.clone(), 0);
         assert!(unchanged.routes.iter().all(|r| r.priority.is_none()));
         let ranked = with_route_priority(result, 200);
