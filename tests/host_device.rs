@@ -106,3 +106,29 @@ fn by_kernelpath() {
     call(&host, "c1", &c.path()).run("DEL", cfg).ok();
     assert!(host.try_exec("ip link show hd0"));
 }
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn by_auxiliary_device_id() {
+    require_root();
+    let host = host();
+    let c = Netns::new("hdc");
+    // A sysfs with one auxiliary-bus device (a sub-function) whose netdev is hd0.
+    let sysfs = TempDir::new("sysfs");
+    let aux = sysfs.path().join("bus/auxiliary/devices/mlx5_core.sf.4");
+    std::fs::create_dir_all(aux.join("net/hd0")).unwrap();
+    std::fs::create_dir_all(sysfs.path().join("bus/pci/devices")).unwrap();
+    let cfg = r#"{"cniVersion":"1.0.0","name":"hd","type":"host-device",
+        "runtimeConfig":{"deviceID":"mlx5_core.sf.4"}}"#;
+    let call = |id: &str| call(&host, id, &c.path()).env("CNIBOX_SYSFS", sysfs.path().to_str().unwrap());
+    let r = call("c1").run("ADD", cfg).ok();
+    assert_eq!(r["interfaces"][0]["mac"], "02:aa:00:00:00:01");
+    assert!(c.exec("ip link show net1").contains("alias hd0"));
+    call("c1").run("CHECK", &with_prev(cfg, &r)).ok();
+    call("c1").run("DEL", cfg).ok();
+    assert!(host.try_exec("ip link show hd0"));
+    // A deviceID sysfs has on neither bus.
+    let missing = cfg.replace("mlx5_core.sf.4", "mlx5_core.sf.9");
+    assert_eq!(call("c2").run("ADD", &missing).err_code(), 7);
+    assert!(host.try_exec("ip link show hd0"));
+}

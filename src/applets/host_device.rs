@@ -13,7 +13,15 @@ use crate::netlink::{fault_step, mac, Link, NetNs, Netlink};
 
 pub struct HostDevice;
 
-const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
+/// sysfs; CNIBOX_SYSFS names another root (tests, unusual installs).
+fn sysfs() -> PathBuf {
+    std::env::var_os("CNIBOX_SYSFS").map(PathBuf::from).unwrap_or_else(|| "/sys".into())
+}
+
+/// `/sys/bus/<bus>/devices`.
+fn bus_devices(bus: &str) -> PathBuf {
+    sysfs().join("bus").join(bus).join("devices")
+}
 
 /// Drivers that hand a PCI function to user space (DPDK): such a device has
 /// no netdev to move, only IPAM is done.
@@ -35,6 +43,11 @@ struct Selector {
     hwaddr: String,
     kernelpath: String,
     pci: String,
+    /// A device on the auxiliary bus (a sub-function, say), by its name there.
+    aux: String,
+    /// runtimeConfig.deviceID: a PCI address or an auxiliary device, told
+    /// apart by where sysfs has it (`load`).
+    device_id: String,
     /// The PCI function is bound to a user-space driver.
     dpdk: bool,
 }
@@ -42,31 +55,60 @@ struct Selector {
 /// The selector as configured, checked without looking at the system.
 fn parse(cmd: &Command) -> Result<Selector, CniError> {
     let conf: Conf = cmd.parse_config()?;
-    let mut pci = conf.pci_bus_id;
-    if let Some(id) = cmd.runtime_config::<String>("deviceID")?.filter(|s| !s.is_empty()) {
-        pci = id;
-    }
-    if conf.device.is_empty() && conf.hwaddr.is_empty() && conf.kernelpath.is_empty() && pci.is_empty() {
+    let pci = conf.pci_bus_id;
+    let device_id = cmd.runtime_config::<String>("deviceID")?.unwrap_or_default();
+    let named = [&conf.device, &conf.hwaddr, &conf.kernelpath, &pci, &device_id];
+    if named.iter().all(|n| n.is_empty()) {
         return Err(CniError::invalid_config(r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#));
     }
-    if pci.contains('/') || pci == "." || pci == ".." {
-        return Err(CniError::invalid_config(format!("invalid PCI address {pci:?}")));
+    for (what, id) in [("PCI address", &pci), ("deviceID", &device_id)] {
+        if id.contains('/') || *id == "." || *id == ".." {
+            return Err(CniError::invalid_config(format!("invalid {what} {id:?}")));
+        }
     }
     // The first of device, hwaddr, ... given picks the link.
     if conf.device.is_empty() && !conf.hwaddr.is_empty() && mac::parse(&conf.hwaddr).is_none() {
         return Err(CniError::invalid_config(format!("failed to parse MAC address {:?}", conf.hwaddr)));
     }
-    Ok(Selector { device: conf.device, hwaddr: conf.hwaddr, kernelpath: conf.kernelpath, pci, dpdk: false })
+    Ok(Selector {
+        device: conf.device,
+        hwaddr: conf.hwaddr,
+        kernelpath: conf.kernelpath,
+        pci,
+        aux: String::new(),
+        device_id,
+        dpdk: false,
+    })
 }
 
 fn load(cmd: &Command) -> Result<Selector, CniError> {
     let mut sel = parse(cmd)?;
+    resolve_device_id(&mut sel)?;
     sel.dpdk = !sel.pci.is_empty() && has_userspace_driver(&sel.pci)?;
     Ok(sel)
 }
 
+/// runtimeConfig.deviceID names a PCI device (it replaces pciBusID) or,
+/// when sysfs has no such PCI device, one on the auxiliary bus, as the
+/// reference's does; neither is an error.
+fn resolve_device_id(sel: &mut Selector) -> Result<(), CniError> {
+    let id = std::mem::take(&mut sel.device_id);
+    if id.is_empty() {
+        return Ok(());
+    }
+    if bus_devices("pci").join(&id).exists() {
+        sel.pci = id;
+    } else if bus_devices("auxiliary").join(&id).exists() {
+        sel.pci.clear();
+        sel.aux = id;
+    } else {
+        return Err(CniError::invalid_config(format!("runtime config deviceID {id} not found or unsupported")));
+    }
+    Ok(())
+}
+
 fn has_userspace_driver(pci: &str) -> Result<bool, CniError> {
-    let link = Path::new(SYS_BUS_PCI).join(pci).join("driver");
+    let link = bus_devices("pci").join(pci).join("driver");
     let driver = std::fs::canonicalize(&link)
         .map_err(|e| CniError::internal(format!("error with host device {pci}")).with_details(e.to_string()))?;
     let name = driver.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -87,7 +129,8 @@ fn first_netdev(nl: &Netlink, net_dir: &Path) -> Result<Option<Link>, CniError> 
     Ok(None)
 }
 
-/// The host link the selector names (first of device, hwaddr, kernelpath, pci).
+/// The host link the selector names (first of device, hwaddr, kernelpath,
+/// pci, auxiliary device).
 fn find_host_link(nl: &Netlink, sel: &Selector) -> Result<Link, CniError> {
     let found = if !sel.device.is_empty() {
         nl.link(&sel.device)?
@@ -105,8 +148,10 @@ fn find_host_link(nl: &Netlink, sel: &Selector) -> Result<Link, CniError> {
             )));
         }
         first_netdev(nl, &p.join("net"))?
+    } else if !sel.aux.is_empty() {
+        first_netdev(nl, &bus_devices("auxiliary").join(&sel.aux).join("net"))?
     } else {
-        let mut dir = Path::new(SYS_BUS_PCI).join(&sel.pci).join("net");
+        let mut dir = bus_devices("pci").join(&sel.pci).join("net");
         if !dir.exists() {
             dir = virtio_net_dir(&sel.pci)
                 .ok_or_else(|| CniError::internal(format!("no net directory under pci device {}", sel.pci)))?;
@@ -118,7 +163,7 @@ fn find_host_link(nl: &Netlink, sel: &Selector) -> Result<Link, CniError> {
 
 /// `/sys/bus/pci/devices/<pci>/virtio*/net` (virtio devices nest one level deeper).
 fn virtio_net_dir(pci: &str) -> Option<PathBuf> {
-    let dev = Path::new(SYS_BUS_PCI).join(pci);
+    let dev = bus_devices("pci").join(pci);
     let mut subs: Vec<PathBuf> = std::fs::read_dir(&dev)
         .ok()?
         .filter_map(|e| e.ok())
