@@ -205,6 +205,21 @@ fn host_ip_and_conditions() {
     assert!(!ruleset(&node.host).contains(&c1.id));
     assert_eq!(tcp_get(o, "192.168.77.1:8080"), None);
 
+    // Marks, in both syntaxes: nothing here marks packets, so a mapping that
+    // needs mark 0x1 is not used, and one that refuses it is.
+    let cases: [(&[&str], &[&str]); 2] = [
+        (&["-m", "mark", "--mark", "0x1/0x1"], &["-m mark", "!", "--mark 0x1"]),
+        (&["meta mark 0x1"], &["meta mark != 0x1"]),
+    ];
+    for (marked, unmarked) in cases {
+        for (conditions, reached) in [(marked, None), (unmarked, Some("c1"))] {
+            let add = conf(json!({"conditionsV4": conditions}), Some(maps.clone()), Some(c1.prev_result(1)));
+            call(&node, &c1).run("ADD", &add).ok();
+            assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), reached, "{conditions:?}");
+            call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+        }
+    }
+
     // Untranslatable conditions are refused, naming them, and change nothing.
     let extra = json!({"conditionsV4": ["-m", "conntrack", "--ctstate", "NEW"]});
     let reply = call(&node, &c1).run("ADD", &conf(extra, Some(maps), Some(c1.prev_result(1))));

@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use ipnet::IpNet;
 use nftables::expr::Payload;
 use nftables::expr::{
-    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, PayloadField, Prefix, Range, SetItem,
+    BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, PayloadField, Prefix, Range,
+    SetItem,
 };
 use nftables::stmt::{Match, Operator, Statement};
 
@@ -20,7 +21,7 @@ type Expr = Expression<'static>;
 
 fn unsupported(key: &str, what: &str) -> CniError {
     CniError::unsupported_field(format!("{key}: unsupported condition {what:?}"))
-        .with_details("cnibox translates -s/-d/-i/-o/-p/--dport/--sport/-m addrtype/multiport (iptables syntax) and ip[6] saddr/daddr, iifname/oifname, meta l4proto, tcp/udp/sctp/th dport/sport, fib ... type (nft syntax)")
+        .with_details("cnibox translates -s/-d/-i/-o/-p/--dport/--sport/-m addrtype/multiport/mark (iptables syntax) and ip[6] saddr/daddr, iifname/oifname, meta l4proto, [meta] mark, tcp/udp/sctp/th dport/sport, fib ... type (nft syntax)")
 }
 
 fn invalid(key: &str, what: &str) -> CniError {
@@ -40,6 +41,31 @@ fn payload(protocol: &'static str, field: &'static str) -> Expr {
 
 fn meta(key: MetaKey) -> Expr {
     Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+/// A 32-bit mark value, decimal or 0x-hex, as both tools write it.
+fn mark_value(key: &str, s: &str) -> Result<u32, CniError> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| invalid(key, s))
+}
+
+/// iptables' `--mark VALUE[/MASK]`: `meta mark == VALUE`, or
+/// `meta mark & MASK == VALUE` (iptables-translate's mapping).
+fn mark_match(key: &str, op: Operator, arg: &str) -> Result<Stmt, CniError> {
+    let (value, mask) = match arg.split_once('/') {
+        Some((v, m)) => (mark_value(key, v)?, Some(mark_value(key, m)?)),
+        None => (mark_value(key, arg)?, None),
+    };
+    let left = match mask {
+        Some(mask) => {
+            Expression::BinaryOperation(Box::new(BinaryOperation::AND(meta(MetaKey::Mark), Expression::Number(mask))))
+        }
+        None => meta(MetaKey::Mark),
+    };
+    Ok(matches(left, op, Expression::Number(value)))
 }
 
 fn fib_type(flag: FibFlag) -> Expr {
@@ -139,6 +165,7 @@ fn iptables(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, Cni
             "-d" | "--destination" | "--dst" => {
                 out.push(matches(payload(ip, "daddr"), op, one_or_set(&list(value()?), |s| address(key, v6, s))?))
             }
+            "--mark" => out.push(mark_match(key, op, value()?)?),
             "-i" | "--in-interface" => out.push(matches(meta(MetaKey::Iifname), op, ifname(key, value()?)?)),
             "-o" | "--out-interface" => out.push(matches(meta(MetaKey::Oifname), op, ifname(key, value()?)?)),
             "-p" | "--protocol" => out.push(matches(meta(MetaKey::L4proto), op, protocol(key, value()?)?)),
@@ -156,9 +183,11 @@ fn iptables(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, Cni
                 }
                 out.push(matches(fib_type(flag), op, Expression::String(Cow::Owned(kind))));
             }
+            // A module cannot be negated, only its matches.
+            "-m" | "--match" if negate => return Err(invalid(key, "! -m")),
             "-m" | "--match" => match value()? {
                 // Modules whose options are translated above (or implied).
-                "tcp" | "udp" | "sctp" | "multiport" | "addrtype" => {}
+                "tcp" | "udp" | "sctp" | "multiport" | "addrtype" | "mark" => {}
                 "comment" => {
                     // The comment text is not a match; skip "--comment X".
                     if tokens.get(i + 2) == Some(&"--comment") {
@@ -217,6 +246,8 @@ fn nft(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, CniError
             (Some("iifname"), _) => (meta(MetaKey::Iifname), "if", 1, None),
             (Some("oifname"), _) => (meta(MetaKey::Oifname), "if", 1, None),
             (Some("meta"), Some("l4proto")) => (meta(MetaKey::L4proto), "proto", 2, None),
+            (Some("meta"), Some("mark")) => (meta(MetaKey::Mark), "mark", 2, None),
+            (Some("mark"), _) => (meta(MetaKey::Mark), "mark", 1, None),
             (Some(p @ ("tcp" | "udp" | "sctp" | "th")), Some(f @ ("dport" | "sport"))) => {
                 let implied = (p != "th").then(|| p.to_string());
                 (payload("th", if f == "dport" { "dport" } else { "sport" }), "port", 2, implied)
@@ -267,6 +298,7 @@ fn nft(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, CniError
             "if" => one_or_set(&items, |s| ifname(key, s))?,
             "proto" => one_or_set(&items, |s| protocol(key, s))?,
             "port" => one_or_set(&items, |s| port(key, s))?,
+            "mark" => one_or_set(&items, |s| Ok(Expression::Number(mark_value(key, s)?)))?,
             _ => {
                 let t = items[0].to_ascii_lowercase();
                 if items.len() != 1
@@ -326,6 +358,22 @@ mod tests {
         let out = translate("c", &s(&["ip6 daddr fd00::/64"]), true).unwrap();
         assert_eq!(out.len(), 1);
         assert!(translate("c", &[], false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn marks_in_both_syntaxes() {
+        let value = |out: &[Stmt]| serde_json::to_value(out).unwrap();
+        let plain = serde_json::json!([{"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 1}}]);
+        // iptables-translate: `-m mark --mark 0x1` is `meta mark 0x00000001`.
+        assert_eq!(value(&translate("c", &s(&["-m", "mark", "--mark", "0x1"]), false).unwrap()), plain);
+        let masked = translate("c", &s(&["-m mark ! --mark 0x4000/0x4000"]), false).unwrap();
+        let want = serde_json::json!([{"match": {"op": "!=", "left": {"&": [{"meta": {"key": "mark"}}, 16384]}, "right": 16384}}]);
+        assert_eq!(value(&masked), want);
+        for nft in ["meta mark 0x1", "mark 1", "meta mark == 0x00000001"] {
+            assert_eq!(value(&translate("c", &s(&[nft]), false).unwrap()), plain, "{nft}");
+        }
+        assert_eq!(translate("c", &s(&["-m mark --mark nope"]), false).unwrap_err().code, 7);
+        assert_eq!(translate("c", &s(&["! -m mark --mark 0x1"]), false).unwrap_err().code, 7);
     }
 
     #[test]
