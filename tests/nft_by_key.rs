@@ -308,33 +308,36 @@ fn objects_of(host: &Netns, table: &str) -> Vec<String> {
 
 #[test]
 #[cfg_attr(built_without_root, ignore = "needs root")]
-fn the_networks_last_container_takes_its_per_network_objects_along() {
+fn a_networks_objects_stay_for_its_next_container_and_go_with_gc() {
     require_root();
     let chain = Chain::new();
-    let (n1, n2) = (Netns::new("kc"), Netns::new("kc"));
-    let (id1, id2) = (unique("ka"), unique("kb"));
+    let n1 = Netns::new("kc");
+    let id1 = unique("ka");
     let (r1, _) = chain.add(&id1, &n1, 18091);
     let masq_with_one = objects_of(&chain.host, "cnibox-masq");
     let portmap_with_one = objects_of(&chain.host, "cnibox-portmap");
     assert!(masq_with_one.iter().any(|o| o.starts_with("set m_")), "{masq_with_one:?}");
     assert!(portmap_with_one.iter().any(|o| o.starts_with("chain hairpin-")), "{portmap_with_one:?}");
-    let (r2, _) = chain.add(&id2, &n2, 18092);
-    // Not the last: the network's set, chain and hairpin chain stay.
+    // The network's last container goes (DEL by key): its set, chain and
+    // hairpin chain stay, so that the next container's ADD is one batch.
     chain.del(&id1, &n1.path(), Some(&r1), Some(18091));
     assert_eq!(objects_of(&chain.host, "cnibox-masq"), masq_with_one);
     assert_eq!(objects_of(&chain.host, "cnibox-portmap"), portmap_with_one);
-    // The last one (DEL by key): they go with it.
-    chain.del(&id2, &n2.path(), Some(&r2), Some(18092));
-    let masq_after = objects_of(&chain.host, "cnibox-masq");
-    assert!(!masq_after.iter().any(|o| o.contains("m_")), "{masq_after:?}");
-    let portmap_after = objects_of(&chain.host, "cnibox-portmap");
-    assert!(!portmap_after.iter().any(|o| o.contains("hairpin-")), "{portmap_after:?}");
-    // The network comes back: everything is declared again and works.
-    let (r3, _) = chain.add(&id1, &n1, 18091);
-    for i in 0..PLUGINS.len() {
-        chain.check(i, &id1, &n1, &r3, 18091).ok();
+    let (r2, logs) = chain.add(&id1, &n1, 18091);
+    for (i, log) in logs.iter().enumerate() {
+        assert_eq!(nft_execs(log), (0, 0, 0), "{}: {log}", PLUGINS[i]);
     }
-    chain.del(&id1, &n1.path(), None, None);
+    chain.del(&id1, &n1.path(), Some(&r2), Some(18091));
+    // GC with no valid attachment removes what no container uses.
+    for plugin in ["bridge", "portmap"] {
+        let mut gc = match plugin {
+            "bridge" => serde_json::from_str(&chain.conf(0, None, None)).unwrap(),
+            _ => json!({"name": chain.name, "type": plugin}),
+        };
+        gc["cniVersion"] = json!("1.1.0");
+        gc["cni.dev/valid-attachments"] = json!([]);
+        Call::new(plugin).in_netns(&chain.host).env("CNI_PATH", &cni_path()).run("GC", &gc.to_string()).ok();
+    }
     assert!(!objects_of(&chain.host, "cnibox-masq").iter().any(|o| o.contains("m_")));
     assert!(!objects_of(&chain.host, "cnibox-portmap").iter().any(|o| o.contains("hairpin-")));
 }

@@ -16,8 +16,8 @@
 //! chain masquerade (nat, srcnat): ct status dnat and daddr in the masq sets
 //!                  → masquerade; daddr vmap @masq-net
 //! chain hairpin-<hash>: saddr <subnet> masquerade (one per subnet, made with
-//!                  its first container, removed with its last, or by GC
-//!                  once nothing jumps to it)
+//!                  its first container, removed by GC once nothing jumps to
+//!                  it: a DEL leaves it for the subnet's next container)
 //! ```
 //! Per-container elements live only in plain hash sets and maps: a commit
 //! that changes them costs the same whatever the number of containers (an
@@ -579,63 +579,14 @@ fn del_attachment(nft: &mut dyn Backend, cmd: &Command) -> Result<BTreeSet<(bool
         // of a missing set is no error).
         let candidates: Vec<Element> = plan.elements.into_iter().chain(plan.legacy).collect();
         match owned::delete_by_key(nft, FAMILY, TABLE, &candidates, |c| owner.owns(c)) {
-            Ok(done) => {
-                let deleted: Vec<&Element> = done.iter().map(|i| &candidates[*i]).collect();
-                remove_unjumped_hairpins(nft, deleted.iter().filter_map(|e| hairpin_of(e)).collect());
-                return Ok(deleted.iter().filter_map(|e| udp_port_of(e)).collect());
-            }
+            Ok(done) => return Ok(done.iter().filter_map(|i| udp_port_of(&candidates[*i])).collect()),
             Err(e) => log::info!("portmap DEL by key: {e}; finding the elements by their comment"),
         }
     }
     // Otherwise DEL needs nothing but the attachment: what it owns carries its comment.
     let Some(listing) = nft.list(FAMILY, TABLE)? else { return Ok(BTreeSet::new()) };
     let (elements, rules) = owned::delete_owned(nft, FAMILY, TABLE, &listing, |c| owner.owns(c))?;
-    let left = listing.elements().into_iter().filter(|e| !elements.contains(e));
-    let still_jumped: BTreeSet<String> = left.filter_map(|e| e.jump_target().map(str::to_string)).collect();
-    let unjumped: BTreeSet<String> = elements
-        .iter()
-        .filter_map(ListedElement::jump_target)
-        .filter(|c| !still_jumped.contains(*c))
-        .map(str::to_string)
-        .collect();
-    delete_hairpins(nft, &unjumped);
     Ok(udp_ports_of(&elements, &rules))
-}
-
-/// The (verdict map, hairpin chain) of a masq-net element.
-fn hairpin_of(e: &Element) -> Option<(String, String)> {
-    match &e.data {
-        Some(Data::Jump(chain)) => Some((e.set.clone(), chain.clone())),
-        _ => None,
-    }
-}
-
-/// A subnet's last container is gone when no element of its verdict map
-/// jumps to its hairpin chain any more: the chain goes too (one dump per
-/// map to tell). See `delete_hairpins`.
-fn remove_unjumped_hairpins(nft: &mut dyn Backend, deleted: BTreeSet<(String, String)>) {
-    let mut unjumped = BTreeSet::new();
-    for (map, chain) in deleted {
-        match nft.set_elements(FAMILY, TABLE, &map) {
-            Ok(Some(left)) if !left.iter().any(|e| e.jump.as_deref() == Some(chain.as_str())) => {
-                unjumped.insert(chain);
-            }
-            Ok(_) => {}
-            Err(e) => log::warn!("portmap DEL: reading {map}: {e}"),
-        }
-    }
-    delete_hairpins(nft, &unjumped);
-}
-
-/// Deletes hairpin chains, in one transaction. An ADD that jumps to one
-/// meanwhile makes the deletion fail (EBUSY): only logged, the chain stays;
-/// an ADD after it finds the chain missing and declares it again.
-fn delete_hairpins(nft: &mut dyn Backend, chains: &BTreeSet<String>) {
-    let mut tx = Transaction::new();
-    tx.extend(chains.iter().map(|c| delete_chain(FAMILY, TABLE, c)));
-    if let Err(e) = nft.apply(&tx) {
-        log::info!("portmap DEL: removing unused hairpin chains: {e}");
-    }
 }
 
 impl Applet for Portmap {
@@ -1004,19 +955,6 @@ mod tests {
     }
 
     #[test]
-    fn a_hairpin_chain_stays_while_its_subnet_has_containers() {
-        let mut nft = crate::nft::fake::Fake::new();
-        let (p, ips) = plan_for("10.1.0.5/24");
-        add_plan(&mut nft, &owner("c1"), &p, &ips).unwrap();
-        let (p2, ips2) = plan_for("10.1.0.6/24");
-        let p2 = Plan { elements: p2.elements.into_iter().filter(|e| !e.set.starts_with("host")).collect(), ..p2 };
-        add_plan(&mut nft, &owner("c2"), &p2, &ips2).unwrap();
-        let cmd = crate::cni::skel::test_command("DEL", CONF, "");
-        del_attachment(&mut nft, &cmd).unwrap();
-        assert!(nft.list(FAMILY, TABLE).unwrap().unwrap().chains().contains(&hairpin_chain(ips[0])));
-    }
-
-    #[test]
     fn del_by_key_and_by_comment() {
         let mut nft = crate::nft::fake::Fake::new();
         let (p, ips) = plan_for("10.1.0.5/24");
@@ -1025,10 +963,8 @@ mod tests {
         let cmd = crate::cni::skel::test_command("DEL", CONF, "");
         let before = nft.calls.len();
         assert_eq!(del_attachment(&mut nft, &cmd).unwrap().into_iter().collect::<Vec<_>>(), [(false, 5353)]);
-        // A lookup, a batch, a dump of masq-net-v4 and the hairpin chain's deletion.
-        assert_eq!(nft.calls.len() - before, 4);
+        assert_eq!(nft.calls.len() - before, 2, "a lookup and a batch");
         assert!(nft.elements(FAMILY, TABLE, "hostports-v4-addr").is_empty());
-        assert!(!nft.list(FAMILY, TABLE).unwrap().unwrap().chains().contains(&hairpin_chain(ips[0])));
         // Without them: found by comment in one listing.
         add_plan(&mut nft, &owner("c1"), &p, &ips).unwrap();
         let bare =
@@ -1036,7 +972,8 @@ mod tests {
         assert_eq!(del_attachment(&mut nft, &bare).unwrap().into_iter().collect::<Vec<_>>(), [(false, 5353)]);
         assert!(nft.elements(FAMILY, TABLE, "masq-net-v4").is_empty());
         assert!(nft.elements(FAMILY, TABLE, MASQ_LOCALHOST).is_empty());
-        // The subnet's last container took its hairpin chain along.
+        // The hairpin chain no element jumps to any more goes with GC.
+        remove_unused_layout(&mut nft).unwrap();
         assert!(!nft.list(FAMILY, TABLE).unwrap().unwrap().chains().iter().any(|c| c.starts_with(HAIRPIN_PREFIX)));
     }
 }

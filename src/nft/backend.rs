@@ -18,9 +18,6 @@ pub struct Found {
     pub comment: Option<String>,
 }
 
-/// An element as `set_elements` returns it.
-pub type SetElement = super::nfnetlink::Dumped;
-
 /// A base chain of an ip, ip6 or inet table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseChain {
@@ -54,10 +51,6 @@ pub trait Backend {
     /// Looks each of `elems` up by key: what `table` holds under it, or None
     /// when it (or its set, or the table) is missing.
     fn lookup(&mut self, family: NfFamily, table: &str, elems: &[Element]) -> Result<Vec<Option<Found>>>;
-    /// Every element of `set`: its comment and, in a verdict map, the chain
-    /// it jumps to; None when the set (or the table) does not exist. One
-    /// nfnetlink dump, no nft.
-    fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>>;
     /// Whether `table` holds `chain`, without listing (nothing when either is
     /// missing): the cheap check before looking at another's tables.
     fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool>;
@@ -165,10 +158,6 @@ impl Backend for System {
         let wire: Vec<WireElem> = elems.iter().map(wire).collect::<Result<_>>()?;
         let found = self.nfnl()?.get(nfgen_family(family), table, &wire)?;
         Ok(found.into_iter().map(|f| f.map(|f| Found { comment: f.comment })).collect())
-    }
-
-    fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>> {
-        self.nfnl()?.set_elements(nfgen_family(family), table, set)
     }
 
     fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool> {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use nftables::types::{NfFamily, NfHook};
 use serde_json::{json, Value};
 
-use super::backend::{Backend, BaseChain, Found, RuleSummary, SetElement};
+use super::backend::{Backend, BaseChain, Found, RuleSummary};
 use super::element::{Element, ElementOp};
 use super::error::{Error, ErrorKind, Result};
 use super::listing::Listing;
@@ -26,8 +26,6 @@ pub enum Call {
     /// An nfnetlink batch of this many messages.
     Commit(usize),
     Lookup(usize),
-    /// A dump of one set.
-    Dump(String),
     /// The base chains of every table.
     ListChains,
     /// The rules of one chain.
@@ -291,14 +289,6 @@ impl Backend for Fake {
                 Some(Found { comment: comment.clone() })
             })
             .collect())
-    }
-
-    fn set_elements(&mut self, family: NfFamily, table: &str, set: &str) -> Result<Option<Vec<SetElement>>> {
-        self.calls.push(Call::Dump(set.to_string()));
-        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
-        let Some(s) = t.and_then(|t| t.sets.get(set)) else { return Ok(None) };
-        let jump = |d: &Option<Value>| d.as_ref()?.pointer("/jump/target")?.as_str().map(str::to_string);
-        Ok(Some(s.elems.iter().map(|(_, d, c)| SetElement { comment: c.clone(), jump: jump(d) }).collect()))
     }
 
     fn has_chain(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<bool> {

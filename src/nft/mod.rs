@@ -23,7 +23,7 @@ pub mod reference;
 pub mod schema;
 pub mod takeover;
 
-pub use backend::{Backend, Found, SetElement};
+pub use backend::{Backend, Found};
 pub use element::{Data, Element, ElementOp, Key};
 pub use error::{Error, ErrorKind};
 pub use listing::{ListedElement, ListedRule, Listing};

@@ -18,7 +18,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::libc;
 
 use super::error::{Error, ErrorKind, Result};
-use crate::netlink::msg::{attrs, find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
+use crate::netlink::msg::{find_attr, messages, Message, NLMSG_DONE, NLMSG_ERROR};
 use crate::util::detached;
 
 /// nfgenmsg families of the tables we write.
@@ -392,32 +392,6 @@ fn parse_found(payload: &[u8]) -> Option<Found> {
     Some(Found { comment, data })
 }
 
-/// An element of a dumped set: its comment and, in a verdict map, the
-/// chain it jumps to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dumped {
-    pub comment: Option<String>,
-    pub jump: Option<String>,
-}
-
-/// Every element of one NEWSETELEM message of a dump (after its nfgenmsg).
-fn parse_dumped(payload: &[u8]) -> Vec<Dumped> {
-    let Some(elems) = payload.get(4..).and_then(|p| find_attr(p, NFTA_SET_ELEM_LIST_ELEMENTS)) else {
-        return Vec::new();
-    };
-    attrs(elems)
-        .filter(|(kind, _)| *kind == NFTA_LIST_ELEM)
-        .map(|(_, elem)| {
-            let comment = find_attr(elem, NFTA_SET_ELEM_USERDATA).and_then(userdata_comment);
-            let verdict = find_attr(elem, NFTA_SET_ELEM_DATA).and_then(|d| find_attr(d, NFTA_DATA_VERDICT));
-            let jump = verdict
-                .and_then(|v| find_attr(v, NFTA_VERDICT_CHAIN))
-                .map(|c| String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or_default()).into_owned());
-            Dumped { comment, jump }
-        })
-        .collect()
-}
-
 fn str_attr(attrs: &[u8], kind: u16) -> Option<String> {
     let v = find_attr(attrs, kind)?;
     Some(String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned())
@@ -669,17 +643,6 @@ impl Nfnl {
         let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)];
         let what = format!("the rules of {table} {chain}");
         Ok(self.dump(NFT_MSG_GETRULE, family, &attrs, &what)?.iter().filter_map(|p| parse_rule(p)).collect())
-    }
-
-    /// Every element of `set` in `table`, in one dump; None when the set or
-    /// table does not exist.
-    pub fn set_elements(&mut self, family: u8, table: &str, set: &str) -> Result<Option<Vec<Dumped>>> {
-        let attrs = [(NFTA_SET_ELEM_LIST_TABLE, table), (NFTA_SET_ELEM_LIST_SET, set)];
-        match self.dump(NFT_MSG_GETSETELEM, family, &attrs, &format!("{table} {set}")) {
-            Ok(payloads) => Ok(Some(payloads.iter().flat_map(|p| parse_dumped(p)).collect())),
-            Err(e) if e.is_missing() => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Whether `table` (of nfgenmsg `family`) holds `chain`: one request,

@@ -12,10 +12,12 @@
 //!   nfnetlink; otherwise (or when the address is held by a stale element)
 //!   one nft transaction re-declares set and chain (idempotent), flushes and
 //!   re-adds the one rule (so it never doubles), and adds the element. DEL
-//!   with prevResult deletes the elements by key (and dumps the set to see
-//!   whether it was the network's last); without it, it lists the tables and
-//!   finds them by comment. Either way a set left empty goes with its chain,
-//!   and GC removes any other empty one.
+//!   with prevResult deletes the elements by key; without it, it lists the
+//!   tables and finds them by comment, and then a set left empty goes with
+//!   its chain. GC removes those a DEL by key left empty: a network's set
+//!   and chain cost nothing while empty, and deleting them at every last
+//!   DEL would make each next ADD declare them again (two nft transactions
+//!   per container where a network has one at a time).
 //! - `bridge cnibox-macspoof`: a set of guarded ports and a set of allowed
 //!   `port . mac` pairs, and one rule dropping frames that enter a guarded
 //!   port with any other source MAC.
@@ -25,7 +27,6 @@
 //! GC can tell whose they are. Elements written by earlier releases carry
 //! `<network hash> <container id> <ifname>`: DEL, CHECK and GC accept both.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -295,9 +296,9 @@ fn remove(
 }
 
 /// DEL: drops the attachment's masquerade and spoof-check elements. With the
-/// previous result the keys are known and deleted without listing;
-/// otherwise they are found by their comment. The network's last container
-/// takes its subnets' sets and chains along.
+/// previous result the keys are known and deleted without listing (the
+/// network's set and chain stay, possibly empty, until GC or a DEL on the
+/// listing path); otherwise they are found by their comment.
 pub fn del(owner: &Owner, masq: bool, spoof: bool, prev: Option<&CniResult>) -> Result<(), CniError> {
     let mut nft = crate::nft::backend();
     del_with(&mut *nft, owner, masq, spoof, prev)
@@ -342,33 +343,9 @@ fn del_by_key(nft: &mut dyn Backend, owner: &Owner, masq: bool, spoof: bool, pre
         return Err(CniError::internal("the previous result does not name the container's MAC"));
     };
     let _lock = network_lock(owner.network)?;
-    let deleted = owned::delete_by_key(nft, MASQ.family, MASQ.name, &masq_elements, |c| owner.owns(c))?;
+    owned::delete_by_key(nft, MASQ.family, MASQ.name, &masq_elements, |c| owner.owns(c))?;
     owned::delete_by_key(nft, SPOOF.family, SPOOF.name, &spoof_elements, |c| owner.owns(c))?;
-    let touched: BTreeSet<&str> = deleted.iter().map(|i| masq_elements[*i].set.as_str()).collect();
-    remove_emptied_sets(nft, &touched);
     Ok(())
-}
-
-/// The network's last container is gone from these sets: each that is
-/// empty now goes with its chain, in one transaction (one dump per set to
-/// tell). The network's lock is held, so no ADD adds to them meanwhile; a
-/// later ADD declares them again. A failure is only logged: GC removes
-/// empty sets too.
-fn remove_emptied_sets(nft: &mut dyn Backend, sets: &BTreeSet<&str>) {
-    let mut tx = Transaction::new();
-    for set in sets {
-        match nft.set_elements(MASQ.family, MASQ.name, set) {
-            Ok(Some(left)) if left.is_empty() => {
-                tx.push(delete_chain(MASQ.family, MASQ.name, set));
-                tx.push(delete_set(MASQ.family, MASQ.name, set));
-            }
-            Ok(_) => {}
-            Err(e) => log::warn!("masquerade DEL: reading {set}: {e}"),
-        }
-    }
-    if let Err(e) = nft.apply(&tx) {
-        log::warn!("masquerade DEL: removing the network's emptied sets: {e}");
-    }
 }
 
 /// GC: drops the elements of `network`'s attachments not in `valid`.
@@ -503,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn del_by_key_batches_and_the_last_container_takes_the_set() {
+    fn del_by_key_is_one_lookup_and_one_batch_per_table_and_gc_takes_the_empty_set() {
         let mut nft = Fake::new();
         apply_locked(&mut nft, &owner("c1"), &additions("10.1.0.5/24", "veth1")).unwrap();
         let prev: CniResult = serde_json::from_str(
@@ -511,20 +488,16 @@ mod tests {
                 "ips":[{"address":"10.1.0.5/24","interface":1}]}"#,
         )
         .unwrap();
-        apply_locked(&mut nft, &owner("c2"), &additions("10.1.0.6/24", "veth2")).unwrap();
         let before = nft.calls.len();
         del_with(&mut nft, &owner("c1"), true, true, Some(&prev)).unwrap();
-        // A lookup and a batch per table, and a dump of the set: c2 is left.
-        assert_eq!(nft.calls.len() - before, 5);
+        assert_eq!(nft.calls.len() - before, 4, "a lookup and a batch per table");
         assert_eq!(nft.applies(), 1);
         let set = masq_name("net1", &"10.1.0.0/24".parse().unwrap());
-        assert_eq!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).len(), 1);
-        assert_eq!(nft.elements(NfFamily::Bridge, SPOOF_TABLE, SPOOF_PORTS).len(), 1);
-        // The network's last container takes its set and chain along.
-        let prev2 = serde_json::to_string(&prev).unwrap().replace("10.1.0.5", "10.1.0.6").replace("veth1", "veth2");
-        let prev2: CniResult = serde_json::from_str(&prev2).unwrap();
-        del_with(&mut nft, &owner("c2"), true, true, Some(&prev2)).unwrap();
-        assert_eq!(nft.applies(), 2);
+        assert!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).is_empty());
+        assert!(nft.elements(NfFamily::Bridge, SPOOF_TABLE, SPOOF_PORTS).is_empty());
+        // The network's emptied set and chain stay for its next container; GC removes them.
+        assert!(nft.list(NfFamily::INet, MASQ_TABLE).unwrap().unwrap().sets().contains(&set));
+        remove(&mut nft, "net1", true, true, |c| is_network(c, "net1")).unwrap();
         let listing = nft.list(NfFamily::INet, MASQ_TABLE).unwrap().unwrap();
         assert!(listing.sets().is_empty() && listing.chains().is_empty());
     }
