@@ -385,7 +385,7 @@ impl Applet for Firewall {
         add_elements(&mut *nft, &conf, &owner, &addresses, &policy)?;
         let ips = container_ips(&prev);
         let opened = open_other_filters(&mut *nft, firewalld.as_mut(), &conf.zone, &owner, &ips)
-            .and_then(|_| cni_forward::open(&ips, &conf.admin_chain).map_err(CniError::from));
+            .and_then(|_| cni_forward::open(&mut *nft, &ips, &conf.admin_chain).map_err(CniError::from));
         if let Err(e) = opened.and_then(|_| crate::cni::fault::step("firewall: rules committed")) {
             // Take back this attachment's elements (shared isolation elements stay, as after DEL).
             if let Err(undo) = self.del(cmd) {
@@ -406,7 +406,7 @@ impl Applet for Firewall {
         };
         let holes = foreign::close(&mut *nft, |c| owner.owns(c));
         remove_firewalld_sources(cmd, &addrs);
-        let iptables = cni_forward::close(&addrs).map_err(CniError::from);
+        let iptables = cni_forward::close(&mut *nft, &addrs).map_err(CniError::from);
         elements.and(holes.map(drop).map_err(CniError::from)).and(iptables)
     }
 
@@ -433,7 +433,7 @@ impl Applet for Firewall {
                 "{chain} would drop the container's traffic: its accepts are missing"
             )));
         }
-        if let Some(missing) = cni_forward::check(&ips, &conf.admin_chain)? {
+        if let Some(missing) = cni_forward::check(&mut *nft, &ips, &conf.admin_chain)? {
             return Err(CniError::internal(missing));
         }
         let missing = match firewalld.as_mut() {
@@ -478,7 +478,7 @@ fn close_stale(nft: &mut dyn Backend, removed: &[ListedElement]) -> Result<(), C
     }
     let held = nft.list(FAMILY, TABLE)?.map(|l| listed_addresses(&l.elements())).unwrap_or_default();
     let doomed: Vec<IpAddr> = stale.into_iter().filter(|ip| !held.contains(ip)).collect();
-    Ok(cni_forward::close(&doomed)?)
+    Ok(cni_forward::close(nft, &doomed)?)
 }
 
 fn check_listing(

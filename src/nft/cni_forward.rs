@@ -27,6 +27,7 @@
 
 use std::net::IpAddr;
 
+use super::backend::Backend;
 use super::error::Result;
 use super::iptables::{Flavor, Iptables, Saved, Script};
 use super::reference::{admin_jump, forward_accepts, forward_jump, FORWARD_CHAIN};
@@ -49,8 +50,8 @@ fn of_family(ipt: Iptables, ips: &[IpAddr]) -> Vec<IpAddr> {
 
 /// `ipt`'s filter table when its FORWARD may drop. A table iptables cannot
 /// read (nft's own `ip filter`) is left to nftables.
-fn dropping_filter(ipt: Iptables) -> Result<Option<Saved>> {
-    if !ipt.present(TABLE, "FORWARD") {
+fn dropping_filter(nft: &mut dyn Backend, ipt: Iptables) -> Result<Option<Saved>> {
+    if !ipt.present(nft, TABLE, "FORWARD") {
         return Ok(None);
     }
     let saved = match ipt.save(TABLE) {
@@ -99,14 +100,14 @@ fn closing(saved: &Saved, ips: &[IpAddr]) -> Script {
 
 /// ADD: opens the way for `ips` through every iptables whose FORWARD may
 /// drop. Returns the iptables it changed, for the caller's undo.
-pub fn open(ips: &[IpAddr], admin_chain: &str) -> Result<Vec<Iptables>> {
+pub fn open(nft: &mut dyn Backend, ips: &[IpAddr], admin_chain: &str) -> Result<Vec<Iptables>> {
     let mut opened = Vec::new();
     for ipt in Iptables::ALL {
         let ips = of_family(ipt, ips);
         if ips.is_empty() {
             continue;
         }
-        let Some(saved) = dropping_filter(ipt)? else { continue };
+        let Some(saved) = dropping_filter(nft, ipt)? else { continue };
         ipt.apply_fresh(TABLE, saved, |s| opening(s, &ips, admin_chain))?;
         opened.push(ipt);
     }
@@ -114,21 +115,21 @@ pub fn open(ips: &[IpAddr], admin_chain: &str) -> Result<Vec<Iptables>> {
 }
 
 /// Whether `ipt` may hold the reference's CNI-FORWARD (cheaply: no exec).
-fn may_hold_forward_chain(ipt: Iptables) -> bool {
+fn may_hold_forward_chain(nft: &mut dyn Backend, ipt: Iptables) -> bool {
     match ipt.flavor {
-        Flavor::Nft => ipt.present(TABLE, FORWARD_CHAIN),
-        Flavor::Legacy => ipt.present(TABLE, "FORWARD"),
+        Flavor::Nft => ipt.present(nft, TABLE, FORWARD_CHAIN),
+        Flavor::Legacy => ipt.present(nft, TABLE, "FORWARD"),
     }
 }
 
 /// DEL and GC: removes the accepts for `ips` from every iptables that has
 /// them (whoever made them: these rules name no owner), best effort: every
 /// iptables is tried, the first error is returned.
-pub fn close(ips: &[IpAddr]) -> Result<()> {
+pub fn close(nft: &mut dyn Backend, ips: &[IpAddr]) -> Result<()> {
     let mut first_error = None;
     for ipt in Iptables::ALL {
         let ips = of_family(ipt, ips);
-        if ips.is_empty() || !may_hold_forward_chain(ipt) {
+        if ips.is_empty() || !may_hold_forward_chain(nft, ipt) {
             continue;
         }
         let done = match ipt.save(TABLE) {
@@ -147,13 +148,13 @@ pub fn close(ips: &[IpAddr]) -> Result<()> {
 
 /// CHECK: where FORWARD may drop, the way for `ips` must be open. Returns
 /// what is missing.
-pub fn check(ips: &[IpAddr], admin_chain: &str) -> Result<Option<String>> {
+pub fn check(nft: &mut dyn Backend, ips: &[IpAddr], admin_chain: &str) -> Result<Option<String>> {
     for ipt in Iptables::ALL {
         let ips = of_family(ipt, ips);
         if ips.is_empty() {
             continue;
         }
-        let Some(saved) = dropping_filter(ipt)? else { continue };
+        let Some(saved) = dropping_filter(nft, ipt)? else { continue };
         let missing = opening(&saved, &ips, admin_chain);
         if !missing.is_empty() {
             return Ok(Some(format!("{ipt}: FORWARD drops and {} of the firewall's rules are missing", missing.len())));

@@ -13,8 +13,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use nftables::types::NfFamily;
+
+use super::backend::Backend;
 use super::error::{Error, ErrorKind, Result};
-use super::nfnetlink::Nfnl;
 
 /// Where iptables keeps its rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +39,6 @@ impl std::fmt::Display for Iptables {
         f.write_str(&self.binary(""))
     }
 }
-
-/// nfgenmsg families of iptables-nft's tables.
-const FAMILY_IP: u8 = 2;
-const FAMILY_IP6: u8 = 10;
 
 impl Iptables {
     pub const ALL: [Iptables; 4] = [
@@ -65,11 +63,15 @@ impl Iptables {
     /// creates a table's chains when it first uses them, so for it `chain`
     /// is asked for too (legacy tables always hold their built-in chains;
     /// `chain` is then not checked).
-    pub fn present(&self, table: &str, chain: &str) -> bool {
+    ///
+    /// The lookup goes through the caller's backend, on the socket its other
+    /// requests use: a socket of its own would be one more close, and a
+    /// netfilter socket's close after a deletion waits for a grace period.
+    pub fn present(&self, nft: &mut dyn Backend, table: &str, chain: &str) -> bool {
         match self.flavor {
             Flavor::Nft => {
-                let family = if self.v6 { FAMILY_IP6 } else { FAMILY_IP };
-                match Nfnl::open().and_then(|mut n| n.chain_exists(family, table, chain)) {
+                let family = if self.v6 { NfFamily::IP6 } else { NfFamily::IP };
+                match nft.has_chain(family, table, chain) {
                     Ok(found) => found,
                     Err(e) => {
                         log::debug!("{self}: cannot ask for {table} {chain}: {e}");

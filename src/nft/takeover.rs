@@ -73,19 +73,19 @@ fn removal(saved: &Saved, doomed: &[String]) -> Script {
 }
 
 /// Whether `ipt`'s nat table may hold one of `chains` (cheaply: no exec).
-fn may_hold(ipt: Iptables, chains: &[String]) -> bool {
+fn may_hold(nft: &mut dyn Backend, ipt: Iptables, chains: &[String]) -> bool {
     match ipt.flavor {
-        Flavor::Nft => chains.iter().any(|c| ipt.present(NAT, c)),
-        Flavor::Legacy => ipt.present(NAT, ""),
+        Flavor::Nft => chains.iter().any(|c| ipt.present(nft, NAT, c)),
+        Flavor::Legacy => ipt.present(nft, NAT, ""),
     }
 }
 
 /// Removes the nat chains `pick` chooses from a listing, in every iptables
 /// that `looks` says may hold some: one listing and at most one commit
 /// each. Best effort: returns the first error.
-fn remove_nat_chains(looks: impl Fn(Iptables) -> bool, pick: impl Fn(&Saved) -> Vec<String>) -> Result<()> {
+fn remove_nat_chains(candidates: &[Iptables], pick: impl Fn(&Saved) -> Vec<String>) -> Result<()> {
     let mut first_error = None;
-    for ipt in Iptables::ALL.into_iter().filter(|ipt| looks(*ipt)) {
+    for &ipt in candidates {
         let done = match ipt.save(NAT) {
             Ok(saved) => ipt.apply_fresh(NAT, saved, |s| removal(s, &pick(s))),
             Err(e) if e.is_unsupported() => Ok(()),
@@ -160,11 +160,17 @@ fn nft_owned(kind: Kind, owner: &Owner, comment: &str) -> bool {
     }
 }
 
+/// The iptables that may hold one of `chains`.
+fn holders(nft: &mut dyn Backend, chains: &[String]) -> Vec<Iptables> {
+    Iptables::ALL.into_iter().filter(|ipt| may_hold(nft, *ipt, chains)).collect()
+}
+
 /// DEL: removes what the reference made of `kind` for `owner`.
 pub fn remove(nft: &mut dyn Backend, kind: Kind, owner: &Owner) -> Result<()> {
     // For historical reasons the reference's iptables names ignore ifname.
     let chains = kind.chains_of(owner.network, owner.container_id);
-    let iptables = remove_nat_chains(|ipt| may_hold(ipt, &chains), |_| chains.clone());
+    let candidates = holders(nft, &chains);
+    let iptables = remove_nat_chains(&candidates, |_| chains.clone());
     // Best effort: the nftables part runs whatever iptables said; the first error wins.
     let nftables = remove_nft_rules(nft, kind, &|c| nft_owned(kind, owner, c));
     iptables.and(nftables)
@@ -177,8 +183,8 @@ pub fn remove(nft: &mut dyn Backend, kind: Kind, owner: &Owner) -> Result<()> {
 pub fn remove_stale(nft: &mut dyn Backend, kind: Kind, network: &str, valid: &[Owner]) -> Result<()> {
     let valid_id = |id: &str| valid.iter().any(|o| o.container_id == id);
     let entry = [kind.entry_chain().to_string()];
-    let iptables =
-        remove_nat_chains(|ipt| may_hold(ipt, &entry), |saved| stale_chains(saved, kind, network, &valid_id));
+    let candidates = holders(nft, &entry);
+    let iptables = remove_nat_chains(&candidates, |saved| stale_chains(saved, kind, network, &valid_id));
     if kind == Kind::Portmap {
         return iptables;
     }
@@ -205,7 +211,7 @@ pub fn leftovers(nft: &mut dyn Backend) -> Result<Vec<Leftover>> {
     for ipt in Iptables::ALL {
         let entries: Vec<String> =
             [Kind::Masquerade, Kind::Portmap].iter().map(|k| k.entry_chain().to_string()).collect();
-        if !may_hold(ipt, &entries) {
+        if !may_hold(nft, ipt, &entries) {
             continue;
         }
         let saved = match ipt.save(NAT) {

@@ -299,12 +299,7 @@ fn remove(
 /// previous result the keys are known and deleted without listing (the
 /// network's set and chain stay, possibly empty, until GC or a DEL on the
 /// listing path); otherwise they are found by their comment.
-pub fn del(owner: &Owner, masq: bool, spoof: bool, prev: Option<&CniResult>) -> Result<(), CniError> {
-    let mut nft = crate::nft::backend();
-    del_with(&mut *nft, owner, masq, spoof, prev)
-}
-
-fn del_with(
+pub fn del(
     nft: &mut dyn Backend,
     owner: &Owner,
     masq: bool,
@@ -349,24 +344,30 @@ fn del_by_key(nft: &mut dyn Backend, owner: &Owner, masq: bool, spoof: bool, pre
 }
 
 /// GC: drops the elements of `network`'s attachments not in `valid`.
-pub fn gc(network: &str, valid: &[gc::Attachment], masq: bool, spoof: bool) -> Result<(), CniError> {
+pub fn gc(
+    nft: &mut dyn Backend,
+    network: &str,
+    valid: &[gc::Attachment],
+    masq: bool,
+    spoof: bool,
+) -> Result<(), CniError> {
     let valid: Vec<Owner> =
         valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
     let stale = |c: &str| is_network(c, network) && !valid.iter().any(|v| v.owns(c));
-    remove(&mut *crate::nft::backend(), network, masq, spoof, stale)
+    remove(nft, network, masq, spoof, stale)
 }
 
 /// DEL of what the reference's ipMasq made for this attachment (iptables
 /// nat chains, nftables rules), on a node that switched from it.
-pub fn del_reference(owner: &Owner) -> Result<(), CniError> {
-    Ok(takeover::remove(&mut *crate::nft::backend(), Kind::Masquerade, owner)?)
+pub fn del_reference(nft: &mut dyn Backend, owner: &Owner) -> Result<(), CniError> {
+    Ok(takeover::remove(nft, Kind::Masquerade, owner)?)
 }
 
 /// GC of what the reference's ipMasq made for `network`'s attachments not in `valid`.
-pub fn gc_reference(network: &str, valid: &[gc::Attachment]) -> Result<(), CniError> {
+pub fn gc_reference(nft: &mut dyn Backend, network: &str, valid: &[gc::Attachment]) -> Result<(), CniError> {
     let valid: Vec<Owner> =
         valid.iter().map(|a| Owner { network, container_id: &a.container_id, ifname: &a.ifname }).collect();
-    Ok(takeover::remove_stale(&mut *crate::nft::backend(), Kind::Masquerade, network, &valid)?)
+    Ok(takeover::remove_stale(nft, Kind::Masquerade, network, &valid)?)
 }
 
 /// CHECK: every address of `ips` is in its network's set under this
@@ -470,10 +471,10 @@ mod tests {
         let old = Element::new(set.clone(), vec![Key::Ip("10.1.0.6".parse().unwrap())])
             .with_comment(&format!("{} c2 eth0", network_hash("net1")));
         nft.commit(NfFamily::INet, MASQ_TABLE, &[ElementOp::Create(&old)]).unwrap();
-        del_with(&mut nft, &owner("c2"), true, true, None).unwrap();
+        del(&mut nft, &owner("c2"), true, true, None).unwrap();
         assert_eq!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).len(), 1);
         // The last element takes the set and its chain with it.
-        del_with(&mut nft, &owner("c1"), true, true, None).unwrap();
+        del(&mut nft, &owner("c1"), true, true, None).unwrap();
         assert!(nft.elements(NfFamily::INet, MASQ_TABLE, &set).is_empty());
         assert!(nft.list(NfFamily::INet, MASQ_TABLE).unwrap().unwrap().chains().is_empty());
         assert!(nft.elements(NfFamily::Bridge, SPOOF_TABLE, SPOOF_ALLOWED).is_empty());
@@ -489,7 +490,7 @@ mod tests {
         )
         .unwrap();
         let before = nft.calls.len();
-        del_with(&mut nft, &owner("c1"), true, true, Some(&prev)).unwrap();
+        del(&mut nft, &owner("c1"), true, true, Some(&prev)).unwrap();
         assert_eq!(nft.calls.len() - before, 4, "a lookup and a batch per table");
         assert_eq!(nft.applies(), 1);
         let set = masq_name("net1", &"10.1.0.0/24".parse().unwrap());

@@ -110,7 +110,7 @@ pub struct Made {
 /// `ipam::add_then`). Shared objects (a bridge, its gateway) stay.
 pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: NftUse) {
     if made.nft {
-        if let Err(e) = masquerade::del(&attachment(cmd), nft.masq, nft.spoof, None) {
+        if let Err(e) = masquerade::del(&mut *crate::nft::backend(), &attachment(cmd), nft.masq, nft.spoof, None) {
             log::warn!("rollback: removing nftables elements: {e}");
         }
     }
@@ -128,14 +128,16 @@ pub fn rollback(cmd: &Command, host: &Netlink, ns: &NetNs, made: &Made, nft: Nft
 /// going past errors and reports the first.
 pub fn del(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
+    // One backend, so one nfnetlink socket: each close after a deletion waits.
+    let mut backend = crate::nft::backend();
     if nft.any() {
         let prev = cmd.prev_result().ok().flatten();
-        if let Err(e) = masquerade::del(&attachment(cmd), nft.masq, nft.spoof, prev.as_ref()) {
+        if let Err(e) = masquerade::del(&mut *backend, &attachment(cmd), nft.masq, nft.spoof, prev.as_ref()) {
             errors.push(e);
         }
     }
     if nft.masq {
-        if let Err(e) = masquerade::del_reference(&attachment(cmd)) {
+        if let Err(e) = masquerade::del_reference(&mut *backend, &attachment(cmd)) {
             errors.push(e);
         }
     }
@@ -187,13 +189,14 @@ pub fn gc(cmd: &Command, nft: NftUse) -> Result<(), CniError> {
                 Ok(n) => log::info!("GC of network {network}: deleted {n} leftover veth pairs"),
                 Err(e) => first_err = Some(e.into()),
             }
+            let mut backend = crate::nft::backend();
             if nft.any() {
-                if let Err(e) = masquerade::gc(network, &valid, nft.masq, nft.spoof) {
+                if let Err(e) = masquerade::gc(&mut *backend, network, &valid, nft.masq, nft.spoof) {
                     first_err = first_err.or(Some(e));
                 }
             }
             if nft.masq {
-                if let Err(e) = masquerade::gc_reference(network, &valid) {
+                if let Err(e) = masquerade::gc_reference(&mut *backend, network, &valid) {
                     first_err = first_err.or(Some(e));
                 }
             }
