@@ -194,6 +194,17 @@ fn drop_rule_at_the_end_of_forward() {
 
 #[test]
 #[cfg_attr(built_without_root, ignore = "needs root")]
+fn a_reject_in_a_chain_forward_jumps_to() {
+    require_root();
+    // As ufw writes it: FORWARD jumps to a chain of its own that rejects.
+    let setup = "sh -c '{ip} -w -N ufw-user-forward && {ip} -w -A FORWARD -j ufw-user-forward && \
+                 {ip} -w -A ufw-user-forward -j REJECT && {ip6} -w -N ufw-user-forward && \
+                 {ip6} -w -A FORWARD -j ufw-user-forward && {ip6} -w -A ufw-user-forward -j REJECT'";
+    reaches_the_outside_through("iptables-nft", setup);
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn an_accepting_iptables_is_left_alone() {
     require_root();
     let node = Node::new(firewall_chain());

@@ -9,7 +9,7 @@ use super::element::{Element, ElementOp};
 use super::error::{Error, Result};
 use super::exec;
 use super::listing::Listing;
-use super::nfnetlink::{Nfnl, WireChain, WireElem, WireOp, WireRule};
+use super::nfnetlink::{Nfnl, WireChain, WireElem, WireExpr, WireOp, WireRule};
 use super::schema::{family_of_nfgen, nfgen_family, Transaction};
 
 /// What a lookup by key found: the element's comment.
@@ -38,6 +38,13 @@ pub struct RuleSummary {
     /// Whether it drops (or rejects) every packet that reaches it: no
     /// match, only counters or logging before the verdict.
     pub drops_all: bool,
+    /// Whether it may drop a packet at all: a drop verdict, a reject, or an
+    /// xt target (iptables-nft's REJECT is one), behind whatever match.
+    pub may_drop: bool,
+    /// Whether it ends in an accept.
+    pub accepts: bool,
+    /// The chains it jumps or goes to.
+    pub jumps: Vec<String>,
 }
 
 pub trait Backend {
@@ -88,10 +95,22 @@ const PASSIVE_EXPRESSIONS: [&str; 2] = ["counter", "log"];
 
 fn rule_summary(r: WireRule) -> Option<RuleSummary> {
     const NF_DROP: i32 = 0;
+    const NF_ACCEPT: i32 = 1;
+    const NFT_JUMP: i32 = -3;
+    const NFT_GOTO: i32 = -4;
+    let drops = |e: &WireExpr| (e.name == "immediate" && e.verdict == Some(NF_DROP)) || e.name == "reject";
     let (last, before) = r.exprs.split_last()?;
-    let verdict_drops = (last.name == "immediate" && last.verdict == Some(NF_DROP)) || last.name == "reject";
-    let drops_all = verdict_drops && before.iter().all(|e| PASSIVE_EXPRESSIONS.contains(&e.name.as_str()));
-    Some(RuleSummary { handle: u32::try_from(r.handle).ok()?, comment: r.comment, drops_all })
+    let drops_all = drops(last) && before.iter().all(|e| PASSIVE_EXPRESSIONS.contains(&e.name.as_str()));
+    let may_drop = r.exprs.iter().any(|e| drops(e) || e.name == "target");
+    let accepts = last.name == "immediate" && last.verdict == Some(NF_ACCEPT);
+    let jumps = r
+        .exprs
+        .iter()
+        .filter(|e| matches!(e.verdict, Some(NFT_JUMP | NFT_GOTO)))
+        .filter_map(|e| e.chain.clone())
+        .collect();
+    let handle = u32::try_from(r.handle).ok()?;
+    Some(RuleSummary { handle, comment: r.comment, drops_all, may_drop, accepts, jumps })
 }
 
 /// The real thing. The nfnetlink socket is opened on first use and kept for
@@ -187,7 +206,7 @@ mod tests {
     use crate::nft::nfnetlink::WireExpr;
 
     fn rule(exprs: &[(&str, Option<i32>)]) -> WireRule {
-        let exprs = exprs.iter().map(|(n, v)| WireExpr { name: n.to_string(), verdict: *v }).collect();
+        let exprs = exprs.iter().map(|(n, v)| WireExpr { name: n.to_string(), verdict: *v, chain: None }).collect();
         WireRule { handle: 3, comment: None, exprs }
     }
 

@@ -25,7 +25,10 @@
 //! address family. DEL removes the container's accepts and leaves
 //! CNI-FORWARD and its jumps, as the reference does.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
+
+use nftables::types::NfFamily;
 
 use super::backend::Backend;
 use super::error::Result;
@@ -51,7 +54,7 @@ fn of_family(ipt: Iptables, ips: &[IpAddr]) -> Vec<IpAddr> {
 /// `ipt`'s filter table when its FORWARD may drop. A table iptables cannot
 /// read (nft's own `ip filter`) is left to nftables.
 fn dropping_filter(nft: &mut dyn Backend, ipt: Iptables) -> Result<Option<Saved>> {
-    if !ipt.present(nft, TABLE, "FORWARD") {
+    if !ipt.present(nft, TABLE, "FORWARD") || certainly_accepts(nft, ipt) {
         return Ok(None);
     }
     let saved = match ipt.save(TABLE) {
@@ -63,6 +66,58 @@ fn dropping_filter(nft: &mut dyn Backend, ipt: Iptables) -> Result<Option<Saved>
         Err(e) => return Err(e),
     };
     Ok(saved.may_drop("FORWARD", FORWARD_CHAIN).then_some(saved))
+}
+
+/// The family of iptables-nft's tables for `ipt`.
+fn nft_family(ipt: Iptables) -> NfFamily {
+    if ipt.v6 {
+        NfFamily::IP6
+    } else {
+        NfFamily::IP
+    }
+}
+
+/// Whether iptables-nft's FORWARD certainly lets everything through: its
+/// policy accepts, and no rule of it or of a chain it reaches drops,
+/// rejects or hands the packet to an xt target (a REJECT is one). Read over
+/// nfnetlink, so that a node whose FORWARD cannot drop (kube-proxy's
+/// accepting rules, the reference's CNI-FORWARD left behind) pays no
+/// iptables-save. In doubt (legacy iptables, an error): false, and the save
+/// decides.
+fn certainly_accepts(nft: &mut dyn Backend, ipt: Iptables) -> bool {
+    if ipt.flavor != Flavor::Nft {
+        return false;
+    }
+    let family = nft_family(ipt);
+    let Ok(chains) = nft.base_chains() else { return false };
+    let forward = chains.iter().find(|c| c.family == family && c.table == TABLE && c.name == "FORWARD");
+    if forward.is_none_or(|c| c.drops) {
+        return false;
+    }
+    let mut todo = vec!["FORWARD".to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(chain) = todo.pop() {
+        if !seen.insert(chain.clone()) {
+            continue;
+        }
+        let Ok(rules) = nft.chain_rules(family, TABLE, &chain) else { return false };
+        if rules.iter().any(|r| r.may_drop) {
+            return false;
+        }
+        todo.extend(rules.into_iter().flat_map(|r| r.jumps));
+    }
+    true
+}
+
+/// Whether iptables-nft's CNI-FORWARD may hold accepts (for the DEL of any
+/// address): a chain of jumps only (to the admin chain) holds none, and then
+/// nothing is saved. Any other rule, or doubt: true.
+fn may_hold_accepts(nft: &mut dyn Backend, ipt: Iptables) -> bool {
+    if ipt.flavor != Flavor::Nft {
+        return true;
+    }
+    let rules = nft.chain_rules(nft_family(ipt), TABLE, FORWARD_CHAIN);
+    rules.map_or(true, |rules| rules.iter().any(|r| r.jumps.is_empty()))
 }
 
 /// What `saved` lacks of the hole for `ips`.
@@ -129,7 +184,7 @@ pub fn close(nft: &mut dyn Backend, ips: &[IpAddr]) -> Result<()> {
     let mut first_error = None;
     for ipt in Iptables::ALL {
         let ips = of_family(ipt, ips);
-        if ips.is_empty() || !may_hold_forward_chain(nft, ipt) {
+        if ips.is_empty() || !may_hold_forward_chain(nft, ipt) || !may_hold_accepts(nft, ipt) {
             continue;
         }
         let done = match ipt.save(TABLE) {
@@ -166,6 +221,11 @@ pub fn check(nft: &mut dyn Backend, ips: &[IpAddr], admin_chain: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nft::fake::Fake;
+    use crate::nft::schema::{add, jump, Stmt, Table, Transaction};
+    use nftables::schema::NfListObject;
+    use nftables::stmt::Statement;
+    use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
     fn ips() -> Vec<IpAddr> {
         vec!["10.0.0.5".parse().unwrap()]
@@ -190,5 +250,50 @@ mod tests {
         assert!(closing(&empty, &ips()).is_empty());
         // Another admin chain: its chain and jump.
         assert_eq!(opening(&done, &ips(), "OPS").len(), 2);
+    }
+
+    /// iptables-nft's `ip filter` as nft holds it: FORWARD (with `policy`)
+    /// jumping to CNI-FORWARD, which jumps to CNI-ADMIN, plus `extra` rules
+    /// (chain, statements).
+    fn fake_filter(policy: NfChainPolicy, extra: Vec<(&str, Vec<Stmt>)>) -> Fake {
+        let t = Table { family: NfFamily::IP, name: TABLE };
+        let forward = nftables::schema::Chain {
+            policy: Some(policy),
+            ..t.base_chain("FORWARD", NfChainType::Filter, NfHook::Forward, 0)
+        };
+        let mut objs = vec![t.add_table(), add(NfListObject::Chain(forward))];
+        for chain in [FORWARD_CHAIN, "CNI-ADMIN"] {
+            objs.push(add(NfListObject::Chain(t.chain(chain))));
+        }
+        objs.push(t.rule("FORWARD", vec![jump(FORWARD_CHAIN)], None));
+        objs.push(t.rule(FORWARD_CHAIN, vec![jump("CNI-ADMIN")], None));
+        objs.extend(extra.into_iter().map(|(chain, stmts)| t.rule(chain, stmts, None)));
+        let mut nft = Fake::new();
+        nft.apply(&Transaction::from(objs)).unwrap();
+        nft
+    }
+
+    const IPT: Iptables = Iptables { flavor: Flavor::Nft, v6: false };
+
+    #[test]
+    fn a_forward_that_cannot_drop_is_read_without_a_save() {
+        let accept = || vec![Statement::Accept(None)];
+        let drop = || vec![Statement::Drop(None)];
+        // The reference's chains left behind, an accepting operator rule: nothing drops.
+        assert!(certainly_accepts(&mut fake_filter(NfChainPolicy::Accept, vec![("FORWARD", accept())]), IPT));
+        // dockerd's policy, or a drop anywhere FORWARD leads: the save decides.
+        assert!(!certainly_accepts(&mut fake_filter(NfChainPolicy::Drop, vec![]), IPT));
+        assert!(!certainly_accepts(&mut fake_filter(NfChainPolicy::Accept, vec![("CNI-ADMIN", drop())]), IPT));
+        // No such table, or legacy iptables: in doubt.
+        assert!(!certainly_accepts(&mut Fake::new(), IPT));
+        let legacy = Iptables { flavor: Flavor::Legacy, v6: false };
+        assert!(!certainly_accepts(&mut fake_filter(NfChainPolicy::Accept, vec![]), legacy));
+    }
+
+    #[test]
+    fn a_cni_forward_of_jumps_only_holds_no_accepts() {
+        assert!(!may_hold_accepts(&mut fake_filter(NfChainPolicy::Accept, vec![]), IPT));
+        let accept = vec![Statement::Accept(None)];
+        assert!(may_hold_accepts(&mut fake_filter(NfChainPolicy::Accept, vec![(FORWARD_CHAIN, accept)]), IPT));
     }
 }

@@ -318,19 +318,24 @@ impl Backend for Fake {
         self.calls.push(Call::ListRules(chain.to_string()));
         let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
         let rules = t.and_then(|t| t.chains.get(chain)).cloned().unwrap_or_default();
-        Ok(rules
-            .into_iter()
-            .map(|(handle, comment, expr)| RuleSummary { handle, comment, drops_all: drops_all(&expr) })
-            .collect())
+        Ok(rules.into_iter().map(|(handle, comment, expr)| summary(handle, comment, &expr)).collect())
     }
 }
 
-/// Whether a rule's statements (nft JSON) drop every packet: only
-/// counters and logging before a drop or reject.
-fn drops_all(expr: &Value) -> bool {
+/// A rule's summary from its statements (nft JSON), as the kernel's
+/// expressions give it (backend.rs).
+fn summary(handle: u32, comment: Option<String>, expr: &Value) -> RuleSummary {
     let stmts = expr.as_array().cloned().unwrap_or_default();
     let kind = |s: &Value| s.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
-    let Some((last, before)) = stmts.split_last() else { return false };
-    matches!(kind(last).as_str(), "drop" | "reject")
-        && before.iter().all(|s| matches!(kind(s).as_str(), "counter" | "log"))
+    let drops = |s: &Value| matches!(kind(s).as_str(), "drop" | "reject");
+    let drops_all = stmts.split_last().is_some_and(|(last, before)| {
+        drops(last) && before.iter().all(|s| matches!(kind(s).as_str(), "counter" | "log"))
+    });
+    let may_drop = stmts.iter().any(drops);
+    let accepts = stmts.last().is_some_and(|s| kind(s) == "accept");
+    let jumps = stmts
+        .iter()
+        .filter_map(|s| s.get("jump").or_else(|| s.get("goto"))?.get("target")?.as_str().map(str::to_string))
+        .collect();
+    RuleSummary { handle, comment, drops_all, may_drop, accepts, jumps }
 }

@@ -214,6 +214,8 @@ pub struct WireChain {
 pub struct WireExpr {
     pub name: String,
     pub verdict: Option<i32>,
+    /// The chain of a jump or goto verdict.
+    pub chain: Option<String>,
 }
 
 /// A rule as the kernel lists it: what foreign.rs needs to know of it.
@@ -424,14 +426,14 @@ fn parse_rule(payload: &[u8]) -> Option<WireRule> {
     let exprs = crate::netlink::msg::attrs(find_attr(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default())
         .filter_map(|(_, e)| {
             let name = str_attr(e, NFTA_EXPR_NAME)?;
-            let verdict = (name == "immediate")
+            let verdict_attr = (name == "immediate")
                 .then(|| find_attr(e, NFTA_EXPR_DATA))
                 .flatten()
                 .and_then(|d| find_attr(d, NFTA_IMMEDIATE_DATA))
-                .and_then(|d| find_attr(d, NFTA_DATA_VERDICT))
-                .and_then(|v| be_u32_attr(v, NFTA_VERDICT_CODE))
-                .map(|c| c as i32);
-            Some(WireExpr { name, verdict })
+                .and_then(|d| find_attr(d, NFTA_DATA_VERDICT));
+            let verdict = verdict_attr.and_then(|v| be_u32_attr(v, NFTA_VERDICT_CODE)).map(|c| c as i32);
+            let chain = verdict_attr.and_then(|v| str_attr(v, NFTA_VERDICT_CHAIN));
+            Some(WireExpr { name, verdict, chain })
         })
         .collect();
     Some(WireRule { handle, comment, exprs })
