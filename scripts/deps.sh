@@ -14,5 +14,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
+# firewalld (and dbus) are for the tests, which run their own copy inside a
+# namespace: the host's must not start, now or at boot. policy-rc.d (101:
+# action not allowed) keeps the package scripts from starting services.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+case " $missing " in
+*" firewalld "*) command -v systemctl >/dev/null && systemctl disable firewalld >/dev/null 2>&1 || true ;;
+esac
