@@ -80,9 +80,8 @@ fn nft_family(ipt: Iptables) -> NfFamily {
 /// Whether iptables-nft's FORWARD certainly lets everything through: its
 /// policy accepts, and no rule of it or of a chain it reaches drops,
 /// rejects or hands the packet to an xt target (a REJECT is one). Read over
-/// nfnetlink, so that a node whose FORWARD cannot drop (kube-proxy's
-/// accepting rules, the reference's CNI-FORWARD left behind) pays no
-/// iptables-save. In doubt (legacy iptables, an error): false, and the save
+/// nfnetlink, so that a node whose FORWARD cannot drop (accepting rules
+/// only, the reference's CNI-FORWARD left behind) pays no iptables-save. In doubt (legacy iptables, an error): false, and the save
 /// decides.
 fn certainly_accepts(nft: &mut dyn Backend, ipt: Iptables) -> bool {
     if ipt.flavor != Flavor::Nft {
