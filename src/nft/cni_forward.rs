@@ -28,19 +28,16 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use nftables::types::NfFamily;
-
 use super::backend::Backend;
 use super::error::Result;
 use super::iptables::{Flavor, Iptables, Saved, Script};
-use super::reference::{admin_jump, forward_accepts, forward_jump, FORWARD_CHAIN};
+use super::reference::{admin_jump, forward_accepts, forward_jump, host, FORWARD_CHAIN};
 
 /// Every accept of one container address: the reference's two, and
 /// cnibox's for connections translated to it.
 fn container_accepts(ip: IpAddr) -> [Vec<String>; 3] {
     let [to, from] = forward_accepts(ip);
-    let host = format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 });
-    let translated = ["-d", &host, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"];
+    let translated = ["-d", &host(ip), "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"];
     [to, from, translated.iter().map(|w| w.to_string()).collect()]
 }
 
@@ -68,15 +65,6 @@ fn dropping_filter(nft: &mut dyn Backend, ipt: Iptables) -> Result<Option<Saved>
     Ok(saved.may_drop("FORWARD", FORWARD_CHAIN).then_some(saved))
 }
 
-/// The family of iptables-nft's tables for `ipt`.
-fn nft_family(ipt: Iptables) -> NfFamily {
-    if ipt.v6 {
-        NfFamily::IP6
-    } else {
-        NfFamily::IP
-    }
-}
-
 /// Whether iptables-nft's FORWARD certainly lets everything through: its
 /// policy accepts, and no rule of it or of a chain it reaches drops,
 /// rejects or hands the packet to an xt target (a REJECT is one). Read over
@@ -87,7 +75,7 @@ fn certainly_accepts(nft: &mut dyn Backend, ipt: Iptables) -> bool {
     if ipt.flavor != Flavor::Nft {
         return false;
     }
-    let family = nft_family(ipt);
+    let family = ipt.nft_family();
     let Ok(chains) = nft.base_chains() else { return false };
     let forward = chains.iter().find(|c| c.family == family && c.table == TABLE && c.name == "FORWARD");
     if forward.is_none_or(|c| c.drops) {
@@ -115,7 +103,7 @@ fn may_hold_accepts(nft: &mut dyn Backend, ipt: Iptables) -> bool {
     if ipt.flavor != Flavor::Nft {
         return true;
     }
-    let rules = nft.chain_rules(nft_family(ipt), TABLE, FORWARD_CHAIN);
+    let rules = nft.chain_rules(ipt.nft_family(), TABLE, FORWARD_CHAIN);
     rules.map_or(true, |rules| rules.iter().any(|r| r.jumps.is_empty()))
 }
 
@@ -224,7 +212,7 @@ mod tests {
     use crate::nft::schema::{add, jump, Stmt, Table, Transaction};
     use nftables::schema::NfListObject;
     use nftables::stmt::Statement;
-    use nftables::types::{NfChainPolicy, NfChainType, NfHook};
+    use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
     fn ips() -> Vec<IpAddr> {
         vec!["10.0.0.5".parse().unwrap()]

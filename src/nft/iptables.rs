@@ -59,6 +59,15 @@ impl Iptables {
         format!("{ip}tables-{flavor}{tool}")
     }
 
+    /// The nftables family iptables-nft keeps this iptables' tables in.
+    pub fn nft_family(&self) -> NfFamily {
+        if self.v6 {
+            NfFamily::IP6
+        } else {
+            NfFamily::IP
+        }
+    }
+
     /// Whether `table` exists, without exec'ing anything. iptables-nft
     /// creates a table's chains when it first uses them, so for it `chain`
     /// is asked for too (legacy tables always hold their built-in chains;
@@ -69,16 +78,13 @@ impl Iptables {
     /// netfilter socket's close after a deletion waits for a grace period.
     pub fn present(&self, nft: &mut dyn Backend, table: &str, chain: &str) -> bool {
         match self.flavor {
-            Flavor::Nft => {
-                let family = if self.v6 { NfFamily::IP6 } else { NfFamily::IP };
-                match nft.has_chain(family, table, chain) {
-                    Ok(found) => found,
-                    Err(e) => {
-                        log::debug!("{self}: cannot ask for {table} {chain}: {e}");
-                        false
-                    }
+            Flavor::Nft => match nft.has_chain(self.nft_family(), table, chain) {
+                Ok(found) => found,
+                Err(e) => {
+                    log::debug!("{self}: cannot ask for {table} {chain}: {e}");
+                    false
                 }
-            }
+            },
             Flavor::Legacy => {
                 let names = if self.v6 { "/proc/net/ip6_tables_names" } else { "/proc/net/ip_tables_names" };
                 std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|l| l == table))

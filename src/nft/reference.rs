@@ -145,8 +145,9 @@ pub const DNAT_PREFIX: &str = "DN-";
 pub const OLD_SNAT_PREFIX: &str = "SN-";
 pub const HOSTPORT_DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
 
-/// An address as the firewall plugin's rules name it: a host prefix.
-fn host(ip: IpAddr) -> String {
+/// An address as the firewall plugin's rules name it, a host prefix
+/// (`10.0.0.5/32`), as iptables-save prints it.
+pub fn host(ip: IpAddr) -> String {
     format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 })
 }
 

@@ -57,7 +57,8 @@ const SPOOF_ALLOWED: &str = "allowed";
 /// nft keeps at most this many bytes of a comment.
 const COMMENT_MAX: usize = 127;
 
-fn network_hash(network: &str) -> String {
+/// The network's 8 hex digits in set names, locks and the v0 comments.
+pub fn network_hash(network: &str) -> String {
     short_hex(&[network], 8)
 }
 

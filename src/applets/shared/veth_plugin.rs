@@ -22,14 +22,10 @@ pub fn attachment(cmd: &Command) -> Owner<'_> {
 /// nft keeps at most this many bytes of a comment; the veth tag was one.
 const TAG_MAX: usize = 127;
 
-fn network_tag(network: &str) -> String {
-    crate::util::hash::short_hex(&[network], 8)
-}
-
 /// The tag (alias) of an attachment's host veth end, for GC:
 /// `<8 hex digits of the network's hash> <container id> <ifname>`.
 fn veth_tag(network: &str, container_id: &str, ifname: &str) -> String {
-    let mut tag = format!("{} {container_id} {ifname}", network_tag(network));
+    let mut tag = format!("{} {container_id} {ifname}", masquerade::network_hash(network));
     tag.truncate(TAG_MAX);
     tag
 }
@@ -42,7 +38,7 @@ pub fn host_veth_tag(cmd: &Command) -> String {
 /// Whether `alias` is the tag of a host veth end of `network`.
 fn is_network_tag(alias: &str, network: &str) -> bool {
     let mut parts = alias.splitn(3, ' ');
-    parts.next() == Some(network_tag(network).as_str()) && parts.next().is_some() && parts.next().is_some()
+    parts.next() == Some(masquerade::network_hash(network).as_str()) && parts.next().is_some() && parts.next().is_some()
 }
 
 /// The first address of the subnet, the gateway when IPAM names none.
