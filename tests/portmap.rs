@@ -286,6 +286,9 @@ fn config_errors() {
         (json!({"markMasqBit": 40}), std_maps()),
         (json!({"markMasqBit": 4, "externalSetMarkChain": "KUBE-MARK-MASQ"}), std_maps()),
         (json!({"backend": "ebpf"}), std_maps()),
+        // externalSetMarkChain is an iptables chain, as the reference says.
+        (json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}), std_maps()),
+        (json!({"externalSetMarkChain": "KUBE-MARK-MASQ", "conditionsV4": ["ip saddr 10.0.0.0/8"]}), std_maps()),
     ];
     for (extra, maps) in cases {
         assert_eq!(
@@ -295,10 +298,13 @@ fn config_errors() {
         );
     }
     assert_eq!(node.host.exec("nft list tables").trim(), "");
-    // The iptables backend and its options are served with nftables.
-    let extra = json!({"backend": "iptables", "externalSetMarkChain": "KUBE-MARK-MASQ"});
-    call(&node, &c1).run("ADD", &conf(extra, Some(std_maps()), prev.clone())).ok();
-    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    // The iptables backend is served with nftables, and so is markMasqBit
+    // where nftables was asked for (unused there, as in the reference).
+    for extra in [json!({"backend": "iptables"}), json!({"backend": "nftables", "markMasqBit": 3})] {
+        call(&node, &c1).run("ADD", &conf(extra, Some(std_maps()), prev.clone())).ok();
+        assert!(ruleset(&node.host).contains(&c1.id));
+        call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    }
 
     // STATUS: available when nft runs, code 50 when it cannot.
     let status = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap"}).to_string();
@@ -589,4 +595,150 @@ fn tables_of_earlier_versions_are_migrated() {
     assert!(!rs.contains(r#""name": "masq-v6""#), "{rs}");
     assert_eq!(tcp_get(&c2.ns.name, "192.168.77.1:8083").as_deref(), Some("10.1.0.1"));
     call(&node, &c3).run("CHECK", &add3).ok();
+}
+
+/// kube-proxy's mark chains as it writes them with `tool`: KUBE-MARK-MASQ
+/// marks, KUBE-POSTROUTING masquerades what is marked.
+fn kube_proxy_mark_chains(node: &Node, tool: &str) {
+    for rule in [
+        "-N KUBE-MARK-MASQ",
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "-N KUBE-POSTROUTING",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        "-A KUBE-POSTROUTING -j MASQUERADE",
+        "-A POSTROUTING -j KUBE-POSTROUTING",
+    ] {
+        node.host.exec(&format!("{tool} -w -t nat {rule}"));
+    }
+}
+
+/// The packets that went through `chain`'s first rule.
+fn first_rule_packets(node: &Node, tool: &str, chain: &str) -> u64 {
+    let listing = node.host.exec(&format!("{tool} -w -t nat -L {chain} -n -v -x"));
+    let line = listing.lines().nth(2).unwrap_or_else(|| panic!("{chain} has no rule:\n{listing}"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The reference's portmap (Debian's containernetworking-plugins) run as a runtime would.
+fn reference_portmap(node: &Node, c: &Container, verb: &str, conf: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &node.host.name, "/usr/lib/cni/portmap"])
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", &c.id)
+        .env("CNI_NETNS", c.ns.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(conf.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "reference portmap {verb}: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// `externalSetMarkChain`: the connections to masquerade go through
+/// kube-proxy's chain and its masquerade, in the reference's iptables
+/// layout, which either implementation removes.
+fn external_mark_chain_with(tool: &str) {
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    serve(&c1.ns.name, 80, "c1-tcp");
+    let add = conf(json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}), Some(std_maps()), Some(c1.prev_result(1)));
+    // Before kube-proxy made its chain: try again later, nothing written.
+    assert_eq!(call(&node, &c1).run("ADD", &add).err_code(), 11);
+    kube_proxy_mark_chains(&node, tool);
+    // A dual-stack pod needs the chain of both families, as in the reference.
+    assert_eq!(call(&node, &c1).run("ADD", &add).err_code(), 11);
+    let ip6tool = format!("ip6{}", tool.strip_prefix("ip").unwrap());
+    assert!(!node.host.exec(&format!("{tool}-save -t nat")).contains("CNI-DN-"), "nothing left of the failed ADD");
+    kube_proxy_mark_chains(&node, &ip6tool);
+    let made_by_kube = node.host.exec(&format!("{tool}-save -t nat"));
+
+    call(&node, &c1).run("ADD", &add).ok();
+    let chain = node.host.exec(&format!("{tool}-save -t nat"));
+    assert!(chain.contains(&format!("dnat name: \\\"pmnet\\\" id: \\\"{}\\\"", c1.id)), "{chain}");
+    assert!(!ruleset(&node.host).contains(&c1.id), "nothing in cnibox's nftables table");
+    // A neighbour's hairpin connection works only masqueraded: kube-proxy's chain marked it.
+    let before = first_rule_packets(&node, tool, "KUBE-MARK-MASQ");
+    assert_eq!(tcp_get(&c2.ns.name, "10.1.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(&node.host.name, "127.0.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert!(first_rule_packets(&node, tool, "KUBE-MARK-MASQ") >= before + 2);
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
+    let before6 = first_rule_packets(&node, &ip6tool, "KUBE-MARK-MASQ");
+    assert_eq!(tcp_get(&c2.ns.name, "[fd01::1]:8080").as_deref(), Some("c1-tcp"));
+    assert!(first_rule_packets(&node, &ip6tool, "KUBE-MARK-MASQ") > before6);
+
+    call(&node, &c1).run("CHECK", &add).ok();
+    let dnat = chain.lines().find(|l| l.contains("--to-destination 10.1.0.5:80")).unwrap().replacen("-A", "-D", 1);
+    node.host.exec(&format!("{tool} -w -t nat {dnat}"));
+    call(&node, &c1).run("CHECK", &add).err_code();
+    call(&node, &c1).run("ADD", &add).ok();
+    call(&node, &c1).run("CHECK", &add).ok();
+
+    call(&node, &c1).run("DEL", &add).ok();
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080"), None);
+    let left = node.host.exec(&format!("{tool}-save -t nat")) + &node.host.exec(&format!("{ip6tool}-save -t nat"));
+    assert!(!left.contains(&c1.id) && !left.contains("10.1.0.5") && !left.contains("fd01::5"), "{left}");
+    // kube-proxy's chains are as they were.
+    for line in made_by_kube.lines().filter(|l| l.contains("KUBE-")) {
+        assert!(left.contains(line), "{line} gone:\n{left}");
+    }
+    call(&node, &c1).run("DEL", &add).ok();
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn external_set_mark_chain_with_iptables_nft() {
+    require_root();
+    external_mark_chain_with("iptables-nft");
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn external_set_mark_chain_with_iptables_legacy() {
+    require_root();
+    external_mark_chain_with("iptables-legacy");
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn mark_masq_bit_marks_and_masquerades_as_the_reference_does() {
+    require_root();
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    serve(&c1.ns.name, 80, "c1-tcp");
+    let add = conf(json!({"markMasqBit": 5}), Some(std_maps()), Some(c1.prev_result(1)));
+    call(&node, &c1).run("ADD", &add).ok();
+    let saved = node.host.exec("iptables-nft-save -t nat");
+    assert!(saved.contains("-A CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark 0x20/0x20"), "{saved}");
+    assert!(saved.contains("-A CNI-HOSTPORT-MASQ -m mark --mark 0x20/0x20 -j MASQUERADE"), "{saved}");
+    assert!(
+        saved.contains("-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ")
+    );
+    assert_eq!(tcp_get(&c2.ns.name, "10.1.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(&node.host.name, "127.0.0.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080").as_deref(), Some("c1-tcp"));
+    assert_eq!(tcp_get(&c2.ns.name, "[fd01::1]:8080").as_deref(), Some("c1-tcp"));
+    assert!(first_rule_packets(&node, "iptables-nft", "CNI-HOSTPORT-SETMARK") >= 2);
+    call(&node, &c1).run("CHECK", &add).ok();
+
+    // The reference's DEL removes what cnibox wrote, and the other way round.
+    reference_portmap(&node, &c1, "DEL", &add);
+    let left = node.host.exec("iptables-nft-save -t nat") + &node.host.exec("ip6tables-nft-save -t nat");
+    assert!(!left.contains(&c1.id) && !left.contains("10.1.0.5") && !left.contains("fd01::5"), "{left}");
+    call(&node, &c1).run("CHECK", &add).err_code();
+    reference_portmap(&node, &c1, "ADD", &add);
+    call(&node, &c1).run("DEL", &add).ok();
+    let left = node.host.exec("iptables-nft-save -t nat") + &node.host.exec("ip6tables-nft-save -t nat");
+    assert!(!left.contains(&c1.id) && !left.contains("10.1.0.5") && !left.contains("fd01::5"), "{left}");
+    assert_eq!(tcp_get(&node.outside.name, "192.168.77.1:8080"), None);
 }

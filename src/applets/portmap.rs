@@ -39,11 +39,17 @@
 //! or a neighbour on the same bridge, whose replies would otherwise bypass
 //! the host), from 127.0.0.0/8 (with route_localnet set on the interface
 //! routing to the container, as the reference does) or, with `masqAll`, from
-//! anywhere, are masqueraded. `markMasqBit` is validated (0..=31) but no mark
-//! is needed; `externalSetMarkChain` names an iptables chain nftables cannot
-//! jump to: it is accepted and cnibox masquerades itself.
+//! anywhere, are masqueraded: no mark is needed.
+//!
+//! A config that asks for masquerading by a mark, with `externalSetMarkChain`
+//! (an iptables chain, such as kube-proxy's KUBE-MARK-MASQ, that nftables
+//! cannot jump to) or an explicit `markMasqBit`, is served in the reference's
+//! own iptables layout instead (iptables_layout.rs), as the reference's
+//! `ensureBackend` picks iptables for it. With `backend: "nftables"`,
+//! `externalSetMarkChain` is refused and `markMasqBit` unused, as there.
 
 mod conditions;
+mod iptables_layout;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -61,6 +67,7 @@ use super::shared::nft_attachment;
 use crate::cni::fault;
 use crate::cni::{Applet, CniError, CniResult, Command};
 use crate::netlink::{conntrack, sysctl, Netlink};
+use crate::nft::iptables::Iptables;
 use crate::nft::owned::{self, Claim};
 use crate::nft::schema::{
     add, concat, cow as s, ct_status_dnat, delete_chain, delete_set, eq, ip_proto, jump, meta, nfproto, payload,
@@ -68,6 +75,7 @@ use crate::nft::schema::{
 };
 use crate::nft::takeover::{self, Kind};
 use crate::nft::{Backend, Data, Element, ElementOp, Key, ListedElement, ListedRule, Listing, Owner};
+use iptables_layout::{Layout, MarkBy};
 
 pub struct Portmap;
 
@@ -122,12 +130,58 @@ fn parse_conf(cmd: &Command) -> Result<PortmapConf, CniError> {
     if conf.mark_masq_bit.is_some_and(|b| !(0..=31).contains(&b)) {
         return Err(CniError::invalid_config("markMasqBit must be between 0 and 31"));
     }
-    if let Some(chain) = &conf.external_set_mark_chain {
-        log::info!(
-            "portmap: externalSetMarkChain {chain:?} is an iptables chain; cnibox masquerades with nftables itself"
-        );
-    }
     Ok(conf)
+}
+
+/// Whether the config asks for masquerading by a mark, which only iptables
+/// serves (the module comment says when).
+fn mark_by(conf: &PortmapConf) -> Result<Option<MarkBy>, CniError> {
+    let nft_requested = conf.backend.as_deref() == Some("nftables");
+    let nft_conditions = [("conditionsV4", &conf.conditions_v4), ("conditionsV6", &conf.conditions_v6)]
+        .into_iter()
+        .find(|(_, c)| c.as_deref().is_some_and(conditions::is_nft_syntax));
+    if let Some(chain) = &conf.external_set_mark_chain {
+        if nft_requested {
+            return Err(CniError::invalid_config(
+                "nftables backend was requested but configuration contains iptables-specific options [externalSetMarkChain]",
+            ));
+        }
+        if let Some((key, _)) = nft_conditions {
+            return Err(CniError::invalid_config(format!(
+                "externalSetMarkChain needs the iptables backend, but {key} is in nftables syntax"
+            )));
+        }
+        return Ok(Some(MarkBy::External(chain.clone())));
+    }
+    let Some(bit) = conf.mark_masq_bit else { return Ok(None) };
+    let unused = if nft_requested {
+        Some("the nftables backend was requested")
+    } else if nft_conditions.is_some() {
+        Some("the conditions are in nftables syntax")
+    } else if !Iptables::ALL.iter().any(Iptables::installed) {
+        Some("iptables is not installed")
+    } else {
+        None
+    };
+    match unused {
+        Some(why) => {
+            log::info!("portmap: markMasqBit is unused ({why}): cnibox masquerades with nftables, needing no mark");
+            Ok(None)
+        }
+        None => Ok(Some(MarkBy::Bit(bit as u32))),
+    }
+}
+
+/// The iptables layout of a config that `mark_by` sends there.
+fn layout<'a>(cmd: &'a Command, conf: &'a PortmapConf, mark: &'a MarkBy) -> Layout<'a> {
+    Layout {
+        owner: nft_attachment::owner(cmd),
+        mark,
+        snat: conf.snat.unwrap_or(true),
+        masq_all: conf.masq_all,
+        conditions_v4: conf.conditions_v4.as_deref().unwrap_or_default(),
+        conditions_v6: conf.conditions_v6.as_deref().unwrap_or_default(),
+    }
 }
 
 fn mappings(cmd: &Command) -> Result<Vec<Mapping>, CniError> {
@@ -589,13 +643,46 @@ fn del_attachment(nft: &mut dyn Backend, cmd: &Command) -> Result<BTreeSet<(bool
     Ok(udp_ports_of(&elements, &rules))
 }
 
+/// How a config's mappings are served.
+enum DataPath {
+    /// The usual: elements in cnibox's table.
+    Nftables(Plan),
+    /// Masquerading by a mark, in the reference's iptables layout.
+    Iptables(MarkBy),
+}
+
+/// The data path of the mappings of `ips`; None when nothing is to map.
+fn data_path(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Option<DataPath>, CniError> {
+    if maps.is_empty() || ips.is_empty() {
+        return Ok(None);
+    }
+    if let Some(mark) = mark_by(conf)? {
+        return Ok(Some(DataPath::Iptables(mark)));
+    }
+    let plan = plan(conf, maps, ips)?;
+    if plan.elements.is_empty() && plan.conditional.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(DataPath::Nftables(plan)))
+}
+
+/// The UDP host ports of `ips`' families, for the conntrack flush.
+fn udp_ports(maps: &[Mapping], ips: &[IpNet]) -> BTreeSet<(bool, u16)> {
+    let mut out = BTreeSet::new();
+    for v6 in ips.iter().map(|i| i.addr().is_ipv6()) {
+        let of_family = |m: &&Mapping| m.host_ip.is_none_or(|h| h.is_ipv6() == v6);
+        out.extend(maps.iter().filter(|m| m.proto == "udp").filter(of_family).map(|m| (v6, m.host_port)));
+    }
+    out
+}
+
 impl Applet for Portmap {
     /// Chained: a prevResult, when given, must parse and plan; ADD demands one.
     fn validate(&self, cmd: &Command) -> Result<(), CniError> {
         let conf = parse_conf(cmd)?;
         let maps = mappings(cmd)?;
         if let Some(prev) = cmd.prev_result()? {
-            plan(&conf, &maps, &container_ips(&prev, &cmd.ifname))?;
+            data_path(&conf, &maps, &container_ips(&prev, &cmd.ifname))?;
         }
         Ok(())
     }
@@ -606,29 +693,34 @@ impl Applet for Portmap {
             return Err(CniError::invalid_config("portmap must be called as a chained plugin (no prevResult)"));
         };
         let maps = mappings(cmd)?;
-        if maps.is_empty() {
-            return Ok(prev);
-        }
         let ips = container_ips(&prev, &cmd.ifname);
-        let plan = plan(&conf, &maps, &ips)?;
-        if plan.elements.is_empty() && plan.conditional.is_empty() {
-            return Ok(prev);
-        }
+        let Some(path) = data_path(&conf, &maps, &ips)? else { return Ok(prev) };
         if conf.snat.unwrap_or(true) {
             for ip in ips.iter().filter(|i| i.addr().is_ipv4()) {
                 enable_localnet_routing(ip.addr())?;
             }
         }
         fault::step("portmap: localnet routing")?;
-        add_plan(&mut *crate::nft::backend(), &nft_attachment::owner(cmd), &plan, &ips)?;
-        if let Err(e) = fault::step("portmap: mappings committed") {
-            // Take back what this ADD committed.
+        // Takes back what this ADD committed.
+        let undo = |e: CniError| {
             if let Err(undo) = self.del(cmd) {
                 log::warn!("undoing a failed ADD: {undo}");
             }
-            return Err(e);
+            e
+        };
+        match &path {
+            // One transaction: a failure committed nothing.
+            DataPath::Nftables(plan) => add_plan(&mut *crate::nft::backend(), &nft_attachment::owner(cmd), plan, &ips)?,
+            // One family's commit may have preceded the failure.
+            DataPath::Iptables(mark) => {
+                layout(cmd, &conf, mark).add(&mut *crate::nft::backend(), &maps, &ips).map_err(undo)?
+            }
         }
-        flush_udp_conntrack(&plan.udp_ports);
+        fault::step("portmap: mappings committed").map_err(undo)?;
+        match &path {
+            DataPath::Nftables(plan) => flush_udp_conntrack(&plan.udp_ports),
+            DataPath::Iptables(_) => flush_udp_conntrack(&udp_ports(&maps, &ips)),
+        }
         Ok(prev)
     }
 
@@ -647,17 +739,18 @@ impl Applet for Portmap {
             return Err(CniError::invalid_config("required prevResult missing"));
         };
         let maps = mappings(cmd)?;
-        if maps.is_empty() {
-            return Ok(());
+        let ips = container_ips(&prev, &cmd.ifname);
+        let mut nft = crate::nft::backend();
+        match data_path(&conf, &maps, &ips)? {
+            None => Ok(()),
+            Some(DataPath::Iptables(mark)) => layout(cmd, &conf, &mark).check(&mut *nft, &maps, &ips),
+            Some(DataPath::Nftables(plan)) => {
+                let listing = nft
+                    .list(FAMILY, TABLE)?
+                    .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
+                check_listing(&listing, &plan, &nft_attachment::owner(cmd).comment())
+            }
         }
-        let plan = plan(&conf, &maps, &container_ips(&prev, &cmd.ifname))?;
-        if plan.elements.is_empty() && plan.conditional.is_empty() {
-            return Ok(());
-        }
-        let listing = crate::nft::backend()
-            .list(FAMILY, TABLE)?
-            .ok_or_else(|| CniError::internal(format!("nftables table inet {TABLE} is missing")))?;
-        check_listing(&listing, &plan, &nft_attachment::owner(cmd).comment())
     }
 
     fn status(&self, _cmd: &Command) -> Result<(), CniError> {
@@ -759,6 +852,7 @@ fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn m(host_port: u16, container_port: u16, proto: &'static str, host_ip: Option<&str>) -> Mapping {
         Mapping { host_port, container_port, proto, host_ip: host_ip.map(|h| h.parse().unwrap()) }
@@ -864,6 +958,21 @@ mod tests {
         let p = plan(&conf, &[m(8080, 80, "tcp", None)], &ips).unwrap();
         assert_eq!(p.conditional.len(), 1);
         assert!(p.elements.iter().all(|e| e.set.starts_with("masq")));
+    }
+
+    #[test]
+    fn mark_configs_go_to_iptables_as_in_the_reference() {
+        let mark_of = |v: Value| mark_by(&serde_json::from_value::<PortmapConf>(v).unwrap());
+        let external = Some(MarkBy::External("KUBE-MARK-MASQ".into()));
+        assert_eq!(mark_of(json!({})).unwrap(), None);
+        assert_eq!(mark_of(json!({"externalSetMarkChain": "KUBE-MARK-MASQ"})).unwrap(), external);
+        let conds = json!({"externalSetMarkChain": "KUBE-MARK-MASQ", "conditionsV4": ["-s", "10.0.0.0/8"]});
+        assert_eq!(mark_of(conds).unwrap(), external);
+        assert_eq!(mark_of(json!({"externalSetMarkChain": "K", "backend": "nftables"})).unwrap_err().code, 7);
+        let nft_conds = json!({"externalSetMarkChain": "K", "conditionsV6": ["ip6 saddr fd00::/8"]});
+        assert_eq!(mark_of(nft_conds).unwrap_err().code, 7);
+        assert_eq!(mark_of(json!({"markMasqBit": 5, "backend": "nftables"})).unwrap(), None);
+        assert_eq!(mark_of(json!({"markMasqBit": 5, "conditionsV4": ["ip saddr 10.0.0.0/8"]})).unwrap(), None);
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl Iptables {
         format!("{ip}tables-{flavor}{tool}")
     }
 
+    /// Whether this iptables' tools are installed (on PATH).
+    pub fn installed(&self) -> bool {
+        let restore = self.binary("-restore");
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&restore).exists()))
+    }
+
     /// The nftables family iptables-nft keeps this iptables' tables in.
     pub fn nft_family(&self) -> NfFamily {
         if self.v6 {
@@ -364,6 +370,12 @@ impl Script {
 
     pub fn delete_chain(&mut self, chain: &str) {
         self.push("-X", chain, &[]);
+    }
+
+    /// Appends `other`'s commands (of the same table).
+    pub fn extend(&mut self, other: Script) {
+        debug_assert_eq!(self.table, other.table);
+        self.lines.extend(other.lines);
     }
 
     fn render(&self) -> String {

@@ -144,6 +144,58 @@ pub const HOSTPORT_CHAIN: &str = "hostports";
 pub const DNAT_PREFIX: &str = "DN-";
 pub const OLD_SNAT_PREFIX: &str = "SN-";
 pub const HOSTPORT_DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
+/// portmap's mark chains (with its own mark bit): one marks the connections
+/// to masquerade, the other, jumped to first from POSTROUTING, masquerades
+/// what is marked.
+pub const SETMARK_CHAIN: &str = "CNI-HOSTPORT-SETMARK";
+pub const MARK_MASQ_CHAIN: &str = "CNI-HOSTPORT-MASQ";
+/// The reference's default `markMasqBit`.
+pub const DEFAULT_MARK_BIT: u32 = 13;
+/// The reference cuts a longer comment to 253 bytes and `...`.
+const IPTABLES_COMMENT_MAX: usize = 255;
+
+/// The comment of CNI-HOSTPORT-DNAT's jumps to a container's DNAT chain:
+/// `dnat name: "<network>" id: "<containerID>"`, cut as the reference cuts it.
+pub fn dnat_comment(network: &str, container_id: &str) -> String {
+    let mut comment = format!("dnat {}", comment(network, container_id));
+    if comment.len() > IPTABLES_COMMENT_MAX {
+        let mut cut = IPTABLES_COMMENT_MAX - 2;
+        while !comment.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        comment.truncate(cut);
+        comment.push_str("...");
+    }
+    comment
+}
+
+/// PREROUTING's and OUTPUT's jump to CNI-HOSTPORT-DNAT (as the reference
+/// writes it; iptables-save prints the same words).
+pub fn hostport_dnat_jump() -> Vec<String> {
+    args(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", HOSTPORT_DNAT_CHAIN])
+}
+
+/// `0x2000/0x2000` for bit 13, as the reference and iptables-save write it.
+fn mark_of(bit: u32) -> String {
+    let value = 1u32 << bit;
+    format!("{value:#x}/{value:#x}")
+}
+
+/// The one rule of CNI-HOSTPORT-SETMARK.
+pub fn setmark_rule(bit: u32) -> Vec<String> {
+    args(&["-m", "comment", "--comment", "CNI portfwd masquerade mark", "-j", "MARK", "--set-xmark", &mark_of(bit)])
+}
+
+/// POSTROUTING's jump to CNI-HOSTPORT-MASQ (inserted first, so that
+/// bridge's and ptp's masquerade rules do not take these connections).
+pub fn mark_masq_jump() -> Vec<String> {
+    args(&["-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", MARK_MASQ_CHAIN])
+}
+
+/// The one rule of CNI-HOSTPORT-MASQ.
+pub fn mark_masq_rule(bit: u32) -> Vec<String> {
+    args(&["-m", "mark", "--mark", &mark_of(bit), "-j", "MASQUERADE"])
+}
 
 /// An address as the firewall plugin's rules name it, a host prefix
 /// (`10.0.0.5/32`), as iptables-save prints it.
@@ -212,6 +264,19 @@ mod tests {
         assert!(comment.starts_with(&masq_instance_hash("mynet", "eth0", "c1")));
         assert_eq!(masq_comment_container(&comment), Some("c1"));
         assert_eq!(masq_comment("n", "eth0", &"x".repeat(200)).len(), 128);
+    }
+
+    #[test]
+    fn portmap_rules_have_the_reference_shape() {
+        assert_eq!(dnat_comment("n", "c"), r#"dnat name: "n" id: "c""#);
+        let long = dnat_comment("n", &"x".repeat(300));
+        assert_eq!(long.len(), 256);
+        assert!(long.ends_with("xx..."));
+        assert_eq!(
+            setmark_rule(13).join(" "),
+            "-m comment --comment CNI portfwd masquerade mark -j MARK --set-xmark 0x2000/0x2000"
+        );
+        assert_eq!(mark_masq_rule(0).join(" "), "-m mark --mark 0x1/0x1 -j MASQUERADE");
     }
 
     #[test]

@@ -56,9 +56,9 @@ impl Kind {
     }
 }
 
-/// The deletion of `doomed` chains (those `saved` holds): every rule jumping
-/// to them, then their rules and the chains themselves.
-fn removal(saved: &Saved, doomed: &[String]) -> Script {
+/// The deletion of `doomed` nat chains (those `saved` holds): every rule
+/// jumping to them, then their rules and the chains themselves.
+pub fn removal(saved: &Saved, doomed: &[String]) -> Script {
     let doomed: Vec<&String> = doomed.iter().filter(|c| saved.has_chain(c)).collect();
     let mut script = Script::new(NAT);
     let is_doomed = |c: &str| doomed.iter().any(|d| *d == c);

@@ -132,13 +132,21 @@ fn one_or_set(items: &[String], parse: impl Fn(&str) -> Result<Expr, CniError>) 
     )))
 }
 
+/// Whether `conditions` are nft expressions (not iptables arguments), told
+/// by their first word as the reference tells them.
+pub fn is_nft_syntax(conditions: &[String]) -> bool {
+    let first = conditions.iter().flat_map(|c| c.split_whitespace()).next();
+    first.is_some_and(|t| !t.starts_with('-') && !t.starts_with('!'))
+}
+
 /// Translates one family's conditions. `key` names the config key.
 pub fn translate(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, CniError> {
-    let first = conditions.iter().flat_map(|c| c.split_whitespace()).next();
-    match first {
-        None => Ok(Vec::new()),
-        Some(t) if t.starts_with('-') || t.starts_with('!') => iptables(key, conditions, v6),
-        Some(_) => nft(key, conditions, v6),
+    if conditions.iter().all(|c| c.trim().is_empty()) {
+        Ok(Vec::new())
+    } else if is_nft_syntax(conditions) {
+        nft(key, conditions, v6)
+    } else {
+        iptables(key, conditions, v6)
     }
 }
 
