@@ -357,119 +357,174 @@ fn mapping(host_port: u16, container_port: u16) -> Value {
 
 /// What the pod's result gives it: the lease's next address in each family
 /// and the interface at the flannel MTU.
-fn assert_pod_addresses(node: &Node, pod: &Netns, result: &Value) {
+fn assert_pod_addresses(node: &Node, pod: &Pod) {
+    let result = &pod.result;
     assert_eq!(address(result, 0), format!("10.244.{}.2/24", node.n), "{result}");
     if node.dual_stack {
         assert_eq!(address(result, 1), format!("fd00:10:244:{}::2/64", node.n), "{result}");
     } else {
         assert_eq!(result["ips"].as_array().map(Vec::len), Some(1), "{result}");
     }
-    assert_eq!(pod.exec("cat /sys/class/net/eth0/mtu").trim(), FLANNEL_MTU.to_string());
+    assert_eq!(pod.ns.exec("cat /sys/class/net/eth0/mtu").trim(), FLANNEL_MTU.to_string());
+}
+
+/// A pod attached by cnitool, with the result it got.
+struct Pod {
+    ns: Netns,
+    result: Value,
+}
+
+impl Pod {
+    fn ip(&self) -> String {
+        without_prefix(&address(&self.result, 0))
+    }
+    fn ip6(&self) -> String {
+        without_prefix(&address(&self.result, 1))
+    }
+}
+
+impl Node {
+    fn add_pod(&self, port_mappings: &[Value]) -> Pod {
+        let ns = Netns::new("flp");
+        let result = self.cnitool("add", &ns, port_mappings);
+        Pod { ns, result }
+    }
+    fn host_port(&self, port: u16) -> String {
+        format!("{}:{port}", self.underlay_ip())
+    }
+    fn host_port6(&self, port: u16) -> String {
+        format!("[{}]:{port}", self.underlay_ip6())
+    }
 }
 
 fn multinode(dual_stack: bool) {
     let (node1, node2) = cluster(dual_stack);
     let flanneld_before = [node1.flanneld_state(), node2.flanneld_state()];
-    let (pod1, pod2) = (Netns::new("flp"), Netns::new("flp"));
     let web = [mapping(HOST_PORT, POD_PORT)];
-    let r1 = node1.cnitool("add", &pod1, &web);
-    let r2 = node2.cnitool("add", &pod2, &[]);
-    assert_pod_addresses(&node1, &pod1, &r1);
-    assert_pod_addresses(&node2, &pod2, &r2);
+    let pod1 = node1.add_pod(&web);
+    let pod2 = node2.add_pod(&[]);
+    assert_pod_addresses(&node1, &pod1);
+    assert_pod_addresses(&node2, &pod2);
     // The stock conflist is 0.3.1, older than CHECK: a runtime does not
     // CHECK it, and cnitool refuses to, as libcni does.
-    let check = node1.run_cnitool("check", &pod1, &web);
+    let check = node1.run_cnitool("check", &pod1.ns, &web);
     assert!(!check.status.success() && String::from_utf8_lossy(&check.stderr).contains("does not support CHECK"));
-    let (ip1, ip2) = (without_prefix(&address(&r1, 0)), without_prefix(&address(&r2, 0)));
 
-    // Full-size IPv4 packets at the flannel MTU cross the vxlan; one byte
-    // more does not leave the pod with DF set.
-    first_ping(&pod1, &ip2, FLANNEL_MTU - ICMP4_HEADERS);
-    assert_ping(&pod2, &ip1, FLANNEL_MTU - ICMP4_HEADERS);
-    assert_no_ping(&pod1, &ip2, FLANNEL_MTU - ICMP4_HEADERS + 1);
-    assert_eq!(node1.ns.exec("cat /sys/class/net/flannel.1/mtu").trim(), FLANNEL_MTU.to_string());
-
-    // Pod to pod across nodes: no NAT (flannel's FLANNEL_IPMASQ=true turns
-    // the bridge's ipMasq off, and flanneld's rules skip the flannel network).
-    netfixture::serve_peer(&pod2.name, POD_PORT);
-    netfixture::serve_peer(&node2.ns.name, NODE_PORT);
-    let from_pod1 = |addr: String| netfixture::tcp_get(&pod1.name, &addr);
-    assert_eq!(from_pod1(format!("{ip2}:{POD_PORT}")).as_deref(), Some(ip1.as_str()));
-    // A pod reaches the other node, masqueraded by flanneld's rules to its
-    // node's underlay address.
-    assert_eq!(from_pod1(format!("{}:{NODE_PORT}", node2.underlay_ip())), Some(node1.underlay_ip()));
-
-    // The hostPort (portmap, from the stock conflist) answers the other
-    // node, the other node's pod, and the pod itself (hairpin).
-    netfixture::serve_peer(&pod1.name, POD_PORT);
-    let host_port = format!("{}:{HOST_PORT}", node1.underlay_ip());
-    assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port), Some(node2.underlay_ip()));
-    assert_eq!(netfixture::tcp_get(&pod2.name, &host_port), Some(node2.underlay_ip()));
-    assert!(netfixture::tcp_get(&pod1.name, &host_port).is_some(), "no hairpin through the host port");
-
-    if dual_stack {
-        let (ip6_1, ip6_2) = (without_prefix(&address(&r1, 1)), without_prefix(&address(&r2, 1)));
-        first_ping(&pod1, &ip6_2, VXLAN6_PATH_MTU - ICMP6_HEADERS);
-        assert_ping(&pod2, &ip6_1, VXLAN6_PATH_MTU - ICMP6_HEADERS);
-        assert_eq!(node1.ns.exec("cat /sys/class/net/flannel-v6.1/mtu").trim(), VXLAN6_PATH_MTU.to_string());
-        // A packet at the pod's MTU exceeds the IPv6 path: the node says
-        // "packet too big" and the pod caches the path's MTU.
-        assert_no_ping(&pod1, &ip6_2, FLANNEL_MTU - ICMP6_HEADERS);
-        let route = pod1.exec(&format!("ip -6 route get {ip6_2}"));
-        assert!(route.contains(&format!("mtu {VXLAN6_PATH_MTU}")), "{route}");
-        assert_eq!(from_pod1(format!("[{ip6_2}]:{POD_PORT}")), Some(ip6_1.clone()));
-        assert_eq!(from_pod1(format!("[{}]:{NODE_PORT}", node2.underlay_ip6())), Some(node1.underlay_ip6()));
-        let host_port6 = format!("[{}]:{HOST_PORT}", node1.underlay_ip6());
-        assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port6), Some(node2.underlay_ip6()));
-        assert_eq!(netfixture::tcp_get(&pod2.name, &host_port6), Some(node2.underlay_ip6()));
+    for (pod, port) in [(&pod1, POD_PORT), (&pod2, POD_PORT)] {
+        netfixture::serve_peer(&pod.ns.name, port);
     }
-
-    // A second pod on node 1, with its own host port, reaches its
-    // neighbour and the other node's pod; its DEL gives node 1 back exactly
-    // the ruleset it had before.
-    let rules_before = node1.ns.exec("nft list ruleset");
-    let pod3 = Netns::new("flp");
-    let r3 = node1.cnitool("add", &pod3, &[mapping(HOST_PORT + 1, POD_PORT)]);
-    assert_eq!(address(&r3, 0), "10.244.1.3/24", "{r3}");
-    assert_ping(&pod3, &ip1, FLANNEL_MTU - ICMP4_HEADERS);
-    assert_ping(&pod3, &ip2, FLANNEL_MTU - ICMP4_HEADERS);
-    netfixture::serve_peer(&pod3.name, POD_PORT);
-    let host_port3 = format!("{}:{}", node1.underlay_ip(), HOST_PORT + 1);
-    assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port3), Some(node2.underlay_ip()));
-    node1.cnitool("del", &pod3, &[]);
-    assert_eq!(node1.ns.exec("nft list ruleset"), rules_before, "pod 3's DEL left the ruleset changed");
-    assert!(!pod3.try_exec("ip link show eth0"));
+    netfixture::serve_peer(&node2.ns.name, NODE_PORT);
+    ipv4_across_nodes(&node1, &node2, &pod1, &pod2);
+    if dual_stack {
+        ipv6_across_nodes(&node1, &node2, &pod1, &pod2);
+    }
+    a_second_pod_leaves_the_ruleset_as_it_was(&node1, &node2, &pod1, &pod2);
 
     // DEL (without CAP_ARGS: cnitool's cache has ADD's) releases everything.
-    node1.cnitool("del", &pod1, &[]);
-    node2.cnitool("del", &pod2, &[]);
-    assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port), None, "the host port answers after DEL");
-    for (node, pod, result) in [(&node1, &pod1, &r1), (&node2, &pod2, &r2)] {
-        assert_released(node, pod, result);
-    }
+    node1.cnitool("del", &pod1.ns, &[]);
+    node2.cnitool("del", &pod2.ns, &[]);
+    assert_eq!(netfixture::tcp_get(&node2.ns.name, &node1.host_port(HOST_PORT)), None, "host port open after DEL");
+    assert_released(&node1, &pod1);
+    assert_released(&node2, &pod2);
     assert_eq!([node1.flanneld_state(), node2.flanneld_state()], flanneld_before, "the chain touched flanneld's state");
     // A second DEL (nothing cached now: the conflist is run) succeeds.
-    node1.cnitool("del", &pod1, &[]);
+    node1.cnitool("del", &pod1.ns, &[]);
 }
 
-fn assert_released(node: &Node, pod: &Netns, result: &Value) {
-    let id = Attachment::cnitool_container_id(&pod.path());
-    assert!(!pod.try_exec("ip link show eth0"), "node {}: the pod's eth0 is left", node.n);
-    let links = node.ns.exec("ip -br link");
-    assert!(!links.contains("veth"), "node {}: links left after DEL:\n{links}", node.n);
+/// Pod 1 on node 1 (host port HOST_PORT) and pod 2 on node 2, both serving
+/// their peer's address on POD_PORT; node 2 serves it on NODE_PORT.
+fn ipv4_across_nodes(node1: &Node, node2: &Node, pod1: &Pod, pod2: &Pod) {
+    // Full-size packets at the flannel MTU cross the vxlan; one byte more
+    // does not leave the pod with DF set.
+    first_ping(&pod1.ns, &pod2.ip(), FLANNEL_MTU - ICMP4_HEADERS);
+    assert_ping(&pod2.ns, &pod1.ip(), FLANNEL_MTU - ICMP4_HEADERS);
+    assert_no_ping(&pod1.ns, &pod2.ip(), FLANNEL_MTU - ICMP4_HEADERS + 1);
+    assert_eq!(node1.ns.exec("cat /sys/class/net/flannel.1/mtu").trim(), FLANNEL_MTU.to_string());
+
+    // Pod to pod: no NAT (FLANNEL_IPMASQ=true turns the bridge's ipMasq
+    // off, and flanneld's rules skip the flannel network).
+    let from_pod1 = |addr: String| netfixture::tcp_get(&pod1.ns.name, &addr);
+    assert_eq!(from_pod1(format!("{}:{POD_PORT}", pod2.ip())), Some(pod1.ip()));
+    // A pod reaches the other node, masqueraded by flanneld's rules to its
+    // node's address.
+    assert_eq!(from_pod1(node2.host_port(NODE_PORT)), Some(node1.underlay_ip()));
+
+    // The host port (portmap, from the stock conflist) answers the other
+    // node, the other node's pod, and the pod itself (hairpin).
+    let host_port = node1.host_port(HOST_PORT);
+    assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port), Some(node2.underlay_ip()));
+    assert_eq!(netfixture::tcp_get(&pod2.ns.name, &host_port), Some(node2.underlay_ip()));
+    assert!(from_pod1(host_port).is_some(), "no hairpin through the host port");
+}
+
+fn ipv6_across_nodes(node1: &Node, node2: &Node, pod1: &Pod, pod2: &Pod) {
+    first_ping(&pod1.ns, &pod2.ip6(), VXLAN6_PATH_MTU - ICMP6_HEADERS);
+    assert_ping(&pod2.ns, &pod1.ip6(), VXLAN6_PATH_MTU - ICMP6_HEADERS);
+    assert_eq!(node1.ns.exec("cat /sys/class/net/flannel-v6.1/mtu").trim(), VXLAN6_PATH_MTU.to_string());
+    // A packet at the pod's MTU exceeds the IPv6 path: the node says
+    // "packet too big" and the pod caches the path's MTU.
+    assert_no_ping(&pod1.ns, &pod2.ip6(), FLANNEL_MTU - ICMP6_HEADERS);
+    let route = pod1.ns.exec(&format!("ip -6 route get {}", pod2.ip6()));
+    assert!(route.contains(&format!("mtu {VXLAN6_PATH_MTU}")), "{route}");
+
+    let from_pod1 = |addr: String| netfixture::tcp_get(&pod1.ns.name, &addr);
+    assert_eq!(from_pod1(format!("[{}]:{POD_PORT}", pod2.ip6())), Some(pod1.ip6()));
+    assert_eq!(from_pod1(node2.host_port6(NODE_PORT)), Some(node1.underlay_ip6()));
+    let host_port = node1.host_port6(HOST_PORT);
+    assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port), Some(node2.underlay_ip6()));
+    assert_eq!(netfixture::tcp_get(&pod2.ns.name, &host_port), Some(node2.underlay_ip6()));
+}
+
+/// A second pod on node 1, with its own host port, reaches its neighbour
+/// and the other node's pod; its DEL gives node 1 back exactly the ruleset
+/// it had before its ADD.
+fn a_second_pod_leaves_the_ruleset_as_it_was(node1: &Node, node2: &Node, pod1: &Pod, pod2: &Pod) {
+    let rules_before = node1.ns.exec("nft list ruleset");
+    let pod3 = node1.add_pod(&[mapping(HOST_PORT + 1, POD_PORT)]);
+    assert_eq!(address(&pod3.result, 0), "10.244.1.3/24", "{}", pod3.result);
+    assert_ping(&pod3.ns, &pod1.ip(), FLANNEL_MTU - ICMP4_HEADERS);
+    assert_ping(&pod3.ns, &pod2.ip(), FLANNEL_MTU - ICMP4_HEADERS);
+    netfixture::serve_peer(&pod3.ns.name, POD_PORT);
+    let host_port = node1.host_port(HOST_PORT + 1);
+    assert_eq!(netfixture::tcp_get(&node2.ns.name, &host_port), Some(node2.underlay_ip()));
+    node1.cnitool("del", &pod3.ns, &[]);
+    assert_eq!(node1.ns.exec("nft list ruleset"), rules_before, "pod 3's DEL left the ruleset changed");
+    assert_released(node1, &pod3);
+}
+
+/// What DEL of `pod` must have removed, whatever other pods the node has:
+/// its interfaces (not the bridge, which stays as the reference's does),
+/// its reservations, flannel's saved config and cnitool's cached result
+/// (both named by the container ID), and every nft object naming its ID or
+/// its addresses.
+fn assert_released(node: &Node, pod: &Pod) {
+    let n = node.n;
+    let id = Attachment::cnitool_container_id(&pod.ns.path());
+    assert!(!pod.ns.try_exec("ip link show eth0"), "node {n}: the pod's eth0 is left");
+    let interfaces = pod.result["interfaces"].as_array().unwrap();
+    for veth in interfaces.iter().skip(1).filter(|i| i.get("sandbox").is_none()) {
+        let name = veth["name"].as_str().unwrap();
+        assert!(!node.ns.try_exec(&format!("ip link show {name}")), "node {n}: {name} is left");
+    }
+    let addresses: Vec<String> = pod.result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| without_prefix(ip["address"].as_str().unwrap()))
+        .collect();
     let reserved = reserved_ips(&node.ipam_dir().join(NETWORK_NAME));
-    assert!(reserved.is_empty(), "node {}: addresses still reserved: {reserved:?}", node.n);
-    let saved = sorted_files(&node.flannel_dir());
-    assert!(saved.is_empty(), "node {}: flannel's saved delegate configs left: {saved:?}", node.n);
-    let cached = sorted_files(&node.cache_dir().join("results"));
-    assert!(cached.is_empty(), "node {}: cnitool's cached results left: {cached:?}", node.n);
+    assert!(addresses.iter().all(|a| !reserved.contains(a)), "node {n}: {addresses:?} still in {reserved:?}");
+    let ours = |files: Vec<String>| files.into_iter().filter(|f| f.contains(&id)).collect::<Vec<_>>();
+    let saved = ours(sorted_files(&node.flannel_dir()));
+    assert!(saved.is_empty(), "node {n}: flannel's saved delegate config is left: {saved:?}");
+    let cached = ours(sorted_files(&node.cache_dir().join("results")));
+    assert!(cached.is_empty(), "node {n}: cnitool's cached result is left: {cached:?}");
     let rules = node.ns.exec("nft list ruleset");
-    assert!(!rules.contains(&id), "node {}: nft still names {id}:\n{rules}", node.n);
+    assert!(!rules.contains(&id), "node {n}: nft still names {id}:\n{rules}");
     // Addresses as whole words: 10.244.1.2 is not in 10.244.1.20.
     let words: Vec<&str> = rules.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')).collect();
-    for ip in result["ips"].as_array().unwrap() {
-        let ip = without_prefix(ip["address"].as_str().unwrap());
-        assert!(!words.contains(&ip.as_str()), "node {}: nft still names {ip}:\n{rules}", node.n);
+    for a in &addresses {
+        assert!(!words.contains(&a.as_str()), "node {n}: nft still names {a}:\n{rules}");
     }
 }
 
