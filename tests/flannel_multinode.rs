@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use cnibox::cni::runtime::Attachment;
 use serde_json::{json, Value};
 
-/// The cni-conf.json of kube-flannel.yml, byte for byte.
+/// kube-flannel.yml's cni-conf.json (flannel's Documentation/kube-flannel.yml,
+/// written to /etc/cni/net.d/10-flannel.conflist by its init container).
 const STOCK_CONFLIST: &str = r#"{
   "name": "cbr0",
   "cniVersion": "0.3.1",
@@ -50,9 +51,10 @@ const FLANNEL_MTU: u32 = UNDERLAY_MTU - VXLAN_OVERHEAD;
 /// for FLANNEL_MTU on flannel-v6.1 too, but the kernel caps a vxlan device
 /// at its lower device's MTU minus the encapsulation, so IPv6 between nodes
 /// has this path MTU while the pods' interfaces (one MTU for both families,
-/// from FLANNEL_MTU) say 1450: the pods learn it from the node's ICMPv6
+/// from FLANNEL_MTU) say FLANNEL_MTU: the pods learn it from the node's ICMPv6
 /// "packet too big".
 const VXLAN6_PATH_MTU: u32 = UNDERLAY_MTU - 70;
+/// What `ping -s` does not count: the IP header (20, or 40 for IPv6) and ICMP's (8).
 const ICMP4_HEADERS: u32 = 28;
 const ICMP6_HEADERS: u32 = 48;
 
