@@ -5,7 +5,7 @@ STATIC_BIN := target/$(TARGET)/release/cnibox
 DESTDIR ?= /opt/cni/bin
 SYSTEMD_DIR ?= /etc/systemd/system
 
-.PHONY: all build release static static-fault test unit integration vmtest bench demo install lint deps clean fuzz soak
+.PHONY: all build release static static-fault test unit integration vmtest bench demo install lint deps clean fuzz soak peer-test
 
 all: build
 
@@ -85,6 +85,15 @@ bench: deps static
 	rm -rf target/bench-bin
 	./install.sh --bin $(STATIC_BIN) target/bench-bin >/dev/null
 	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin $(CURDIR)/target/maxrss BENCHMARKS.md
+
+# The reference plugins' own black-box suites (loopback, portmap and firewall
+# integration, integration/ with cnitool) against the static cnibox, the
+# reference (PEER_AGAINST=reference) or both; not part of `make test`: it
+# needs a kit built from the reference's Go source (README, "Peer tests").
+PEER_AGAINST ?= cnibox
+peer-test: static
+	@test -n "$(PEER_KIT)" || { echo "make peer-test PEER_KIT=DIR (README, \"Peer tests\")" >&2; exit 2; }
+	./scripts/peer-test.sh --against $(PEER_AGAINST) --bin $(STATIC_BIN) $(PEER_KIT)
 
 # The static build: 1.2 MB smaller than the PIE one (no relocation tables)
 # and the fastest to start, which every plugin call pays.
