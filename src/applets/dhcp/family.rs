@@ -10,31 +10,43 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv6Net};
-use serde::Deserialize;
 
 use super::client::{self, Client, Error, Identity, Lease, Timing};
 use super::client6::{self, Client6, Identity6, Lease6};
 use crate::cni::{CniError, CniResult, Dns, IpConfig};
 
 /// A value of `ipam.families`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Ipv4,
     Ipv6,
 }
 
 /// `ipam.families` as configured: `["ipv4"]` when absent, each family
-/// once, not empty.
-pub fn kinds(configured: &Option<Vec<Kind>>) -> Result<Vec<Kind>, CniError> {
-    let Some(kinds) = configured else { return Ok(vec![Kind::Ipv4]) };
-    if kinds.is_empty() {
+/// once, not empty. (Strings in the config, so a wrong one is an invalid
+/// config that says what is allowed.)
+pub fn kinds(configured: &Option<Vec<String>>) -> Result<Vec<Kind>, CniError> {
+    let Some(names) = configured else { return Ok(vec![Kind::Ipv4]) };
+    if names.is_empty() {
         return Err(CniError::invalid_config("ipam.families is empty: give \"ipv4\", \"ipv6\" or both"));
     }
-    if kinds.iter().enumerate().any(|(i, k)| kinds[..i].contains(k)) {
-        return Err(CniError::invalid_config("ipam.families names a family twice"));
+    let mut kinds = Vec::new();
+    for name in names {
+        let kind = match name.as_str() {
+            "ipv4" => Kind::Ipv4,
+            "ipv6" => Kind::Ipv6,
+            other => {
+                return Err(CniError::invalid_config(format!(
+                    "unknown family {other:?} in ipam.families (\"ipv4\" or \"ipv6\")"
+                )))
+            }
+        };
+        if kinds.contains(&kind) {
+            return Err(CniError::invalid_config(format!("ipam.families names {name:?} twice")));
+        }
+        kinds.push(kind);
     }
-    Ok(kinds.clone())
+    Ok(kinds)
 }
 
 /// What the daemon's maintenance needs of a family.
@@ -228,11 +240,13 @@ mod tests {
 
     #[test]
     fn families_as_configured() {
+        let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(kinds(&None).unwrap(), [Kind::Ipv4]);
-        assert_eq!(kinds(&Some(vec![Kind::Ipv6])).unwrap(), [Kind::Ipv6]);
-        assert_eq!(kinds(&Some(vec![Kind::Ipv4, Kind::Ipv6])).unwrap().len(), 2);
-        assert_eq!(kinds(&Some(vec![])).unwrap_err().code, 7);
-        assert_eq!(kinds(&Some(vec![Kind::Ipv6, Kind::Ipv6])).unwrap_err().code, 7);
+        assert_eq!(kinds(&names(&["ipv6"])).unwrap(), [Kind::Ipv6]);
+        assert_eq!(kinds(&names(&["ipv6", "ipv4"])).unwrap(), [Kind::Ipv6, Kind::Ipv4]);
+        for bad in [&[][..], &["ipv6", "ipv6"], &["IPv4"], &["inet6"]] {
+            assert_eq!(kinds(&names(bad)).unwrap_err().code, 7, "{bad:?}");
+        }
     }
 
     fn lease6() -> Lease6 {

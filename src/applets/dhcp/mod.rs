@@ -60,7 +60,7 @@ pub struct IpamConf {
     /// for DHCPv6, of the default route the kernel takes from RAs.
     pub priority: u32,
     /// "ipv4" (the default), "ipv6", or both.
-    pub families: Option<Vec<family::Kind>>,
+    pub families: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
