@@ -226,6 +226,21 @@ pub fn wait_ra_router(netns: &str, ifname: &str, deadline: Instant) -> Result<Op
     }
 }
 
+/// A Reply with a server ID, from `server` when one is named.
+fn is_reply_from(m: &Message, server: Option<&[u8]>) -> bool {
+    m.message_type() == Some(MessageType::Reply)
+        && m.server_id().is_some()
+        && server.is_none_or(|s| m.server_id() == Some(s))
+}
+
+/// What a Renew or Rebind got back.
+enum Extended {
+    Reply(Result<Lease6, Error>),
+    /// The server has no binding for our IA (it forgot it): RFC 8415
+    /// section 18.2.10.1 says to Request it again from that server.
+    NoBinding(Vec<u8>),
+}
+
 /// The client for one interface: sends a message, waits for the matching
 /// replies, retransmits as section 15 says.
 pub struct Client6<'a> {
@@ -413,10 +428,7 @@ impl<'a> Client6<'a> {
     /// The lease a Reply grants, its refusal as an error, None for a reply
     /// that is not for this exchange (another server's, in a Renew).
     fn reply_lease(&self, m: &Message, server: Option<&[u8]>) -> Option<Result<Lease6, Error>> {
-        if m.message_type() != Some(MessageType::Reply) || m.server_id().is_none() {
-            return None;
-        }
-        if server.is_some_and(|s| m.server_id() != Some(s)) {
+        if !is_reply_from(m, server) {
             return None;
         }
         if let Some(s) = m.status().filter(|s| s.code != status::SUCCESS) {
@@ -508,16 +520,21 @@ impl<'a> Client6<'a> {
         let server = advertise.server_id().unwrap_or_default().to_vec();
         let offered = advertise.ia_na(self.id.iaid).and_then(|ia| ia.granted().map(|a| a.addr));
         log::info!("{}: DHCPv6 Advertise of {offered:?}; Request", self.id.who);
+        let lease = self.request(&server, offered, deadline)?;
+        log::info!("{}: DHCPv6 Reply of {}", self.id.who, lease.addr.addr);
+        Ok(lease)
+    }
+
+    /// Request of `server` the binding of `addr` (None: of what it picks).
+    fn request(&self, server: &[u8], addr: Option<Ipv6Addr>, deadline: Instant) -> Result<Lease6, Error> {
         let xid = crate::util::hash::random_u32();
         let request = |elapsed| {
             let mut m = self.message(MessageType::Request, xid, elapsed);
-            m.push(opt::SERVER_ID, server.clone());
-            m.push(opt::IA_NA, self.ia_na(offered));
+            m.push(opt::SERVER_ID, server.to_vec());
+            m.push(opt::IA_NA, self.ia_na(addr));
             m
         };
-        let lease = self.exchange(request, &REQUEST, deadline, |r| self.reply_lease(r?, Some(&server)))??;
-        log::info!("{}: DHCPv6 Reply of {}", self.id.who, lease.addr.addr);
-        Ok(lease)
+        self.exchange(request, &REQUEST, deadline, |r| self.reply_lease(r?, Some(server)))?
     }
 
     /// Renew (with our server, until `deadline`, normally T2) or Rebind
@@ -536,7 +553,21 @@ impl<'a> Client6<'a> {
         };
         log::info!("{}: DHCPv6 {verb} of {}", self.id.who, lease.addr.addr);
         let server = (!rebinding).then_some(&lease.server_id[..]);
-        let mut new = self.exchange(build, pace, deadline, |r| self.reply_lease(r?, server))??;
+        let extended = self.exchange(build, pace, deadline, |r| {
+            let m = r?;
+            let ia_status = m.ia_na(self.id.iaid).and_then(|ia| ia.status).map(|s| s.code);
+            if is_reply_from(m, server) && ia_status == Some(status::NO_BINDING) {
+                return Some(Extended::NoBinding(m.server_id()?.to_vec()));
+            }
+            self.reply_lease(m, server).map(Extended::Reply)
+        })?;
+        let mut new = match extended {
+            Extended::Reply(r) => r?,
+            Extended::NoBinding(server) => {
+                log::warn!("{}: the server has no binding for {} ({verb}); Request", self.id.who, lease.addr.addr);
+                self.request(&server, Some(lease.addr.addr), deadline)?
+            }
+        };
         if new.addr.addr != lease.addr.addr {
             return Err(Error::Nak(format!(
                 "the server moved the binding from {} to {}",
