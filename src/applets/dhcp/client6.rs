@@ -461,6 +461,9 @@ impl<'a> Client6<'a> {
         }
     }
 
+    /// The first Solicit goes at once: RFC 8415's random delay before it
+    /// spreads a whole link's hosts booting together, while an ADD is one
+    /// interface whose link-local DAD already took a random while.
     fn try_acquire(&self, deadline: Instant) -> Result<Lease6, Error> {
         let xid = crate::util::hash::random_u32();
         log::info!(
