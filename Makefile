@@ -62,7 +62,7 @@ unit:
 	$(CARGO) test --lib
 
 # Long-running checks, not part of `make test` (see README, "Fuzzing" and "Soak").
-FUZZ_TARGETS ?= applet_configs cni_args dhcp_packet lenient prev_result
+FUZZ_TARGETS ?= applet_configs cni_args dhcp_packet dhcp6_packet lenient prev_result
 FUZZ_SECONDS ?= 120
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz

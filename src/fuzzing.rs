@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("applet_configs", applet_configs),
     ("cni_args", cni_args),
     ("dhcp_packet", dhcp_packet),
+    ("dhcp6_packet", dhcp6_packet),
     ("lenient", lenient_config),
     ("prev_result", prev_result),
 ];
@@ -88,6 +89,25 @@ pub fn dhcp_packet(data: &[u8]) {
     }
     let _ = packet::decode_classless_routes(data);
     let _ = packet::decode_search_list(data);
+}
+
+/// A DHCPv6 message off the wire (the UDP payload the daemon's socket
+/// reads): every accessor runs on what decodes, a decoded message encodes
+/// back to the same bytes, and the option values parse on their own.
+pub fn dhcp6_packet(data: &[u8]) {
+    use crate::applets::dhcp::packet6::{decode_options, IaNa, Message};
+    if let Some(m) = Message::decode(data) {
+        let _ = (m.message_type(), m.client_id(), m.server_id(), m.preference(), m.rapid_commit(), m.status());
+        let _ = (m.dns_servers(), m.domain_list());
+        for (_, value) in &m.options {
+            if let Some(ia) = IaNa::decode(value) {
+                let _ = (ia.granted(), m.ia_na(ia.iaid));
+            }
+        }
+        assert_eq!(m.encode(), data, "a decoded DHCPv6 message does not encode back to its bytes");
+    }
+    let _ = IaNa::decode(data);
+    let _ = decode_options(data);
 }
 
 /// CNI_ARGS parsing and lookups.

@@ -44,16 +44,42 @@ struct Lan {
     host: Netns,
     dir: TempDir,
     veths: usize,
+    /// dnsmasq's IPv6 arguments, when it serves DHCPv6 too.
+    v6: Vec<String>,
 }
+
+/// The LAN's IPv6 prefix (br0 is ::1 in it).
+const V6_NET: &str = "fd99:0:0:1";
 
 impl Lan {
     fn new() -> Lan {
+        Self::with_v6(Vec::new())
+    }
+
+    /// A LAN whose dnsmasq also serves DHCPv6 from `V6_NET::/64` and, when
+    /// `ra`, sends router advertisements for it.
+    fn dual_stack(ra: bool) -> Lan {
+        let mut v6 = vec![
+            "--dhcp-range=::100,::1ff,constructor:br0,64,2m".to_string(),
+            format!("--dhcp-option=option6:dns-server,[{V6_NET}::1]"),
+            "--dhcp-option=option6:domain-search,v6.test,lan.test".to_string(),
+        ];
+        if ra {
+            v6.push("--enable-ra".into());
+        }
+        Self::with_v6(v6)
+    }
+
+    fn with_v6(v6: Vec<String>) -> Lan {
         let dir = TempDir::new("dhcp");
         let host = Netns::new("dh");
         host.exec("ip link add br0 type bridge");
         host.exec("ip addr add 10.99.0.1/24 dev br0");
+        if !v6.is_empty() {
+            host.exec(&format!("ip addr add {V6_NET}::1/64 dev br0 nodad"));
+        }
         host.exec("ip link set br0 up");
-        let mut lan = Lan { dnsmasq: None, dir, host, veths: 0 };
+        let mut lan = Lan { dnsmasq: None, dir, host, veths: 0, v6 };
         // dnsmasq's shortest lease is 2 minutes; a short T1 makes it renew soon.
         lan.start_dnsmasq(&["--dhcp-option=option:T1,4"]);
         lan
@@ -77,6 +103,7 @@ impl Lan {
             .arg("--dhcp-option=option:domain-search,lan.test,corp.test")
             .arg("--dhcp-option=option:classless-static-route,10.77.0.0/16,10.99.0.3,0.0.0.0/0,10.99.0.1")
             .args(extra)
+            .args(&self.v6)
             .arg(format!("--dhcp-leasefile={}", d.join("leases").display()))
             .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()))
             .stdout(Stdio::null())
@@ -97,6 +124,17 @@ impl Lan {
         ns
     }
 
+    /// The master a macvlan container hangs on: a veth in `host` whose peer
+    /// is a port of br0 (a macvlan on br0 itself would bypass br0's stack).
+    fn macvlan_master(&self) -> &'static str {
+        if !self.host.try_exec("ip link show lanup") {
+            self.host.exec("ip link add lanup type veth peer name lanbr");
+            self.host.exec("ip link set lanbr master br0 up");
+            self.host.exec("ip link set lanup up");
+        }
+        "lanup"
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.path().join("dhcp.sock")
     }
@@ -108,6 +146,7 @@ impl Lan {
             .arg(self.socket())
             .arg(format!("--pidfile={}", self.dir.path().join("daemon.pid").display()))
             .args(["-timeout", "2s", "-resendtimeout=20s"])
+            .arg(format!("-statedir={}", self.dir.path().join("state").display()))
             .args(extra)
             .env("CNIBOX_LOG", "debug")
             .env("CNIBOX_LOG_FILE", &log)
@@ -383,4 +422,129 @@ fn rebinding_when_the_server_moves() {
     // The release goes to the new server.
     call(&c, "ctr-r").run("DEL", &conf).ok();
     wait_for("the release", || lan.lease_of(&ip).is_none());
+}
+
+impl Lan {
+    /// A macvlan config over `macvlan_master()` with dhcp for `families`.
+    fn macvlan_conf(&self, families: &[&str]) -> String {
+        serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": "lan6",
+            "type": "macvlan",
+            "master": self.macvlan_master(),
+            "mode": "bridge",
+            "ipam": {"type": "dhcp", "daemonSocketPath": self.socket(), "families": families},
+        })
+        .to_string()
+    }
+}
+
+fn macvlan_call(lan: &Lan, ns: &Netns, id: &str) -> Call {
+    Call::new("macvlan").container(id, &ns.path(), "eth0").in_netns(&lan.host).env("CNI_PATH", &cni_path())
+}
+
+/// The result's address of one family, without its prefix length.
+fn address_of(result: &Value, v6: bool) -> String {
+    let ips = result["ips"].as_array().unwrap();
+    let ip = ips.iter().find(|ip| ip["address"].as_str().unwrap().contains(':') == v6).unwrap();
+    ip["address"].as_str().unwrap().split('/').next().unwrap().to_string()
+}
+
+fn try_wait_long(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    true
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn dual_stack_macvlan_lease_renewal_and_release() {
+    require_root();
+    let lan = Lan::dual_stack(true);
+    let daemon = lan.daemon(&[]);
+    let conf = lan.macvlan_conf(&["ipv4", "ipv6"]);
+    let c = Netns::new("d6");
+    let call = macvlan_call(&lan, &c, "ctr-ds");
+    let r = call.run("ADD", &conf).ok();
+    let (ip4, ip6) = (address_of(&r, false), address_of(&r, true));
+    let ips = r["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{r}");
+    assert!(ip4.starts_with("10.99.0."), "{r}");
+    assert!(ip6.starts_with(&format!("{V6_NET}::")), "{r}");
+    let v6 = ips.iter().find(|ip| ip["address"].as_str().unwrap().contains(':')).unwrap();
+    assert!(v6["address"].as_str().unwrap().ends_with("/128"), "{r}");
+    // The RA's router (br0's link-local) is the v6 gateway; its routes are
+    // the kernel's, not the result's.
+    assert!(v6["gateway"].as_str().is_some_and(|g| g.starts_with("fe80:")), "{r}\n{}", daemon.log());
+    assert!(r["routes"].as_array().unwrap().iter().all(|rt| !rt["dst"].as_str().unwrap().contains(':')), "{r}");
+    // DNS of both families.
+    let ns: Vec<&str> = r["dns"]["nameservers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ns, ["10.99.0.1", "10.99.0.2", &format!("{V6_NET}::1")], "{r}");
+    assert_eq!(r["dns"]["search"], serde_json::json!(["lan.test", "corp.test", "v6.test"]), "{r}");
+    // The container reaches the server over both.
+    assert!(c.try_exec("ping -c1 -W2 10.99.0.1"), "no IPv4 path");
+    let ping6 = format!("ping -6 -c1 -W1 {V6_NET}::1");
+    assert!(try_wait(|| c.try_exec(&ping6)), "no IPv6 path:\n{}", c.exec("ip -6 addr; ip -6 route"));
+    assert!(lan.lease_of(&ip4).is_some() && lan.lease_of(&ip6).is_some(), "{:?}", lan.leases());
+    call.run("CHECK", &with_prev(&conf, &r)).ok();
+
+    // Renewals: the v4 T1 is 4 s; dnsmasq's v6 T1 is half the 2-minute lease.
+    let (first4, first6) = (lan.lease_of(&ip4).unwrap().0, lan.lease_of(&ip6).unwrap().0);
+    wait_for("the v4 renewal", || lan.lease_of(&ip4).is_some_and(|l| l.0 > first4));
+    let renewed6 = try_wait_long(90, || lan.lease_of(&ip6).is_some_and(|l| l.0 > first6));
+    assert!(renewed6, "no DHCPv6 renewal: {:?}\n{}", lan.leases(), daemon.log());
+    assert!(try_wait(|| daemon.log().contains("DHCPv6 Reply (Renew)")), "{}", daemon.log());
+
+    // DEL releases both.
+    call.run("DEL", &conf).ok();
+    wait_for("both releases", || lan.lease_of(&ip4).is_none() && lan.lease_of(&ip6).is_none());
+    call.run("DEL", &conf).ok();
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn ipv6_only_and_without_router_advertisements() {
+    require_root();
+    let lan = Lan::dual_stack(true);
+    let daemon = lan.daemon(&[]);
+    let conf = lan.macvlan_conf(&["ipv6"]);
+    let c = Netns::new("d6");
+    let call = macvlan_call(&lan, &c, "ctr-v6");
+    let r = call.run("ADD", &conf).ok();
+    assert_eq!(r["ips"].as_array().unwrap().len(), 1, "{r}");
+    let ip6 = address_of(&r, true);
+    assert_eq!(r["dns"]["nameservers"], serde_json::json!([format!("{V6_NET}::1")]), "{r}");
+    assert_eq!(r["dns"]["search"], serde_json::json!(["v6.test", "lan.test"]), "{r}");
+    let ping6 = format!("ping -6 -c1 -W1 {V6_NET}::1");
+    assert!(try_wait(|| c.try_exec(&ping6)), "no IPv6 path:\n{}", c.exec("ip -6 addr; ip -6 route"));
+    // The IPAM's ADD again gives the same binding; the DUID persists in the state dir.
+    assert_eq!(address_of(&Call::new("dhcp").container("ctr-v6", &c.path(), "eth0").run("ADD", &conf).ok(), true), ip6);
+    let duid = std::fs::read_to_string(lan.dir.path().join("state/duid")).unwrap();
+    assert!(duid.starts_with("00:04:"), "{duid}");
+    call.run("DEL", &conf).ok();
+    wait_for("the release", || lan.lease_of(&ip6).is_none());
+    drop(daemon);
+
+    // Without RAs: ADD still returns the address, without a gateway, and says why.
+    let quiet = Lan::dual_stack(false);
+    let daemon = quiet.daemon(&["-ratimeout=1s"]);
+    let conf = quiet.macvlan_conf(&["ipv6"]);
+    let c = Netns::new("d6");
+    let call = macvlan_call(&quiet, &c, "ctr-nora");
+    let r = call.run("ADD", &conf).ok();
+    let v6 = &r["ips"][0];
+    assert!(v6["address"].as_str().unwrap().ends_with("/128") && v6.get("gateway").is_none(), "{r}");
+    assert!(daemon.log().contains("no router advertisement"), "{}", daemon.log());
+    call.run("DEL", &conf).ok();
+    let ip6 = address_of(&r, true);
+    wait_for("the release", || quiet.lease_of(&ip6).is_none());
+    // A bad family is a config error before the daemon is asked.
+    let bad = quiet.macvlan_conf(&["ipv5"]);
+    assert_eq!(call.run("ADD", &bad).err_code(), 7);
+    assert!(!c.try_exec("ip link show eth0"), "a refused ADD leaves its link behind");
 }

@@ -98,7 +98,11 @@ pub static APPLETS: &[AppletInfo] = &[
             ("ipam.daemonSocketPath", "the daemon's unix socket (default /run/cni/dhcp.sock)"),
             ("ipam.provide", "options sent to the server: [{option, value | fromArg (a CNI_ARGS key)}]"),
             ("ipam.request", "options asked of the server: [{option, skipDefault}]"),
-            ("ipam.priority", "metric of the routes the lease provides"),
+            ("ipam.priority", "metric of the DHCPv4 routes and of the RA's IPv6 default route"),
+            (
+                "ipam.families",
+                "[\"ipv4\"] (default), [\"ipv6\"] or both: DHCPv6 gives a /128 (IA_NA), RAs the prefix and route",
+            ),
         ],
         entry: Entry::Plugin(&dhcp::Dhcp),
         args_main: Some(dhcp::args_main),

@@ -6,7 +6,8 @@
 //! socket, one JSON `Request` per connection, written by the plugin and
 //! ended with a write shutdown; the daemon answers one JSON `Response` and
 //! closes. Each connection gets a thread; each lease gets a thread that
-//! renews it at T1, rebinds at T2 and releases it when told to stop.
+//! renews it at T1, rebinds at T2 and releases it when told to stop. An
+//! attachment holds one lease per family it asks for (family.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -21,13 +22,17 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{self, Client, Identity, Lease, Timing};
-use super::{lease_result, prepare_options, Conf};
+use super::client::{self, Identity, Timing};
+use super::client6::{self, Identity6};
+use super::family::{self, Family, Kind, V6Settings, V4, V6};
+use super::{prepare_options, Conf};
 use crate::cni::args::CniArgs;
 use crate::cni::error::{CniError, INTERNAL, TRY_AGAIN_LATER};
 use crate::cni::CniResult;
 
 pub const DEFAULT_SOCKET: &str = "/run/cni/dhcp.sock";
+/// How long a DHCPv6 ADD waits for a router advertisement by default.
+const DEFAULT_RA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request accepted (the configuration is at most 1 MiB).
 const MAX_REQUEST: u64 = 2 << 20;
 
@@ -89,20 +94,64 @@ pub fn client_id(container_id: &str, net_name: &str, ifname: &str) -> String {
 }
 
 /// One lease the daemon maintains.
-struct Managed {
-    container_id: String,
-    net_name: String,
-    ifname: String,
-    id: Identity,
+struct Managed<F: Family> {
+    /// The attachment, for logs.
+    who: String,
+    family: F,
     /// None once the lease is lost (NAK, expiry, interface gone).
-    lease: Mutex<Option<Lease>>,
+    lease: Mutex<Option<F::Lease>>,
     stop: AtomicBool,
     wake: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Managed {
-    fn current(&self) -> Option<Lease> {
+/// A lease of any family, as an attachment holds it.
+trait Held: Send + Sync {
+    /// The lease's CNI result; None once it is lost.
+    fn result(&self) -> Option<Result<CniResult, CniError>>;
+    /// Ends its maintenance, releasing it.
+    fn stop_and_join(&self);
+}
+
+impl<F: Family> Held for Managed<F> {
+    fn result(&self) -> Option<Result<CniResult, CniError>> {
+        self.current().map(|l| self.family.result(&l))
+    }
+    fn stop_and_join(&self) {
+        Managed::stop_and_join(self)
+    }
+}
+
+/// What the daemon holds for one attachment: a lease per family asked for.
+struct Attachment {
+    container_id: String,
+    net_name: String,
+    ifname: String,
+    leases: Vec<Arc<dyn Held>>,
+}
+
+impl Attachment {
+    /// The result of every lease, merged; None when one was lost.
+    fn result(&self) -> Option<Result<CniResult, CniError>> {
+        let mut results = Vec::new();
+        for held in &self.leases {
+            match held.result()? {
+                Ok(r) => results.push(r),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(family::merge(results)))
+    }
+
+    fn stop_and_join(&self) {
+        for held in &self.leases {
+            held.stop_and_join();
+        }
+    }
+}
+
+impl<F: Family> Managed<F> {
+    fn current(&self) -> Option<F::Lease> {
         self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -120,37 +169,39 @@ impl Managed {
         }
     }
 
-    fn lose(&self, why: &str, down: bool) {
-        let who = String::from_utf8_lossy(&self.id.client_id[1..]).into_owned();
-        log::error!("{who}: lease lost: {why}");
-        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if down {
-            if let Err(e) = client::set_link_down(&self.id.netns, &self.id.ifname) {
-                log::warn!("{who}: cannot bring {} down: {e}", self.id.ifname);
+    /// `withdraw`: the container must stop using the lease (the server
+    /// refused it or it expired), not merely the interface went away.
+    fn lose(&self, why: &str, withdraw: bool) {
+        let who = &self.who;
+        log::error!("{who}: {} lease lost: {why}", self.family.name());
+        let lost = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (true, Some(lease)) = (withdraw, lost) {
+            if let Err(e) = self.family.withdraw(&lease) {
+                log::warn!("{who}: cannot withdraw the lost {} lease: {e}", self.family.name());
             }
         }
     }
 
     /// The lease's life after ADD: renew at T1, rebind at T2, give up at
     /// expiry; RELEASE when stopped.
-    fn maintain(self: Arc<Self>, timing: Timing) {
-        let who = String::from_utf8_lossy(&self.id.client_id[1..]).into_owned();
+    fn maintain(self: Arc<Self>) {
+        let who = self.who.clone();
         loop {
             let Some(lease) = self.current() else { return };
-            if self.sleep_until(lease.renew_at()) {
+            let [renew_at, rebind_at, expires_at] = F::times(&lease);
+            if self.sleep_until(renew_at) {
                 break;
             }
             let now = Instant::now();
-            let (rebinding, deadline) = if now < lease.rebind_at() {
-                (false, lease.rebind_at())
-            } else if now < lease.expires_at() {
-                (true, lease.expires_at())
+            let (rebinding, deadline) = if now < rebind_at {
+                (false, rebind_at)
+            } else if now < expires_at {
+                (true, expires_at)
             } else {
                 self.lose("expired without renewal", true);
                 return;
             };
-            let outcome =
-                Client::open(&self.id, &timing, &self.stop).and_then(|c| c.extend(&lease, rebinding, deadline));
+            let outcome = self.family.extend(&lease, rebinding, deadline, &self.stop);
             match outcome {
                 Ok(new) => *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(new),
                 Err(client::Error::Stopped) => break,
@@ -174,12 +225,46 @@ impl Managed {
         }
         // Stopped by DEL.
         if let Some(lease) = self.current() {
-            let never = AtomicBool::new(false);
-            match Client::open(&self.id, &timing, &never).and_then(|c| c.release(&lease)) {
-                Ok(()) => {}
-                Err(e) => log::warn!("{who}: cannot send DHCPRELEASE: {e}"),
+            if let Err(e) = self.family.release(&lease) {
+                log::warn!("{who}: cannot release the {} lease: {e}", self.family.name());
             }
         }
+    }
+
+    /// Acquires a lease and starts its maintenance thread.
+    fn start(who: &str, family: F) -> Result<Arc<dyn Held>, CniError> {
+        let never = AtomicBool::new(false);
+        let name = family.name();
+        let lease = family.acquire(&never).map_err(|e| match e {
+            client::Error::Timeout(m) => CniError::new(TRY_AGAIN_LATER, format!("no {name} lease")).with_details(m),
+            e => CniError::new(INTERNAL, format!("no {name} lease")).with_details(e.to_string()),
+        })?;
+        if let Err(e) = family.result(&lease) {
+            let _ = family.release(&lease);
+            return Err(e);
+        }
+        log::info!("{who}: {name} lease of {} acquired", F::describe(&lease));
+        let managed = Arc::new(Managed {
+            who: who.to_string(),
+            family,
+            lease: Mutex::new(Some(lease)),
+            stop: AtomicBool::new(false),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let worker = Arc::clone(&managed);
+        let spawned = std::thread::Builder::new().name(format!("lease-{name}")).spawn(move || worker.maintain());
+        match spawned {
+            Ok(handle) => *managed.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle),
+            Err(e) => {
+                // Nobody maintains it: give it back now.
+                if let Some(lease) = managed.current() {
+                    let _ = managed.family.release(&lease);
+                }
+                return Err(CniError::internal("cannot start the lease thread").with_details(e.to_string()));
+            }
+        }
+        Ok(managed)
     }
 
     fn stop_and_join(&self) {
@@ -229,20 +314,21 @@ impl Drop for BusyGuard<'_> {
 pub struct Daemon {
     timing: Timing,
     host_prefix: String,
-    leases: Mutex<HashMap<String, Arc<Managed>>>,
+    v6: V6Settings,
+    leases: Mutex<HashMap<String, Arc<Attachment>>>,
     busy: Busy,
 }
 
 impl Daemon {
-    pub fn new(timing: Timing, host_prefix: String) -> Daemon {
-        Daemon { timing, host_prefix, leases: Mutex::new(HashMap::new()), busy: Busy::default() }
+    pub fn new(timing: Timing, host_prefix: String, v6: V6Settings) -> Daemon {
+        Daemon { timing, host_prefix, v6, leases: Mutex::new(HashMap::new()), busy: Busy::default() }
     }
 
-    fn lookup(&self, key: &str) -> Option<Arc<Managed>> {
+    fn lookup(&self, key: &str) -> Option<Arc<Attachment>> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
-    fn take(&self, key: &str) -> Option<Arc<Managed>> {
+    fn take(&self, key: &str) -> Option<Arc<Attachment>> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
     }
 
@@ -269,66 +355,89 @@ impl Daemon {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let key = Self::key(req, &conf);
         let _busy = self.busy.claim(&key);
-        // ADD again for the same attachment returns the lease it already has.
-        if let Some(lease) = self.lookup(&key).and_then(|m| m.current()) {
-            return lease_result(&lease);
+        // ADD again for the same attachment returns the leases it already has.
+        if let Some(result) = self.lookup(&key).and_then(|a| a.result()) {
+            return result;
         }
         if let Some(old) = self.take(&key) {
             old.stop_and_join();
         }
-        let args = CniArgs::parse(&req.args)?;
-        let mut client_id_opt = vec![0u8];
-        client_id_opt.extend_from_slice(key.as_bytes());
-        let id = Identity {
-            netns: format!("{}{}", self.host_prefix, req.netns),
-            ifname: req.ifname.clone(),
-            client_id: client_id_opt,
-            options: prepare_options(&args, &conf.ipam)?,
+        let kinds = family::kinds(&conf.ipam.families)?;
+        let netns = format!("{}{}", self.host_prefix, req.netns);
+        let v4 = if kinds.contains(&Kind::Ipv4) {
+            let args = CniArgs::parse(&req.args)?;
+            let mut client_id_opt = vec![0u8];
+            client_id_opt.extend_from_slice(key.as_bytes());
+            let id = Identity {
+                netns: netns.clone(),
+                ifname: req.ifname.clone(),
+                client_id: client_id_opt,
+                options: prepare_options(&args, &conf.ipam)?,
+            };
+            Some(V4 { id, timing: self.timing.clone() })
+        } else {
+            None
         };
-        let never = AtomicBool::new(false);
-        let lease = Client::open(&id, &self.timing, &never).and_then(|c| c.acquire()).map_err(|e| match e {
-            client::Error::Timeout(m) => CniError::new(TRY_AGAIN_LATER, "no DHCP lease").with_details(m),
-            e => CniError::new(INTERNAL, "no DHCP lease").with_details(e.to_string()),
-        })?;
-        let result = match lease_result(&lease) {
-            Ok(r) => r,
-            Err(e) => {
-                if let Ok(c) = Client::open(&id, &self.timing, &never) {
-                    let _ = c.release(&lease);
-                }
-                return Err(e);
+        let v6 = if kinds.contains(&Kind::Ipv6) {
+            let id = Identity6 {
+                netns: netns.clone(),
+                ifname: req.ifname.clone(),
+                duid: self.v6.duid()?,
+                iaid: super::duid::iaid(&key),
+                who: key.clone(),
+            };
+            // Before either client brings the link up: the kernel
+            // solicits routers when it does, if RAs are accepted then.
+            client6::prepare_link(&netns, &req.ifname, conf.ipam.priority)
+                .map_err(|e| CniError::io("preparing the interface for DHCPv6").with_details(e.to_string()))?;
+            Some(V6 { id, timing: self.timing.clone(), ra_timeout: self.v6.ra_timeout })
+        } else {
+            None
+        };
+        // Both families at once: DHCPv6 waits for DAD, DHCPv4 for its server.
+        let (got4, got6) = std::thread::scope(|s| {
+            let t4 = v4.map(|f| s.spawn(|| Managed::start(&key, f)));
+            let got6 = v6.map(|f| Managed::start(&key, f));
+            let got4 = t4.map(|t| t.join().unwrap_or_else(|_| Err(CniError::internal("the DHCPv4 thread panicked"))));
+            (got4, got6)
+        });
+        let mut leases = Vec::new();
+        let mut failure = None;
+        for got in [got4, got6].into_iter().flatten() {
+            match got {
+                Ok(held) => leases.push(held),
+                Err(e) => failure = failure.or(Some(e)),
             }
-        };
-        log::info!("{key}: lease of {} acquired, expires in {:?}", lease.addr(), lease.lease_time());
-        let managed = Arc::new(Managed {
+        }
+        let attachment = Attachment {
             container_id: req.container_id.clone(),
             net_name: conf.name.clone(),
             ifname: req.ifname.clone(),
-            id,
-            lease: Mutex::new(Some(lease)),
-            stop: AtomicBool::new(false),
-            wake: Condvar::new(),
-            thread: Mutex::new(None),
-        });
-        let timing = self.timing.clone();
-        let worker = Arc::clone(&managed);
-        let handle = std::thread::Builder::new()
-            .name(format!("lease-{}", req.ifname))
-            .spawn(move || worker.maintain(timing))
-            .map_err(|e| CniError::internal("cannot start the lease thread").with_details(e.to_string()))?;
-        *managed.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(key, managed);
-        Ok(result)
+            leases,
+        };
+        // ADD fully succeeds or gives back what it got.
+        let result = match failure {
+            Some(e) => Err(e),
+            None => attachment.result().unwrap_or_else(|| Err(CniError::internal("a lease was lost during ADD"))),
+        };
+        match result {
+            Ok(result) => {
+                self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::new(attachment));
+                Ok(result)
+            }
+            Err(e) => {
+                attachment.stop_and_join();
+                Err(e)
+            }
+        }
     }
 
     fn check(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let key = Self::key(req, &conf);
         let _busy = self.busy.claim(&key);
-        let managed = self.lookup(&key).ok_or_else(|| CniError::internal(format!("no DHCP lease for {key}")))?;
-        let lease =
-            managed.current().ok_or_else(|| CniError::internal(format!("the DHCP lease for {key} was lost")))?;
-        lease_result(&lease)
+        let attachment = self.lookup(&key).ok_or_else(|| CniError::internal(format!("no DHCP lease for {key}")))?;
+        attachment.result().unwrap_or_else(|| Err(CniError::internal(format!("a DHCP lease for {key} was lost"))))
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
@@ -346,7 +455,7 @@ impl Daemon {
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let Some(valid) = crate::cni::gc::valid_attachments_in(&req.config)? else { return Ok(()) };
-        let stale: Vec<Arc<Managed>> = {
+        let stale: Vec<Arc<Attachment>> = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<String> = leases
                 .iter()
@@ -398,6 +507,10 @@ pub struct Options {
     pub pidfile: String,
     pub host_prefix: String,
     pub timing: Timing,
+    /// Where the DHCPv6 DUID lives.
+    pub state_dir: String,
+    /// The longest a DHCPv6 ADD waits for a router advertisement.
+    pub ra_timeout: Duration,
 }
 
 /// Go durations as the reference's flags take them: "10s", "1m30s", "500ms".
@@ -434,6 +547,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         pidfile: String::new(),
         host_prefix: String::new(),
         timing: Timing::default(),
+        state_dir: super::duid::DEFAULT_STATE_DIR.to_string(),
+        ra_timeout: DEFAULT_RA_TIMEOUT,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -467,6 +582,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "timeout" => o.timing.timeout = duration()?,
             "resendmax" => o.timing.resend_max = duration()?,
             "resendtimeout" => o.timing.resend_timeout = duration()?,
+            "statedir" => o.state_dir = value.clone(),
+            "ratimeout" => o.ra_timeout = duration()?,
             _ => return Err(format!("flag provided but not defined: -{name}")),
         }
     }
@@ -481,13 +598,20 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
 
 const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix DIR] [-broadcast]
                    [-timeout DURATION] [-resendmax DURATION] [-resendtimeout DURATION]
+                   [-statedir DIR] [-ratimeout DURATION]
   -socketpath     unix socket to serve (default /run/cni/dhcp.sock; systemd socket activation wins)
   -pidfile        absolute path to write the daemon's PID to
   -hostprefix     prefix of the host's root, when the daemon runs in a container
   -broadcast      ask DHCP servers to broadcast their replies
   -timeout        longest wait for a reply to one transmission (default 10s)
   -resendmax      largest delay between retransmissions (default 62s)
-  -resendtimeout  longest time one acquisition or renewal may take (default 3m28s)";
+  -resendtimeout  longest time one acquisition or renewal may take (default 3m28s)
+  -statedir       where the node's DHCPv6 DUID is kept (default /var/lib/cni/dhcp)
+  -ratimeout      longest a DHCPv6 ADD waits for a router advertisement's default route (default 5s)
+
+DHCPv6 (ipam.families [\"ipv6\"] or [\"ipv4\", \"ipv6\"]): stateful IA_NA from inside the
+container's netns; the address comes as a /128, the on-link prefix and default route from
+router advertisements, which the daemon turns on for the interface (accept_ra=2).";
 
 /// The listening socket: fd 3 under systemd socket activation, else a
 /// fresh socket at `path` (replacing a stale one nobody listens on).
@@ -576,7 +700,8 @@ fn serve(opts: &Options) -> Result<(), String> {
     }
     handle_signals(cleanup)?;
     log::info!("serving on {}", if owned { socket.display().to_string() } else { "the activated socket".into() });
-    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone()));
+    let v6 = V6Settings::new(PathBuf::from(format!("{}{}", opts.host_prefix, opts.state_dir)), opts.ra_timeout);
+    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone(), v6));
     for conn in listener.incoming() {
         match conn {
             Ok(conn) => {
@@ -647,7 +772,7 @@ mod tests {
 
     #[test]
     fn unknown_and_leaseless_requests() {
-        let d = Daemon::new(Timing::default(), String::new());
+        let d = Daemon::new(Timing::default(), String::new(), V6Settings::new("/nonexistent".into(), Duration::ZERO));
         let req = |verb: &str| Request {
             verb: verb.into(),
             container_id: "c".into(),

@@ -1,11 +1,16 @@
 //! dhcp: IPAM from a DHCP server on the container's network, through the
 //! `dhcp daemon` that holds and renews the leases (see daemon.rs for the
 //! socket protocol, client.rs for the DHCP exchanges, packet.rs for the
-//! wire format).
+//! wire format; client6.rs and packet6.rs for DHCPv6, family.rs for what
+//! both look like to the daemon, duid.rs for the node's DHCPv6 identity).
 
 mod client;
+mod client6;
 mod daemon;
+mod duid;
+mod family;
 pub(crate) mod packet;
+pub(crate) mod packet6;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -51,8 +56,11 @@ pub struct IpamConf {
     pub provide: Vec<ProvideOption>,
     /// Options asked of the server (the parameter request list).
     pub request: Vec<RequestOption>,
-    /// The metric of the routes the lease provides (0: the kernel's default).
+    /// The metric of the routes the lease provides (0: the kernel's default);
+    /// for DHCPv6, of the default route the kernel takes from RAs.
     pub priority: u32,
+    /// "ipv4" (the default), "ipv6", or both.
+    pub families: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -254,8 +262,9 @@ fn call(cmd: &Command, conf: &Conf, verb: &str) -> Result<Option<CniResult>, Cal
 
 fn conf(cmd: &Command) -> Result<Conf, CniError> {
     let conf: Conf = cmd.parse_config()?;
-    // Refuse bad options here, before the daemon is involved.
+    // Refuse bad options and families here, before the daemon is involved.
     prepare_options(&cmd.args()?, &conf.ipam)?;
+    family::kinds(&conf.ipam.families)?;
     Ok(conf)
 }
 
