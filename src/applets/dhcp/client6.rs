@@ -103,8 +103,11 @@ const REQUEST: Pace = Pace { irt: Duration::from_secs(1), mrt: Duration::from_se
 const RENEW: Pace = Pace { irt: Duration::from_secs(10), mrt: Duration::from_secs(600), mrc: 0 };
 const REBIND: Pace = RENEW;
 const RELEASE: Pace = Pace { irt: Duration::from_secs(1), mrt: Duration::ZERO, mrc: 4 };
-/// DEL waits for the Release's Reply: at most this long when no server answers.
-const RELEASE_LIMIT: Duration = Duration::from_secs(5);
+/// DEL waits for the Release's Reply: at most this long when no server
+/// answers (the first transmission and one retransmission). RFC 8415 allows
+/// more, but a runtime's DEL should not stall on a server that is gone; its
+/// binding expires anyway.
+const RELEASE_LIMIT: Duration = Duration::from_millis(2100);
 
 /// RAND of section 15: uniform in [-0.1, 0.1], or (0, 0.1] for the first
 /// Solicit, whose timeout must exceed IRT so replies are collected in it.
@@ -582,8 +585,8 @@ impl<'a> Client6<'a> {
         Ok(new)
     }
 
-    /// Release, retransmitted until the server's Reply (at most a few
-    /// seconds: DEL waits for it).
+    /// Release, retransmitted until the server's Reply (for at most
+    /// RELEASE_LIMIT: DEL waits for it).
     pub fn release(&self, lease: &Lease6) -> Result<(), Error> {
         let xid = crate::util::hash::random_u32();
         let build = |elapsed| {
