@@ -5,6 +5,8 @@ pub mod cni;
 pub mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod install;
 pub mod netlink;
 pub mod nft;
+pub mod pause;
 pub mod util;

@@ -84,10 +84,13 @@ fn run_applet(info: &AppletInfo, args: &[String]) -> i32 {
 }
 
 fn front_door(argv: &[String]) -> i32 {
-    // A node check, not a plugin: handled here so it is never in the applet
-    // table (and so never installed as a plugin link).
-    if argv.get(1).map(String::as_str) == Some("doctor") {
-        return cnibox::doctor::main(&argv[2..]);
+    // Node tools, not plugins: handled here so they are never in the applet
+    // table (and so never installed as plugin links).
+    match argv.get(1).map(String::as_str) {
+        Some("doctor") => return cnibox::doctor::main(&argv[2..]),
+        Some("install") => return cnibox::install::main(&argv[2..]),
+        Some("pause") => return cnibox::pause::main(&argv[2..]),
+        _ => {}
     }
     // `cnibox APPLET ...` hands every later argument (--help included) to the applet.
     if let Some(info) = argv.get(1).and_then(|a| applets::find(a)) {
@@ -112,7 +115,7 @@ fn front_door(argv: &[String]) -> i32 {
                 .help("Arguments for the applet"),
         )
         .after_help(format!(
-            "Applets: {}\n\n`cnibox doctor --help`: check this node's plugins, configs, kernel and leaked state.",
+            "Applets: {}\n\nNode tools:\n  cnibox install --help  install cnibox and its plugin links into a directory\n  cnibox doctor --help   check this node's plugins, configs, kernel and leaked state\n  cnibox pause           wait for SIGTERM (a DaemonSet's main container)",
             applets::APPLETS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
         ));
     let matches = match cli.try_get_matches_from(argv) {
