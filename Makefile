@@ -4,8 +4,11 @@ TARGET ?= x86_64-unknown-linux-gnu
 STATIC_BIN := target/$(TARGET)/release/cnibox
 DESTDIR ?= /opt/cni/bin
 SYSTEMD_DIR ?= /etc/systemd/system
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# The installer image's name (make image, make manifest).
+IMAGE ?= localhost/cnibox:$(VERSION)
 
-.PHONY: all build release static static-fault test unit integration vmtest bench demo install lint deps clean fuzz soak peer-test
+.PHONY: all build release static static-fault test unit integration vmtest image image-test manifest bench demo install lint deps clean fuzz soak peer-test
 
 all: build
 
@@ -44,6 +47,7 @@ test: deps
 	$(CARGO) check --benches
 	$(CARGO) test --lib --bins --tests --features fault-injection
 	$(MAKE) --no-print-directory vmtest
+	$(MAKE) --no-print-directory image-test
 
 # The applets this kernel lacks (ipvlan, vlan, vrf, dummy, ...) tested in a
 # qemu VM booting Debian's kernel; see vmtest/README.md.
@@ -57,6 +61,22 @@ static-fault:
 	@if [ scripts/static-layout.ld -nt $(FAULT_BIN) ]; then touch src/main.rs; fi
 	RUSTFLAGS="$(call STATIC_RUSTFLAGS,$(FAULT_BIN))" $(CARGO) build --release --target $(TARGET) --features fault-injection --target-dir target/fault
 	./scripts/check-layout.sh $(FAULT_BIN).map
+
+# The installer image (Containerfile: FROM scratch, the static binary only),
+# with podman, else docker; tagged $(IMAGE) and localhost/cnibox:latest.
+image: static
+	./scripts/image.sh build $(IMAGE)
+
+# Builds the image and runs it against temporary directories (install,
+# idempotence, foreign files, --conflist, pause); says SKIPPED where neither
+# podman nor docker works.
+image-test: static
+	./scripts/image.sh test $(IMAGE)
+
+# The DaemonSet manifest with IMAGE as its image, on stdout:
+#   make -s manifest IMAGE=registry.example/cnibox:0.1.0 | kubectl apply -f -
+manifest:
+	@sed 's|localhost/cnibox:latest|$(IMAGE)|g' contrib/kubernetes/cnibox.yaml
 
 unit:
 	$(CARGO) test --lib
@@ -83,7 +103,7 @@ bench: deps static
 	cc -O2 -static -o target/noop-plugin bench/noop.c
 	cc -O2 -static -o target/maxrss bench/maxrss.c
 	rm -rf target/bench-bin
-	./install.sh --bin $(STATIC_BIN) target/bench-bin >/dev/null
+	$(STATIC_BIN) install target/bench-bin >/dev/null
 	$(CARGO) bench --bench compare -- $(CURDIR)/target/bench-bin /usr/lib/cni $(CURDIR)/target/noop-plugin $(CURDIR)/target/maxrss BENCHMARKS.md
 
 # The reference plugins' own black-box suites (loopback, portmap and firewall
@@ -98,7 +118,7 @@ peer-test: static
 # The static build: 1.2 MB smaller than the PIE one (no relocation tables)
 # and the fastest to start, which every plugin call pays.
 install: static
-	./install.sh --bin $(STATIC_BIN) $(DESTDIR)
+	$(STATIC_BIN) install $(DESTDIR)
 	install -d $(SYSTEMD_DIR)
 	sed 's|/opt/cni/bin|$(DESTDIR)|g' contrib/systemd/cnibox-dhcp.service > $(SYSTEMD_DIR)/cnibox-dhcp.service
 	install -m 0644 contrib/systemd/cnibox-dhcp.socket $(SYSTEMD_DIR)/cnibox-dhcp.socket

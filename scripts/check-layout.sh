@@ -69,11 +69,13 @@ applets::vrf                    .text.applets
 cni::gc                         .text.occasional
 cni::runtime                    .text.rare
 doctor                          .text.rare
+install                         .text.rare
 netlink::brport                 .text.applets
 netlink::conntrack              .text.applets
 netlink::moved_link             .text.applets
 netlink::tc                     .text.applets
 nft                             .text.applets
+util::atomic_file               .text.rare
 EOF
 
 # The crate's modules, from the source tree: src/a/b.rs and src/a/b/mod.rs

@@ -1,8 +1,17 @@
 #!/bin/sh
 # Installs the Debian packages the tests, the demo and the benchmarks use,
 # skipping everything already present (so repeated runs cost nothing).
+# `deps.sh --image` also installs podman and runc, for `make image-test`
+# (CI does; elsewhere that test says SKIPPED without them). Debian's podman
+# package drops /etc/cni/net.d/87-podman-bridge.conflist: no test reads
+# that directory, and the image test runs its containers without a network.
 set -eu
-want="iproute2 nftables containernetworking-plugins conntrack dnsmasq-base busybox-static qemu-system-x86 linux-image-amd64 cpio kmod iptables firewalld dbus-daemon dbus-bin"
+want="iproute2 nftables containernetworking-plugins conntrack dnsmasq-base busybox-static qemu-system-x86 linux-image-amd64 cpio kmod iptables firewalld dbus-daemon dbus-bin python3-yaml"
+case "${1:-}" in
+--image) want="$want podman runc" ;;
+"") ;;
+*) echo "usage: $0 [--image]" >&2; exit 2 ;;
+esac
 missing=""
 for pkg in $want; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
