@@ -73,10 +73,16 @@ image: static
 image-test: static
 	./scripts/image.sh test $(IMAGE)
 
-# The DaemonSet manifest with IMAGE as its image, on stdout:
-#   make -s manifest IMAGE=registry.example/cnibox:0.1.0 | kubectl apply -f -
+# The DaemonSet manifests (contrib/kubernetes) with IMAGE as their image, in
+# target/kubernetes/:
+#   make manifest IMAGE=registry.example/cnibox:0.1.0
+#   kubectl apply -f target/kubernetes/cnibox.yaml
 manifest:
-	@sed 's|localhost/cnibox:latest|$(IMAGE)|g' contrib/kubernetes/cnibox.yaml
+	mkdir -p target/kubernetes
+	for f in cnibox.yaml cnibox-dhcp.yaml; do \
+		sed 's|localhost/cnibox:latest|$(IMAGE)|g' contrib/kubernetes/$$f > target/kubernetes/$$f || exit 1; \
+	done
+	@echo "manifest: target/kubernetes/cnibox.yaml and cnibox-dhcp.yaml, image $(IMAGE)"
 
 unit:
 	$(CARGO) test --lib

@@ -39,7 +39,7 @@ in_host() {
 }
 
 step "Installing cnibox into $work/bin"
-./install.sh --bin "$bin" "$work/bin" | indent
+"$bin" install "$work/bin" | indent
 echo "    $(ls "$work/bin" | wc -l) entries, one binary of $(stat -c %s "$work/bin/cnibox") bytes"
 
 step "Creating a fake host netns ($host) and two container netns ($c1, $c2)"
