@@ -142,7 +142,7 @@ fn installed(bin_dir: &Path, name: &str, cnibox: Option<&Path>) -> Installed {
 fn check_bin_dir(o: &Options, r: &mut Report) {
     r.section(format!("plugin directory {}", o.bin_dir.display()));
     if !o.bin_dir.is_dir() {
-        r.add(Level::Fail, "does not exist (install with install.sh or pass --bin-dir)".into());
+        r.add(Level::Fail, "does not exist (install with `cnibox install` or pass --bin-dir)".into());
         return;
     }
     let cnibox = cnibox_binary(&o.bin_dir);

@@ -1,5 +1,5 @@
 //! The applet table: the single source of truth for dispatch, `--list`,
-//! install.sh and the tests. Keep it sorted by name.
+//! `cnibox install` and the tests. Keep it sorted by name.
 
 use crate::cni::Applet;
 
