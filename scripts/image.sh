@@ -32,11 +32,12 @@ build() {
 
 image_size() { "$engine" image inspect -f '{{.Size}}' "$image"; }
 
-# `run ARGS...`: runs the image once, without a network. The ulimits are
-# set because the default ones cannot be where the runtime lacks
-# CAP_SYS_RESOURCE (this CI's VM); runc because crun refuses hybrid cgroups.
+# `run ARGS...`: runs a container without a network (NETWORK=host: in the
+# host's). The ulimits are set because the default ones cannot be where the
+# runtime lacks CAP_SYS_RESOURCE (this CI's VM); runc because crun refuses
+# hybrid cgroups.
 run() {
-    set -- --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "$@"
+    set -- --rm --network "${NETWORK:-none}" --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "$@"
     if [ "$engine" = podman ] && command -v runc >/dev/null 2>&1; then set -- --runtime runc "$@"; fi
     "$engine" run "$@"
 }
@@ -104,9 +105,62 @@ test_install() {
     wait "$runner" || status=$?
     [ "$status" = 0 ] || fail "pause exited $status on SIGTERM"
 
+    test_dhcp_daemon
+
     echo "image-test: the image adds $(($(image_size) - $(stat -c %s "$bin"))) bytes to the binary"
     [ $(($(image_size) - $(stat -c %s "$bin"))) -lt 500000 ] || fail "the image is more than the binary"
     echo "image-test: passed"
+}
+
+# The dhcp daemon as contrib/kubernetes/cnibox-dhcp.yaml runs it (the host's
+# /run/cni, netns directories and /proc under /host, -hostprefix /host)
+# leases an address for a netns made after it started, through the host's
+# dhcp plugin, from dnsmasq in a fake host netns made here.
+test_dhcp_daemon() {
+    if [ "$(id -u)" != 0 ] || [ ! -x /usr/sbin/dnsmasq ]; then
+        echo "image-test: SKIPPED the dhcp daemon check (needs root and dnsmasq)"
+        return 0
+    fi
+    echo "image-test: the dhcp daemon's container leases an address"
+    host=cbimgh$$
+    pod=cbimgc$$
+    daemon=cnibox-dhcpd-$$
+    trap 'dhcp_cleanup; rm -rf "$work"; "$engine" rm -f "cnibox-pause-$$" >/dev/null 2>&1 || true' EXIT
+    mkdir -p "$work/run-cni"
+    ip netns add $host
+    ip -n $host link add br0 type bridge
+    ip -n $host addr add 10.99.7.1/24 dev br0
+    ip -n $host link set br0 up
+    ip netns exec $host /usr/sbin/dnsmasq --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
+        --user=root --no-ping --dhcp-range=10.99.7.10,10.99.7.50,255.255.255.0,2m \
+        --dhcp-leasefile="$work/leases" --pid-file="$work/dnsmasq.pid"
+    NETWORK=host run -d --name $daemon --privileged -e CNIBOX_LOG=info -v "$work/run-cni:/host/run/cni" \
+        -v /run/netns:/host/run/netns:rslave -v /var/run/netns:/host/var/run/netns:rslave -v /proc:/host/proc:ro \
+        --entrypoint /cnibox "$image" dhcp daemon -hostprefix /host >/dev/null
+    tries=0
+    until [ -S "$work/run-cni/dhcp.sock" ]; do
+        tries=$((tries + 1))
+        [ $tries -le 100 ] || fail "the daemon does not listen: $("$engine" logs $daemon 2>&1)"
+        sleep 0.1
+    done
+    ip netns add $pod
+    ip -n $host link add vp1 type veth peer name eth0 netns $pod
+    ip -n $host link set vp1 master br0 up
+    conf='{"cniVersion":"1.0.0","name":"img","ipam":{"type":"dhcp","daemonSocketPath":"'"$work"'/run-cni/dhcp.sock"}}'
+    for verb in ADD DEL; do
+        echo "$conf" | CNI_COMMAND=$verb CNI_CONTAINERID=img1 CNI_NETNS=/run/netns/$pod CNI_IFNAME=eth0 CNI_PATH=/nonexistent \
+            "$work/bin/dhcp" >"$work/out" || fail "dhcp $verb: $(cat "$work/out"; "$engine" logs $daemon 2>&1)"
+        [ $verb = DEL ] || grep -q '"address":"10.99.7.' "$work/out" || fail "no lease: $(cat "$work/out")"
+    done
+    "$engine" stop -t 10 $daemon >/dev/null
+    [ ! -e "$work/run-cni/dhcp.sock" ] || fail "the daemon left its socket"
+}
+
+dhcp_cleanup() {
+    [ -f "$work/dnsmasq.pid" ] && kill "$(cat "$work/dnsmasq.pid")" 2>/dev/null || true
+    "$engine" rm -f "$daemon" >/dev/null 2>&1 || true
+    ip netns del "$pod" 2>/dev/null || true
+    ip netns del "$host" 2>/dev/null || true
 }
 
 if ! engine=$(find_engine); then
