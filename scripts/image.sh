@@ -113,30 +113,34 @@ test_install() {
 }
 
 # The dhcp daemon as contrib/kubernetes/cnibox-dhcp.yaml runs it (the host's
-# /run/cni, netns directories and /proc under /host, -hostprefix /host)
-# leases an address for a netns made after it started, through the host's
-# dhcp plugin, from dnsmasq in a fake host netns made here.
+# /run/cni, netns directories, /proc and /var/lib/cni/dhcp under /host,
+# -hostprefix /host, a read-only root)
+# leases an IPv4 and an IPv6 address for a netns made after it started,
+# through the host's dhcp plugin, from dnsmasq in a fake host netns made here,
+# and keeps the node's DHCPv6 DUID in the host's state dir.
 test_dhcp_daemon() {
     if [ "$(id -u)" != 0 ] || [ ! -x /usr/sbin/dnsmasq ]; then
         echo "image-test: SKIPPED the dhcp daemon check (needs root and dnsmasq)"
         return 0
     fi
-    echo "image-test: the dhcp daemon's container leases an address"
+    echo "image-test: the dhcp daemon's container leases addresses (IPv4 and IPv6)"
     host=cbimgh$$
     pod=cbimgc$$
     daemon=cnibox-dhcpd-$$
     trap 'dhcp_cleanup; rm -rf "$work"; "$engine" rm -f "cnibox-pause-$$" >/dev/null 2>&1 || true' EXIT
-    mkdir -p "$work/run-cni"
+    mkdir -p "$work/run-cni" "$work/dhcp-state"
     ip netns add $host
     ip -n $host link add br0 type bridge
     ip -n $host addr add 10.99.7.1/24 dev br0
+    ip -n $host addr add fd99:0:7::1/64 dev br0 nodad
     ip -n $host link set br0 up
     ip netns exec $host /usr/sbin/dnsmasq --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
         --user=root --no-ping --dhcp-range=10.99.7.10,10.99.7.50,255.255.255.0,2m \
+        --dhcp-range=::100,::1ff,constructor:br0,64,2m --enable-ra \
         --dhcp-leasefile="$work/leases" --pid-file="$work/dnsmasq.pid"
-    NETWORK=host run -d --name $daemon --privileged -e CNIBOX_LOG=info -v "$work/run-cni:/host/run/cni" \
+    NETWORK=host run -d --name $daemon --privileged --read-only -e CNIBOX_LOG=info -v "$work/run-cni:/host/run/cni" \
         -v /run/netns:/host/run/netns:rslave -v /var/run/netns:/host/var/run/netns:rslave -v /proc:/host/proc:ro \
-        --entrypoint /cnibox "$image" dhcp daemon -hostprefix /host >/dev/null
+        -v "$work/dhcp-state:/host/var/lib/cni/dhcp" --entrypoint /cnibox "$image" dhcp daemon -hostprefix /host >/dev/null
     tries=0
     until [ -S "$work/run-cni/dhcp.sock" ]; do
         tries=$((tries + 1))
@@ -146,12 +150,14 @@ test_dhcp_daemon() {
     ip netns add $pod
     ip -n $host link add vp1 type veth peer name eth0 netns $pod
     ip -n $host link set vp1 master br0 up
-    conf='{"cniVersion":"1.0.0","name":"img","ipam":{"type":"dhcp","daemonSocketPath":"'"$work"'/run-cni/dhcp.sock"}}'
+    conf='{"cniVersion":"1.0.0","name":"img","ipam":{"type":"dhcp","families":["ipv4","ipv6"],"daemonSocketPath":"'"$work"'/run-cni/dhcp.sock"}}'
     for verb in ADD DEL; do
         echo "$conf" | CNI_COMMAND=$verb CNI_CONTAINERID=img1 CNI_NETNS=/run/netns/$pod CNI_IFNAME=eth0 CNI_PATH=/nonexistent \
             "$work/bin/dhcp" >"$work/out" || fail "dhcp $verb: $(cat "$work/out"; "$engine" logs $daemon 2>&1)"
-        [ $verb = DEL ] || grep -q '"address":"10.99.7.' "$work/out" || fail "no lease: $(cat "$work/out")"
+        [ $verb = DEL ] || grep -q '"address":"10.99.7.' "$work/out" || fail "no IPv4 lease: $(cat "$work/out")"
+        [ $verb = DEL ] || grep -q '"address":"fd99:0:7::' "$work/out" || fail "no IPv6 lease: $(cat "$work/out")"
     done
+    [ -n "$(ls "$work/dhcp-state")" ] || fail "the DUID is not kept in the host's state dir"
     "$engine" stop -t 10 $daemon >/dev/null
     [ ! -e "$work/run-cni/dhcp.sock" ] || fail "the daemon left its socket"
 }

@@ -96,6 +96,8 @@ fn the_dhcp_daemonset() {
         assert_eq!(mount["mountPropagation"], "HostToContainer", "{dir}");
     }
     assert_eq!(host_path(pod, daemon, "/host/proc").0, "/proc");
+    // The default -statedir (the DHCPv6 DUID), kept on the node.
+    assert_eq!(host_path(pod, daemon, "/host/var/lib/cni/dhcp").0, "/var/lib/cni/dhcp");
 }
 
 #[test]
