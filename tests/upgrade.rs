@@ -1,6 +1,7 @@
 //! Upgrading in place under load: `cnibox install` runs over an existing
 //! installation, again and again, while 16 workers keep calling ADD and DEL
-//! through the installed links, and no call fails. The new binary is
+//! through the installed links (loopback, and bridge delegating to
+//! host-local), and no call fails. The new binary is
 //! renamed over the old one, so a call execs either the whole old file or
 //! the whole new one; writing into the installed file instead would make
 //! calls fail with ETXTBSY ("Text file busy") or exec half a binary.
@@ -18,11 +19,26 @@ use std::time::{Duration, Instant};
 const WORKERS: usize = 16;
 const UPGRADES: usize = 6;
 
-/// One plugin call through `bin_dir`, as a runtime makes it; the error
-/// says what failed, exec errors (ETXTBSY) included.
-fn call(bin_dir: &Path, plugin: &str, verb: &str, env: &[(&str, &str)], stdin: &str) -> Result<(), String> {
+/// One plugin call through `bin_dir`, as a runtime makes it (in the netns
+/// `host`, if any); the error says what failed, exec errors (ETXTBSY)
+/// included.
+fn call(
+    bin_dir: &Path,
+    host: Option<&Netns>,
+    plugin: &str,
+    verb: &str,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Result<(), String> {
     use std::io::Write;
-    let mut cmd = Command::new(bin_dir.join(plugin));
+    let mut cmd = match host {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name]).arg(bin_dir.join(plugin));
+            c
+        }
+        None => Command::new(bin_dir.join(plugin)),
+    };
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CNI_COMMAND", verb)
@@ -69,30 +85,34 @@ struct Load {
     failures: Mutex<Vec<String>>,
 }
 
-/// ADD and DEL of loopback (in the worker's own netns) and of host-local
-/// (a store in the test's directory) until told to stop; a DEL follows
-/// every ADD that was tried, so nothing is left behind.
+/// ADD and DEL of loopback (in the worker's container netns) and of bridge
+/// (from the worker's fake host netns, with host-local in the test's
+/// directory as its delegate) until told to stop; a DEL follows every ADD
+/// that was tried, so nothing is left behind. bridge runs its delegate
+/// in-process only while CNI_PATH's host-local is the binary it runs
+/// itself: across an upgrade, an old bridge execs the new host-local.
 fn worker(n: usize, bin_dir: &Path, data_dir: &Path, load: &Load) {
-    let ns = Netns::new("upg");
+    let host = Netns::new("uph");
+    let ctr = Netns::new("upc");
     let lo = r#"{"cniVersion":"1.0.0","name":"upgrade-lo","type":"loopback"}"#;
-    let ipam = format!(
-        r#"{{"cniVersion":"1.0.0","name":"upgrade-ipam","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.123.0.0/16"}}]]}}}}"#,
+    let bridge = format!(
+        r#"{{"cniVersion":"1.0.0","name":"upgrade-br","type":"bridge","bridge":"cniup0","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.123.0.0/16"}}]]}}}}"#,
         data_dir.display()
     );
-    let netns = ns.path();
-    let steps: [(&str, &str, &str, &str); 4] = [
-        ("loopback", "ADD", lo, "lo"),
-        ("host-local", "ADD", &ipam, "eth0"),
-        ("host-local", "DEL", &ipam, "eth0"),
-        ("loopback", "DEL", lo, "lo"),
+    let netns = ctr.path();
+    let steps: [(Option<&Netns>, &str, &str, &str, &str); 4] = [
+        (None, "loopback", "ADD", lo, "lo"),
+        (Some(&host), "bridge", "ADD", &bridge, "eth0"),
+        (Some(&host), "bridge", "DEL", &bridge, "eth0"),
+        (None, "loopback", "DEL", lo, "lo"),
     ];
     let mut round = 0;
     while !load.stop.load(Ordering::SeqCst) {
         let id = format!("upgrade-{n}-{round}");
-        for (plugin, verb, conf, ifname) in steps {
+        for (ns, plugin, verb, conf, ifname) in steps {
             let env = [("CNI_CONTAINERID", id.as_str()), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", ifname)];
             let start = Instant::now();
-            let result = call(bin_dir, plugin, verb, &env, conf);
+            let result = call(bin_dir, ns, plugin, verb, &env, conf);
             load.spans.lock().unwrap().push((start, Instant::now()));
             load.calls.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = result {
@@ -100,6 +120,10 @@ fn worker(n: usize, bin_dir: &Path, data_dir: &Path, load: &Load) {
             }
         }
         round += 1;
+    }
+    // Every DEL ran: the container has no eth0 left.
+    if ctr.try_exec("ip link show eth0") {
+        load.failures.lock().unwrap().push(format!("worker {n}: eth0 left in the container"));
     }
 }
 
@@ -177,7 +201,7 @@ fn install_over_a_running_installation() {
     // The last upgrade is what is installed, and nothing was left behind.
     let installed = std::fs::read(bin_dir.join("cnibox")).unwrap();
     assert!(installed == std::fs::read(&sources[UPGRADES % 2]).unwrap());
-    assert_eq!(reserved_ips(&data_dir.join("upgrade-ipam")), Vec::<String>::new());
+    assert_eq!(reserved_ips(&data_dir.join("upgrade-br")), Vec::<String>::new());
     let stray: Vec<_> = std::fs::read_dir(&bin_dir)
         .unwrap()
         .filter_map(|e| e.ok())
