@@ -7,6 +7,10 @@
 //! ended with a write shutdown; the daemon answers one JSON `Response` and
 //! closes. Each connection gets a thread; each lease gets a thread that
 //! renews it at T1, rebinds at T2 and releases it when told to stop.
+//!
+//! Every lease is also a record in the state directory (state.rs), written
+//! on ADD and on each renewal, removed on release: a daemon that starts
+//! resumes the leases its predecessor held.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -16,15 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{self, Client, Identity, Lease, Timing};
-use super::{lease_result, prepare_options, Conf};
-use crate::cni::args::CniArgs;
-use crate::cni::error::{CniError, INTERNAL, TRY_AGAIN_LATER};
+use super::state::{self, Attachment, Record, Store, StoredLease4};
+use super::{lease_result, Conf};
+use crate::cni::error::{CniError, INTERNAL, NOT_AVAILABLE, TRY_AGAIN_LATER};
 use crate::cni::CniResult;
 
 pub const DEFAULT_SOCKET: &str = "/run/cni/dhcp.sock";
@@ -90,10 +94,10 @@ pub fn client_id(container_id: &str, net_name: &str, ifname: &str) -> String {
 
 /// One lease the daemon maintains.
 struct Managed {
-    container_id: String,
-    net_name: String,
-    ifname: String,
+    key: String,
+    attachment: Attachment,
     id: Identity,
+    store: Arc<Store>,
     /// None once the lease is lost (NAK, expiry, interface gone).
     lease: Mutex<Option<Lease>>,
     stop: AtomicBool,
@@ -102,6 +106,32 @@ struct Managed {
 }
 
 impl Managed {
+    fn new(attachment: Attachment, id: Identity, store: Arc<Store>, lease: Lease) -> Managed {
+        Managed {
+            key: attachment.key(),
+            attachment,
+            id,
+            store,
+            lease: Mutex::new(Some(lease)),
+            stop: AtomicBool::new(false),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Replaces the lease's record (the lease as of now).
+    fn persist(&self, lease: &Lease) -> std::io::Result<()> {
+        let stored = StoredLease4::new(lease, SystemTime::now(), Instant::now());
+        self.store.save(&Record::new(self.attachment.clone(), Some(stored)))
+    }
+
+    /// Removes the lease's record: nothing left for a restart to resume.
+    fn forget(&self) {
+        if let Err(e) = self.store.remove(&self.key) {
+            log::warn!("{}: cannot remove its record from {}: {e}", self.key, self.store.dir().display());
+        }
+    }
+
     fn current(&self) -> Option<Lease> {
         self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -121,9 +151,10 @@ impl Managed {
     }
 
     fn lose(&self, why: &str, down: bool) {
-        let who = String::from_utf8_lossy(&self.id.client_id[1..]).into_owned();
+        let who = &self.key;
         log::error!("{who}: lease lost: {why}");
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.forget();
         if down {
             if let Err(e) = client::set_link_down(&self.id.netns, &self.id.ifname) {
                 log::warn!("{who}: cannot bring {} down: {e}", self.id.ifname);
@@ -134,7 +165,7 @@ impl Managed {
     /// The lease's life after ADD: renew at T1, rebind at T2, give up at
     /// expiry; RELEASE when stopped.
     fn maintain(self: Arc<Self>, timing: Timing) {
-        let who = String::from_utf8_lossy(&self.id.client_id[1..]).into_owned();
+        let who = self.key.clone();
         loop {
             let Some(lease) = self.current() else { return };
             if self.sleep_until(lease.renew_at()) {
@@ -152,7 +183,14 @@ impl Managed {
             let outcome =
                 Client::open(&self.id, &timing, &self.stop).and_then(|c| c.extend(&lease, rebinding, deadline));
             match outcome {
-                Ok(new) => *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(new),
+                Ok(new) => {
+                    // The renewed lease is held either way; an old record
+                    // only makes a restart renew sooner than needed.
+                    if let Err(e) = self.persist(&new) {
+                        log::warn!("{who}: cannot record the renewed lease in {}: {e}", self.store.dir().display());
+                    }
+                    *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+                }
                 Err(client::Error::Stopped) => break,
                 Err(client::Error::Gone(why)) => {
                     log::info!("{who}: stopping maintenance: {why}");
@@ -193,6 +231,12 @@ impl Managed {
             let _ = h.join();
         }
     }
+
+    /// DEL, GC: the lease released (if still held) and its record removed.
+    fn end(&self) {
+        self.stop_and_join();
+        self.forget();
+    }
 }
 
 /// Serializes the requests for one attachment (an ADD still acquiring and
@@ -229,13 +273,20 @@ impl Drop for BusyGuard<'_> {
 pub struct Daemon {
     timing: Timing,
     host_prefix: String,
+    store: Arc<Store>,
     leases: Mutex<HashMap<String, Arc<Managed>>>,
     busy: Busy,
 }
 
 impl Daemon {
-    pub fn new(timing: Timing, host_prefix: String) -> Daemon {
-        Daemon { timing, host_prefix, leases: Mutex::new(HashMap::new()), busy: Busy::default() }
+    pub fn new(timing: Timing, host_prefix: String, store: Store) -> Daemon {
+        Daemon {
+            timing,
+            host_prefix,
+            store: Arc::new(store),
+            leases: Mutex::new(HashMap::new()),
+            busy: Busy::default(),
+        }
     }
 
     fn lookup(&self, key: &str) -> Option<Arc<Managed>> {
@@ -252,7 +303,7 @@ impl Daemon {
             "CHECK" => self.check(req).map(Some),
             "DEL" => self.del(req).map(|_| None),
             "GC" => self.gc(req).map(|_| None),
-            "STATUS" => Ok(None),
+            "STATUS" => self.status().map(|_| None),
             other => Err(CniError::invalid_config(format!("unknown daemon request {other:?}"))),
         };
         match outcome {
@@ -276,49 +327,128 @@ impl Daemon {
         if let Some(old) = self.take(&key) {
             old.stop_and_join();
         }
-        let args = CniArgs::parse(&req.args)?;
-        let mut client_id_opt = vec![0u8];
-        client_id_opt.extend_from_slice(key.as_bytes());
-        let id = Identity {
-            netns: format!("{}{}", self.host_prefix, req.netns),
+        let attachment = Attachment {
+            container_id: req.container_id.clone(),
+            network: conf.name.clone(),
             ifname: req.ifname.clone(),
-            client_id: client_id_opt,
-            options: prepare_options(&args, &conf.ipam)?,
+            netns: req.netns.clone(),
+            args: req.args.clone(),
+            config: req.config.clone(),
         };
+        let id = attachment.identity(&self.host_prefix)?;
         let never = AtomicBool::new(false);
         let lease = Client::open(&id, &self.timing, &never).and_then(|c| c.acquire()).map_err(|e| match e {
             client::Error::Timeout(m) => CniError::new(TRY_AGAIN_LATER, "no DHCP lease").with_details(m),
             e => CniError::new(INTERNAL, "no DHCP lease").with_details(e.to_string()),
         })?;
+        // ADD succeeds whole or leaves no lease behind: a lease that could
+        // not be recorded (or started) is released at once.
+        let release = |lease: &Lease| {
+            if let Ok(c) = Client::open(&id, &self.timing, &never) {
+                let _ = c.release(lease);
+            }
+        };
         let result = match lease_result(&lease) {
             Ok(r) => r,
             Err(e) => {
-                if let Ok(c) = Client::open(&id, &self.timing, &never) {
-                    let _ = c.release(&lease);
-                }
+                release(&lease);
                 return Err(e);
             }
         };
         log::info!("{key}: lease of {} acquired, expires in {:?}", lease.addr(), lease.lease_time());
-        let managed = Arc::new(Managed {
-            container_id: req.container_id.clone(),
-            net_name: conf.name.clone(),
-            ifname: req.ifname.clone(),
-            id,
-            lease: Mutex::new(Some(lease)),
-            stop: AtomicBool::new(false),
-            wake: Condvar::new(),
-            thread: Mutex::new(None),
-        });
+        let managed = Arc::new(Managed::new(attachment, id.clone(), Arc::clone(&self.store), lease.clone()));
+        let started = managed
+            .persist(&lease)
+            .map_err(|e| {
+                CniError::io("cannot record the DHCP lease")
+                    .with_details(format!("{}: {e}", self.store.dir().display()))
+            })
+            .and_then(|()| self.start(&managed));
+        if let Err(e) = started {
+            managed.forget();
+            release(&lease);
+            return Err(e);
+        }
+        Ok(result)
+    }
+
+    /// The lease's maintenance thread, and the lease among the daemon's.
+    fn start(&self, managed: &Arc<Managed>) -> Result<(), CniError> {
         let timing = self.timing.clone();
-        let worker = Arc::clone(&managed);
+        let worker = Arc::clone(managed);
         let handle = std::thread::Builder::new()
-            .name(format!("lease-{}", req.ifname))
+            .name(format!("lease-{}", managed.attachment.ifname))
             .spawn(move || worker.maintain(timing))
             .map_err(|e| CniError::internal("cannot start the lease thread").with_details(e.to_string()))?;
         *managed.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(key, managed);
-        Ok(result)
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(managed.key.clone(), Arc::clone(managed));
+        Ok(())
+    }
+
+    /// Start-up: takes over the leases a previous daemon recorded.
+    pub fn resume(&self) {
+        for record in self.store.load_all() {
+            self.resume_one(record);
+        }
+    }
+
+    fn resume_one(&self, record: Record) {
+        let key = record.attachment.key();
+        let drop_record = || {
+            if let Err(e) = self.store.remove(&key) {
+                log::warn!("{key}: cannot remove its record: {e}");
+            }
+        };
+        let Some(stored) = &record.ipv4 else {
+            log::info!("{key}: the record holds no lease; removed");
+            return drop_record();
+        };
+        let lease = match stored.lease(SystemTime::now(), Instant::now()) {
+            Ok(lease) => lease,
+            Err(why) => {
+                log::error!("{key}: cannot resume the lease of {}: {why}; removed", stored.address);
+                return drop_record();
+            }
+        };
+        let id = match record.attachment.identity(&self.host_prefix) {
+            Ok(id) => id,
+            Err(e) => {
+                log::error!("{key}: cannot resume the lease of {}: {e}; removed", stored.address);
+                return drop_record();
+            }
+        };
+        // A container that went while the daemon was down: a DHCPRELEASE
+        // must come from its interface, so the server keeps the lease until
+        // it expires (a DEL in the meantime released it; see mod.rs).
+        let never = AtomicBool::new(false);
+        if let Err(client::Error::Gone(why)) = Client::open(&id, &self.timing, &never).map(drop) {
+            let left = lease.expires_at().saturating_duration_since(Instant::now());
+            log::warn!(
+                "{key}: {why}: the container went away while the daemon was down; its lease of {} cannot be released and expires on the server in {left:?}",
+                lease.addr()
+            );
+            return drop_record();
+        }
+        // An expired lease is lost as if it had expired under this daemon:
+        // the maintenance thread finds it so and brings the interface down.
+        log::info!(
+            "{key}: resuming the lease of {}, renewal in {:?}",
+            lease.addr(),
+            lease.renew_at().saturating_duration_since(Instant::now())
+        );
+        let managed = Arc::new(Managed::new(record.attachment, id, Arc::clone(&self.store), lease));
+        if let Err(e) = self.start(&managed) {
+            log::error!("{key}: {e}");
+        }
+    }
+
+    /// Available when leases can be recorded (a lease that cannot be is
+    /// lost to the next restart, so ADD refuses it).
+    fn status(&self) -> Result<(), CniError> {
+        self.store.probe().map_err(|e| {
+            CniError::new(NOT_AVAILABLE, "the DHCP daemon cannot write its state directory")
+                .with_details(format!("{}: {e}", self.store.dir().display()))
+        })
     }
 
     fn check(&self, req: &Request) -> Result<CniResult, CniError> {
@@ -336,8 +466,13 @@ impl Daemon {
         let key = Self::key(req, &conf);
         let _busy = self.busy.claim(&key);
         match self.take(&key) {
-            Some(m) => m.stop_and_join(),
-            None => log::info!("{key}: DEL without a lease: nothing to release"),
+            Some(m) => m.end(),
+            None => {
+                log::info!("{key}: DEL without a lease: nothing to release");
+                if let Err(e) = self.store.remove(&key) {
+                    log::warn!("{key}: cannot remove its record: {e}");
+                }
+            }
         }
         Ok(())
     }
@@ -350,15 +485,17 @@ impl Daemon {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<String> = leases
                 .iter()
-                .filter(|(_, m)| m.net_name == conf.name)
-                .filter(|(_, m)| !crate::cni::gc::is_valid(&valid, &m.container_id, &m.ifname))
+                .filter(|(_, m)| m.attachment.network == conf.name)
+                .filter(|(_, m)| {
+                    !crate::cni::gc::is_valid(&valid, &m.attachment.container_id, &m.attachment.ifname)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| leases.remove(k)).collect()
         };
         for m in stale {
-            log::info!("GC: releasing the lease of {}/{}", m.container_id, m.ifname);
-            m.stop_and_join();
+            log::info!("GC: releasing the lease of {}", m.key);
+            m.end();
         }
         Ok(())
     }
@@ -397,6 +534,7 @@ pub struct Options {
     pub socket_path: String,
     pub pidfile: String,
     pub host_prefix: String,
+    pub state_dir: String,
     pub timing: Timing,
 }
 
@@ -433,6 +571,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         socket_path: String::new(),
         pidfile: String::new(),
         host_prefix: String::new(),
+        state_dir: state::DEFAULT_STATE_DIR.to_string(),
         timing: Timing::default(),
     };
     let mut it = args.iter();
@@ -464,11 +603,15 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "socketpath" => o.socket_path = value.clone(),
             "pidfile" => o.pidfile = value.clone(),
             "hostprefix" => o.host_prefix = value.clone(),
+            "statedir" => o.state_dir = value.clone(),
             "timeout" => o.timing.timeout = duration()?,
             "resendmax" => o.timing.resend_max = duration()?,
             "resendtimeout" => o.timing.resend_timeout = duration()?,
             _ => return Err(format!("flag provided but not defined: -{name}")),
         }
+    }
+    if o.state_dir.is_empty() {
+        return Err("-statedir must not be empty".into());
     }
     if o.socket_path.is_empty() {
         o.socket_path = DEFAULT_SOCKET.to_string();
@@ -479,11 +622,14 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix DIR] [-broadcast]
-                   [-timeout DURATION] [-resendmax DURATION] [-resendtimeout DURATION]
+const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-statedir DIR] [-pidfile PATH] [-hostprefix DIR]
+                   [-broadcast] [-timeout DURATION] [-resendmax DURATION] [-resendtimeout DURATION]
   -socketpath     unix socket to serve (default /run/cni/dhcp.sock; systemd socket activation wins)
+  -statedir       where the leases are recorded, so that a restarted daemon resumes them
+                  (default /var/lib/cni/dhcp; STATUS fails with code 50 while it cannot be written)
   -pidfile        absolute path to write the daemon's PID to
-  -hostprefix     prefix of the host's root, when the daemon runs in a container
+  -hostprefix     prefix of the host's root, when the daemon runs in a container (applies to
+                  netns paths, -socketpath and -statedir)
   -broadcast      ask DHCP servers to broadcast their replies
   -timeout        longest wait for a reply to one transmission (default 10s)
   -resendmax      largest delay between retransmissions (default 62s)
@@ -575,8 +721,17 @@ fn serve(opts: &Options) -> Result<(), String> {
         cleanup.push(socket.clone());
     }
     handle_signals(cleanup)?;
+    let store = Store::new(format!("{}{}", opts.host_prefix, opts.state_dir));
+    // Not fatal: STATUS says so until the directory is fixed.
+    if let Err(e) = store.probe() {
+        log::error!("cannot write the state directory {}: {e}", store.dir().display());
+    }
+    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone(), store));
+    // After the socket is bound: a plugin's DEL that found no daemon has
+    // removed its record by now (see mod.rs), and later ones queue on the
+    // socket until the leases are resumed.
+    daemon.resume();
     log::info!("serving on {}", if owned { socket.display().to_string() } else { "the activated socket".into() });
-    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone()));
     for conn in listener.incoming() {
         match conn {
             Ok(conn) => {
@@ -632,6 +787,9 @@ mod tests {
         assert!(o.timing.broadcast);
         assert_eq!(o.timing.timeout, Duration::from_secs(2));
         assert_eq!(o.timing.resend_max, Duration::from_secs(4));
+        assert_eq!(o.state_dir, state::DEFAULT_STATE_DIR);
+        assert_eq!(parse_args(&strings(&["-statedir=/tmp/s"])).unwrap().state_dir, "/tmp/s");
+        assert!(parse_args(&strings(&["-statedir", ""])).is_err());
         assert_eq!(parse_args(&[]).unwrap().socket_path, DEFAULT_SOCKET);
         assert!(parse_args(&strings(&["-bogus", "1"])).is_err());
         assert!(parse_args(&strings(&["-socketpath"])).is_err());
@@ -647,7 +805,8 @@ mod tests {
 
     #[test]
     fn unknown_and_leaseless_requests() {
-        let d = Daemon::new(Timing::default(), String::new());
+        let dir = std::env::temp_dir().join(format!("cnibox-dhcp-daemon-{}", std::process::id()));
+        let d = Daemon::new(Timing::default(), String::new(), Store::new(&dir));
         let req = |verb: &str| Request {
             verb: verb.into(),
             container_id: "c".into(),
@@ -660,5 +819,9 @@ mod tests {
         assert!(d.handle(&req("GC")).error.is_none());
         assert!(d.handle(&req("CHECK")).error.is_some());
         assert_eq!(d.handle(&req("FROB")).error.unwrap().code, 7);
+        let _ = std::fs::remove_dir_all(&dir);
+        // A state directory that cannot be written makes the daemon unavailable.
+        let d = Daemon::new(Timing::default(), String::new(), Store::new("/proc/version/state"));
+        assert_eq!(d.handle(&req("STATUS")).error.unwrap().code, 50);
     }
 }

@@ -1,16 +1,18 @@
 //! dhcp: IPAM from a DHCP server on the container's network, through the
 //! `dhcp daemon` that holds and renews the leases (see daemon.rs for the
 //! socket protocol, client.rs for the DHCP exchanges, packet.rs for the
-//! wire format).
+//! wire format, state.rs for the leases on disk).
 
 mod client;
 mod daemon;
+mod state;
 pub(crate) mod packet;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -47,6 +49,9 @@ pub struct Conf {
 #[serde(rename_all = "camelCase", default)]
 pub struct IpamConf {
     pub daemon_socket_path: String,
+    /// The daemon's -statedir: where DEL finds the lease to release while
+    /// the daemon is down.
+    pub daemon_state_dir: String,
     /// Options sent to the server (e.g. a host name from CNI_ARGS).
     pub provide: Vec<ProvideOption>,
     /// Options asked of the server (the parameter request list).
@@ -200,6 +205,53 @@ fn routes(ack: &packet::Packet) -> Vec<Route> {
     out
 }
 
+fn state_dir(conf: &Conf) -> &str {
+    if conf.ipam.daemon_state_dir.is_empty() {
+        state::DEFAULT_STATE_DIR
+    } else {
+        &conf.ipam.daemon_state_dir
+    }
+}
+
+/// DEL while the daemon is down. Its record of the lease says what to
+/// release: the DHCPRELEASE goes out from the container's interface now
+/// (IPAM DEL comes before the interface is deleted; later it cannot be
+/// sent from the leased address) and the record goes, so that a restarted
+/// daemon does not resume a lease the runtime let go. If the daemon came up
+/// meanwhile, it may have read the record first: it is asked to DEL too.
+fn release_without_daemon(cmd: &Command, conf: &Conf) {
+    let store = state::Store::new(state_dir(conf));
+    let key = daemon::client_id(&cmd.container_id, &conf.name, &cmd.ifname);
+    let record = match store.load(&key) {
+        Ok(Some(record)) => record,
+        Ok(None) => return log::info!("DEL: {key}: no lease recorded in {}", store.dir().display()),
+        Err(why) => return log::warn!("DEL: {key}: cannot read its record ({why}); the lease will expire"),
+    };
+    if let Some(stored) = &record.ipv4 {
+        let released = record
+            .attachment
+            .identity("")
+            .map_err(|e| e.msg)
+            .and_then(|id| stored.lease(SystemTime::now(), Instant::now()).map(|lease| (id, lease)))
+            .and_then(|(id, lease)| {
+                let never = AtomicBool::new(false);
+                client::Client::open(&id, &client::Timing::default(), &never)
+                    .and_then(|c| c.release(&lease))
+                    .map_err(|e| e.to_string())
+            });
+        match released {
+            Ok(()) => log::info!("DEL: {key}: released {} without the daemon", stored.address),
+            Err(why) => log::warn!("DEL: {key}: cannot release {} ({why}); it will expire", stored.address),
+        }
+    }
+    if let Err(e) = store.remove(&key) {
+        log::warn!("DEL: {key}: cannot remove its record ({e}); a restarted daemon would resume the lease");
+    }
+    if let Err(CallError::Failed(e)) = call(cmd, conf, "DEL") {
+        log::warn!("DEL: {key}: the daemon, now up: {}", e.msg);
+    }
+}
+
 fn socket_path(conf: &Conf) -> &str {
     if conf.ipam.daemon_socket_path.is_empty() {
         daemon::DEFAULT_SOCKET
@@ -283,9 +335,10 @@ impl Applet for Dhcp {
         let conf: Conf = cmd.parse_config()?;
         match call(cmd, &conf, "DEL") {
             Ok(_) => Ok(()),
-            // No daemon holds a lease to release; the server lets it expire.
+            // DEL is best effort: what the daemon recorded is released here.
             Err(CallError::Unreachable(why)) => {
-                log::warn!("DEL: the DHCP daemon is not reachable ({why}); nothing to release");
+                log::warn!("DEL: the DHCP daemon is not reachable ({why})");
+                release_without_daemon(cmd, &conf);
                 Ok(())
             }
             Err(CallError::Failed(e)) => Err(e),

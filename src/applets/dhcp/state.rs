@@ -1,0 +1,417 @@
+//! The daemon's leases on disk, so that they outlive the daemon (a crash,
+//! an upgrade, `systemctl restart`): one JSON record per attachment in the
+//! state directory, replaced atomically on every change and removed when
+//! the lease is released or lost.
+//!
+//! A record holds what resuming needs: the attachment as ADD gave it (its
+//! identity and options are rebuilt from the configuration, as ADD builds
+//! them) and the lease with wall-clock times (an `Instant` means nothing to
+//! another process). The record is versioned, and each address family's
+//! lease is its own optional member (`ipv4`; a DHCPv6 lease goes beside it),
+//! so a daemon that does not know a member ignores it.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{Identity, Lease};
+use super::daemon::client_id;
+use super::packet::Packet;
+use super::{prepare_options, Conf};
+use crate::cni::args::CniArgs;
+use crate::cni::CniError;
+use crate::netlink::mac;
+use crate::util::{atomic_file, base64, hash};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/dhcp";
+/// The record format this daemon writes and reads.
+pub const RECORD_VERSION: u32 = 1;
+const RECORD_SUFFIX: &str = ".json";
+/// What an unreadable record is renamed to (kept for a person to look at).
+const CORRUPT_SUFFIX: &str = ".corrupt";
+
+/// The attachment a lease belongs to, as ADD gave it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub container_id: String,
+    /// The network's name (from `config`; kept apart for GC and people).
+    pub network: String,
+    pub ifname: String,
+    /// The netns path the plugin gave (without the daemon's -hostprefix).
+    pub netns: String,
+    /// CNI_ARGS as given (for `provide` options with `fromArg`).
+    pub args: String,
+    /// The network configuration of ADD.
+    pub config: Value,
+}
+
+impl Attachment {
+    /// The attachment's key: also its DHCP client ID and its file's name.
+    pub fn key(&self) -> String {
+        client_id(&self.container_id, &self.network, &self.ifname)
+    }
+
+    /// Who the client is to the server: the same on every message of the
+    /// lease, before and after a restart.
+    pub fn identity(&self, host_prefix: &str) -> Result<Identity, CniError> {
+        let conf: Conf = crate::cni::lenient::parse_config(&self.config, "network configuration")?;
+        let args = CniArgs::parse(&self.args)?;
+        let mut client_id = vec![0u8];
+        client_id.extend_from_slice(self.key().as_bytes());
+        Ok(Identity {
+            netns: format!("{host_prefix}{}", self.netns),
+            ifname: self.ifname.clone(),
+            client_id,
+            options: prepare_options(&args, &conf.ipam)?,
+        })
+    }
+}
+
+/// One attachment's file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub version: u32,
+    pub attachment: Attachment,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<StoredLease4>,
+}
+
+impl Record {
+    pub fn new(attachment: Attachment, ipv4: Option<StoredLease4>) -> Record {
+        Record { version: RECORD_VERSION, attachment, ipv4 }
+    }
+}
+
+/// A DHCPv4 lease as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredLease4 {
+    /// For people reading the file; the address in `ack` is the one used.
+    pub address: Ipv4Addr,
+    /// The DHCPACK that granted the lease, as received (base64): its
+    /// options give the result and the lease times.
+    pub ack: String,
+    pub server_id: Ipv4Addr,
+    /// The link-layer source of the ACK (the next hop of renewals).
+    pub server_mac: String,
+    /// When the lease was granted, in milliseconds since the Unix epoch.
+    pub obtained_unix_ms: u64,
+}
+
+impl StoredLease4 {
+    /// `lease` with its monotonic time turned into wall-clock time (`now`
+    /// and `now_mono` are the same moment on both clocks).
+    pub fn new(lease: &Lease, now: SystemTime, now_mono: Instant) -> StoredLease4 {
+        let age = now_mono.saturating_duration_since(lease.obtained);
+        let obtained = now.checked_sub(age).unwrap_or(UNIX_EPOCH);
+        StoredLease4 {
+            address: lease.addr(),
+            ack: base64::encode(&lease.ack.encode()),
+            server_id: lease.server_id,
+            server_mac: mac::format(&lease.server_mac),
+            obtained_unix_ms: obtained.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+        }
+    }
+
+    /// The lease back, on this process's monotonic clock (`now` and
+    /// `now_mono` again the same moment).
+    pub fn lease(&self, now: SystemTime, now_mono: Instant) -> Result<Lease, String> {
+        let bytes = base64::decode(&self.ack).ok_or("the DHCPACK is not base64")?;
+        let ack = Packet::decode(&bytes).ok_or("the DHCPACK does not decode")?;
+        if ack.yiaddr.is_unspecified() {
+            return Err("the DHCPACK grants no address".into());
+        }
+        let server_mac: [u8; 6] = mac::parse(&self.server_mac)
+            .and_then(|m| m.try_into().ok())
+            .ok_or_else(|| format!("bad server MAC {:?}", self.server_mac))?;
+        let granted = UNIX_EPOCH + Duration::from_millis(self.obtained_unix_ms);
+        // A clock set back since: the lease is as new as it can be.
+        let age = now.duration_since(granted).unwrap_or_default();
+        let obtained = now_mono.checked_sub(age).ok_or("the lease's time is out of range")?;
+        Ok(Lease { ack, server_id: self.server_id, server_mac, obtained })
+    }
+}
+
+/// The state directory.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Keys may hold any character and be 254 bytes long: the file is named
+    /// by the key's hash (the record inside names the attachment).
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{}{RECORD_SUFFIX}", hash::fnv1a_128_hex(key)))
+    }
+
+    fn ensure_dir(&self) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        // Records hold network configurations: root's eyes only.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)
+    }
+
+    pub fn save(&self, record: &Record) -> io::Result<()> {
+        self.ensure_dir()?;
+        let data = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        atomic_file::write(&self.path(&record.attachment.key()), &data, 0o600)
+    }
+
+    pub fn remove(&self, key: &str) -> io::Result<()> {
+        atomic_file::remove(&self.path(key))
+    }
+
+    /// The record of `key`, if there is one.
+    pub fn load(&self, key: &str) -> Result<Option<Record>, String> {
+        let path = self.path(key);
+        match std::fs::read(&path) {
+            Ok(data) => decode(&data, &path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Every record. A file that does not decode is logged and renamed
+    /// aside (`*.corrupt`), never fatal; one from a newer format is left
+    /// alone; temporaries of an interrupted write are removed.
+    pub fn load_all(&self) -> Vec<Record> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                log::error!("cannot read the state directory {}: {e}", self.dir.display());
+                return Vec::new();
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        paths.sort();
+        let mut records = Vec::new();
+        for path in paths {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.ends_with(atomic_file::TMP_SUFFIX) {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(RECORD_SUFFIX) {
+                continue;
+            }
+            let decoded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|d| decode(&d, &path));
+            match decoded {
+                Ok(r) if r.version > RECORD_VERSION => {
+                    log::warn!("{}: record version {} is newer than this daemon's; left alone", path.display(), r.version)
+                }
+                Ok(r) => records.push(r),
+                Err(why) => set_aside(&path, &why),
+            }
+        }
+        records
+    }
+
+    /// Whether records can be written now (for STATUS): a probe file
+    /// written and removed the way records are.
+    pub fn probe(&self) -> io::Result<()> {
+        self.ensure_dir()?;
+        let probe = self.dir.join(format!(".probe-{}", std::process::id()));
+        atomic_file::write(&probe, b"", 0o600)?;
+        atomic_file::remove(&probe)
+    }
+}
+
+/// A record from its file's bytes, checked: it must sit where its key puts
+/// it, and its lease must decode.
+fn decode(data: &[u8], path: &Path) -> Result<Record, String> {
+    let record: Record = serde_json::from_slice(data).map_err(|e| format!("not a lease record: {e}"))?;
+    if record.version > RECORD_VERSION {
+        return Ok(record);
+    }
+    let expected = Store::new(path.parent().unwrap_or(Path::new(""))).path(&record.attachment.key());
+    if expected.file_name() != path.file_name() {
+        return Err(format!("the record of {} does not belong in this file", record.attachment.key()));
+    }
+    if let Some(stored) = &record.ipv4 {
+        stored.lease(SystemTime::now(), Instant::now())?;
+    }
+    Ok(record)
+}
+
+fn set_aside(path: &Path, why: &str) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(CORRUPT_SUFFIX);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => log::error!("{}: {why}; set aside as {}", path.display(), Path::new(&aside).display()),
+        Err(e) => log::error!("{}: {why}; cannot set it aside: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::packet::{opt, MessageType};
+    use super::*;
+
+    fn lease(obtained: Instant) -> Lease {
+        let mut ack = Packet::request(MessageType::Ack, 7, &[2, 0, 0, 0, 0, 9]);
+        ack.yiaddr = Ipv4Addr::new(10, 1, 2, 3);
+        ack.set(opt::LEASE_TIME, 120u32.to_be_bytes().to_vec());
+        ack.set(opt::SUBNET_MASK, vec![255, 255, 255, 0]);
+        Lease { ack, server_id: Ipv4Addr::new(10, 1, 2, 1), server_mac: [2, 0, 0, 0, 0, 1], obtained }
+    }
+
+    fn attachment(container: &str) -> Attachment {
+        Attachment {
+            container_id: container.into(),
+            network: "lan".into(),
+            ifname: "eth0".into(),
+            netns: "/run/netns/x".into(),
+            args: "K8S_POD_NAME=web-0".into(),
+            config: serde_json::json!({"name": "lan", "ipam": {"type": "dhcp",
+                "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}}),
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cnibox-dhcp-state-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_lease_keeps_its_age_across_clocks() {
+        let mono = Instant::now();
+        let wall = SystemTime::now();
+        let original = lease(mono.checked_sub(Duration::from_secs(30)).unwrap());
+        let stored = StoredLease4::new(&original, wall, mono);
+        assert_eq!(stored.address, original.addr());
+        // Read back 5 s later by another process: 35 s old.
+        let later = mono + Duration::from_secs(5);
+        let back = stored.lease(wall + Duration::from_secs(5), later).unwrap();
+        let age = later - back.obtained;
+        assert!(age >= Duration::from_secs(35) && age < Duration::from_millis(35_002), "{age:?}");
+        assert_eq!(back.ack, original.ack);
+        assert_eq!((back.server_id, back.server_mac), (original.server_id, original.server_mac));
+        // A clock set back: the lease counts as granted now, not in the future.
+        let back = stored.lease(wall - Duration::from_secs(3600), mono).unwrap();
+        assert_eq!(back.obtained, mono);
+        // Damaged leases are errors, not panics.
+        for bad in [
+            StoredLease4 { ack: "%%%".into(), ..stored.clone() },
+            StoredLease4 { ack: base64::encode(b"short"), ..stored.clone() },
+            StoredLease4 { server_mac: "nope".into(), ..stored.clone() },
+        ] {
+            assert!(bad.lease(wall, mono).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_record_format() {
+        let mono = Instant::now();
+        let stored = StoredLease4::new(&lease(mono), UNIX_EPOCH + Duration::from_secs(1_700_000_000), mono);
+        let record = Record::new(attachment("c1"), Some(stored));
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["attachment"]["containerId"], "c1");
+        assert_eq!(json["ipv4"]["address"], "10.1.2.3");
+        assert_eq!(json["ipv4"]["serverMac"], "02:00:00:00:00:01");
+        assert_eq!(json["ipv4"]["obtainedUnixMs"], 1_700_000_000_000u64);
+        assert_eq!(serde_json::from_value::<Record>(json.clone()).unwrap(), record);
+        // A member this daemon does not know (a DHCPv6 lease) is ignored.
+        let mut with_v6 = json;
+        with_v6["ipv6"] = serde_json::json!({"address": "2001:db8::5"});
+        assert_eq!(serde_json::from_value::<Record>(with_v6).unwrap(), record);
+        // The identity is the one ADD builds: client ID and provided options.
+        let id = record.attachment.identity("/host").unwrap();
+        assert_eq!(id.netns, "/host/run/netns/x");
+        assert_eq!(id.client_id, b"\0c1/lan/eth0");
+        assert!(id.options.contains(&(opt::HOSTNAME, b"web-0".to_vec())));
+    }
+
+    #[test]
+    fn store_saves_loads_and_removes() {
+        let dir = temp_dir("store");
+        let store = Store::new(dir.join("nested"));
+        assert!(store.load_all().is_empty());
+        assert_eq!(store.load("c1/lan/eth0").unwrap(), None);
+        let mono = Instant::now();
+        let stored = StoredLease4::new(&lease(mono), SystemTime::now(), mono);
+        let (a, b) = (Record::new(attachment("c1"), Some(stored.clone())), Record::new(attachment("c2"), Some(stored)));
+        store.save(&a).unwrap();
+        store.save(&b).unwrap();
+        store.save(&a).unwrap();
+        assert_eq!(store.load("c1/lan/eth0").unwrap().as_ref(), Some(&a));
+        let mut all = store.load_all();
+        all.sort_by_key(|r| r.attachment.container_id.clone());
+        assert_eq!(all, [a.clone(), b.clone()]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(store.path("c1/lan/eth0")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        store.remove("c1/lan/eth0").unwrap();
+        store.remove("c1/lan/eth0").unwrap();
+        assert_eq!(store.load_all(), [b]);
+        store.probe().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_records_are_set_aside_and_the_others_kept() {
+        let dir = temp_dir("corrupt");
+        let store = Store::new(&dir);
+        let mono = Instant::now();
+        let good = Record::new(attachment("good"), Some(StoredLease4::new(&lease(mono), SystemTime::now(), mono)));
+        store.save(&good).unwrap();
+        let text = std::fs::read_to_string(store.path(&good.attachment.key())).unwrap();
+        let truncated = store.path("truncated");
+        std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
+        let garbage = dir.join("garbage.json");
+        std::fs::write(&garbage, [0xff, 0x00, 0x13]).unwrap();
+        // A whole record in a file that is not its own (copied by hand).
+        let misplaced = dir.join("misplaced.json");
+        std::fs::write(&misplaced, &text).unwrap();
+        let mut bad_ack = good.clone();
+        bad_ack.attachment.container_id = "bad-ack".into();
+        bad_ack.ipv4.as_mut().unwrap().ack = "AAAA".into();
+        std::fs::write(store.path("bad-ack/lan/eth0"), serde_json::to_vec(&bad_ack).unwrap()).unwrap();
+        let mut newer = good.clone();
+        newer.version = RECORD_VERSION + 1;
+        newer.attachment.container_id = "newer".into();
+        let newer_path = store.path("newer/lan/eth0");
+        std::fs::write(&newer_path, serde_json::to_vec(&newer).unwrap()).unwrap();
+        let leftover = dir.join(format!(".x.json.1-1{}", atomic_file::TMP_SUFFIX));
+        std::fs::write(&leftover, "partial").unwrap();
+        std::fs::write(dir.join("README"), "not ours").unwrap();
+
+        assert_eq!(store.load_all(), [good]);
+        for set_aside in [&truncated, &garbage, &misplaced, &store.path("bad-ack/lan/eth0")] {
+            assert!(!set_aside.exists(), "{}", set_aside.display());
+            let mut aside = set_aside.as_os_str().to_owned();
+            aside.push(CORRUPT_SUFFIX);
+            assert!(Path::new(&aside).exists(), "{}", set_aside.display());
+        }
+        assert!(newer_path.exists() && !leftover.exists() && dir.join("README").exists());
+        // Set aside once: the next start finds the same good record only.
+        assert_eq!(store.load_all().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn probe_fails_where_records_cannot_be_written() {
+        let dir = temp_dir("probe");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a-file");
+        std::fs::write(&file, "").unwrap();
+        assert!(Store::new(&file).probe().is_err());
+        assert!(Store::new(file.join("below")).probe().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
