@@ -486,9 +486,7 @@ impl Daemon {
             let keys: Vec<String> = leases
                 .iter()
                 .filter(|(_, m)| m.attachment.network == conf.name)
-                .filter(|(_, m)| {
-                    !crate::cni::gc::is_valid(&valid, &m.attachment.container_id, &m.attachment.ifname)
-                })
+                .filter(|(_, m)| !crate::cni::gc::is_valid(&valid, &m.attachment.container_id, &m.attachment.ifname))
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| leases.remove(k)).collect()

@@ -5,8 +5,8 @@
 
 mod client;
 mod daemon;
-mod state;
 pub(crate) mod packet;
+mod state;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;

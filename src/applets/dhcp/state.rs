@@ -211,7 +211,11 @@ impl Store {
             let decoded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|d| decode(&d, &path));
             match decoded {
                 Ok(r) if r.version > RECORD_VERSION => {
-                    log::warn!("{}: record version {} is newer than this daemon's; left alone", path.display(), r.version)
+                    log::warn!(
+                        "{}: record version {} is newer than this daemon's; left alone",
+                        path.display(),
+                        r.version
+                    )
                 }
                 Ok(r) => records.push(r),
                 Err(why) => set_aside(&path, &why),
