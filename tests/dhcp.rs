@@ -26,6 +26,11 @@ impl Process {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        self.crash();
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    fn crash(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -101,13 +106,29 @@ impl Lan {
         self.dir.path().join("dhcp.sock")
     }
 
+    /// The daemon's -statedir (never the host's /var/lib/cni/dhcp).
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The lease records in the state directory.
+    fn records(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(self.state_dir())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        out.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        out.sort();
+        out
+    }
+
     fn daemon(&self, extra: &[&str]) -> Daemon {
         let log = self.dir.path().join("daemon.log");
         let child = Command::new(BIN)
             .args(["dhcp", "daemon", "-socketpath"])
             .arg(self.socket())
             .arg(format!("--pidfile={}", self.dir.path().join("daemon.pid").display()))
-            .args(["-timeout", "2s", "-resendtimeout=20s"])
+            .args(["-timeout", "2s", "-resendtimeout=20s", "-statedir"])
+            .arg(self.state_dir())
             .args(extra)
             .env("CNIBOX_LOG", "debug")
             .env("CNIBOX_LOG_FILE", &log)
@@ -116,7 +137,7 @@ impl Lan {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let d = Daemon { process: Process(child), log };
+        let d = Daemon { pid: child.id(), process: Process(child), log };
         wait_for("the daemon to listen", || std::os::unix::net::UnixStream::connect(self.socket()).is_ok());
         d
     }
@@ -129,6 +150,7 @@ impl Lan {
             "ipam": {
                 "type": "dhcp",
                 "daemonSocketPath": self.socket(),
+                "daemonStateDir": self.state_dir(),
                 "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}],
             },
         })
@@ -164,12 +186,19 @@ impl Lan {
 
 struct Daemon {
     process: Process,
+    pid: u32,
     log: PathBuf,
 }
 
 impl Daemon {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log lines of this process (a restarted daemon appends to the same file).
+    fn own_log(&self) -> String {
+        let tag = format!(" pid={}]", self.pid);
+        self.log().lines().filter(|l| l.contains(&tag)).map(|l| format!("{l}\n")).collect()
     }
 }
 
@@ -341,7 +370,8 @@ fn socket_activation() {
     let child = Command::new(activate)
         .arg("-l")
         .arg(&socket)
-        .args([BIN, "dhcp", "daemon", "-socketpath", "/nonexistent/ignored.sock"])
+        .args([BIN, "dhcp", "daemon", "-socketpath", "/nonexistent/ignored.sock", "-statedir"])
+        .arg(dir.path().join("state"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -383,4 +413,140 @@ fn rebinding_when_the_server_moves() {
     // The release goes to the new server.
     call(&c, "ctr-r").run("DEL", &conf).ok();
     wait_for("the release", || lan.lease_of(&ip).is_none());
+}
+
+/// ADD in each container, with the address configured as the main plugin
+/// would (renewals are unicast to it): the results.
+fn add_all(conf: &str, containers: &[(&Netns, &Call)]) -> Vec<Value> {
+    containers
+        .iter()
+        .map(|(ns, call)| {
+            let r = call.run("ADD", conf).ok();
+            ns.exec(&format!("ip addr add {} dev eth0", r["ips"][0]["address"].as_str().unwrap()));
+            r
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn leases_survive_a_daemon_killed_with_sigkill() {
+    require_root();
+    let mut lan = Lan::new();
+    let mut daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let (a, b, c, d) = (lan.container(), lan.container(), lan.container(), lan.container());
+    let calls = [call(&a, "ctr-a"), call(&b, "ctr-b"), call(&c, "ctr-c"), call(&d, "ctr-d")];
+    let results = add_all(&conf, &[(&a, &calls[0]), (&b, &calls[1]), (&c, &calls[2]), (&d, &calls[3])]);
+    let ips: Vec<String> = results.iter().map(address).collect();
+    assert_eq!(lan.records().len(), 4);
+
+    daemon.process.crash();
+    assert!(lan.socket().exists(), "SIGKILL leaves the socket behind");
+    // While the daemon is down, the runtime deletes C: DEL succeeds and
+    // releases the lease from the daemon's record.
+    calls[2].run("DEL", &conf).ok();
+    wait_for("the release of C", || lan.lease_of(&ips[2]).is_none());
+    assert_eq!(lan.records().len(), 3);
+    // D's netns goes without a DEL.
+    drop(d);
+    let expiries: Vec<u64> = ips[..2].iter().map(|ip| lan.lease_of(ip).unwrap().0).collect();
+
+    let daemon = lan.daemon(&[]);
+    // A and B are renewed by the new daemon, long before they expire (2 min).
+    for (key, (ip, expiry)) in ["ctr-a", "ctr-b"].iter().zip(ips.iter().zip(&expiries)) {
+        let renewed = try_wait(|| lan.lease_of(ip).is_some_and(|l| l.0 > *expiry));
+        assert!(renewed, "{key} not renewed: {:?}\n{}", lan.leases(), daemon.own_log());
+        let acked = try_wait(|| daemon.own_log().contains(&format!("{key}/lan/eth0: DHCPACK (RENEW)")));
+        assert!(acked, "{key}: {}", daemon.own_log());
+    }
+    // D went while the daemon was down: its record is dropped, said so.
+    let log = daemon.own_log();
+    assert!(log.contains("ctr-d/lan/eth0") && log.contains("went away while the daemon was down"), "{log}");
+    assert!(!log.contains("ctr-c/lan/eth0"), "C was resumed after its DEL: {log}");
+    assert_eq!(lan.records().len(), 2);
+    // CHECK passes against what ADD returned.
+    calls[0].run("CHECK", &with_prev(&conf, &results[0])).ok();
+    calls[1].run("CHECK", &with_prev(&conf, &results[1])).ok();
+
+    // GC releases a resumed lease the runtime no longer lists; DEL the other.
+    let mut gc_conf: Value = serde_json::from_str(&conf).unwrap();
+    gc_conf["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "ctr-a", "ifname": "eth0"}]);
+    Call::new("dhcp").run("GC", &gc_conf.to_string()).ok();
+    wait_for("the release of B by GC", || lan.lease_of(&ips[1]).is_none());
+    calls[0].run("DEL", &conf).ok();
+    wait_for("the release of A", || lan.lease_of(&ips[0]).is_none());
+    assert!(lan.records().is_empty(), "{:?}", lan.records());
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn corrupt_and_truncated_records_are_set_aside() {
+    require_root();
+    let mut lan = Lan::new();
+    let mut daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let (a, b) = (lan.container(), lan.container());
+    let (call_a, call_b) = (call(&a, "ctr-a"), call(&b, "ctr-b"));
+    let ra = add_all(&conf, &[(&a, &call_a)]).remove(0);
+    let only_a = lan.records();
+    add_all(&conf, &[(&b, &call_b)]);
+    let record_b = lan.records().into_iter().find(|r| !only_a.contains(r)).unwrap();
+
+    daemon.process.crash();
+    // B's record cut short (as a disk could leave a file written in place),
+    // and a file of garbage.
+    let text = std::fs::read(&record_b).unwrap();
+    std::fs::write(&record_b, &text[..text.len() / 2]).unwrap();
+    let garbage = lan.state_dir().join("0123456789abcdef0123456789abcdef.json");
+    std::fs::write(&garbage, b"\x00\xffnot json").unwrap();
+
+    let daemon = lan.daemon(&[]);
+    Call::new("dhcp").run("STATUS", &conf).ok();
+    call_a.run("CHECK", &with_prev(&conf, &ra)).ok();
+    for path in [&record_b, &garbage] {
+        let aside = PathBuf::from(format!("{}.corrupt", path.display()));
+        assert!(!path.exists() && aside.exists(), "{} not set aside", path.display());
+    }
+    let log = daemon.own_log();
+    assert_eq!(log.matches("set aside as").count(), 2, "{log}");
+    // B's lease is not known any more; its DEL still succeeds.
+    call_b.run("CHECK", &conf).err_code();
+    call_b.run("DEL", &conf).ok();
+    call_a.run("DEL", &conf).ok();
+    wait_for("the release of A", || lan.lease_of(&address(&ra)).is_none());
+    assert!(lan.records().is_empty());
+}
+
+#[test]
+fn status_is_50_while_the_state_dir_cannot_be_written() {
+    let dir = TempDir::new("dhcp-st");
+    let socket = dir.path().join("s.sock");
+    let state = dir.path().join("state");
+    std::fs::write(&state, "a file, not a directory").unwrap();
+    let child = Command::new(BIN)
+        .args(["dhcp", "daemon", "-socketpath"])
+        .arg(&socket)
+        .arg("-statedir")
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Process(child);
+    wait_for("the daemon to listen", || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "n", "type": "macvlan",
+        "ipam": {"type": "dhcp", "daemonSocketPath": socket},
+    })
+    .to_string();
+    let reply = Call::new("dhcp").run("STATUS", &conf);
+    let error = reply.json();
+    assert_eq!(error["code"], 50, "{error}");
+    assert!(error["details"].as_str().unwrap().contains(state.to_str().unwrap()), "{error}");
+    // Fixed, the daemon is available again.
+    std::fs::remove_file(&state).unwrap();
+    Call::new("dhcp").run("STATUS", &conf).ok();
+    assert!(state.is_dir());
 }
