@@ -550,3 +550,21 @@ fn status_is_50_while_the_state_dir_cannot_be_written() {
     Call::new("dhcp").run("STATUS", &conf).ok();
     assert!(state.is_dir());
 }
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn add_refuses_a_lease_it_cannot_record() {
+    require_root();
+    let mut lan = Lan::new();
+    let state = lan.dir.path().join("not-a-dir");
+    std::fs::write(&state, "").unwrap();
+    // The last -statedir wins.
+    let daemon = lan.daemon(&["-statedir", state.to_str().unwrap()]);
+    let conf = lan.conf();
+    let c = lan.container();
+    assert_eq!(call(&c, "ctr-n").run("ADD", &conf).err_code(), 5);
+    // ADD leaves nothing behind: the lease it got was released.
+    assert!(daemon.log().contains("DHCPACK of"), "{}", daemon.log());
+    wait_for("the release", || lan.leases().is_empty());
+    call(&c, "ctr-n").run("DEL", &conf).ok();
+}
