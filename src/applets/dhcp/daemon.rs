@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{self, Client, Identity, Lease, Timing};
-use super::state::{self, Attachment, Record, Store, StoredLease4};
+use super::state::{self, Attachment, Record, Store, StoredLease, StoredLease4};
 use super::{lease_result, Conf};
 use crate::cni::error::{CniError, INTERNAL, NOT_AVAILABLE, TRY_AGAIN_LATER};
 use crate::cni::CniResult;
@@ -122,12 +122,12 @@ impl Managed {
     /// Replaces the lease's record (the lease as of now).
     fn persist(&self, lease: &Lease) -> std::io::Result<()> {
         let stored = StoredLease4::new(lease, SystemTime::now(), Instant::now());
-        self.store.save(&Record::new(self.attachment.clone(), Some(stored)))
+        self.store.save(&Record::new(self.attachment.clone(), StoredLease::V4(stored)))
     }
 
     /// Removes the lease's record: nothing left for a restart to resume.
     fn forget(&self) {
-        if let Err(e) = self.store.remove(&self.key) {
+        if let Err(e) = self.store.remove(&self.key, state::IPV4) {
             log::warn!("{}: cannot remove its record from {}: {e}", self.key, self.store.dir().display());
         }
     }
@@ -395,14 +395,11 @@ impl Daemon {
     fn resume_one(&self, record: Record) {
         let key = record.attachment.key();
         let drop_record = || {
-            if let Err(e) = self.store.remove(&key) {
+            if let Err(e) = self.store.remove(&key, record.lease.family()) {
                 log::warn!("{key}: cannot remove its record: {e}");
             }
         };
-        let Some(stored) = &record.ipv4 else {
-            log::info!("{key}: the record holds no lease; removed");
-            return drop_record();
-        };
+        let StoredLease::V4(stored) = &record.lease;
         let lease = match stored.lease(SystemTime::now(), Instant::now()) {
             Ok(lease) => lease,
             Err(why) => {
@@ -469,7 +466,7 @@ impl Daemon {
             Some(m) => m.end(),
             None => {
                 log::info!("{key}: DEL without a lease: nothing to release");
-                if let Err(e) = self.store.remove(&key) {
+                if let Err(e) = self.store.remove_all(&key) {
                     log::warn!("{key}: cannot remove its record: {e}");
                 }
             }

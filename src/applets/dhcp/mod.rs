@@ -222,12 +222,15 @@ fn state_dir(conf: &Conf) -> &str {
 fn release_without_daemon(cmd: &Command, conf: &Conf) {
     let store = state::Store::new(state_dir(conf));
     let key = daemon::client_id(&cmd.container_id, &conf.name, &cmd.ifname);
-    let record = match store.load(&key) {
-        Ok(Some(record)) => record,
-        Ok(None) => return log::info!("DEL: {key}: no lease recorded in {}", store.dir().display()),
-        Err(why) => return log::warn!("DEL: {key}: cannot read its record ({why}); the lease will expire"),
+    let records = match store.load(&key) {
+        Ok(records) if records.is_empty() => {
+            return log::info!("DEL: {key}: no lease recorded in {}", store.dir().display())
+        }
+        Ok(records) => records,
+        Err(why) => return log::warn!("DEL: {key}: cannot read its records ({why}); the leases will expire"),
     };
-    if let Some(stored) = &record.ipv4 {
+    for record in &records {
+        let state::StoredLease::V4(stored) = &record.lease;
         let released = record
             .attachment
             .identity("")
@@ -244,8 +247,8 @@ fn release_without_daemon(cmd: &Command, conf: &Conf) {
             Err(why) => log::warn!("DEL: {key}: cannot release {} ({why}); it will expire", stored.address),
         }
     }
-    if let Err(e) = store.remove(&key) {
-        log::warn!("DEL: {key}: cannot remove its record ({e}); a restarted daemon would resume the lease");
+    if let Err(e) = store.remove_all(&key) {
+        log::warn!("DEL: {key}: cannot remove its records ({e}); a restarted daemon would resume the leases");
     }
     if let Err(CallError::Failed(e)) = call(cmd, conf, "DEL") {
         log::warn!("DEL: {key}: the daemon, now up: {}", e.msg);

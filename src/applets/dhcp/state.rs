@@ -1,14 +1,14 @@
 //! The daemon's leases on disk, so that they outlive the daemon (a crash,
-//! an upgrade, `systemctl restart`): one JSON record per attachment in the
-//! state directory, replaced atomically on every change and removed when
-//! the lease is released or lost.
+//! an upgrade, `systemctl restart`): one JSON record per lease in the state
+//! directory, replaced atomically on every change and removed when the
+//! lease is released or lost.
 //!
 //! A record holds what resuming needs: the attachment as ADD gave it (its
 //! identity and options are rebuilt from the configuration, as ADD builds
 //! them) and the lease with wall-clock times (an `Instant` means nothing to
-//! another process). The record is versioned, and each address family's
-//! lease is its own optional member (`ipv4`; a DHCPv6 lease goes beside it),
-//! so a daemon that does not know a member ignores it.
+//! another process). It is versioned, and its lease says its family: an
+//! attachment with a DHCPv4 and a DHCPv6 lease has two records, each
+//! written by its own lease's thread (`<key hash>.ipv4.json`, `.ipv6.json`).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -31,6 +31,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/dhcp";
 /// The record format this daemon writes and reads.
 pub const RECORD_VERSION: u32 = 1;
 const RECORD_SUFFIX: &str = ".json";
+/// The families this daemon keeps leases of.
+const FAMILIES: &[&str] = &[IPV4];
+pub const IPV4: &str = "ipv4";
 /// What an unreadable record is renamed to (kept for a person to look at).
 const CORRUPT_SUFFIX: &str = ".corrupt";
 
@@ -72,20 +75,48 @@ impl Attachment {
     }
 }
 
-/// One attachment's file.
+/// One lease's file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     pub version: u32,
     pub attachment: Attachment,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv4: Option<StoredLease4>,
+    pub lease: StoredLease,
 }
 
 impl Record {
-    pub fn new(attachment: Attachment, ipv4: Option<StoredLease4>) -> Record {
-        Record { version: RECORD_VERSION, attachment, ipv4 }
+    pub fn new(attachment: Attachment, lease: StoredLease) -> Record {
+        Record { version: RECORD_VERSION, attachment, lease }
     }
+}
+
+/// A lease of some family: `{"family": "ipv4", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family")]
+pub enum StoredLease {
+    #[serde(rename = "ipv4")]
+    V4(StoredLease4),
+}
+
+impl StoredLease {
+    pub fn family(&self) -> &'static str {
+        match self {
+            StoredLease::V4(_) => IPV4,
+        }
+    }
+}
+
+/// What is read of a record before its lease: whether this daemon knows
+/// the format and the family (a newer one's records are left alone).
+#[derive(Deserialize)]
+struct RecordHead {
+    version: u32,
+    lease: LeaseHead,
+}
+
+#[derive(Deserialize)]
+struct LeaseHead {
+    family: String,
 }
 
 /// A DHCPv4 lease as stored.
@@ -154,8 +185,8 @@ impl Store {
 
     /// Keys may hold any character and be 254 bytes long: the file is named
     /// by the key's hash (the record inside names the attachment).
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{}{RECORD_SUFFIX}", hash::fnv1a_128_hex(key)))
+    fn path(&self, key: &str, family: &str) -> PathBuf {
+        self.dir.join(format!("{}.{family}{RECORD_SUFFIX}", hash::fnv1a_128_hex(key)))
     }
 
     fn ensure_dir(&self) -> io::Result<()> {
@@ -166,22 +197,34 @@ impl Store {
 
     pub fn save(&self, record: &Record) -> io::Result<()> {
         self.ensure_dir()?;
-        let data = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        atomic_file::write(&self.path(&record.attachment.key()), &data, 0o600)
+        let data = serde_json::to_vec(record).map_err(io::Error::other)?;
+        atomic_file::write(&self.path(&record.attachment.key(), record.lease.family()), &data, 0o600)
     }
 
-    pub fn remove(&self, key: &str) -> io::Result<()> {
-        atomic_file::remove(&self.path(key))
+    /// Removes the record of one lease of `key`.
+    pub fn remove(&self, key: &str, family: &str) -> io::Result<()> {
+        atomic_file::remove(&self.path(key, family))
     }
 
-    /// The record of `key`, if there is one.
-    pub fn load(&self, key: &str) -> Result<Option<Record>, String> {
-        let path = self.path(key);
-        match std::fs::read(&path) {
-            Ok(data) => decode(&data, &path).map(Some),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+    /// Removes the records of every lease of `key`.
+    pub fn remove_all(&self, key: &str) -> io::Result<()> {
+        FAMILIES.iter().try_for_each(|family| self.remove(key, family))
+    }
+
+    /// The records of `key`'s leases.
+    pub fn load(&self, key: &str) -> Result<Vec<Record>, String> {
+        let mut records = Vec::new();
+        for family in FAMILIES {
+            let path = self.path(key, family);
+            match std::fs::read(&path) {
+                Ok(data) => {
+                    records.push(decode(&data, &path)?.ok_or_else(|| format!("{}: unknown format", path.display()))?)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
         }
+        Ok(records)
     }
 
     /// Every record. A file that does not decode is logged and renamed
@@ -210,14 +253,8 @@ impl Store {
             }
             let decoded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|d| decode(&d, &path));
             match decoded {
-                Ok(r) if r.version > RECORD_VERSION => {
-                    log::warn!(
-                        "{}: record version {} is newer than this daemon's; left alone",
-                        path.display(),
-                        r.version
-                    )
-                }
-                Ok(r) => records.push(r),
+                Ok(Some(r)) => records.push(r),
+                Ok(None) => log::warn!("{}: a record this daemon does not know; left alone", path.display()),
                 Err(why) => set_aside(&path, &why),
             }
         }
@@ -234,21 +271,25 @@ impl Store {
     }
 }
 
-/// A record from its file's bytes, checked: it must sit where its key puts
-/// it, and its lease must decode.
-fn decode(data: &[u8], path: &Path) -> Result<Record, String> {
-    let record: Record = serde_json::from_slice(data).map_err(|e| format!("not a lease record: {e}"))?;
-    if record.version > RECORD_VERSION {
-        return Ok(record);
+/// A record from its file's bytes, checked: it must sit where its key and
+/// family put it, and its lease must decode. None: a newer format or a
+/// family this daemon does not know.
+fn decode(data: &[u8], path: &Path) -> Result<Option<Record>, String> {
+    let bad = |e: serde_json::Error| format!("not a lease record: {e}");
+    let head: RecordHead = serde_json::from_slice(data).map_err(bad)?;
+    if head.version > RECORD_VERSION || !FAMILIES.contains(&head.lease.family.as_str()) {
+        return Ok(None);
     }
-    let expected = Store::new(path.parent().unwrap_or(Path::new(""))).path(&record.attachment.key());
+    let record: Record = serde_json::from_slice(data).map_err(bad)?;
+    let key = record.attachment.key();
+    let expected = Store::new(path.parent().unwrap_or(Path::new(""))).path(&key, record.lease.family());
     if expected.file_name() != path.file_name() {
-        return Err(format!("the record of {} does not belong in this file", record.attachment.key()));
+        return Err(format!("the record of {key} does not belong in this file"));
     }
-    if let Some(stored) = &record.ipv4 {
-        stored.lease(SystemTime::now(), Instant::now())?;
-    }
-    Ok(record)
+    match &record.lease {
+        StoredLease::V4(stored) => stored.lease(SystemTime::now(), Instant::now())?,
+    };
+    Ok(Some(record))
 }
 
 fn set_aside(path: &Path, why: &str) {
@@ -318,22 +359,24 @@ mod tests {
         }
     }
 
+    fn v4(container: &str) -> Record {
+        let mono = Instant::now();
+        Record::new(attachment(container), StoredLease::V4(StoredLease4::new(&lease(mono), SystemTime::now(), mono)))
+    }
+
     #[test]
     fn the_record_format() {
         let mono = Instant::now();
         let stored = StoredLease4::new(&lease(mono), UNIX_EPOCH + Duration::from_secs(1_700_000_000), mono);
-        let record = Record::new(attachment("c1"), Some(stored));
+        let record = Record::new(attachment("c1"), StoredLease::V4(stored));
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["version"], 1);
         assert_eq!(json["attachment"]["containerId"], "c1");
-        assert_eq!(json["ipv4"]["address"], "10.1.2.3");
-        assert_eq!(json["ipv4"]["serverMac"], "02:00:00:00:00:01");
-        assert_eq!(json["ipv4"]["obtainedUnixMs"], 1_700_000_000_000u64);
-        assert_eq!(serde_json::from_value::<Record>(json.clone()).unwrap(), record);
-        // A member this daemon does not know (a DHCPv6 lease) is ignored.
-        let mut with_v6 = json;
-        with_v6["ipv6"] = serde_json::json!({"address": "2001:db8::5"});
-        assert_eq!(serde_json::from_value::<Record>(with_v6).unwrap(), record);
+        assert_eq!(json["lease"]["family"], "ipv4");
+        assert_eq!(json["lease"]["address"], "10.1.2.3");
+        assert_eq!(json["lease"]["serverMac"], "02:00:00:00:00:01");
+        assert_eq!(json["lease"]["obtainedUnixMs"], 1_700_000_000_000u64);
+        assert_eq!(serde_json::from_value::<Record>(json).unwrap(), record);
         // The identity is the one ADD builds: client ID and provided options.
         let id = record.attachment.identity("/host").unwrap();
         assert_eq!(id.netns, "/host/run/netns/x");
@@ -346,23 +389,24 @@ mod tests {
         let dir = temp_dir("store");
         let store = Store::new(dir.join("nested"));
         assert!(store.load_all().is_empty());
-        assert_eq!(store.load("c1/lan/eth0").unwrap(), None);
-        let mono = Instant::now();
-        let stored = StoredLease4::new(&lease(mono), SystemTime::now(), mono);
-        let (a, b) = (Record::new(attachment("c1"), Some(stored.clone())), Record::new(attachment("c2"), Some(stored)));
+        assert_eq!(store.load("c1/lan/eth0").unwrap(), []);
+        let (a, b) = (v4("c1"), v4("c2"));
         store.save(&a).unwrap();
         store.save(&b).unwrap();
         store.save(&a).unwrap();
-        assert_eq!(store.load("c1/lan/eth0").unwrap().as_ref(), Some(&a));
+        assert_eq!(store.load("c1/lan/eth0").unwrap(), [a.clone()]);
         let mut all = store.load_all();
         all.sort_by_key(|r| r.attachment.container_id.clone());
         assert_eq!(all, [a.clone(), b.clone()]);
+        let path = store.path("c1/lan/eth0", IPV4);
+        assert!(path.to_str().unwrap().ends_with(".ipv4.json"), "{}", path.display());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(store.path("c1/lan/eth0")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        store.remove("c1/lan/eth0").unwrap();
-        store.remove("c1/lan/eth0").unwrap();
-        assert_eq!(store.load_all(), [b]);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        store.remove("c1/lan/eth0", IPV4).unwrap();
+        store.remove_all("c1/lan/eth0").unwrap();
+        assert_eq!(store.load_all(), [b.clone()]);
+        store.remove_all("c2/lan/eth0").unwrap();
+        assert!(store.load_all().is_empty());
         store.probe().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -371,38 +415,44 @@ mod tests {
     fn corrupt_records_are_set_aside_and_the_others_kept() {
         let dir = temp_dir("corrupt");
         let store = Store::new(&dir);
-        let mono = Instant::now();
-        let good = Record::new(attachment("good"), Some(StoredLease4::new(&lease(mono), SystemTime::now(), mono)));
+        let good = v4("good");
         store.save(&good).unwrap();
-        let text = std::fs::read_to_string(store.path(&good.attachment.key())).unwrap();
-        let truncated = store.path("truncated");
+        let text = std::fs::read_to_string(store.path(&good.attachment.key(), IPV4)).unwrap();
+        let truncated = store.path("truncated", IPV4);
         std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
         let garbage = dir.join("garbage.json");
         std::fs::write(&garbage, [0xff, 0x00, 0x13]).unwrap();
         // A whole record in a file that is not its own (copied by hand).
-        let misplaced = dir.join("misplaced.json");
+        let misplaced = dir.join("misplaced.ipv4.json");
         std::fs::write(&misplaced, &text).unwrap();
-        let mut bad_ack = good.clone();
-        bad_ack.attachment.container_id = "bad-ack".into();
-        bad_ack.ipv4.as_mut().unwrap().ack = "AAAA".into();
-        std::fs::write(store.path("bad-ack/lan/eth0"), serde_json::to_vec(&bad_ack).unwrap()).unwrap();
-        let mut newer = good.clone();
-        newer.version = RECORD_VERSION + 1;
-        newer.attachment.container_id = "newer".into();
-        let newer_path = store.path("newer/lan/eth0");
-        std::fs::write(&newer_path, serde_json::to_vec(&newer).unwrap()).unwrap();
+        let mut bad_ack = v4("bad-ack");
+        let StoredLease::V4(stored) = &mut bad_ack.lease;
+        stored.ack = "AAAA".into();
+        let bad_ack_path = store.path("bad-ack/lan/eth0", IPV4);
+        std::fs::write(&bad_ack_path, serde_json::to_vec(&bad_ack).unwrap()).unwrap();
+        // Records of a newer format, or of a family this daemon does not
+        // keep (a downgrade), are not this daemon's to judge.
+        let mut newer = serde_json::to_value(v4("newer")).unwrap();
+        newer["version"] = (RECORD_VERSION + 1).into();
+        let newer_path = store.path("newer/lan/eth0", IPV4);
+        std::fs::write(&newer_path, newer.to_string()).unwrap();
+        let mut other = serde_json::to_value(v4("other")).unwrap();
+        other["lease"] = serde_json::json!({"family": "ipv9", "address": "?"});
+        let other_path = dir.join("other.ipv9.json");
+        std::fs::write(&other_path, other.to_string()).unwrap();
         let leftover = dir.join(format!(".x.json.1-1{}", atomic_file::TMP_SUFFIX));
         std::fs::write(&leftover, "partial").unwrap();
-        std::fs::write(dir.join("README"), "not ours").unwrap();
+        std::fs::write(dir.join("duid"), "not a record").unwrap();
 
         assert_eq!(store.load_all(), [good]);
-        for set_aside in [&truncated, &garbage, &misplaced, &store.path("bad-ack/lan/eth0")] {
+        for set_aside in [&truncated, &garbage, &misplaced, &bad_ack_path] {
             assert!(!set_aside.exists(), "{}", set_aside.display());
             let mut aside = set_aside.as_os_str().to_owned();
             aside.push(CORRUPT_SUFFIX);
             assert!(Path::new(&aside).exists(), "{}", set_aside.display());
         }
-        assert!(newer_path.exists() && !leftover.exists() && dir.join("README").exists());
+        assert!(newer_path.exists() && other_path.exists() && dir.join("duid").exists() && !leftover.exists());
+        assert!(store.load("truncated").is_ok_and(|r| r.is_empty()));
         // Set aside once: the next start finds the same good record only.
         assert_eq!(store.load_all().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
