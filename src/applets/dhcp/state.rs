@@ -394,7 +394,7 @@ mod tests {
         store.save(&a).unwrap();
         store.save(&b).unwrap();
         store.save(&a).unwrap();
-        assert_eq!(store.load("c1/lan/eth0").unwrap(), [a.clone()]);
+        assert_eq!(store.load("c1/lan/eth0").unwrap(), std::slice::from_ref(&a));
         let mut all = store.load_all();
         all.sort_by_key(|r| r.attachment.container_id.clone());
         assert_eq!(all, [a.clone(), b.clone()]);
@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         store.remove("c1/lan/eth0", IPV4).unwrap();
         store.remove_all("c1/lan/eth0").unwrap();
-        assert_eq!(store.load_all(), [b.clone()]);
+        assert_eq!(store.load_all(), std::slice::from_ref(&b));
         store.remove_all("c2/lan/eth0").unwrap();
         assert!(store.load_all().is_empty());
         store.probe().unwrap();
