@@ -55,7 +55,10 @@ impl Lan {
     fn new() -> Lan {
         let dir = TempDir::new("dhcp");
         let host = Netns::new("dh");
-        host.exec("ip link add br0 type bridge");
+        // A fixed MAC: a bridge otherwise takes its ports' lowest, which
+        // changes when a container's veth goes, and renewals are unicast to
+        // the MAC the server's ACK came from.
+        host.exec("ip link add br0 address 02:00:0a:63:00:01 type bridge");
         host.exec("ip addr add 10.99.0.1/24 dev br0");
         host.exec("ip link set br0 up");
         let mut lan = Lan { dnsmasq: None, dir, host, veths: 0 };
