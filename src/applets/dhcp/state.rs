@@ -6,9 +6,10 @@
 //! A record holds what resuming needs: the attachment as ADD gave it (its
 //! identity and options are rebuilt from the configuration, as ADD builds
 //! them) and the lease with wall-clock times (an `Instant` means nothing to
-//! another process). It is versioned, and its lease says its family: an
-//! attachment with a DHCPv4 and a DHCPv6 lease has two records, each
-//! written by its own lease's thread (`<key hash>.ipv4.json`, `.ipv6.json`).
+//! another process). It is versioned, and its lease is named by its family
+//! (`"lease": {"ipv4": {...}}`): an attachment with a DHCPv4 and a DHCPv6
+//! lease has two records, each written by its own lease's thread
+//! (`<key hash>.ipv4.json`, `<key hash>.ipv6.json`).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -90,9 +91,8 @@ impl Record {
     }
 }
 
-/// A lease of some family: `{"family": "ipv4", ...}`.
+/// A lease of some family: `{"ipv4": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "family")]
 pub enum StoredLease {
     #[serde(rename = "ipv4")]
     V4(StoredLease4),
@@ -104,19 +104,6 @@ impl StoredLease {
             StoredLease::V4(_) => IPV4,
         }
     }
-}
-
-/// What is read of a record before its lease: whether this daemon knows
-/// the format and the family (a newer one's records are left alone).
-#[derive(Deserialize)]
-struct RecordHead {
-    version: u32,
-    lease: LeaseHead,
-}
-
-#[derive(Deserialize)]
-struct LeaseHead {
-    family: String,
 }
 
 /// A DHCPv4 lease as stored.
@@ -276,11 +263,15 @@ impl Store {
 /// family this daemon does not know.
 fn decode(data: &[u8], path: &Path) -> Result<Option<Record>, String> {
     let bad = |e: serde_json::Error| format!("not a lease record: {e}");
-    let head: RecordHead = serde_json::from_slice(data).map_err(bad)?;
-    if head.version > RECORD_VERSION || !FAMILIES.contains(&head.lease.family.as_str()) {
+    // Read as a Value first: the format and family are checked before the
+    // lease is, and the binary already holds Value's parser.
+    let value: Value = serde_json::from_slice(data).map_err(bad)?;
+    let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
+    let family = value.get("lease").and_then(Value::as_object).and_then(|l| l.keys().next());
+    if version > u64::from(RECORD_VERSION) || family.is_some_and(|f| !FAMILIES.contains(&f.as_str())) {
         return Ok(None);
     }
-    let record: Record = serde_json::from_slice(data).map_err(bad)?;
+    let record: Record = serde_json::from_value(value).map_err(bad)?;
     let key = record.attachment.key();
     let expected = Store::new(path.parent().unwrap_or(Path::new(""))).path(&key, record.lease.family());
     if expected.file_name() != path.file_name() {
@@ -372,10 +363,9 @@ mod tests {
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["version"], 1);
         assert_eq!(json["attachment"]["containerId"], "c1");
-        assert_eq!(json["lease"]["family"], "ipv4");
-        assert_eq!(json["lease"]["address"], "10.1.2.3");
-        assert_eq!(json["lease"]["serverMac"], "02:00:00:00:00:01");
-        assert_eq!(json["lease"]["obtainedUnixMs"], 1_700_000_000_000u64);
+        assert_eq!(json["lease"]["ipv4"]["address"], "10.1.2.3");
+        assert_eq!(json["lease"]["ipv4"]["serverMac"], "02:00:00:00:00:01");
+        assert_eq!(json["lease"]["ipv4"]["obtainedUnixMs"], 1_700_000_000_000u64);
         assert_eq!(serde_json::from_value::<Record>(json).unwrap(), record);
         // The identity is the one ADD builds: client ID and provided options.
         let id = record.attachment.identity("/host").unwrap();
@@ -437,7 +427,7 @@ mod tests {
         let newer_path = store.path("newer/lan/eth0", IPV4);
         std::fs::write(&newer_path, newer.to_string()).unwrap();
         let mut other = serde_json::to_value(v4("other")).unwrap();
-        other["lease"] = serde_json::json!({"family": "ipv9", "address": "?"});
+        other["lease"] = serde_json::json!({"ipv9": {"address": "?"}});
         let other_path = dir.join("other.ipv9.json");
         std::fs::write(&other_path, other.to_string()).unwrap();
         let leftover = dir.join(format!(".x.json.1-1{}", atomic_file::TMP_SUFFIX));
