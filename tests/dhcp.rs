@@ -26,6 +26,11 @@ impl Process {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        self.crash();
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    fn crash(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -73,13 +78,28 @@ impl Lan {
     fn with_v6(v6: Vec<String>) -> Lan {
         let dir = TempDir::new("dhcp");
         let host = Netns::new("dh");
-        host.exec("ip link add br0 type bridge");
+        // A fixed MAC: a bridge otherwise takes its ports' lowest, which
+        // changes when a container's veth goes, and renewals are unicast to
+        // the MAC the server's ACK came from.
+        host.exec("ip link add br0 address 02:00:0a:63:00:01 type bridge");
         host.exec("ip addr add 10.99.0.1/24 dev br0");
         if !v6.is_empty() {
             host.exec(&format!("ip addr add {V6_NET}::1/64 dev br0 nodad"));
         }
         host.exec("ip link set br0 up");
         let mut lan = Lan { dnsmasq: None, dir, host, veths: 0, v6 };
+        if !lan.v6.is_empty() {
+            // br0 gets its link-local address when a port gives it carrier,
+            // and uses it after DAD. Until then dnsmasq sends its RAs from
+            // V6_NET::1, which the kernel ignores (an RA's source must be
+            // link-local), and a container soliciting in that window waits
+            // 4 s for its next solicitation's answer: longer than -ratimeout.
+            lan.macvlan_master();
+            wait_for("br0's link-local address", || {
+                let addrs = lan.host.exec("ip -6 addr show dev br0 scope link");
+                addrs.contains("fe80::") && !addrs.contains("tentative")
+            });
+        }
         // dnsmasq's shortest lease is 2 minutes; a short T1 makes it renew soon.
         lan.start_dnsmasq(&["--dhcp-option=option:T1,4"]);
         lan
@@ -139,14 +159,29 @@ impl Lan {
         self.dir.path().join("dhcp.sock")
     }
 
+    /// The daemon's -statedir (never the host's /var/lib/cni/dhcp).
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The lease records in the state directory.
+    fn records(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(self.state_dir())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        out.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        out.sort();
+        out
+    }
+
     fn daemon(&self, extra: &[&str]) -> Daemon {
         let log = self.dir.path().join("daemon.log");
         let child = Command::new(BIN)
             .args(["dhcp", "daemon", "-socketpath"])
             .arg(self.socket())
             .arg(format!("--pidfile={}", self.dir.path().join("daemon.pid").display()))
-            .args(["-timeout", "2s", "-resendtimeout=20s"])
-            .arg(format!("-statedir={}", self.dir.path().join("state").display()))
+            .args(["-timeout", "2s", "-resendtimeout=20s", "-statedir"])
+            .arg(self.state_dir())
             .args(extra)
             .env("CNIBOX_LOG", "debug")
             .env("CNIBOX_LOG_FILE", &log)
@@ -155,7 +190,7 @@ impl Lan {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let d = Daemon { process: Process(child), log };
+        let d = Daemon { pid: child.id(), process: Process(child), log };
         wait_for("the daemon to listen", || std::os::unix::net::UnixStream::connect(self.socket()).is_ok());
         d
     }
@@ -168,6 +203,7 @@ impl Lan {
             "ipam": {
                 "type": "dhcp",
                 "daemonSocketPath": self.socket(),
+                "daemonStateDir": self.state_dir(),
                 "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}],
             },
         })
@@ -203,12 +239,19 @@ impl Lan {
 
 struct Daemon {
     process: Process,
+    pid: u32,
     log: PathBuf,
 }
 
 impl Daemon {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log lines of this process (a restarted daemon appends to the same file).
+    fn own_log(&self) -> String {
+        let tag = format!(" pid={}]", self.pid);
+        self.log().lines().filter(|l| l.contains(&tag)).map(|l| format!("{l}\n")).collect()
     }
 }
 
@@ -298,12 +341,16 @@ fn lease_renewal_release_and_daemon_restart() {
     assert!(!lan.socket().exists(), "the daemon leaves its socket behind");
     assert_eq!(status.run("STATUS", &conf).err_code(), 50);
     assert_eq!(call_a.run("ADD", &conf).err_code(), 11);
+    // DEL while the daemon is down releases B's lease from its record.
     call_b.run("DEL", &conf).ok();
+    wait_for("the release of B", || lan.lease_of(&ip_b).is_none());
 
-    // A restarted daemon serves again (the server still knows B's client ID).
+    // A restarted daemon serves again (B gets a new lease: the server may
+    // pick another address for it).
     let _daemon = lan.daemon(&[]);
     status.run("STATUS", &conf).ok();
-    assert_eq!(address(&call_b.run("ADD", &conf).ok()), ip_b);
+    let ip_b = address(&call_b.run("ADD", &conf).ok());
+    assert!(ip_b.starts_with("10.99.0."), "{ip_b}");
     let ip_a = address(&call_a.run("ADD", &conf).ok());
 
     // GC releases the leases of attachments the runtime no longer lists.
@@ -380,7 +427,8 @@ fn socket_activation() {
     let child = Command::new(activate)
         .arg("-l")
         .arg(&socket)
-        .args([BIN, "dhcp", "daemon", "-socketpath", "/nonexistent/ignored.sock"])
+        .args([BIN, "dhcp", "daemon", "-socketpath", "/nonexistent/ignored.sock", "-statedir"])
+        .arg(dir.path().join("state"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -433,7 +481,12 @@ impl Lan {
             "type": "macvlan",
             "master": self.macvlan_master(),
             "mode": "bridge",
-            "ipam": {"type": "dhcp", "daemonSocketPath": self.socket(), "families": families},
+            "ipam": {
+                "type": "dhcp",
+                "daemonSocketPath": self.socket(),
+                "daemonStateDir": self.state_dir(),
+                "families": families,
+            },
         })
         .to_string()
     }
@@ -459,6 +512,19 @@ fn try_wait_long(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     true
+}
+
+/// ADD in each container, with the address configured as the main plugin
+/// would (renewals are unicast to it): the results.
+fn add_all(conf: &str, containers: &[(&Netns, &Call)]) -> Vec<Value> {
+    containers
+        .iter()
+        .map(|(ns, call)| {
+            let r = call.run("ADD", conf).ok();
+            ns.exec(&format!("ip addr add {} dev eth0", r["ips"][0]["address"].as_str().unwrap()));
+            r
+        })
+        .collect()
 }
 
 #[test]
@@ -508,6 +574,105 @@ fn dual_stack_macvlan_lease_renewal_and_release() {
 
 #[test]
 #[cfg_attr(built_without_root, ignore = "needs root")]
+fn leases_survive_a_daemon_killed_with_sigkill() {
+    require_root();
+    let mut lan = Lan::new();
+    let mut daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let (a, b, c, d) = (lan.container(), lan.container(), lan.container(), lan.container());
+    let calls = [call(&a, "ctr-a"), call(&b, "ctr-b"), call(&c, "ctr-c"), call(&d, "ctr-d")];
+    let results = add_all(&conf, &[(&a, &calls[0]), (&b, &calls[1]), (&c, &calls[2]), (&d, &calls[3])]);
+    let ips: Vec<String> = results.iter().map(address).collect();
+    assert_eq!(lan.records().len(), 4);
+
+    daemon.process.crash();
+    assert!(lan.socket().exists(), "SIGKILL leaves the socket behind");
+    // While the daemon is down, the runtime deletes C: DEL succeeds and
+    // releases the lease from the daemon's record.
+    calls[2].run("DEL", &conf).ok();
+    wait_for("the release of C", || lan.lease_of(&ips[2]).is_none());
+    assert_eq!(lan.records().len(), 3);
+    // D's netns goes without a DEL.
+    drop(d);
+    let expiries: Vec<u64> = ips[..2].iter().map(|ip| lan.lease_of(ip).unwrap().0).collect();
+
+    let daemon = lan.daemon(&[]);
+    // A and B are renewed by the new daemon, long before they expire (2 min).
+    for (key, (ip, expiry)) in ["ctr-a", "ctr-b"].iter().zip(ips.iter().zip(&expiries)) {
+        let renewed = try_wait(|| lan.lease_of(ip).is_some_and(|l| l.0 > *expiry));
+        assert!(renewed, "{key} not renewed: {:?}\n{}", lan.leases(), daemon.own_log());
+        let acked = try_wait(|| daemon.own_log().contains(&format!("{key}/lan/eth0: DHCPACK (RENEW)")));
+        assert!(acked, "{key}: {}", daemon.own_log());
+    }
+    // D went while the daemon was down: its record is dropped, said so.
+    let log = daemon.own_log();
+    assert!(log.contains("ctr-d/lan/eth0") && log.contains("went away while the daemon was down"), "{log}");
+    assert!(!log.contains("ctr-c/lan/eth0"), "C was resumed after its DEL: {log}");
+    assert_eq!(lan.records().len(), 2);
+    // CHECK passes against what ADD returned.
+    calls[0].run("CHECK", &with_prev(&conf, &results[0])).ok();
+    calls[1].run("CHECK", &with_prev(&conf, &results[1])).ok();
+
+    // GC releases a resumed lease the runtime no longer lists; DEL the other.
+    let mut gc_conf: Value = serde_json::from_str(&conf).unwrap();
+    gc_conf["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "ctr-a", "ifname": "eth0"}]);
+    Call::new("dhcp").run("GC", &gc_conf.to_string()).ok();
+    wait_for("the release of B by GC", || lan.lease_of(&ips[1]).is_none());
+    calls[0].run("DEL", &conf).ok();
+    wait_for("the release of A", || lan.lease_of(&ips[0]).is_none());
+    assert!(lan.records().is_empty(), "{:?}", lan.records());
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn dual_stack_leases_survive_a_daemon_killed_with_sigkill() {
+    require_root();
+    let lan = Lan::dual_stack(true);
+    let mut daemon = lan.daemon(&[]);
+    let conf = lan.macvlan_conf(&["ipv4", "ipv6"]);
+    let (kept, deleted) = (Netns::new("d6"), Netns::new("d6"));
+    let (call_kept, call_deleted) = (macvlan_call(&lan, &kept, "ctr-kept"), macvlan_call(&lan, &deleted, "ctr-del"));
+    let r = call_kept.run("ADD", &conf).ok();
+    let rd = call_deleted.run("ADD", &conf).ok();
+    let (ip4, ip6) = (address_of(&r, false), address_of(&r, true));
+    let (del4, del6) = (address_of(&rd, false), address_of(&rd, true));
+    // One record per lease, named by its family, beside the DUID.
+    let names: Vec<String> =
+        lan.records().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.iter().filter(|n| n.ends_with(".ipv4.json")).count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.ends_with(".ipv6.json")).count(), 2, "{names:?}");
+    assert!(lan.state_dir().join("duid").exists());
+    let first6 = lan.lease_of(&ip6).unwrap().0;
+
+    daemon.process.crash();
+    // DEL while the daemon is down releases both leases from the records:
+    // the DHCPRELEASE and the DHCPv6 Release go out from the container's eth0.
+    call_deleted.run("DEL", &conf).ok();
+    wait_for("the releases of ctr-del", || lan.lease_of(&del4).is_none() && lan.lease_of(&del6).is_none());
+    assert_eq!(lan.records().len(), 2, "{:?}", lan.records());
+    assert!(lan.lease_of(&ip4).is_some() && lan.lease_of(&ip6).is_some(), "{:?}", lan.leases());
+
+    let daemon = lan.daemon(&[]);
+    assert!(try_wait(|| daemon.own_log().contains("resuming the DHCPv6 lease")), "{}", daemon.own_log());
+    assert!(!daemon.own_log().contains("ctr-del/"), "a deleted attachment was resumed: {}", daemon.own_log());
+    call_kept.run("CHECK", &with_prev(&conf, &r)).ok();
+    // The resumed binding is the server's (same DUID and IAID): it renews at
+    // its T1 (half of dnsmasq's 2-minute lease after ADD), without a NoBinding.
+    let renewed6 = try_wait_long(90, || lan.lease_of(&ip6).is_some_and(|l| l.0 > first6));
+    assert!(renewed6, "no DHCPv6 renewal after the restart: {:?}\n{}", lan.leases(), daemon.own_log());
+    let log = daemon.own_log();
+    assert!(try_wait(|| daemon.own_log().contains("DHCPv6 Reply (Renew)")), "{log}");
+    assert!(!log.contains("no binding"), "{log}");
+    assert!(log.contains("ctr-kept/lan6/eth0: DHCPACK (RENEW)"), "{log}");
+
+    // DEL through the restarted daemon releases both and leaves no record.
+    call_kept.run("DEL", &conf).ok();
+    wait_for("both releases", || lan.lease_of(&ip4).is_none() && lan.lease_of(&ip6).is_none());
+    assert!(lan.records().is_empty(), "{:?}", lan.records());
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
 fn ipv6_only_and_without_router_advertisements() {
     require_root();
     let lan = Lan::dual_stack(true);
@@ -524,7 +689,7 @@ fn ipv6_only_and_without_router_advertisements() {
     assert!(try_wait(|| c.try_exec(&ping6)), "no IPv6 path:\n{}", c.exec("ip -6 addr; ip -6 route"));
     // The IPAM's ADD again gives the same binding; the DUID persists in the state dir.
     assert_eq!(address_of(&Call::new("dhcp").container("ctr-v6", &c.path(), "eth0").run("ADD", &conf).ok(), true), ip6);
-    let duid = std::fs::read_to_string(lan.dir.path().join("state/duid")).unwrap();
+    let duid = std::fs::read_to_string(lan.state_dir().join("duid")).unwrap();
     assert!(duid.starts_with("00:04:"), "{duid}");
     call.run("DEL", &conf).ok();
     wait_for("the release", || lan.lease_of(&ip6).is_none());
@@ -547,4 +712,94 @@ fn ipv6_only_and_without_router_advertisements() {
     let bad = quiet.macvlan_conf(&["ipv5"]);
     assert_eq!(call.run("ADD", &bad).err_code(), 7);
     assert!(!c.try_exec("ip link show eth0"), "a refused ADD leaves its link behind");
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn corrupt_and_truncated_records_are_set_aside() {
+    require_root();
+    let mut lan = Lan::new();
+    let mut daemon = lan.daemon(&[]);
+    let conf = lan.conf();
+    let (a, b) = (lan.container(), lan.container());
+    let (call_a, call_b) = (call(&a, "ctr-a"), call(&b, "ctr-b"));
+    let ra = add_all(&conf, &[(&a, &call_a)]).remove(0);
+    let only_a = lan.records();
+    add_all(&conf, &[(&b, &call_b)]);
+    let record_b = lan.records().into_iter().find(|r| !only_a.contains(r)).unwrap();
+
+    daemon.process.crash();
+    // B's record cut short (as a disk could leave a file written in place),
+    // and a file of garbage.
+    let text = std::fs::read(&record_b).unwrap();
+    std::fs::write(&record_b, &text[..text.len() / 2]).unwrap();
+    let garbage = lan.state_dir().join("0123456789abcdef0123456789abcdef.json");
+    std::fs::write(&garbage, b"\x00\xffnot json").unwrap();
+
+    let daemon = lan.daemon(&[]);
+    Call::new("dhcp").run("STATUS", &conf).ok();
+    call_a.run("CHECK", &with_prev(&conf, &ra)).ok();
+    for path in [&record_b, &garbage] {
+        let aside = PathBuf::from(format!("{}.corrupt", path.display()));
+        assert!(!path.exists() && aside.exists(), "{} not set aside", path.display());
+    }
+    let log = daemon.own_log();
+    assert_eq!(log.matches("set aside as").count(), 2, "{log}");
+    // B's lease is not known any more; its DEL still succeeds.
+    call_b.run("CHECK", &conf).err_code();
+    call_b.run("DEL", &conf).ok();
+    call_a.run("DEL", &conf).ok();
+    wait_for("the release of A", || lan.lease_of(&address(&ra)).is_none());
+    assert!(lan.records().is_empty());
+}
+
+#[test]
+fn status_is_50_while_the_state_dir_cannot_be_written() {
+    let dir = TempDir::new("dhcp-st");
+    let socket = dir.path().join("s.sock");
+    let state = dir.path().join("state");
+    std::fs::write(&state, "a file, not a directory").unwrap();
+    let child = Command::new(BIN)
+        .args(["dhcp", "daemon", "-socketpath"])
+        .arg(&socket)
+        .arg("-statedir")
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Process(child);
+    wait_for("the daemon to listen", || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "n", "type": "macvlan",
+        "ipam": {"type": "dhcp", "daemonSocketPath": socket},
+    })
+    .to_string();
+    let reply = Call::new("dhcp").run("STATUS", &conf);
+    let error = reply.json();
+    assert_eq!(error["code"], 50, "{error}");
+    assert!(error["details"].as_str().unwrap().contains(state.to_str().unwrap()), "{error}");
+    // Fixed, the daemon is available again.
+    std::fs::remove_file(&state).unwrap();
+    Call::new("dhcp").run("STATUS", &conf).ok();
+    assert!(state.is_dir());
+}
+
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn add_refuses_a_lease_it_cannot_record() {
+    require_root();
+    let mut lan = Lan::new();
+    let state = lan.dir.path().join("not-a-dir");
+    std::fs::write(&state, "").unwrap();
+    // The last -statedir wins.
+    let daemon = lan.daemon(&["-statedir", state.to_str().unwrap()]);
+    let conf = lan.conf();
+    let c = lan.container();
+    assert_eq!(call(&c, "ctr-n").run("ADD", &conf).err_code(), 5);
+    // ADD leaves nothing behind: the lease it got was released.
+    assert!(daemon.log().contains("DHCPACK of"), "{}", daemon.log());
+    wait_for("the release", || lan.leases().is_empty());
+    call(&c, "ctr-n").run("DEL", &conf).ok();
 }

@@ -93,9 +93,14 @@ pub static APPLETS: &[AppletInfo] = &[
     },
     AppletInfo {
         name: "dhcp",
-        about: "IPAM: addresses from a DHCP server, through the lease daemon (`dhcp daemon`)",
+        about: "IPAM: addresses from a DHCP server, through the lease daemon (`dhcp daemon`), whose leases \
+                survive its restarts; STATUS is code 50 while the daemon is down or cannot write its state directory",
         keys: &[
             ("ipam.daemonSocketPath", "the daemon's unix socket (default /run/cni/dhcp.sock)"),
+            (
+                "ipam.daemonStateDir",
+                "the daemon's -statedir (default /var/lib/cni/dhcp): DEL releases from it while the daemon is down",
+            ),
             ("ipam.provide", "options sent to the server: [{option, value | fromArg (a CNI_ARGS key)}]"),
             ("ipam.request", "options asked of the server: [{option, skipDefault}]"),
             ("ipam.priority", "metric of the DHCPv4 routes and of the RA's IPv6 default route"),

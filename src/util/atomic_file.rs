@@ -1,18 +1,33 @@
-//! Replacing a file or a symlink in one step: the new one is made beside
-//! it under a temporary name and renamed over it, so a reader (or an exec)
-//! sees either the old inode or the whole new one, never a half-written
-//! file, and a running binary is never opened for writing (no ETXTBSY).
+//! Replacing a file or a symlink in one step, durably: the new one is made
+//! beside it under a temporary name (fsync'ed) and renamed over it, then the
+//! directory is fsync'ed so the rename itself survives a power cut. A reader
+//! (or an exec) sees either the old inode or the whole new one, never a
+//! half-written file, and a running binary is never opened for writing (no
+//! ETXTBSY).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A name beside `path` that no reader looks for: dot-prefixed, and with
-/// an extension that no CNI config or plugin lookup matches.
+/// Suffix of the temporary files a writer leaves behind if it dies midway;
+/// whoever owns the directory may remove them.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// A name beside `path` that no reader looks for: dot-prefixed, with an
+/// extension that no CNI config or plugin lookup matches, and unique per
+/// process and call, so concurrent writers (the dhcp daemon's threads)
+/// never share one.
 fn temporary_beside(path: &Path) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{seq}{TMP_SUFFIX}", std::process::id()))
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Runs `make` on a temporary path beside `path`, then renames it over
@@ -26,7 +41,7 @@ fn replace_with(path: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::
     }
     result?;
     // The rename is durable once the directory is.
-    File::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
+    sync_dir(parent(path))
 }
 
 /// Makes `path` a regular file holding `bytes` with permissions `mode`.
@@ -43,6 +58,20 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// Makes `path` a symlink to `target`, whatever file `path` was.
 pub fn replace_symlink(path: &Path, target: &Path) -> io::Result<()> {
     replace_with(path, |tmp| std::os::unix::fs::symlink(target, tmp))
+}
+
+/// Removes `path` durably; a file already gone is not an error.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the directory's entries (renames, removals) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -87,6 +116,18 @@ mod tests {
         assert!(replace_symlink(&sub, Path::new("cnibox")).is_err());
         assert!(sub.join("x").exists());
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn removal_is_idempotent_and_a_missing_directory_fails() {
+        let dir = scratch("remove");
+        let path = dir.join("f.json");
+        replace_file(&path, b"one", 0o600).unwrap();
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+        assert!(replace_file(&dir.join("missing/f"), b"x", 0o600).is_err());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

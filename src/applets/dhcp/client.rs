@@ -270,6 +270,17 @@ pub fn set_link_down(netns: &str, ifname: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether the interface is still there: Gone when its netns or the link
+/// went (unlike `Client::open`, the link is left as it is).
+pub fn find_interface(netns: &str, ifname: &str) -> Result<(), Error> {
+    let ns = NetNs::open(netns).map_err(netns_error)?;
+    let nl = Netlink::in_netns(&ns).map_err(|e| Error::Io(e.msg))?;
+    match nl.link(ifname).map_err(|e| Error::Io(e.msg))? {
+        Some(_) => Ok(()),
+        None => Err(Error::Gone(format!("interface {ifname} not found in {netns}"))),
+    }
+}
+
 /// A few random bytes for transaction IDs and jitter.
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];

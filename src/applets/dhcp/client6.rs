@@ -55,7 +55,8 @@ fn after(start: Instant, secs: u32) -> Instant {
 }
 
 impl Lease6 {
-    fn new(reply: &Message, ia: &IaNa, addr: &IaAddr) -> Lease6 {
+    /// The binding of `addr` in `ia` of `reply`, as of now.
+    pub fn new(reply: &Message, ia: &IaNa, addr: &IaAddr) -> Lease6 {
         Lease6 {
             reply: reply.clone(),
             server_id: reply.server_id().unwrap_or_default().to_vec(),

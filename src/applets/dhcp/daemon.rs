@@ -8,6 +8,10 @@
 //! closes. Each connection gets a thread; each lease gets a thread that
 //! renews it at T1, rebinds at T2 and releases it when told to stop. An
 //! attachment holds one lease per family it asks for (family.rs).
+//!
+//! Every lease is also a record in the state directory (state.rs), written
+//! on ADD and on each renewal, removed on release: a daemon that starts
+//! resumes the leases its predecessor held.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -17,17 +21,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{self, Identity, Timing};
-use super::client6::{self, Identity6};
+use super::client::{self, Timing};
+use super::client6;
 use super::family::{self, Family, Kind, V6Settings, V4, V6};
-use super::{prepare_options, Conf};
-use crate::cni::args::CniArgs;
-use crate::cni::error::{CniError, INTERNAL, TRY_AGAIN_LATER};
+use super::state::{self, Attachment, Record, Store, StoredLease};
+use super::Conf;
+use crate::cni::error::{CniError, INTERNAL, NOT_AVAILABLE, TRY_AGAIN_LATER};
 use crate::cni::CniResult;
 
 pub const DEFAULT_SOCKET: &str = "/run/cni/dhcp.sock";
@@ -93,10 +97,12 @@ pub fn client_id(container_id: &str, net_name: &str, ifname: &str) -> String {
     id
 }
 
-/// One lease the daemon maintains.
+/// One lease the daemon maintains, and its record in the state directory.
 struct Managed<F: Family> {
-    /// The attachment, for logs.
-    who: String,
+    /// The attachment's key: its records' name, and who it is in logs.
+    key: String,
+    attachment: Attachment,
+    store: Arc<Store>,
     family: F,
     /// None once the lease is lost (NAK, expiry, interface gone).
     lease: Mutex<Option<F::Lease>>,
@@ -109,28 +115,26 @@ struct Managed<F: Family> {
 trait Held: Send + Sync {
     /// The lease's CNI result; None once it is lost.
     fn result(&self) -> Option<Result<CniResult, CniError>>;
-    /// Ends its maintenance, releasing it.
-    fn stop_and_join(&self);
+    /// DEL, GC: ends its maintenance, releasing it, and removes its record.
+    fn end(&self);
 }
 
 impl<F: Family> Held for Managed<F> {
     fn result(&self) -> Option<Result<CniResult, CniError>> {
         self.current().map(|l| self.family.result(&l))
     }
-    fn stop_and_join(&self) {
-        Managed::stop_and_join(self)
+    fn end(&self) {
+        Managed::end(self)
     }
 }
 
 /// What the daemon holds for one attachment: a lease per family asked for.
-struct Attachment {
-    container_id: String,
-    net_name: String,
-    ifname: String,
+struct Holding {
+    attachment: Attachment,
     leases: Vec<Arc<dyn Held>>,
 }
 
-impl Attachment {
+impl Holding {
     /// The result of every lease, merged; None when one was lost.
     fn result(&self) -> Option<Result<CniResult, CniError>> {
         let mut results = Vec::new();
@@ -143,14 +147,45 @@ impl Attachment {
         Some(Ok(family::merge(results)))
     }
 
-    fn stop_and_join(&self) {
+    fn end(&self) {
         for held in &self.leases {
-            held.stop_and_join();
+            held.end();
         }
     }
 }
 
 impl<F: Family> Managed<F> {
+    fn new(attachment: Attachment, store: Arc<Store>, family: F, lease: F::Lease) -> Managed<F> {
+        Managed {
+            key: attachment.key(),
+            attachment,
+            store,
+            family,
+            lease: Mutex::new(Some(lease)),
+            stop: AtomicBool::new(false),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Replaces the lease's record (the lease as of now).
+    fn persist(&self, lease: &F::Lease) -> std::io::Result<()> {
+        let stored = self.family.stored(lease, SystemTime::now(), Instant::now());
+        self.store.save(&Record::new(self.attachment.clone(), stored))
+    }
+
+    /// Removes the lease's record: nothing left for a restart to resume.
+    fn forget(&self) {
+        if let Err(e) = self.store.remove(&self.key, F::RECORD) {
+            log::warn!(
+                "{}: cannot remove its {} record from {}: {e}",
+                self.key,
+                self.family.name(),
+                self.store.dir().display()
+            );
+        }
+    }
+
     fn current(&self) -> Option<F::Lease> {
         self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -172,9 +207,10 @@ impl<F: Family> Managed<F> {
     /// `withdraw`: the container must stop using the lease (the server
     /// refused it or it expired), not merely the interface went away.
     fn lose(&self, why: &str, withdraw: bool) {
-        let who = &self.who;
+        let who = &self.key;
         log::error!("{who}: {} lease lost: {why}", self.family.name());
         let lost = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.forget();
         if let (true, Some(lease)) = (withdraw, lost) {
             if let Err(e) = self.family.withdraw(&lease) {
                 log::warn!("{who}: cannot withdraw the lost {} lease: {e}", self.family.name());
@@ -185,7 +221,7 @@ impl<F: Family> Managed<F> {
     /// The lease's life after ADD: renew at T1, rebind at T2, give up at
     /// expiry; RELEASE when stopped.
     fn maintain(self: Arc<Self>) {
-        let who = self.who.clone();
+        let who = self.key.clone();
         loop {
             let Some(lease) = self.current() else { return };
             let [renew_at, rebind_at, expires_at] = F::times(&lease);
@@ -203,7 +239,18 @@ impl<F: Family> Managed<F> {
             };
             let outcome = self.family.extend(&lease, rebinding, deadline, &self.stop);
             match outcome {
-                Ok(new) => *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(new),
+                Ok(new) => {
+                    // The renewed lease is held either way; an old record
+                    // only makes a restart renew sooner than needed.
+                    if let Err(e) = self.persist(&new) {
+                        log::warn!(
+                            "{who}: cannot record the renewed {} lease in {}: {e}",
+                            self.family.name(),
+                            self.store.dir().display()
+                        );
+                    }
+                    *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+                }
                 Err(client::Error::Stopped) => break,
                 Err(client::Error::Gone(why)) => {
                     log::info!("{who}: stopping maintenance: {why}");
@@ -231,8 +278,11 @@ impl<F: Family> Managed<F> {
         }
     }
 
-    /// Acquires a lease and starts its maintenance thread.
-    fn start(who: &str, family: F) -> Result<Arc<dyn Held>, CniError> {
+    /// ADD: acquires a lease, records it and starts its maintenance. It
+    /// succeeds whole or leaves no lease behind: one that cannot be
+    /// recorded (a restart would lose it) or maintained is released at once.
+    fn start(attachment: Attachment, store: Arc<Store>, family: F) -> Result<Arc<dyn Held>, CniError> {
+        let who = attachment.key();
         let never = AtomicBool::new(false);
         let name = family.name();
         let lease = family.acquire(&never).map_err(|e| match e {
@@ -244,27 +294,54 @@ impl<F: Family> Managed<F> {
             return Err(e);
         }
         log::info!("{who}: {name} lease of {} acquired", F::describe(&lease));
-        let managed = Arc::new(Managed {
-            who: who.to_string(),
-            family,
-            lease: Mutex::new(Some(lease)),
-            stop: AtomicBool::new(false),
-            wake: Condvar::new(),
-            thread: Mutex::new(None),
-        });
-        let worker = Arc::clone(&managed);
-        let spawned = std::thread::Builder::new().name(format!("lease-{name}")).spawn(move || worker.maintain());
-        match spawned {
-            Ok(handle) => *managed.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle),
-            Err(e) => {
-                // Nobody maintains it: give it back now.
-                if let Some(lease) = managed.current() {
-                    let _ = managed.family.release(&lease);
-                }
-                return Err(CniError::internal("cannot start the lease thread").with_details(e.to_string()));
-            }
+        let managed = Arc::new(Managed::new(attachment, store, family, lease.clone()));
+        let started = managed
+            .persist(&lease)
+            .map_err(|e| {
+                CniError::io(format!("cannot record the {name} lease"))
+                    .with_details(format!("{}: {e}", managed.store.dir().display()))
+            })
+            .and_then(|()| managed.spawn());
+        if let Err(e) = started {
+            managed.forget();
+            let _ = managed.family.release(&lease);
+            return Err(e);
         }
         Ok(managed)
+    }
+
+    /// Start-up: maintains a lease a previous daemon recorded.
+    fn resume(attachment: Attachment, store: Arc<Store>, family: F, lease: F::Lease) -> Option<Arc<dyn Held>> {
+        // An expired lease is lost as if it had expired under this daemon:
+        // the maintenance thread finds it so and withdraws it.
+        let [renew_at, ..] = F::times(&lease);
+        let key = attachment.key();
+        log::info!(
+            "{key}: resuming the {} lease of {}, renewal in {:?}",
+            family.name(),
+            F::describe(&lease),
+            renew_at.saturating_duration_since(Instant::now())
+        );
+        let managed = Arc::new(Managed::new(attachment, store, family, lease));
+        match managed.spawn() {
+            Ok(()) => Some(managed),
+            Err(e) => {
+                // The record stays: the next start may manage better.
+                log::error!("{key}: {}", e.msg);
+                None
+            }
+        }
+    }
+
+    /// The lease's maintenance thread.
+    fn spawn(self: &Arc<Self>) -> Result<(), CniError> {
+        let worker = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name(format!("lease-{}", self.family.name()))
+            .spawn(move || worker.maintain())
+            .map_err(|e| CniError::internal("cannot start the lease thread").with_details(e.to_string()))?;
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
     }
 
     fn stop_and_join(&self) {
@@ -277,6 +354,12 @@ impl<F: Family> Managed<F> {
         if let Some(h) = handle {
             let _ = h.join();
         }
+    }
+
+    /// The lease released (if still held) and its record removed.
+    fn end(&self) {
+        self.stop_and_join();
+        self.forget();
     }
 }
 
@@ -314,21 +397,32 @@ impl Drop for BusyGuard<'_> {
 pub struct Daemon {
     timing: Timing,
     host_prefix: String,
+    /// The state directory: lease records, and the DUID `v6` reads.
+    store: Arc<Store>,
     v6: V6Settings,
-    leases: Mutex<HashMap<String, Arc<Attachment>>>,
+    leases: Mutex<HashMap<String, Arc<Holding>>>,
     busy: Busy,
 }
 
 impl Daemon {
-    pub fn new(timing: Timing, host_prefix: String, v6: V6Settings) -> Daemon {
-        Daemon { timing, host_prefix, v6, leases: Mutex::new(HashMap::new()), busy: Busy::default() }
+    /// `ra_timeout`: the longest a DHCPv6 ADD waits for a router advertisement.
+    pub fn new(timing: Timing, host_prefix: String, store: Store, ra_timeout: Duration) -> Daemon {
+        let v6 = V6Settings::new(store.dir().to_path_buf(), ra_timeout);
+        Daemon {
+            timing,
+            host_prefix,
+            store: Arc::new(store),
+            v6,
+            leases: Mutex::new(HashMap::new()),
+            busy: Busy::default(),
+        }
     }
 
-    fn lookup(&self, key: &str) -> Option<Arc<Attachment>> {
+    fn lookup(&self, key: &str) -> Option<Arc<Holding>> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
-    fn take(&self, key: &str) -> Option<Arc<Attachment>> {
+    fn take(&self, key: &str) -> Option<Arc<Holding>> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
     }
 
@@ -338,7 +432,7 @@ impl Daemon {
             "CHECK" => self.check(req).map(Some),
             "DEL" => self.del(req).map(|_| None),
             "GC" => self.gc(req).map(|_| None),
-            "STATUS" => Ok(None),
+            "STATUS" => self.status().map(|_| None),
             other => Err(CniError::invalid_config(format!("unknown daemon request {other:?}"))),
         };
         match outcome {
@@ -360,35 +454,27 @@ impl Daemon {
             return result;
         }
         if let Some(old) = self.take(&key) {
-            old.stop_and_join();
+            old.end();
         }
         let kinds = family::kinds(&conf.ipam.families)?;
-        let netns = format!("{}{}", self.host_prefix, req.netns);
+        let attachment = Attachment {
+            container_id: req.container_id.clone(),
+            network: conf.name.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            args: req.args.clone(),
+            config: req.config.clone(),
+        };
         let v4 = if kinds.contains(&Kind::Ipv4) {
-            let args = CniArgs::parse(&req.args)?;
-            let mut client_id_opt = vec![0u8];
-            client_id_opt.extend_from_slice(key.as_bytes());
-            let id = Identity {
-                netns: netns.clone(),
-                ifname: req.ifname.clone(),
-                client_id: client_id_opt,
-                options: prepare_options(&args, &conf.ipam)?,
-            };
-            Some(V4 { id, timing: self.timing.clone() })
+            Some(V4 { id: attachment.identity(&self.host_prefix)?, timing: self.timing.clone() })
         } else {
             None
         };
         let v6 = if kinds.contains(&Kind::Ipv6) {
-            let id = Identity6 {
-                netns: netns.clone(),
-                ifname: req.ifname.clone(),
-                duid: self.v6.duid()?,
-                iaid: super::duid::iaid(&key),
-                who: key.clone(),
-            };
+            let id = attachment.identity6(&self.host_prefix, self.v6.duid()?, super::duid::iaid(&key));
             // Before either client brings the link up: the kernel
             // solicits routers when it does, if RAs are accepted then.
-            client6::prepare_link(&netns, &req.ifname, conf.ipam.priority)
+            client6::prepare_link(&id.netns, &id.ifname, conf.ipam.priority)
                 .map_err(|e| CniError::io("preparing the interface for DHCPv6").with_details(e.to_string()))?;
             Some(V6 { id, timing: self.timing.clone(), ra_timeout: self.v6.ra_timeout })
         } else {
@@ -396,8 +482,8 @@ impl Daemon {
         };
         // Both families at once: DHCPv6 waits for DAD, DHCPv4 for its server.
         let (got4, got6) = std::thread::scope(|s| {
-            let t4 = v4.map(|f| s.spawn(|| Managed::start(&key, f)));
-            let got6 = v6.map(|f| Managed::start(&key, f));
+            let t4 = v4.map(|f| s.spawn(|| Managed::start(attachment.clone(), Arc::clone(&self.store), f)));
+            let got6 = v6.map(|f| Managed::start(attachment.clone(), Arc::clone(&self.store), f));
             let got4 = t4.map(|t| t.join().unwrap_or_else(|_| Err(CniError::internal("the DHCPv4 thread panicked"))));
             (got4, got6)
         });
@@ -409,35 +495,111 @@ impl Daemon {
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
-        let attachment = Attachment {
-            container_id: req.container_id.clone(),
-            net_name: conf.name.clone(),
-            ifname: req.ifname.clone(),
-            leases,
-        };
+        let holding = Holding { attachment, leases };
         // ADD fully succeeds or gives back what it got.
         let result = match failure {
             Some(e) => Err(e),
-            None => attachment.result().unwrap_or_else(|| Err(CniError::internal("a lease was lost during ADD"))),
+            None => holding.result().unwrap_or_else(|| Err(CniError::internal("a lease was lost during ADD"))),
         };
         match result {
             Ok(result) => {
-                self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::new(attachment));
+                self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::new(holding));
                 Ok(result)
             }
             Err(e) => {
-                attachment.stop_and_join();
+                holding.end();
                 Err(e)
             }
         }
+    }
+
+    /// Start-up: takes over the leases a previous daemon recorded, one
+    /// holding per attachment (records come sorted: ipv4 before ipv6, the
+    /// order ADD merges them in).
+    pub fn resume(&self) {
+        let mut holdings: Vec<Holding> = Vec::new();
+        for record in self.store.load_all() {
+            let key = record.attachment.key();
+            let Some(held) = self.resume_record(&key, &record) else { continue };
+            match holdings.iter_mut().find(|h| h.attachment.key() == key) {
+                Some(h) => h.leases.push(held),
+                None => holdings.push(Holding { attachment: record.attachment, leases: vec![held] }),
+            }
+        }
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for h in holdings {
+            leases.insert(h.attachment.key(), Arc::new(h));
+        }
+    }
+
+    /// The lease of one record, maintained again; None (the record
+    /// removed) when it cannot be.
+    fn resume_record(&self, key: &str, record: &Record) -> Option<Arc<dyn Held>> {
+        let family = record.lease.family();
+        let address = record.lease.address();
+        let remove_record = || {
+            if let Err(e) = self.store.remove(key, family) {
+                log::warn!("{key}: cannot remove its {family} record: {e}");
+            }
+        };
+        let drop_record = |why: &str| -> Option<Arc<dyn Held>> {
+            log::error!("{key}: cannot resume the lease of {address}: {why}; record removed");
+            remove_record();
+            None
+        };
+        let attachment = &record.attachment;
+        // A container that went while the daemon was down: a release must
+        // come from its interface, so the server keeps the lease until it
+        // expires (a DEL in the meantime released it; see mod.rs).
+        let netns = format!("{}{}", self.host_prefix, attachment.netns);
+        if let Err(client::Error::Gone(why)) = client::find_interface(&netns, &attachment.ifname) {
+            log::warn!(
+                "{key}: {why}: the container went away while the daemon was down; its lease of {address} cannot be released and expires on the server"
+            );
+            remove_record();
+            return None;
+        }
+        let (now, now_mono) = (SystemTime::now(), Instant::now());
+        let store = Arc::clone(&self.store);
+        match &record.lease {
+            StoredLease::V4(stored) => {
+                let lease = match stored.lease(now, now_mono) {
+                    Ok(lease) => lease,
+                    Err(why) => return drop_record(&why),
+                };
+                let id = match attachment.identity(&self.host_prefix) {
+                    Ok(id) => id,
+                    Err(e) => return drop_record(&e.msg),
+                };
+                Managed::resume(attachment.clone(), store, V4 { id, timing: self.timing.clone() }, lease)
+            }
+            StoredLease::V6(stored) => {
+                let (lease, duid) = match stored.lease(now, now_mono).and_then(|l| Ok((l, stored.duid()?))) {
+                    Ok(got) => got,
+                    Err(why) => return drop_record(&why),
+                };
+                let id = attachment.identity6(&self.host_prefix, duid, stored.iaid);
+                let v6 = V6 { id, timing: self.timing.clone(), ra_timeout: self.v6.ra_timeout };
+                Managed::resume(attachment.clone(), store, v6, lease)
+            }
+        }
+    }
+
+    /// Available when leases can be recorded (a lease that cannot be is
+    /// lost to the next restart, so ADD refuses it).
+    fn status(&self) -> Result<(), CniError> {
+        self.store.probe().map_err(|e| {
+            CniError::new(NOT_AVAILABLE, "the DHCP daemon cannot write its state directory")
+                .with_details(format!("{}: {e}", self.store.dir().display()))
+        })
     }
 
     fn check(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let key = Self::key(req, &conf);
         let _busy = self.busy.claim(&key);
-        let attachment = self.lookup(&key).ok_or_else(|| CniError::internal(format!("no DHCP lease for {key}")))?;
-        attachment.result().unwrap_or_else(|| Err(CniError::internal(format!("a DHCP lease for {key} was lost"))))
+        let holding = self.lookup(&key).ok_or_else(|| CniError::internal(format!("no DHCP lease for {key}")))?;
+        holding.result().unwrap_or_else(|| Err(CniError::internal(format!("a DHCP lease for {key} was lost"))))
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
@@ -445,8 +607,13 @@ impl Daemon {
         let key = Self::key(req, &conf);
         let _busy = self.busy.claim(&key);
         match self.take(&key) {
-            Some(m) => m.stop_and_join(),
-            None => log::info!("{key}: DEL without a lease: nothing to release"),
+            Some(h) => h.end(),
+            None => {
+                log::info!("{key}: DEL without a lease: nothing to release");
+                if let Err(e) = self.store.remove_all(&key) {
+                    log::warn!("{key}: cannot remove its records: {e}");
+                }
+            }
         }
         Ok(())
     }
@@ -455,19 +622,19 @@ impl Daemon {
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let conf: Conf = crate::cni::lenient::parse_config(&req.config, "network configuration")?;
         let Some(valid) = crate::cni::gc::valid_attachments_in(&req.config)? else { return Ok(()) };
-        let stale: Vec<Arc<Attachment>> = {
+        let stale: Vec<Arc<Holding>> = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<String> = leases
                 .iter()
-                .filter(|(_, m)| m.net_name == conf.name)
-                .filter(|(_, m)| !crate::cni::gc::is_valid(&valid, &m.container_id, &m.ifname))
+                .filter(|(_, h)| h.attachment.network == conf.name)
+                .filter(|(_, h)| !crate::cni::gc::is_valid(&valid, &h.attachment.container_id, &h.attachment.ifname))
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| leases.remove(k)).collect()
         };
-        for m in stale {
-            log::info!("GC: releasing the lease of {}/{}", m.container_id, m.ifname);
-            m.stop_and_join();
+        for h in stale {
+            log::info!("GC: releasing the leases of {}", h.attachment.key());
+            h.end();
         }
         Ok(())
     }
@@ -507,7 +674,7 @@ pub struct Options {
     pub pidfile: String,
     pub host_prefix: String,
     pub timing: Timing,
-    /// Where the DHCPv6 DUID lives.
+    /// Where the lease records and the DHCPv6 DUID live.
     pub state_dir: String,
     /// The longest a DHCPv6 ADD waits for a router advertisement.
     pub ra_timeout: Duration,
@@ -547,7 +714,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         pidfile: String::new(),
         host_prefix: String::new(),
         timing: Timing::default(),
-        state_dir: super::duid::DEFAULT_STATE_DIR.to_string(),
+        state_dir: state::DEFAULT_STATE_DIR.to_string(),
         ra_timeout: DEFAULT_RA_TIMEOUT,
     };
     let mut it = args.iter();
@@ -587,6 +754,9 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             _ => return Err(format!("flag provided but not defined: -{name}")),
         }
     }
+    if o.state_dir.is_empty() {
+        return Err("-statedir must not be empty".into());
+    }
     if o.socket_path.is_empty() {
         o.socket_path = DEFAULT_SOCKET.to_string();
     }
@@ -596,17 +766,20 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix DIR] [-broadcast]
-                   [-timeout DURATION] [-resendmax DURATION] [-resendtimeout DURATION]
-                   [-statedir DIR] [-ratimeout DURATION]
+const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-statedir DIR] [-pidfile PATH] [-hostprefix DIR]
+                   [-broadcast] [-timeout DURATION] [-resendmax DURATION] [-resendtimeout DURATION]
+                   [-ratimeout DURATION]
   -socketpath     unix socket to serve (default /run/cni/dhcp.sock; systemd socket activation wins)
+  -statedir       where the leases are recorded, so that a restarted daemon resumes them, and the
+                  node's DHCPv6 DUID is kept (default /var/lib/cni/dhcp; STATUS fails with code 50
+                  while it cannot be written)
   -pidfile        absolute path to write the daemon's PID to
-  -hostprefix     prefix of the host's root, when the daemon runs in a container
+  -hostprefix     prefix of the host's root, when the daemon runs in a container (applies to
+                  netns paths, -socketpath and -statedir)
   -broadcast      ask DHCP servers to broadcast their replies
   -timeout        longest wait for a reply to one transmission (default 10s)
   -resendmax      largest delay between retransmissions (default 62s)
   -resendtimeout  longest time one acquisition or renewal may take (default 3m28s)
-  -statedir       where the node's DHCPv6 DUID is kept (default /var/lib/cni/dhcp)
   -ratimeout      longest a DHCPv6 ADD waits for a router advertisement's default route (default 5s)
 
 DHCPv6 (ipam.families [\"ipv6\"] or [\"ipv4\", \"ipv6\"]): stateful IA_NA from inside the
@@ -699,9 +872,17 @@ fn serve(opts: &Options) -> Result<(), String> {
         cleanup.push(socket.clone());
     }
     handle_signals(cleanup)?;
+    let store = Store::new(format!("{}{}", opts.host_prefix, opts.state_dir));
+    // Not fatal: STATUS says so until the directory is fixed.
+    if let Err(e) = store.probe() {
+        log::error!("cannot write the state directory {}: {e}", store.dir().display());
+    }
+    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone(), store, opts.ra_timeout));
+    // After the socket is bound: a plugin's DEL that found no daemon has
+    // removed its records by now (see mod.rs), and later ones queue on the
+    // socket until the leases are resumed.
+    daemon.resume();
     log::info!("serving on {}", if owned { socket.display().to_string() } else { "the activated socket".into() });
-    let v6 = V6Settings::new(PathBuf::from(format!("{}{}", opts.host_prefix, opts.state_dir)), opts.ra_timeout);
-    let daemon = Arc::new(Daemon::new(opts.timing.clone(), opts.host_prefix.clone(), v6));
     for conn in listener.incoming() {
         match conn {
             Ok(conn) => {
@@ -757,6 +938,11 @@ mod tests {
         assert!(o.timing.broadcast);
         assert_eq!(o.timing.timeout, Duration::from_secs(2));
         assert_eq!(o.timing.resend_max, Duration::from_secs(4));
+        assert_eq!(o.state_dir, state::DEFAULT_STATE_DIR);
+        assert_eq!(parse_args(&strings(&["-statedir=/tmp/s"])).unwrap().state_dir, "/tmp/s");
+        assert!(parse_args(&strings(&["-statedir", ""])).is_err());
+        assert_eq!(o.ra_timeout, DEFAULT_RA_TIMEOUT);
+        assert_eq!(parse_args(&strings(&["-ratimeout=1s"])).unwrap().ra_timeout, Duration::from_secs(1));
         assert_eq!(parse_args(&[]).unwrap().socket_path, DEFAULT_SOCKET);
         assert!(parse_args(&strings(&["-bogus", "1"])).is_err());
         assert!(parse_args(&strings(&["-socketpath"])).is_err());
@@ -772,7 +958,8 @@ mod tests {
 
     #[test]
     fn unknown_and_leaseless_requests() {
-        let d = Daemon::new(Timing::default(), String::new(), V6Settings::new("/nonexistent".into(), Duration::ZERO));
+        let dir = std::env::temp_dir().join(format!("cnibox-dhcp-daemon-{}", std::process::id()));
+        let d = Daemon::new(Timing::default(), String::new(), Store::new(&dir), Duration::ZERO);
         let req = |verb: &str| Request {
             verb: verb.into(),
             container_id: "c".into(),
@@ -785,5 +972,9 @@ mod tests {
         assert!(d.handle(&req("GC")).error.is_none());
         assert!(d.handle(&req("CHECK")).error.is_some());
         assert_eq!(d.handle(&req("FROB")).error.unwrap().code, 7);
+        let _ = std::fs::remove_dir_all(&dir);
+        // A state directory that cannot be written makes the daemon unavailable.
+        let d = Daemon::new(Timing::default(), String::new(), Store::new("/proc/version/state"), Duration::ZERO);
+        assert_eq!(d.handle(&req("STATUS")).error.unwrap().code, 50);
     }
 }

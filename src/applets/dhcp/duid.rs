@@ -7,11 +7,11 @@
 //! link-layer address (DUID-LL) and its clock may be wrong at first boot
 //! (DUID-LLT); a random UUID has neither problem once persisted.
 
-use std::io::Write;
 use std::path::Path;
 
-/// Where the daemon keeps its state unless told otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/dhcp";
+use crate::util::atomic_file;
+
+/// In the daemon's state directory (state.rs), beside the lease records.
 const FILE: &str = "duid";
 const DUID_UUID: u16 = 4;
 
@@ -27,13 +27,13 @@ fn generate() -> Vec<u8> {
 }
 
 /// "00:04:..." as the file (and dnsmasq's lease file) shows it.
-fn to_text(duid: &[u8]) -> String {
+pub fn to_text(duid: &[u8]) -> String {
     duid.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// A DUID read back from text; None for anything that is not one
 /// (RFC 8415: 2 bytes of type, at most 128 bytes of data).
-fn from_text(text: &str) -> Option<Vec<u8>> {
+pub fn from_text(text: &str) -> Option<Vec<u8>> {
     let bytes: Option<Vec<u8>> = text.trim().split(':').map(|h| u8::from_str_radix(h, 16).ok()).collect();
     bytes.filter(|b| (3..=130).contains(&b.len()))
 }
@@ -48,17 +48,17 @@ pub fn load_or_create(dir: &Path) -> Result<Vec<u8>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    // The lease records' directory too: root's eyes only (as state.rs makes it).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let duid = generate();
-    // Written aside and renamed: a crash never leaves half a DUID.
-    let tmp = dir.join(format!(".{FILE}.{}", std::process::id()));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(format!("{}\n", to_text(&duid)).as_bytes()).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("writing {}: {e}", path.display()));
-    }
+    // Atomically: a crash never leaves half a DUID.
+    atomic_file::replace_file(&path, format!("{}\n", to_text(&duid)).as_bytes(), 0o644)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
     log::info!("new DHCPv6 DUID {} in {}", to_text(&duid), path.display());
     Ok(duid)
 }

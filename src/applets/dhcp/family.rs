@@ -1,18 +1,20 @@
 //! The lease families an attachment may hold (`ipam.families`): a DHCPv4
 //! lease, a DHCPv6 IA_NA binding, or both. Each is a `Family` to the
 //! daemon, whose one maintenance loop (renew at T1, rebind at T2, lose at
-//! expiry, release when stopped) drives either.
+//! expiry, release when stopped) drives either, and records each in the
+//! state directory as the family's `StoredLease` (state.rs).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::{IpNet, Ipv6Net};
 
 use super::client::{self, Client, Error, Identity, Lease, Timing};
 use super::client6::{self, Client6, Identity6, Lease6};
+use super::state::{self, StoredLease, StoredLease4, StoredLease6};
 use crate::cni::{CniError, CniResult, Dns, IpConfig};
 
 /// A value of `ipam.families`.
@@ -54,6 +56,12 @@ pub trait Family: Send + Sync + 'static {
     type Lease: Clone + Send + 'static;
     /// "DHCPv4" or "DHCPv6", for logs.
     fn name(&self) -> &'static str;
+    /// The family of its records ("ipv4", "ipv6": `StoredLease::family`).
+    const RECORD: &'static str;
+    /// The lease as its record stores it (`now` and `now_mono` are the
+    /// same moment on the wall and monotonic clocks). Resuming turns it back
+    /// with `StoredLease4::lease` or `StoredLease6::lease`.
+    fn stored(&self, lease: &Self::Lease, now: SystemTime, now_mono: Instant) -> StoredLease;
     fn acquire(&self, stop: &AtomicBool) -> Result<Self::Lease, Error>;
     /// Renews (or, `rebinding`, rebinds) until `deadline`.
     fn extend(
@@ -81,9 +89,13 @@ pub struct V4 {
 
 impl Family for V4 {
     type Lease = Lease;
+    const RECORD: &'static str = state::IPV4;
 
     fn name(&self) -> &'static str {
         "DHCPv4"
+    }
+    fn stored(&self, lease: &Lease, now: SystemTime, now_mono: Instant) -> StoredLease {
+        StoredLease::V4(StoredLease4::new(lease, now, now_mono))
     }
     fn acquire(&self, stop: &AtomicBool) -> Result<Lease, Error> {
         Client::open(&self.id, &self.timing, stop)?.acquire()
@@ -145,9 +157,13 @@ pub struct V6 {
 
 impl Family for V6 {
     type Lease = Lease6;
+    const RECORD: &'static str = state::IPV6;
 
     fn name(&self) -> &'static str {
         "DHCPv6"
+    }
+    fn stored(&self, lease: &Lease6, now: SystemTime, now_mono: Instant) -> StoredLease {
+        StoredLease::V6(StoredLease6::new(lease, &self.id.duid, self.id.iaid, now, now_mono))
     }
 
     /// The binding, then the RA's router (waited for a bounded time: an

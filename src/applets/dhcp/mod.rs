@@ -2,7 +2,8 @@
 //! `dhcp daemon` that holds and renews the leases (see daemon.rs for the
 //! socket protocol, client.rs for the DHCP exchanges, packet.rs for the
 //! wire format; client6.rs and packet6.rs for DHCPv6, family.rs for what
-//! both look like to the daemon, duid.rs for the node's DHCPv6 identity).
+//! both look like to the daemon, duid.rs for the node's DHCPv6 identity,
+//! state.rs for the leases on disk).
 
 mod client;
 mod client6;
@@ -11,11 +12,12 @@ mod duid;
 mod family;
 pub(crate) mod packet;
 pub(crate) mod packet6;
+mod state;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -27,6 +29,7 @@ use crate::netlink::route::SCOPE_LINK;
 
 pub use daemon::run as daemon_main;
 use daemon::{Request, Response};
+use family::Family;
 use packet::opt;
 
 /// `dhcp daemon ...`: the applet's command line.
@@ -52,6 +55,9 @@ pub struct Conf {
 #[serde(rename_all = "camelCase", default)]
 pub struct IpamConf {
     pub daemon_socket_path: String,
+    /// The daemon's -statedir: where DEL finds the lease to release while
+    /// the daemon is down.
+    pub daemon_state_dir: String,
     /// Options sent to the server (e.g. a host name from CNI_ARGS).
     pub provide: Vec<ProvideOption>,
     /// Options asked of the server (the parameter request list).
@@ -208,6 +214,66 @@ fn routes(ack: &packet::Packet) -> Vec<Route> {
     out
 }
 
+fn state_dir(conf: &Conf) -> &str {
+    if conf.ipam.daemon_state_dir.is_empty() {
+        state::DEFAULT_STATE_DIR
+    } else {
+        &conf.ipam.daemon_state_dir
+    }
+}
+
+/// Releases a recorded lease from the container's interface, as the
+/// daemon's maintenance would have: a DHCPRELEASE, or a DHCPv6 Release
+/// (which waits a bounded time for the server's Reply).
+fn release_recorded(record: &state::Record) -> Result<(), String> {
+    let (now, now_mono) = (SystemTime::now(), Instant::now());
+    let timing = client::Timing::default();
+    // The plugin runs in the host's root: the netns path is as it gave it.
+    match &record.lease {
+        state::StoredLease::V4(stored) => {
+            let id = record.attachment.identity("").map_err(|e| e.msg)?;
+            family::V4 { id, timing }.release(&stored.lease(now, now_mono)?)
+        }
+        state::StoredLease::V6(stored) => {
+            let id = record.attachment.identity6("", stored.duid()?, stored.iaid);
+            family::V6 { id, timing, ra_timeout: Duration::ZERO }.release(&stored.lease(now, now_mono)?)
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// DEL while the daemon is down. Its records of the leases say what to
+/// release: the DHCPRELEASE or DHCPv6 Release goes out from the container's
+/// interface now (IPAM DEL comes before the interface is deleted; later it
+/// cannot be sent from the leased address) and the records go, so that a
+/// restarted daemon does not resume a lease the runtime let go. If the
+/// daemon came up meanwhile, it may have read a record first: it is asked
+/// to DEL too.
+fn release_without_daemon(cmd: &Command, conf: &Conf) {
+    let store = state::Store::new(state_dir(conf));
+    let key = daemon::client_id(&cmd.container_id, &conf.name, &cmd.ifname);
+    let records = match store.load(&key) {
+        Ok(records) if records.is_empty() => {
+            return log::info!("DEL: {key}: no lease recorded in {}", store.dir().display())
+        }
+        Ok(records) => records,
+        Err(why) => return log::warn!("DEL: {key}: cannot read its records ({why}); the leases will expire"),
+    };
+    for record in &records {
+        let address = record.lease.address();
+        match release_recorded(record) {
+            Ok(()) => log::info!("DEL: {key}: released {address} without the daemon"),
+            Err(why) => log::warn!("DEL: {key}: cannot release {address} ({why}); it will expire"),
+        }
+    }
+    if let Err(e) = store.remove_all(&key) {
+        log::warn!("DEL: {key}: cannot remove its records ({e}); a restarted daemon would resume the leases");
+    }
+    if let Err(CallError::Failed(e)) = call(cmd, conf, "DEL") {
+        log::warn!("DEL: {key}: the daemon, now up: {}", e.msg);
+    }
+}
+
 fn socket_path(conf: &Conf) -> &str {
     if conf.ipam.daemon_socket_path.is_empty() {
         daemon::DEFAULT_SOCKET
@@ -292,9 +358,10 @@ impl Applet for Dhcp {
         let conf: Conf = cmd.parse_config()?;
         match call(cmd, &conf, "DEL") {
             Ok(_) => Ok(()),
-            // No daemon holds a lease to release; the server lets it expire.
+            // DEL is best effort: what the daemon recorded is released here.
             Err(CallError::Unreachable(why)) => {
-                log::warn!("DEL: the DHCP daemon is not reachable ({why}); nothing to release");
+                log::warn!("DEL: the DHCP daemon is not reachable ({why})");
+                release_without_daemon(cmd, &conf);
                 Ok(())
             }
             Err(CallError::Failed(e)) => Err(e),
