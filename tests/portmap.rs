@@ -220,7 +220,29 @@ fn host_ip_and_conditions() {
         }
     }
 
-    // Untranslatable conditions are refused, naming them, and change nothing.
+    // nft expressions the translation does not know pass through to nft,
+    // with the other family's (translatable) ones.
+    let extra =
+        json!({"conditionsV4": ["ip saddr 192.168.77.2", "ip ttl != 0"], "conditionsV6": ["ip6 saddr fd77::2"]});
+    let add = conf(extra, Some(maps.clone()), Some(c1.prev_result(1)));
+    call(&node, &c1).run("ADD", &add).ok();
+    assert_eq!(tcp_get(o, "192.168.77.1:8080").as_deref(), Some("c1"));
+    assert_eq!(tcp_get(o, "[fd77::1]:8080").as_deref(), Some("c1"));
+    assert_eq!(tcp_get(&node.host.name, "127.0.0.1:8080"), None);
+    let rules = node.host.exec("nft list chain inet cnibox-portmap conditional");
+    assert!(rules.contains("ip ttl != 0"), "{rules}");
+    call(&node, &c1).run("CHECK", &add).ok();
+    call(&node, &c1).run("ADD", &add).ok();
+    assert_eq!(conditional(), 2, "a retried ADD replaces the text rules");
+    call(&node, &c1).run("DEL", &conf(json!({}), None, None)).ok();
+    assert!(!ruleset(&node.host).contains(&c1.id));
+    // nft itself judges them: a bad expression is refused with nft's message, and nothing stays.
+    let bad = conf(json!({"conditionsV4": ["ip tll 3"]}), Some(maps.clone()), Some(c1.prev_result(1)));
+    let reply = call(&node, &c1).run("ADD", &bad);
+    assert!(reply.json()["details"].as_str().unwrap_or_default().contains("tll"), "{}", reply.stdout);
+    assert!(!ruleset(&node.host).contains(&c1.id));
+
+    // iptables arguments it cannot translate are refused, naming them, and change nothing.
     let extra = json!({"conditionsV4": ["-m", "conntrack", "--ctstate", "NEW"]});
     let reply = call(&node, &c1).run("ADD", &conf(extra, Some(maps), Some(c1.prev_result(1))));
     let out = reply.json();

@@ -75,6 +75,7 @@ use crate::nft::schema::{
 };
 use crate::nft::takeover::{self, Kind};
 use crate::nft::{Backend, Data, Element, ElementOp, Key, ListedElement, ListedRule, Listing, Owner};
+use conditions::Conditions;
 use iptables_layout::{Layout, MarkBy};
 
 pub struct Portmap;
@@ -417,6 +418,10 @@ struct Plan {
     /// Without their comment.
     elements: Vec<Element>,
     conditional: Vec<Vec<Stmt>>,
+    /// Conditional rules whose conditions nft expressions pass through as
+    /// text: each a rule of chain `conditional` in nft's syntax, without
+    /// its comment.
+    conditional_text: Vec<String>,
     /// The subnets whose hairpin chains the masq-net elements jump to.
     subnets: Vec<IpNet>,
     /// The masquerade elements earlier versions made (interval set
@@ -426,14 +431,45 @@ struct Plan {
     udp_ports: BTreeSet<(bool, u16)>,
 }
 
+/// Each address's conditions. Once one family's pass through as text, the
+/// other family's nft expressions do too (an attachment's conditional rules
+/// are then all written as text, replaced together), and iptables
+/// arguments beside them are refused.
+fn conditions_of(conf: &PortmapConf, ips: &[IpNet]) -> Result<Vec<Conditions>, CniError> {
+    let raw = |v6: bool| {
+        let (key, conds) =
+            if v6 { ("conditionsV6", &conf.conditions_v6) } else { ("conditionsV4", &conf.conditions_v4) };
+        (key, conds.as_deref().unwrap_or_default())
+    };
+    let mut out = Vec::new();
+    for ip in ips {
+        let (key, conds) = raw(ip.addr().is_ipv6());
+        out.push(conditions::prepare(key, conds, ip.addr().is_ipv6())?);
+    }
+    if !out.iter().any(|c| matches!(c, Conditions::Text(_))) {
+        return Ok(out);
+    }
+    for (c, ip) in out.iter_mut().zip(ips) {
+        let (key, conds) = raw(ip.addr().is_ipv6());
+        match c {
+            Conditions::Translated(stmts) if stmts.is_empty() => {}
+            Conditions::Translated(_) if conditions::is_nft_syntax(conds) => *c = conditions::pass_through(key, conds)?,
+            Conditions::Translated(_) => {
+                return Err(CniError::unsupported_field(format!(
+                    "{key}: iptables arguments beside nft expressions passed through in the other family"
+                )))
+            }
+            Conditions::Text(_) => {}
+        }
+    }
+    Ok(out)
+}
+
 fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, CniError> {
     let mut plan = Plan::default();
     let mut seen = BTreeSet::new();
-    for ip in ips {
+    for (ip, conds) in ips.iter().zip(conditions_of(conf, ips)?) {
         let v6 = ip.addr().is_ipv6();
-        let (key_name, conds) =
-            if v6 { ("conditionsV6", &conf.conditions_v6) } else { ("conditionsV4", &conf.conditions_v4) };
-        let conds = conditions::translate(key_name, conds.as_deref().unwrap_or_default(), v6)?;
         let mut mapped = false;
         for m in maps {
             // A hostIP of the other family skips the mapping; an unspecified one means any.
@@ -450,6 +486,13 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
             if m.proto == "udp" {
                 plan.udp_ports.insert((v6, m.host_port));
             }
+            let conds = match &conds {
+                Conditions::Text(text) => {
+                    plan.conditional_text.push(conditional_text_rule(text, ip.addr(), host_ip, m));
+                    continue;
+                }
+                Conditions::Translated(stmts) => stmts,
+            };
             if !conds.is_empty() {
                 let mut expr = conds.clone();
                 expr.push(nfproto(v6));
@@ -482,6 +525,20 @@ fn plan(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Plan, Cni
         }
     }
     Ok(plan)
+}
+
+/// A conditional rule as nft's text, the same matches and DNAT as the
+/// JSON rules, after the config's `conditions`.
+fn conditional_text_rule(conditions: &str, to: IpAddr, host_ip: Option<IpAddr>, m: &Mapping) -> String {
+    let (ip, family, to) = match to {
+        IpAddr::V4(a) => ("ip", "ipv4", format!("{a}:{}", m.container_port)),
+        IpAddr::V6(a) => ("ip6", "ipv6", format!("[{a}]:{}", m.container_port)),
+    };
+    let daddr = host_ip.map_or("fib daddr type local".to_string(), |h| format!("{ip} daddr {h}"));
+    format!(
+        "{conditions} meta nfproto {family} meta l4proto {} th dport {} {daddr} dnat {ip} to {to}",
+        m.proto, m.host_port
+    )
 }
 
 /// The masquerade elements of one container address: DNATed connections to
@@ -579,7 +636,7 @@ fn known_plan(cmd: &Command) -> Option<Plan> {
     cmd.runtime_config::<Vec<PortMapping>>("portMappings").ok()??;
     let maps = mappings(cmd).ok()?;
     let plan = plan(&conf, &maps, &container_ips(&prev, &cmd.ifname)).ok()?;
-    plan.conditional.is_empty().then_some(plan)
+    (plan.conditional.is_empty() && plan.conditional_text.is_empty()).then_some(plan)
 }
 
 /// The (v6, port) of a UDP host port element of the hostports/hostip maps.
@@ -619,7 +676,34 @@ fn add_plan(nft: &mut dyn Backend, owner: &Owner, plan: &Plan, ips: &[IpNet]) ->
         plan.elements.iter().any(|claimed| claimed.matches(e))
     };
     owned::add_owned(nft, &claim, |_| skeleton(&plan.subnets), conflicts)?;
+    if !plan.conditional_text.is_empty() {
+        add_text_rules(nft, &comment, plan)?;
+    }
     Ok(())
+}
+
+/// The conditional rules written as text, after the claim: one listing (to
+/// replace what an earlier ADD of the owner wrote) and one nft script. A
+/// failure leaves the claim's elements: the caller undoes them.
+fn add_text_rules(nft: &mut dyn Backend, owner: &str, plan: &Plan) -> Result<(), CniError> {
+    if owner.contains('"') {
+        return Err(CniError::invalid_config(format!("{owner:?} cannot be an nft comment")));
+    }
+    let listing = match nft.list(FAMILY, TABLE)? {
+        Some(listing) => listing,
+        None => {
+            nft.apply(&skeleton(&plan.subnets))?;
+            nft.list(FAMILY, TABLE)?.unwrap_or_default()
+        }
+    };
+    let mut script = String::new();
+    for r in listing.rules().iter().filter(|r| r.comment.as_deref() == Some(owner)) {
+        script += &format!("delete rule inet {TABLE} {} handle {}\n", r.chain, r.handle);
+    }
+    for rule in &plan.conditional_text {
+        script += &format!("add rule inet {TABLE} conditional {rule} comment \"{owner}\"\n");
+    }
+    Ok(nft.apply_text(&script)?)
 }
 
 /// Deletes what the attachment owns; returns the UDP host ports it had, for
@@ -660,7 +744,7 @@ fn data_path(conf: &PortmapConf, maps: &[Mapping], ips: &[IpNet]) -> Result<Opti
         return Ok(Some(DataPath::Iptables(mark)));
     }
     let plan = plan(conf, maps, ips)?;
-    if plan.elements.is_empty() && plan.conditional.is_empty() {
+    if plan.elements.is_empty() && plan.conditional.is_empty() && plan.conditional_text.is_empty() {
         return Ok(None);
     }
     Ok(Some(DataPath::Nftables(plan)))
@@ -709,8 +793,14 @@ impl Applet for Portmap {
             e
         };
         match &path {
-            // One transaction: a failure committed nothing.
-            DataPath::Nftables(plan) => add_plan(&mut *crate::nft::backend(), &nft_attachment::owner(cmd), plan, &ips)?,
+            // One transaction, a failure committing nothing; but for rules
+            // written as text after it.
+            DataPath::Nftables(plan) if plan.conditional_text.is_empty() => {
+                add_plan(&mut *crate::nft::backend(), &nft_attachment::owner(cmd), plan, &ips)?
+            }
+            DataPath::Nftables(plan) => {
+                add_plan(&mut *crate::nft::backend(), &nft_attachment::owner(cmd), plan, &ips).map_err(undo)?
+            }
             // One family's commit may have preceded the failure.
             DataPath::Iptables(mark) => {
                 layout(cmd, &conf, mark).add(&mut *crate::nft::backend(), &maps, &ips).map_err(undo)?
@@ -843,7 +933,7 @@ fn check_listing(listing: &Listing, plan: &Plan, owner: &str) -> Result<(), CniE
         }
     }
     let owned_rules = rules.iter().filter(|r| r.comment.as_deref() == Some(owner)).count();
-    if owned_rules < plan.conditional.len() {
+    if owned_rules < plan.conditional.len() + plan.conditional_text.len() {
         return Err(CniError::internal("conditional port mapping rules are missing"));
     }
     Ok(())

@@ -50,6 +50,10 @@ pub struct RuleSummary {
 pub trait Backend {
     /// Applies `tx` as one atomic transaction (nothing when it is empty).
     fn apply(&mut self, tx: &Transaction) -> Result<()>;
+    /// Applies `script`, in nft's own syntax, as one atomic transaction:
+    /// for rule text a config passes through, which nft's JSON cannot
+    /// carry (it has no form for an expression it did not build).
+    fn apply_text(&mut self, script: &str) -> Result<()>;
     /// The table as nft lists it, or None when it does not exist.
     fn list(&mut self, family: NfFamily, table: &str) -> Result<Option<Listing>>;
     /// Applies element-only `ops` on `table` as one atomic batch, without
@@ -138,6 +142,10 @@ fn wire(e: &Element) -> Result<WireElem> {
 impl Backend for System {
     fn apply(&mut self, tx: &Transaction) -> Result<()> {
         exec::apply(tx)
+    }
+
+    fn apply_text(&mut self, script: &str) -> Result<()> {
+        exec::apply_text(script)
     }
 
     fn list(&mut self, family: NfFamily, table: &str) -> Result<Option<Listing>> {

@@ -67,6 +67,14 @@ pub fn apply(tx: &Transaction) -> Result<()> {
     Ok(())
 }
 
+/// Applies `script`, in nft's text syntax, as one atomic transaction.
+pub fn apply_text(script: &str) -> Result<()> {
+    log::debug!("nft script: {script}");
+    run(&["-f", "-"], Some(script.as_bytes()))?;
+    log::debug!("nft script committed");
+    Ok(())
+}
+
 /// A table's listing, or None when it does not exist.
 pub fn list(family: NfFamily, table: &str) -> Result<Option<Listing>> {
     match run(&["-j", "list", "table", family_str(family), table], None) {

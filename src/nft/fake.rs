@@ -22,6 +22,8 @@ use super::schema::{family_of, family_str, Transaction};
 pub enum Call {
     /// An nft transaction (its commands as JSON).
     Apply(Vec<Value>),
+    /// An nft script in text syntax (not modelled: the tables are unchanged).
+    ApplyText(String),
     List(String),
     /// An nfnetlink batch of this many messages.
     Commit(usize),
@@ -64,9 +66,9 @@ impl Fake {
         Fake::default()
     }
 
-    /// How many nft transactions were applied.
+    /// How many nft transactions were applied (JSON or text).
     pub fn applies(&self) -> usize {
-        self.calls.iter().filter(|c| matches!(c, Call::Apply(_))).count()
+        self.calls.iter().filter(|c| matches!(c, Call::Apply(_) | Call::ApplyText(_))).count()
     }
 
     /// How many nfnetlink batches were committed.
@@ -222,6 +224,11 @@ impl Backend for Fake {
                 return Err(e);
             }
         }
+        Ok(())
+    }
+
+    fn apply_text(&mut self, script: &str) -> Result<()> {
+        self.calls.push(Call::ApplyText(script.to_string()));
         Ok(())
     }
 

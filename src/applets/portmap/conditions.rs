@@ -1,8 +1,10 @@
 //! `conditionsV4` / `conditionsV6`: extra matches a mapping must meet, in
 //! the reference's two syntaxes (iptables arguments for its iptables
-//! backend, nft expressions for its nftables one), translated to nft JSON
-//! match statements. The common matches are supported; anything else is
-//! refused with code 2 naming it, never silently dropped.
+//! backend, nft expressions for its nftables one). The common matches are
+//! translated to nft JSON match statements (the rule then joins the ADD's
+//! one transaction); other nft expressions pass through to nft as text; an
+//! iptables argument without a translation is refused with code 2 naming
+//! it, never silently dropped.
 
 use std::borrow::Cow;
 
@@ -21,7 +23,7 @@ type Expr = Expression<'static>;
 
 fn unsupported(key: &str, what: &str) -> CniError {
     CniError::unsupported_field(format!("{key}: unsupported condition {what:?}"))
-        .with_details("cnibox translates -s/-d/-i/-o/-p/--dport/--sport/-m addrtype/multiport/mark (iptables syntax) and ip[6] saddr/daddr, iifname/oifname, meta l4proto, [meta] mark, tcp/udp/sctp/th dport/sport, fib ... type (nft syntax)")
+        .with_details("cnibox translates -s/-d/-i/-o/-p/--dport/--sport/-m addrtype/multiport/mark (iptables syntax); nft expressions are translated or passed to nft as written")
 }
 
 fn invalid(key: &str, what: &str) -> CniError {
@@ -139,8 +141,31 @@ pub fn is_nft_syntax(conditions: &[String]) -> bool {
     first.is_some_and(|t| !t.starts_with('-') && !t.starts_with('!'))
 }
 
+/// One family's conditions, ready for a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conditions {
+    /// Match statements of nft's JSON (none: no conditions).
+    Translated(Vec<Stmt>),
+    /// nft expressions the translation does not know, passed to nft as the
+    /// config wrote them (nft checks them when the rule is added).
+    Text(String),
+}
+
+/// One family's conditions for a rule: translated where the translation
+/// knows them, nft expressions it does not know passed through as text.
+/// `key` names the config key.
+pub fn prepare(key: &str, conditions: &[String], v6: bool) -> Result<Conditions, CniError> {
+    match translate(key, conditions, v6) {
+        Ok(stmts) => Ok(Conditions::Translated(stmts)),
+        Err(e) if e.code == crate::cni::error::UNSUPPORTED_FIELD && is_nft_syntax(conditions) => {
+            pass_through(key, conditions)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Translates one family's conditions. `key` names the config key.
-pub fn translate(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, CniError> {
+fn translate(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, CniError> {
     if conditions.iter().all(|c| c.trim().is_empty()) {
         Ok(Vec::new())
     } else if is_nft_syntax(conditions) {
@@ -148,6 +173,17 @@ pub fn translate(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>
     } else {
         iptables(key, conditions, v6)
     }
+}
+
+/// nft expressions as text for a rule of their own: one statement list, so
+/// no `;`, newline or comment that would end the rule and start another
+/// command.
+pub fn pass_through(key: &str, conditions: &[String]) -> Result<Conditions, CniError> {
+    let text = conditions.iter().map(|c| c.trim()).collect::<Vec<_>>().join(" ");
+    if let Some(bad) = text.chars().find(|c| matches!(c, ';' | '#' | '\\') || c.is_control()) {
+        return Err(CniError::invalid_config(format!("{key}: {bad:?} cannot be part of an nft expression here")));
+    }
+    Ok(Conditions::Text(text))
 }
 
 fn iptables(key: &str, conditions: &[String], v6: bool) -> Result<Vec<Stmt>, CniError> {
@@ -394,5 +430,19 @@ mod tests {
         assert_eq!(translate("c", &s(&["-s", "fd00::1"]), false).unwrap_err().code, 7);
         assert_eq!(translate("c", &s(&["-s"]), false).unwrap_err().code, 7);
         assert_eq!(translate("c", &s(&["ip saddr 10.0.0.1"]), true).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn nft_expressions_it_does_not_know_pass_through() {
+        let text = |c: &[&str]| prepare("conditionsV4", &s(c), false);
+        assert_eq!(text(&["ct state new", "ip ttl > 1"]).unwrap(), Conditions::Text("ct state new ip ttl > 1".into()));
+        assert!(matches!(text(&["ip saddr 10.0.0.1"]).unwrap(), Conditions::Translated(v) if v.len() == 1));
+        // iptables arguments are translated or refused, never passed to nft.
+        assert_eq!(text(&["-m", "conntrack", "--ctstate", "NEW"]).unwrap_err().code, 2);
+        // Invalid stays invalid; text cannot end the rule.
+        assert_eq!(prepare("c", &s(&["ip saddr 10.0.0.1"]), true).unwrap_err().code, 7);
+        for bad in ["ct state new; flush ruleset", "ct state new\nflush ruleset", "ct state new # x"] {
+            assert_eq!(text(&[bad]).unwrap_err().code, 7, "{bad}");
+        }
     }
 }
