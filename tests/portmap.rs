@@ -24,6 +24,16 @@ fn call(node: &Node, c: &Container) -> Call {
     Call::new("portmap").container(&c.id, &c.ns.path(), "eth0").in_netns(&node.host).env("CNIBOX_LOG", "debug")
 }
 
+/// A fake host with bridge br0 (10.1.0.0/24) and two containers on it,
+/// 10.1.0.5 and 10.1.0.6.
+fn node_with_two_containers() -> (Node, Container, Container) {
+    let node = Node::new();
+    node.bridge("br0", 1);
+    let c1 = node.container("br0", 1, 5);
+    let c2 = node.container("br0", 1, 6);
+    (node, c1, c2)
+}
+
 fn std_maps() -> Value {
     json!([
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
@@ -35,10 +45,7 @@ fn std_maps() -> Value {
 #[cfg_attr(built_without_root, ignore = "needs root")]
 fn reaches_the_container_from_everywhere_and_del_removes_all() {
     require_root();
-    let node = Node::new();
-    node.bridge("br0", 1);
-    let c1 = node.container("br0", 1, 5);
-    let c2 = node.container("br0", 1, 6);
+    let (node, c1, c2) = node_with_two_containers();
     serve(&c1.ns.name, 80, "c1-tcp");
     serve(&c1.ns.name, 53, "c1-udp");
     let add = conf(json!({}), Some(std_maps()), Some(c1.prev_result(1)));
@@ -254,10 +261,7 @@ fn host_ip_and_conditions() {
 #[cfg_attr(built_without_root, ignore = "needs root")]
 fn stale_owner_is_replaced_and_gc_removes_stale_attachments() {
     require_root();
-    let node = Node::new();
-    node.bridge("br0", 1);
-    let c1 = node.container("br0", 1, 5);
-    let c2 = node.container("br0", 1, 6);
+    let (node, c1, c2) = node_with_two_containers();
     serve(&c1.ns.name, 80, "c1");
     serve(&c2.ns.name, 80, "c2");
     let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
@@ -401,10 +405,7 @@ fn concurrent_add_and_del() {
 #[cfg_attr(built_without_root, ignore = "needs root")]
 fn masquerading_follows_snat_and_masq_all() {
     require_root();
-    let node = Node::new();
-    node.bridge("br0", 1);
-    let c1 = node.container("br0", 1, 5);
-    let c2 = node.container("br0", 1, 6);
+    let (node, c1, c2) = node_with_two_containers();
     serve_peer(&c1.ns.name, 80);
     let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
     let o = &node.outside.name;
@@ -667,10 +668,7 @@ fn reference_portmap(node: &Node, c: &Container, verb: &str, conf: &str) {
 /// kube-proxy's chain and its masquerade, in the reference's iptables
 /// layout, which either implementation removes.
 fn external_mark_chain_with(tool: &str) {
-    let node = Node::new();
-    node.bridge("br0", 1);
-    let c1 = node.container("br0", 1, 5);
-    let c2 = node.container("br0", 1, 6);
+    let (node, c1, c2) = node_with_two_containers();
     serve(&c1.ns.name, 80, "c1-tcp");
     let add = conf(json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}), Some(std_maps()), Some(c1.prev_result(1)));
     // Before kube-proxy made its chain: try again later, nothing written.
@@ -733,10 +731,7 @@ fn external_set_mark_chain_with_iptables_legacy() {
 #[cfg_attr(built_without_root, ignore = "needs root")]
 fn mark_masq_bit_marks_and_masquerades_as_the_reference_does() {
     require_root();
-    let node = Node::new();
-    node.bridge("br0", 1);
-    let c1 = node.container("br0", 1, 5);
-    let c2 = node.container("br0", 1, 6);
+    let (node, c1, c2) = node_with_two_containers();
     serve(&c1.ns.name, 80, "c1-tcp");
     let add = conf(json!({"markMasqBit": 5}), Some(std_maps()), Some(c1.prev_result(1)));
     call(&node, &c1).run("ADD", &add).ok();

@@ -203,7 +203,8 @@ pub fn host(ip: IpAddr) -> String {
     format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 })
 }
 
-fn args(words: &[&str]) -> Vec<String> {
+/// A rule's words, owned (as Script and Saved hold them).
+pub fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 

@@ -17,6 +17,7 @@ use nix::libc;
 
 use super::packet::{self, opt, MessageType, Packet};
 use crate::netlink::{NetNs, NetNsError, Netlink};
+use crate::util::hash::random_u32;
 
 /// How the client paces its retransmissions.
 #[derive(Debug, Clone)]
@@ -279,18 +280,6 @@ pub fn find_interface(netns: &str, ifname: &str) -> Result<(), Error> {
         Some(_) => Ok(()),
         None => Err(Error::Gone(format!("interface {ifname} not found in {netns}"))),
     }
-}
-
-/// A few random bytes for transaction IDs and jitter.
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // SAFETY: the buffer is valid for 4 bytes.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 4, 0) };
-    if n != 4 {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        return t.subsec_nanos() ^ std::process::id();
-    }
-    u32::from_ne_bytes(b)
 }
 
 /// `d` randomized by up to ±1 s, as RFC 2131 suggests (never below 500 ms).

@@ -33,7 +33,7 @@ use super::Mapping;
 use crate::cni::error::TRY_AGAIN_LATER;
 use crate::cni::CniError;
 use crate::nft::iptables::{Flavor, Iptables, Saved, Script};
-use crate::nft::reference::{self, chain_name, DNAT_PREFIX, HOSTPORT_DNAT_CHAIN, MARK_MASQ_CHAIN, SETMARK_CHAIN};
+use crate::nft::reference::{self, args, chain_name, DNAT_PREFIX, HOSTPORT_DNAT_CHAIN, MARK_MASQ_CHAIN, SETMARK_CHAIN};
 use crate::nft::{takeover, Backend, Owner};
 
 const NAT: &str = "nat";
@@ -69,10 +69,6 @@ pub struct Layout<'a> {
     pub conditions_v6: &'a [String],
 }
 
-fn words(s: &[&str]) -> Vec<String> {
-    s.iter().map(|w| w.to_string()).collect()
-}
-
 fn destination(ip: IpAddr, port: u16) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),
@@ -98,10 +94,10 @@ impl Layout<'_> {
             let ports: Vec<String> =
                 maps.iter().filter(|m| m.proto == proto).map(|m| m.host_port.to_string()).collect();
             for group in ports.chunks(MULTIPORT_MAX) {
-                let mut rule = words(&["-m", "comment", "--comment", &comment, "-m", "multiport", "-p", proto]);
-                rule.extend(words(&["--destination-ports", &group.join(",")]));
+                let mut rule = args(&["-m", "comment", "--comment", &comment, "-m", "multiport", "-p", proto]);
+                rule.extend(args(&["--destination-ports", &group.join(",")]));
                 rule.extend(conditions.iter().flat_map(|c| c.split_whitespace()).map(str::to_string));
-                rule.extend(words(&["-j", &self.dnat_chain()]));
+                rule.extend(args(&["-j", &self.dnat_chain()]));
                 out.push(rule);
             }
         }
@@ -114,10 +110,10 @@ impl Layout<'_> {
         let v6 = ip.addr().is_ipv6();
         let mut out = Vec::new();
         for m in maps {
-            let mut base = words(&["-p", m.proto, "--dport", &m.host_port.to_string()]);
+            let mut base = args(&["-p", m.proto, "--dport", &m.host_port.to_string()]);
             match m.host_ip {
                 Some(h) if h.is_ipv6() != v6 => continue,
-                Some(h) if !h.is_unspecified() => base.extend(words(&["-d", &h.to_string()])),
+                Some(h) if !h.is_unspecified() => base.extend(args(&["-d", &h.to_string()])),
                 _ => {}
             }
             if self.snat {
@@ -126,13 +122,13 @@ impl Layout<'_> {
                     (true, true) => "::/0".to_string(),
                     (false, _) => ip.trunc().to_string(),
                 };
-                out.push([base.clone(), words(&["-s", &source, "-j", self.mark.chain()])].concat());
+                out.push([base.clone(), args(&["-s", &source, "-j", self.mark.chain()])].concat());
                 if !v6 && !self.masq_all {
-                    out.push([base.clone(), words(&["-s", "127.0.0.1", "-j", self.mark.chain()])].concat());
+                    out.push([base.clone(), args(&["-s", "127.0.0.1", "-j", self.mark.chain()])].concat());
                 }
             }
             out.push(
-                [base, words(&["-j", "DNAT", "--to-destination", &destination(ip.addr(), m.container_port)])].concat(),
+                [base, args(&["-j", "DNAT", "--to-destination", &destination(ip.addr(), m.container_port)])].concat(),
             );
         }
         out
