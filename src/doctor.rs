@@ -4,6 +4,7 @@
 //! It is a front-door subcommand, never installed as a plugin link.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -445,14 +446,21 @@ fn check_kernel(needs: &Needs, r: &mut Report) {
 }
 
 /// Container IDs the node still knows: cached attachments, and netns named
-/// after a container.
+/// after a container; and the addresses of the cached attachments.
 struct Known {
     containers: BTreeSet<String>,
+    addresses: BTreeSet<IpAddr>,
 }
 
 impl Known {
     fn load(cache: &Cache) -> Known {
-        Known { containers: cache.list().into_iter().map(|e| e.container_id).collect() }
+        let entries = cache.list();
+        let results = entries.iter().filter_map(|e| e.result.as_ref());
+        let addresses = results
+            .filter_map(|r| crate::cni::version::parse_result(r, "1.0.0").ok())
+            .flat_map(|r| r.ips.into_iter().map(|ip| ip.address.addr()))
+            .collect();
+        Known { containers: entries.into_iter().map(|e| e.container_id).collect(), addresses }
     }
     fn alive(&self, container_id: &str) -> bool {
         self.containers.contains(container_id) || Path::new("/run/netns").join(container_id).exists()
@@ -597,10 +605,11 @@ fn check_leaks(o: &Options, needs: &Needs, r: &mut Report) {
 }
 
 /// The reference plugins' per-container iptables chains and nftables rules
-/// (a node that switched) of containers that are gone. The firewall's
-/// CNI-FORWARD accepts name only an address, not a container: not listed.
+/// (a node that switched) of containers that are gone, and the firewall's
+/// CNI-FORWARD accepts of addresses no container holds.
 fn check_reference_leftovers(known: &Known, r: &mut Report) {
-    let leftovers = match crate::nft::takeover::leftovers(&mut *crate::nft::backend()) {
+    let mut nft = crate::nft::backend();
+    let leftovers = match crate::nft::takeover::leftovers(&mut *nft) {
         Ok(all) => all,
         Err(e) => return r.add(Level::Warn, format!("the reference plugins' state cannot be read: {e}")),
     };
@@ -614,6 +623,36 @@ fn check_reference_leftovers(known: &Known, r: &mut Report) {
     if gone.is_empty() {
         r.add(Level::Ok, "no leftovers of the reference plugins' per-container iptables/nftables state".into());
     }
+    match unheld_forward_accepts(&mut *nft, known) {
+        Ok(unheld) if unheld.is_empty() => r.add(Level::Ok, "every CNI-FORWARD accept is of a known container".into()),
+        Ok(unheld) => {
+            for (ipt, ip) in unheld {
+                r.add(
+                    Level::Fail,
+                    format!(
+                        "{ipt} filter CNI-FORWARD: accepts for {ip}, which no cached attachment and no cnibox firewall element holds"
+                    ),
+                );
+            }
+        }
+        Err(e) => r.add(Level::Warn, format!("CNI-FORWARD cannot be read: {e}")),
+    }
+}
+
+/// The addresses CNI-FORWARD accepts (the reference's firewall, or
+/// cnibox's) that neither a cached attachment nor cnibox's firewall table
+/// holds. (An element of a gone container is reported with the cnibox
+/// tables.)
+fn unheld_forward_accepts(
+    nft: &mut dyn crate::nft::Backend,
+    known: &Known,
+) -> Result<Vec<(crate::nft::iptables::Iptables, IpAddr)>, crate::nft::Error> {
+    let accepted = crate::nft::cni_forward::accepted_addresses(nft)?;
+    if accepted.is_empty() {
+        return Ok(accepted);
+    }
+    let held = crate::nft::cni_forward::held_addresses(nft)?;
+    Ok(accepted.into_iter().filter(|(_, ip)| !known.addresses.contains(ip) && !held.contains(ip)).collect())
 }
 
 pub fn main(args: &[String]) -> i32 {
@@ -708,12 +747,12 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        let known = Known { containers: BTreeSet::from(["c7".to_string()]) };
+        let known = Known { containers: BTreeSet::from(["c7".to_string()]), addresses: BTreeSet::new() };
         let leaks: Vec<String> = leaks_in("inet t", &listing, &known).into_iter().map(|l| l.what).collect();
         assert_eq!(leaks.len(), 2, "{leaks:?}");
         assert!(leaks[0].contains("chain m_a (network pods, subnet 10.88.0.0/16) serves no container"));
         assert!(leaks[1].contains("chain hairpin-2"));
-        let gone = Known { containers: BTreeSet::new() };
+        let gone = Known { containers: BTreeSet::new(), addresses: BTreeSet::new() };
         let leaks: Vec<String> = leaks_in("inet t", &listing, &gone).into_iter().map(|l| l.what).collect();
         assert!(leaks.iter().any(|l| l.contains("belongs to container c7")), "{leaks:?}");
         assert!(!leaks.iter().any(|l| l.contains("container 10.")), "{leaks:?}");

@@ -283,7 +283,11 @@ enum Teardown {
     Del,
     /// DEL after the container's netns was deleted.
     DelNetnsGone,
-    /// GC, the runtime having forgotten the container (and its netns gone).
+    /// The runtime's GC (libcni's: a DEL for each stale attachment it
+    /// cached, then GC), the container's netns gone.
+    GcCached,
+    /// GC, the runtime having forgotten the container (and its netns gone):
+    /// only the reference's state tells what was the container's.
     Gc,
 }
 
@@ -314,6 +318,11 @@ fn reference_add_cnibox_teardown(main: &str, plugins: Value, legacy: bool, how: 
             drop(pod);
             node.cnitool_with(&cni_path(), "del", &netns, &env);
         }
+        Teardown::GcCached => {
+            drop(pod);
+            node.set_cni_version("1.1.0");
+            node.cnitool_with(&cni_path(), "gc", "", &env);
+        }
         Teardown::Gc => {
             drop(pod);
             sh(&format!("rm -rf {}/results", node.cache.path().display()));
@@ -327,7 +336,7 @@ fn reference_add_cnibox_teardown(main: &str, plugins: Value, legacy: bool, how: 
 
 fn each_teardown(main: &str, plugins: Value) {
     for legacy in [false, true] {
-        for how in [Teardown::Del, Teardown::DelNetnsGone, Teardown::Gc] {
+        for how in [Teardown::Del, Teardown::DelNetnsGone, Teardown::GcCached, Teardown::Gc] {
             reference_add_cnibox_teardown(main, plugins.clone(), legacy, how);
         }
     }
@@ -373,13 +382,9 @@ fn reference_portmap_is_taken_over_and_the_port_serves_a_new_pod() {
 fn reference_firewall_accepts_are_taken_over() {
     require_root();
     // The reference's firewall names no container in its accepts: DEL finds
-    // them by address (prevResult); its GC does not exist, nor can ours
-    // tell whose an accept is.
-    for legacy in [false, true] {
-        for how in [Teardown::Del, Teardown::DelNetnsGone] {
-            reference_add_cnibox_teardown("bridge", firewall_chain(), legacy, how);
-        }
-    }
+    // them by address (prevResult); GC by the address the container's
+    // masquerade jump names.
+    each_teardown("bridge", firewall_chain());
 }
 
 /// The first 16 hex digits of the SHA-512 of `s` (the reference's
@@ -448,8 +453,8 @@ fn reference_nftables_state_is_taken_over_by_del_and_gc() {
     let rules = host.exec("nft list ruleset");
     assert!(!rules.contains(deleted) && !rules.contains("10.251.0.3"), "{rules}");
     assert!(rules.contains(gone) && rules.contains(valid), "{rules}");
-    // GC with only `valid` valid: the masquerade rule of `gone` goes; its
-    // portmap rules name no network, so only DEL removes them.
+    // GC with only `valid` valid: the masquerade rule of `gone` goes, and
+    // with it its portmap rules (they name only the container).
     let attachments = json!({"cni.dev/valid-attachments": [{"containerID": valid, "ifname": "eth0"}]});
     let mut gc_bridge = bridge.clone();
     gc_bridge["cni.dev/valid-attachments"] = attachments["cni.dev/valid-attachments"].clone();
@@ -460,15 +465,21 @@ fn reference_nftables_state_is_taken_over_by_del_and_gc() {
         .ok();
     let masq = host.exec("nft list table inet cni_plugins_masquerade");
     assert!(!masq.contains(gone) && masq.contains(valid), "{masq}");
+    let hostport = host.exec("nft list table ip cni_hostport");
+    assert!(!hostport.contains(gone) && !hostport.contains("10.251.0.2"), "{hostport}");
+    assert!(hostport.contains(valid), "{hostport}");
+    // portmap's own GC cannot tell whose its rules are: it leaves `valid`'s.
     Call::new("portmap").in_netns(&host).run("GC", &conf("portmap", "1.1.0", attachments)).ok();
-    assert!(host.exec("nft list table ip cni_hostport").contains(gone));
+    assert!(host.exec("nft list table ip cni_hostport").contains(valid));
 }
 
 #[test]
 #[cfg_attr(built_without_root, ignore = "needs root")]
 fn doctor_lists_what_the_reference_left_for_gone_containers() {
     require_root();
-    let node = Node::new(portmap_chain());
+    let mut plugins = portmap_chain();
+    plugins.as_array_mut().unwrap().extend(firewall_chain().as_array().unwrap().iter().cloned());
+    let node = Node::new(plugins);
     let pod = no_dad(Netns::new("itc"));
     node.cnitool_with(REFERENCE, "add", &pod.path(), &[("CAP_ARGS", cap_args())]);
     reference_nft_state(&node.host, &node.network, "nft-gone", 9);
@@ -486,11 +497,19 @@ fn doctor_lists_what_the_reference_left_for_gone_containers() {
     let leftovers = doctor("the reference plugins' state");
     assert!(leftovers.iter().all(|l| l.contains("nft-gone")), "{leftovers:?}");
     assert_eq!(leftovers.len(), 3, "{leftovers:?}");
+    assert_eq!(doctor("CNI-FORWARD: accepts for"), Vec::<String>::new());
     // The runtime forgot the pod: its nat chains are reported too.
     sh(&format!("rm -rf {}/results", node.cache.path().display()));
     let leftovers = doctor("the reference plugins' state");
     assert!(leftovers.iter().any(|l| l.contains("iptables-nft nat CNI-DN-")), "{leftovers:?}");
     assert!(leftovers.iter().any(|l| l.contains("ip6tables-nft nat CNI-")), "{leftovers:?}");
+    // And the firewall's accepts of its addresses, which name no container.
+    let accepts = doctor("CNI-FORWARD: accepts for");
+    assert!(
+        accepts.iter().any(|l| l.contains("FAIL") && l.contains("iptables-nft filter") && l.contains("10.251.0.2")),
+        "{accepts:?}"
+    );
+    assert!(accepts.iter().any(|l| l.contains("ip6tables-nft filter") && l.contains("fd51::2")), "{accepts:?}");
 }
 
 /// Beyond the reference (whose firewall lets only replies in, plugins issue

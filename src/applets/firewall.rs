@@ -61,8 +61,8 @@ use crate::nft::{Backend, Element, ElementOp, Key, ListedElement, Listing};
 
 pub struct Firewall;
 
-const TABLE: &str = "cnibox-firewall";
-const FAMILY: NfFamily = NfFamily::INet;
+const TABLE: &str = cni_forward::FIREWALL_TABLE;
+const FAMILY: NfFamily = cni_forward::FIREWALL_FAMILY;
 const T: Table = Table { family: FAMILY, name: TABLE };
 const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
 
@@ -472,13 +472,7 @@ impl Applet for Firewall {
 /// GC's iptables part: the accepts of the addresses stale attachments held
 /// (`removed`), unless a live attachment holds the address now.
 fn close_stale(nft: &mut dyn Backend, removed: &[ListedElement]) -> Result<(), CniError> {
-    let stale = listed_addresses(removed);
-    if stale.is_empty() {
-        return Ok(());
-    }
-    let held = nft.list(FAMILY, TABLE)?.map(|l| listed_addresses(&l.elements())).unwrap_or_default();
-    let doomed: Vec<IpAddr> = stale.into_iter().filter(|ip| !held.contains(ip)).collect();
-    Ok(cni_forward::close(nft, &doomed)?)
+    Ok(cni_forward::close_unheld(nft, &listed_addresses(removed))?)
 }
 
 fn check_listing(

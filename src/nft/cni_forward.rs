@@ -28,10 +28,17 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use nftables::types::NfFamily;
+
 use super::backend::Backend;
 use super::error::Result;
 use super::iptables::{Flavor, Iptables, Saved, Script};
 use super::reference::{admin_jump, forward_accepts, forward_jump, host, FORWARD_CHAIN};
+
+/// cnibox's own firewall table (applets/firewall.rs): the addresses in its
+/// sets are those of the attachments its firewall serves.
+pub const FIREWALL_FAMILY: NfFamily = NfFamily::INet;
+pub const FIREWALL_TABLE: &str = "cnibox-firewall";
 
 /// Every accept of one container address: the reference's two, and
 /// cnibox's for connections translated to it.
@@ -186,6 +193,47 @@ pub fn close(nft: &mut dyn Backend, ips: &[IpAddr]) -> Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The addresses cnibox's firewall table accepts (elements whose key is an
+/// address: the container sets).
+pub fn held_addresses(nft: &mut dyn Backend) -> Result<BTreeSet<IpAddr>> {
+    let listing = nft.list(FIREWALL_FAMILY, FIREWALL_TABLE)?.unwrap_or_default();
+    Ok(listing.elements().iter().filter_map(|e| e.key.as_str()?.parse().ok()).collect())
+}
+
+/// [`close`] for those of `ips` that cnibox's firewall does not hold (an
+/// address a stale attachment had may be a live one's now).
+pub fn close_unheld(nft: &mut dyn Backend, ips: &[IpAddr]) -> Result<()> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    let held = held_addresses(nft)?;
+    let doomed: Vec<IpAddr> = ips.iter().copied().filter(|ip| !held.contains(ip)).collect();
+    close(nft, &doomed)
+}
+
+/// Every address CNI-FORWARD accepts, in each iptables that has the chain
+/// (for the doctor): the addresses of its `-s`/`-d` ACCEPT rules.
+pub fn accepted_addresses(nft: &mut dyn Backend) -> Result<Vec<(Iptables, IpAddr)>> {
+    let mut out = Vec::new();
+    for ipt in Iptables::ALL {
+        if !may_hold_forward_chain(nft, ipt) || !may_hold_accepts(nft, ipt) {
+            continue;
+        }
+        let saved = match ipt.save(TABLE) {
+            Ok(saved) => saved,
+            Err(e) if e.is_unsupported() => continue,
+            Err(e) => return Err(e),
+        };
+        let mut ips = BTreeSet::new();
+        for rule in saved.rules_of(FORWARD_CHAIN).filter(|r| r.target() == Some("ACCEPT")) {
+            let address = rule.value_of("-s").or_else(|| rule.value_of("-d"));
+            ips.extend(address.and_then(|a| a.split('/').next()?.parse::<IpAddr>().ok()));
+        }
+        out.extend(ips.into_iter().map(|ip| (ipt, ip)));
+    }
+    Ok(out)
 }
 
 /// CHECK: where FORWARD may drop, the way for `ips` must be open. Returns

@@ -11,14 +11,32 @@
 //!   container ID), portmap's rules in `ip`/`ip6 cni_hostport` (comment: the
 //!   container ID).
 //!
+//!
+//! GC learns from the same state which address a stale container had: its
+//! masquerade jump or rule names its network, its ID and its address, its
+//! DNAT chain the address it translates to. With those go the rest of what
+//! the reference made for that container, which names no network: its
+//! firewall's CNI-FORWARD accepts of the address (unless cnibox's firewall
+//! accepts it for an attachment of its own) and its nftables portmap's
+//! rules (named by container ID). The runtime's own GC (libcni's) first
+//! DELs every stale attachment it cached; this is for a container the
+//! runtime forgot.
+//!
 //! A node that never ran the reference pays one nfnetlink request per
 //! place (no exec, no listing), and a /proc read for iptables-legacy.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
 use nftables::types::NfFamily;
+use serde_json::Value;
 
 use super::backend::Backend;
+use super::cni_forward;
 use super::error::Result;
-use super::iptables::{Flavor, Iptables, Saved, Script};
+use super::iptables::{Flavor, Iptables, Saved, SavedRule, Script};
+use super::listing::ListedRule;
 use super::owned;
 use super::owner::Owner;
 use super::reference::{self, chain_name, parse_comment};
@@ -99,22 +117,93 @@ fn remove_nat_chains(candidates: &[Iptables], pick: impl Fn(&Saved) -> Vec<Strin
     first_error.map_or(Ok(()), Err)
 }
 
-/// The per-container chains of `network`'s stale containers in `saved`:
-/// the targets of the entry chain's jumps whose comment names a container
-/// of `network` that `valid` rejects (and whose name is that container's).
-fn stale_chains(saved: &Saved, kind: Kind, network: &str, valid: &dyn Fn(&str) -> bool) -> Vec<String> {
+/// The entry chain's jumps in `saved` to the per-container chains of
+/// `network`'s stale containers: their comment names a container of
+/// `network` that `valid` rejects, and their target is that container's
+/// chain. With the container's ID.
+fn stale_jumps<'a>(
+    saved: &'a Saved,
+    kind: Kind,
+    network: &str,
+    valid: &dyn Fn(&str) -> bool,
+) -> Vec<(&'a SavedRule, String)> {
     let mut out = Vec::new();
     for rule in saved.rules_of(kind.entry_chain()) {
         let (Some(target), Some((net, id))) = (rule.target(), rule.comment().and_then(parse_comment)) else {
             continue;
         };
         if net == network && !valid(&id) && kind.chains_of(&net, &id).iter().any(|c| c == target) {
-            out.push(target.to_string());
+            out.push((rule, id));
         }
     }
-    out.sort();
-    out.dedup();
     out
+}
+
+/// The chains those jumps go to, each once.
+fn targets(jumps: &[(&SavedRule, String)]) -> Vec<String> {
+    let chains: BTreeSet<String> = jumps.iter().filter_map(|(rule, _)| rule.target()).map(str::to_string).collect();
+    chains.into_iter().collect()
+}
+
+/// An address as an iptables rule names it: `10.0.0.5/32`, `10.0.0.5:80`,
+/// `[fd00::5]:80`, `fd00::5/128`.
+fn rule_address(word: &str) -> Option<IpAddr> {
+    let host = word.split('/').next()?;
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.rsplit_once(':')?.0,
+    };
+    host.parse().ok()
+}
+
+/// The containers GC found stale in the reference's state, and the
+/// addresses that state names for them.
+#[derive(Debug, Default)]
+struct StaleContainers {
+    ids: BTreeSet<String>,
+    ips: BTreeSet<IpAddr>,
+}
+
+impl StaleContainers {
+    /// From iptables: a masquerade jump's source, a DNAT chain's destinations.
+    fn note_jumps(&mut self, saved: &Saved, kind: Kind, jumps: &[(&SavedRule, String)]) {
+        for (jump, id) in jumps {
+            self.ids.insert(id.clone());
+            let addresses: Vec<IpAddr> = match kind {
+                Kind::Masquerade => jump.value_of("-s").and_then(rule_address).into_iter().collect(),
+                Kind::Portmap => {
+                    let chain = jump.target().unwrap_or_default();
+                    saved
+                        .rules_of(chain)
+                        .filter_map(|r| r.value_of("--to-destination"))
+                        .filter_map(rule_address)
+                        .collect()
+                }
+            };
+            self.ips.extend(addresses);
+        }
+    }
+
+    /// From nftables: the masquerade rules removed (comment, `ip saddr`).
+    fn note_masq_rules(&mut self, rules: &[ListedRule]) {
+        for rule in rules {
+            let id = rule.comment.as_deref().and_then(reference::masq_comment_container);
+            self.ids.extend(id.map(str::to_string));
+            self.ips.extend(matched_address(&rule.expr, "saddr"));
+        }
+    }
+}
+
+/// The address an nft rule's `ip|ip6 <field> == <address>` match names.
+fn matched_address(expr: &Value, field: &str) -> Option<IpAddr> {
+    expr.as_array()?.iter().find_map(|stmt| {
+        let m = stmt.get("match")?;
+        let left = m.pointer("/left/payload/field")?.as_str()?;
+        (left == field).then(|| m.get("right")?.as_str()?.parse().ok()).flatten()
+    })
 }
 
 /// The reference's nftables table of `kind`: (family, table) of each, and a
@@ -128,26 +217,31 @@ fn nft_tables(kind: Kind) -> (&'static [NfFamily], &'static str, &'static str) {
 
 /// Deletes the rules of the reference's nftables table(s) of `kind` whose
 /// comment `doomed` accepts, in one transaction per table, after one
-/// nfnetlink request finds the table. Best effort: returns the first error.
-fn remove_nft_rules(nft: &mut dyn Backend, kind: Kind, doomed: &dyn Fn(&str) -> bool) -> Result<()> {
+/// nfnetlink request finds the table. Best effort: returns the first error,
+/// else the rules deleted.
+fn remove_nft_rules(nft: &mut dyn Backend, kind: Kind, doomed: &dyn Fn(&str) -> bool) -> Result<Vec<ListedRule>> {
     let (families, table, chain) = nft_tables(kind);
     let mut first_error = None;
+    let mut removed = Vec::new();
     for family in families {
         let done = match nft.has_chain(*family, table, chain) {
             Ok(true) => match nft.list(*family, table) {
-                Ok(Some(listing)) => owned::delete_owned(nft, *family, table, &listing, doomed).map(|_| ()),
-                Ok(None) => Ok(()),
+                Ok(Some(listing)) => owned::delete_owned(nft, *family, table, &listing, doomed).map(|(_, r)| r),
+                Ok(None) => Ok(Vec::new()),
                 Err(e) => Err(e),
             },
-            Ok(false) => Ok(()),
+            Ok(false) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
-        if let Err(e) = done {
-            log::warn!("removing the reference's rules from {table}: {e}");
-            first_error.get_or_insert(e);
+        match done {
+            Ok(rules) => removed.extend(rules),
+            Err(e) => {
+                log::warn!("removing the reference's rules from {table}: {e}");
+                first_error.get_or_insert(e);
+            }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(removed), Err)
 }
 
 /// Whether an nftables rule comment of the reference's `kind` belongs to `owner`.
@@ -173,27 +267,49 @@ pub fn remove(nft: &mut dyn Backend, kind: Kind, owner: &Owner) -> Result<()> {
     let iptables = remove_nat_chains(&candidates, |_| chains.clone());
     // Best effort: the nftables part runs whatever iptables said; the first error wins.
     let nftables = remove_nft_rules(nft, kind, &|c| nft_owned(kind, owner, c));
-    iptables.and(nftables)
+    iptables.and(nftables.map(drop))
 }
 
 /// GC: removes what the reference made of `kind` for containers of
-/// `network` that are not in `valid`. portmap's nftables rules name no
-/// network, so they are left to DEL (a container ID of another network is
-/// not stale).
+/// `network` that are not in `valid`, and the rest of what it made for
+/// those containers (the module's comment). portmap's nftables rules name
+/// no network: they go only with a container found stale so.
 pub fn remove_stale(nft: &mut dyn Backend, kind: Kind, network: &str, valid: &[Owner]) -> Result<()> {
     let valid_id = |id: &str| valid.iter().any(|o| o.container_id == id);
     let entry = [kind.entry_chain().to_string()];
     let candidates = holders(nft, &entry);
-    let iptables = remove_nat_chains(&candidates, |saved| stale_chains(saved, kind, network, &valid_id));
-    if kind == Kind::Portmap {
-        return iptables;
-    }
-    let stale = |c: &str| {
-        c.starts_with(&reference::masq_network_hash(network))
-            && !valid.iter().any(|o| c == reference::masq_comment(network, o.ifname, o.container_id))
+    let stale = RefCell::new(StaleContainers::default());
+    let iptables = remove_nat_chains(&candidates, |saved| {
+        let jumps = stale_jumps(saved, kind, network, &valid_id);
+        stale.borrow_mut().note_jumps(saved, kind, &jumps);
+        targets(&jumps)
+    });
+    let nftables = match kind {
+        Kind::Masquerade => {
+            let doomed = |c: &str| {
+                c.starts_with(&reference::masq_network_hash(network))
+                    && !valid.iter().any(|o| c == reference::masq_comment(network, o.ifname, o.container_id))
+            };
+            remove_nft_rules(nft, kind, &doomed).map(|rules| stale.borrow_mut().note_masq_rules(&rules))
+        }
+        Kind::Portmap => Ok(()),
     };
-    let nftables = remove_nft_rules(nft, kind, &stale);
-    iptables.and(nftables)
+    let rest = remove_the_rest(nft, &stale.into_inner());
+    iptables.and(nftables).and(rest)
+}
+
+/// What else the reference made for `stale` containers: its firewall's
+/// accepts of their addresses (unless cnibox's firewall holds one) and its
+/// nftables portmap's rules. Best effort: returns the first error.
+fn remove_the_rest(nft: &mut dyn Backend, stale: &StaleContainers) -> Result<()> {
+    if stale.ids.is_empty() {
+        return Ok(());
+    }
+    log::info!("the reference's state of stale containers {:?} (addresses {:?})", stale.ids, stale.ips);
+    let ips: Vec<IpAddr> = stale.ips.iter().copied().collect();
+    let accepts = cni_forward::close_unheld(nft, &ips);
+    let ports = remove_nft_rules(nft, Kind::Portmap, &|c| stale.ids.contains(c));
+    accepts.and(ports.map(drop))
 }
 
 /// One of the reference's per-container objects, for the doctor.
@@ -285,9 +401,54 @@ mod tests {
     fn stale_chains_are_found_by_their_jumps_comments() {
         let saved = saved_nat("net", &["c1", "c2"]);
         let valid = |id: &str| id == "c1";
-        assert_eq!(stale_chains(&saved, Kind::Masquerade, "net", &valid), [chain_name("net", "c2", "")]);
-        assert_eq!(stale_chains(&saved, Kind::Portmap, "net", &valid), [chain_name("net", "c2", "DN-")]);
-        assert!(stale_chains(&saved, Kind::Masquerade, "other", &|_| false).is_empty());
+        let chains = |kind, network, valid: &dyn Fn(&str) -> bool| targets(&stale_jumps(&saved, kind, network, valid));
+        assert_eq!(chains(Kind::Masquerade, "net", &valid), [chain_name("net", "c2", "")]);
+        assert_eq!(chains(Kind::Portmap, "net", &valid), [chain_name("net", "c2", "DN-")]);
+        assert!(chains(Kind::Masquerade, "other", &|_| false).is_empty());
+    }
+
+    #[test]
+    fn stale_containers_and_their_addresses_from_the_jumps() {
+        let saved = saved_nat("net", &["c1", "c2"]);
+        for kind in [Kind::Masquerade, Kind::Portmap] {
+            let mut stale = StaleContainers::default();
+            stale.note_jumps(&saved, kind, &stale_jumps(&saved, kind, "net", &|id| id == "c1"));
+            assert_eq!(stale.ids.into_iter().collect::<Vec<_>>(), ["c2"], "{kind:?}");
+            assert_eq!(stale.ips.into_iter().collect::<Vec<_>>(), ["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        }
+    }
+
+    #[test]
+    fn addresses_as_rules_name_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(rule_address("10.0.0.5/32"), ip("10.0.0.5"));
+        assert_eq!(rule_address("10.0.0.5:80"), ip("10.0.0.5"));
+        assert_eq!(rule_address("10.0.0.5:80-90"), ip("10.0.0.5"));
+        assert_eq!(rule_address("[fd00::5]:80"), ip("fd00::5"));
+        assert_eq!(rule_address("fd00::5/128"), ip("fd00::5"));
+        assert_eq!(rule_address("fd00::5"), ip("fd00::5"));
+        assert_eq!(rule_address("LOCAL"), None);
+    }
+
+    #[test]
+    fn an_nft_masquerade_rule_names_its_source() {
+        let expr = serde_json::json!([
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.0.0.7"}},
+            {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                       "right": {"prefix": {"addr": "10.0.0.0", "len": 24}}}},
+            {"masquerade": null}
+        ]);
+        assert_eq!(matched_address(&expr, "saddr"), "10.0.0.7".parse().ok());
+        assert_eq!(matched_address(&expr, "daddr"), None);
+        let rule = ListedRule {
+            chain: "c".into(),
+            handle: 1,
+            comment: Some(reference::masq_comment("n", "eth0", "c9")),
+            expr,
+        };
+        let mut stale = StaleContainers::default();
+        stale.note_masq_rules(&[rule]);
+        assert!(stale.ids.contains("c9") && stale.ips.len() == 1);
     }
 
     #[test]
