@@ -1,5 +1,6 @@
 //! The firewall plugin opening the way through other packet filters of the
-//! node: a hardened nftables forward chain (policy drop) in a table cnibox
+//! node: a hardened nftables forward chain (policy drop, a final drop, or
+//! jumps that end in a reject) in a table cnibox
 //! does not own, and firewalld (run inside the fake host with a private
 //! system bus). In each case a pod on a bridge (isGateway, ipMasq) +
 //! firewall network reaches a machine beyond the fake host, a pod of a
@@ -142,9 +143,26 @@ table ip hardened {
         counter drop
     }
 }
+table inet layered {
+    chain forward {
+        type filter hook forward priority 10; policy accept;
+        jump user-forward
+    }
+    chain user-forward {
+        tcp dport 22 accept
+        goto reject-forward
+    }
+    chain reject-forward {
+        reject
+    }
+}
 EOF",
     );
-    let tables = || node.host.exec("nft -a list table inet filter") + &node.host.exec("nft -a list table ip hardened");
+    let tables = || {
+        ["inet filter", "ip hardened", "inet layered"]
+            .map(|t| node.host.exec(&format!("nft -a list table {t}")))
+            .concat()
+    };
     let before = tables();
 
     let (plain_pod, _) = node.pod(&node.plain);
@@ -163,6 +181,9 @@ EOF",
     // A chain ending in an unconditional drop is opened too.
     let hardened = node.host.exec("nft list chain ip hardened forward");
     assert!(hardened.contains(&format!("ip saddr {addr} accept")), "{hardened}");
+    // And one whose last rules lead, unconditionally, to a reject.
+    let layered = node.host.exec("nft list chain inet layered forward");
+    assert!(layered.contains(&format!("ip saddr {addr} accept")), "{layered}");
     node.cnitool("check", &node.fw, &pod);
 
     node.cnitool("del", &node.fw, &pod);

@@ -45,6 +45,9 @@ pub struct RuleSummary {
     pub accepts: bool,
     /// The chains it jumps or goes to.
     pub jumps: Vec<String>,
+    /// The chain it jumps or goes to with every packet that reaches it (no
+    /// match before the verdict).
+    pub always_goes_to: Option<String>,
 }
 
 pub trait Backend {
@@ -104,7 +107,10 @@ fn rule_summary(r: WireRule) -> Option<RuleSummary> {
     const NFT_GOTO: i32 = -4;
     let drops = |e: &WireExpr| (e.name == "immediate" && e.verdict == Some(NF_DROP)) || e.name == "reject";
     let (last, before) = r.exprs.split_last()?;
-    let drops_all = drops(last) && before.iter().all(|e| PASSIVE_EXPRESSIONS.contains(&e.name.as_str()));
+    let unconditional = before.iter().all(|e| PASSIVE_EXPRESSIONS.contains(&e.name.as_str()));
+    let drops_all = drops(last) && unconditional;
+    let goes = unconditional && matches!(last.verdict, Some(NFT_JUMP | NFT_GOTO));
+    let always_goes_to = if goes { last.chain.clone() } else { None };
     let may_drop = r.exprs.iter().any(|e| drops(e) || e.name == "target");
     let accepts = last.name == "immediate" && last.verdict == Some(NF_ACCEPT);
     let jumps = r
@@ -114,7 +120,7 @@ fn rule_summary(r: WireRule) -> Option<RuleSummary> {
         .filter_map(|e| e.chain.clone())
         .collect();
     let handle = u32::try_from(r.handle).ok()?;
-    Some(RuleSummary { handle, comment: r.comment, drops_all, may_drop, accepts, jumps })
+    Some(RuleSummary { handle, comment: r.comment, drops_all, may_drop, accepts, jumps, always_goes_to })
 }
 
 /// The real thing. The nfnetlink socket is opened on first use and kept for

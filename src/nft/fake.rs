@@ -335,14 +335,13 @@ fn summary(handle: u32, comment: Option<String>, expr: &Value) -> RuleSummary {
     let stmts = expr.as_array().cloned().unwrap_or_default();
     let kind = |s: &Value| s.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
     let drops = |s: &Value| matches!(kind(s).as_str(), "drop" | "reject");
-    let drops_all = stmts.split_last().is_some_and(|(last, before)| {
-        drops(last) && before.iter().all(|s| matches!(kind(s).as_str(), "counter" | "log"))
-    });
+    let passive = |s: &Value| matches!(kind(s).as_str(), "counter" | "log");
+    let target = |s: &Value| s.get("jump").or_else(|| s.get("goto"))?.get("target")?.as_str().map(str::to_string);
+    let unconditional = stmts.split_last().map(|(last, before)| (last, before.iter().all(passive)));
+    let drops_all = unconditional.is_some_and(|(last, all_passive)| drops(last) && all_passive);
+    let always_goes_to = unconditional.and_then(|(last, all_passive)| if all_passive { target(last) } else { None });
     let may_drop = stmts.iter().any(drops);
     let accepts = stmts.last().is_some_and(|s| kind(s) == "accept");
-    let jumps = stmts
-        .iter()
-        .filter_map(|s| s.get("jump").or_else(|| s.get("goto"))?.get("target")?.as_str().map(str::to_string))
-        .collect();
-    RuleSummary { handle, comment, drops_all, may_drop, accepts, jumps }
+    let jumps = stmts.iter().filter_map(target).collect();
+    RuleSummary { handle, comment, drops_all, may_drop, accepts, jumps, always_goes_to }
 }

@@ -21,7 +21,10 @@
 //! and remove exactly those.
 //!
 //! A chain "would drop" when its policy is drop or its last rule drops
-//! every packet that reaches it. Tables left alone: cnibox's own
+//! every packet that reaches it, itself or through an unconditional jump or
+//! goto to a chain that does (as ufw-style rule sets end). A drop behind a
+//! match (`ct state invalid drop`, a port, an interface) is the operator's
+//! policy and is left to act. Tables left alone: cnibox's own
 //! (`cnibox-*`), iptables-nft's (ip/ip6 `filter`, `mangle`, `raw`,
 //! `security`, `nat`: the iptables side opens those) and firewalld's
 //! (`firewalld`: firewalld rewrites it, and its zones are the way through).
@@ -53,15 +56,45 @@ fn is_foreign(family: NfFamily, table: &str) -> bool {
     !(table.starts_with(OWN_TABLE_PREFIX) || iptables || table == FIREWALLD_TABLE)
 }
 
-/// A foreign forward chain and its rules.
+/// A foreign forward chain, its rules, and whether it would drop.
 struct Chain {
     base: BaseChain,
     rules: Vec<RuleSummary>,
+    drops: bool,
+}
+
+/// How many regular chains deep `ends_in_drop` follows jumps (nft itself
+/// allows 16 levels).
+const MAX_JUMP_DEPTH: usize = 16;
+
+/// Whether every packet that reaches the end of `rules` (a chain of
+/// `family table`) is dropped there: its last rule drops or rejects
+/// unconditionally, or jumps or goes unconditionally to a chain that does.
+/// A drop behind a match is an operator's policy, not a default deny: it
+/// is left to act.
+fn ends_in_drop(
+    nft: &mut dyn Backend,
+    family: NfFamily,
+    table: &str,
+    rules: &[RuleSummary],
+    depth: usize,
+) -> Result<bool> {
+    let Some(last) = rules.last() else { return Ok(false) };
+    if last.drops_all {
+        return Ok(true);
+    }
+    match &last.always_goes_to {
+        Some(next) if depth < MAX_JUMP_DEPTH => {
+            let rules = nft.chain_rules(family, table, next)?;
+            ends_in_drop(nft, family, table, &rules, depth + 1)
+        }
+        _ => Ok(false),
+    }
 }
 
 impl Chain {
     fn would_drop(&self) -> bool {
-        self.base.drops || self.rules.last().is_some_and(|r| r.drops_all)
+        self.drops
     }
 
     /// The handles of the rules whose comment `owned` accepts.
@@ -81,7 +114,8 @@ fn forward_chains(nft: &mut dyn Backend) -> Result<Vec<Chain>> {
     foreign
         .map(|base| {
             let rules = nft.chain_rules(base.family, &base.table, &base.name)?;
-            Ok(Chain { base, rules })
+            let drops = base.drops || ends_in_drop(nft, base.family, &base.table, &rules, 0)?;
+            Ok(Chain { base, rules, drops })
         })
         .collect()
 }
@@ -270,6 +304,36 @@ mod tests {
         let mut nft = fake_with(objs);
         assert_eq!(open(&mut nft, "n c1 eth0", &addrs()).unwrap(), 0);
         assert_eq!(nft.applies(), 0);
+        // A drop reached through an unconditional jump (then a goto) counts; a conditional jump does not.
+        for conditional in [false, true] {
+            let mut objs = forward_table(INET_FILTER, NfChainPolicy::Accept);
+            for chain in ["ufw-forward", "ufw-reject"] {
+                objs.push(crate::nft::schema::add(NfListObject::Chain(INET_FILTER.chain(chain))));
+            }
+            let mut first = vec![crate::nft::schema::jump("ufw-forward")];
+            if conditional {
+                first.insert(0, crate::nft::schema::ct_state_in(&["new"]));
+            }
+            objs.push(INET_FILTER.rule("forward", first, None));
+            objs.push(INET_FILTER.rule(
+                "ufw-forward",
+                vec![Statement::Goto(nftables::stmt::JumpTarget { target: "ufw-reject".into() })],
+                None,
+            ));
+            objs.push(INET_FILTER.rule("ufw-reject", vec![Statement::Reject(None)], None));
+            let mut nft = fake_with(objs);
+            assert_eq!(
+                open(&mut nft, "n c1 eth0", &addrs()).unwrap(),
+                usize::from(!conditional),
+                "conditional={conditional}"
+            );
+        }
+        // A loop of jumps ends.
+        let mut objs = forward_table(INET_FILTER, NfChainPolicy::Accept);
+        objs.push(crate::nft::schema::add(NfListObject::Chain(INET_FILTER.chain("loop"))));
+        objs.push(INET_FILTER.rule("forward", vec![crate::nft::schema::jump("loop")], None));
+        objs.push(INET_FILTER.rule("loop", vec![crate::nft::schema::jump("loop")], None));
+        assert_eq!(open(&mut fake_with(objs), "n c1 eth0", &addrs()).unwrap(), 0);
         // A v6-only table with v4 addresses only: nothing to accept.
         let mut nft = fake_with(forward_table(Table { family: NfFamily::IP6, name: "h6" }, NfChainPolicy::Drop));
         assert_eq!(open(&mut nft, "n c1 eth0", &addrs()[..1]).unwrap(), 0);
