@@ -126,9 +126,14 @@ fn rule_summary(r: WireRule) -> Option<RuleSummary> {
 /// The real thing. The nfnetlink socket is opened on first use and kept for
 /// the plugin call: declare the backend before any lock the call takes, so
 /// the lock is released before the socket's detached close forks.
+///
+/// The base chains are dumped once per call (the firewall's checks of
+/// foreign tables and of iptables-nft both read them) and dumped again only
+/// after a transaction, the one thing here that can add or remove one.
 #[derive(Default)]
 pub struct System {
     nfnl: Option<Nfnl>,
+    base_chains: Option<Vec<BaseChain>>,
 }
 
 impl System {
@@ -147,10 +152,14 @@ fn wire(e: &Element) -> Result<WireElem> {
 
 impl Backend for System {
     fn apply(&mut self, tx: &Transaction) -> Result<()> {
+        if !tx.is_empty() {
+            self.base_chains = None;
+        }
         exec::apply(tx)
     }
 
     fn apply_text(&mut self, script: &str) -> Result<()> {
+        self.base_chains = None;
         exec::apply_text(script)
     }
 
@@ -202,7 +211,12 @@ impl Backend for System {
     }
 
     fn base_chains(&mut self) -> Result<Vec<BaseChain>> {
-        Ok(self.nfnl()?.base_chains()?.into_iter().filter_map(base_chain).collect())
+        if let Some(chains) = &self.base_chains {
+            return Ok(chains.clone());
+        }
+        let chains: Vec<BaseChain> = self.nfnl()?.base_chains()?.into_iter().filter_map(base_chain).collect();
+        self.base_chains = Some(chains.clone());
+        Ok(chains)
     }
 
     fn chain_rules(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<Vec<RuleSummary>> {
