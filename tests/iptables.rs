@@ -217,6 +217,43 @@ fn an_accepting_iptables_is_left_alone() {
     node.cnitool(&cni_path(), "del", &pod);
 }
 
+/// kube-proxy's FORWARD (iptables mode): it drops only conntrack-INVALID
+/// packets, which is no container's traffic. The firewall leaves it alone,
+/// and finds that out over nfnetlink alone: iptables-nft-save never runs.
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn kube_proxys_forward_is_left_alone_without_a_save() {
+    require_root();
+    let node = Node::new(firewall_chain());
+    for ip in ["iptables-nft", "ip6tables-nft"] {
+        node.host.exec(&format!(
+            "sh -c '{ip} -w -N KUBE-FORWARD && \
+             {ip} -w -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD && \
+             {ip} -w -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP && \
+             {ip} -w -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT && \
+             {ip} -w -A KUBE-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT'"
+        ));
+    }
+    let before = node.save("iptables-nft", "filter") + &node.save("ip6tables-nft", "filter");
+    // Every iptables-nft-save the plugins run is logged.
+    let shim = TempDir::new("it-shim");
+    let log = shim.path().join("saves");
+    for tool in ["iptables-nft-save", "ip6tables-nft-save"] {
+        let wrapper = shim.path().join(tool);
+        std::fs::write(&wrapper, format!("#!/bin/sh\necho $0 >> {}\nexec /usr/sbin/{tool} \"$@\"\n", log.display()))
+            .unwrap();
+        sh(&format!("chmod +x {}", wrapper.display()));
+    }
+    let path = format!("{}:{}", shim.path().display(), std::env::var("PATH").unwrap_or_default());
+    let pod = no_dad(Netns::new("itc"));
+    node.cnitool_with(&cni_path(), "add", &pod.path(), &[("PATH", path.clone())]);
+    assert_eq!(tcp_get(&pod.name, &format!("10.250.0.2:{OUTSIDE_PORT}")).as_deref(), Some("outside"));
+    node.cnitool_with(&cni_path(), "check", &pod.path(), &[("PATH", path.clone())]);
+    node.cnitool_with(&cni_path(), "del", &pod.path(), &[("PATH", path)]);
+    assert_eq!(node.save("iptables-nft", "filter") + &node.save("ip6tables-nft", "filter"), before);
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "", "iptables-nft-save ran");
+}
+
 // --- Taking over the reference's state ---
 
 /// Where the reference's plugins are.

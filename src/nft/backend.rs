@@ -39,7 +39,8 @@ pub struct RuleSummary {
     /// match, only counters or logging before the verdict.
     pub drops_all: bool,
     /// Whether it may drop a packet at all: a drop verdict, a reject, or an
-    /// xt target (iptables-nft's REJECT is one), behind whatever match.
+    /// xt target (iptables-nft's REJECT is one), behind whatever match, but
+    /// one that matches only conntrack-INVALID packets.
     pub may_drop: bool,
     /// Whether it ends in an accept.
     pub accepts: bool,
@@ -111,7 +112,10 @@ fn rule_summary(r: WireRule) -> Option<RuleSummary> {
     let drops_all = drops(last) && unconditional;
     let goes = unconditional && matches!(last.verdict, Some(NFT_JUMP | NFT_GOTO));
     let always_goes_to = if goes { last.chain.clone() } else { None };
-    let may_drop = r.exprs.iter().any(|e| drops(e) || e.name == "target");
+    // Dropping only INVALID packets (kube-proxy's KUBE-FORWARD) drops no
+    // container's traffic: the kernel could not track it anyway.
+    let invalid_only = r.exprs.iter().any(|e| e.invalid_only);
+    let may_drop = !invalid_only && r.exprs.iter().any(|e| drops(e) || e.name == "target");
     let accepts = last.name == "immediate" && last.verdict == Some(NF_ACCEPT);
     let jumps = r
         .exprs
@@ -234,7 +238,10 @@ mod tests {
     use crate::nft::nfnetlink::WireExpr;
 
     fn rule(exprs: &[(&str, Option<i32>)]) -> WireRule {
-        let exprs = exprs.iter().map(|(n, v)| WireExpr { name: n.to_string(), verdict: *v, chain: None }).collect();
+        let exprs = exprs
+            .iter()
+            .map(|(n, v)| WireExpr { name: n.to_string(), verdict: *v, chain: None, invalid_only: false })
+            .collect();
         WireRule { handle: 3, comment: None, exprs }
     }
 

@@ -193,6 +193,16 @@ impl SavedRule {
     pub fn comment(&self) -> Option<&str> {
         self.value_of("--comment")
     }
+
+    /// Whether it matches exactly the conntrack state INVALID
+    /// (`--ctstate INVALID` or `--state INVALID`, not negated).
+    pub fn matches_invalid_only(&self) -> bool {
+        self.spec.windows(2).enumerate().any(|(at, w)| {
+            matches!(w[0].as_str(), "--ctstate" | "--state")
+                && w[1] == "INVALID"
+                && (at == 0 || self.spec[at - 1] != "!")
+        })
+    }
 }
 
 /// One table as iptables-save printed it.
@@ -243,7 +253,9 @@ impl Saved {
 
     /// Whether a packet traversing `chain` may be dropped there: a DROP
     /// policy, or a DROP or REJECT rule in it or in a chain it jumps to (as
-    /// ufw and firewall scripts write them), not looking into `skip`.
+    /// ufw and firewall scripts write them), not looking into `skip`. A rule
+    /// matching only conntrack-INVALID packets (kube-proxy's) drops no
+    /// container's traffic.
     pub fn may_drop(&self, chain: &str, skip: &str) -> bool {
         if self.policy(chain) == Some("DROP") {
             return true;
@@ -251,7 +263,7 @@ impl Saved {
         let mut seen = vec![chain.to_string()];
         let mut todo = vec![chain.to_string()];
         while let Some(c) = todo.pop() {
-            for target in self.rules_of(&c).filter_map(SavedRule::target) {
+            for target in self.rules_of(&c).filter(|r| !r.matches_invalid_only()).filter_map(SavedRule::target) {
                 match target {
                     "DROP" | "REJECT" => return true,
                     t if t == skip || seen.iter().any(|s| s == t) || !self.has_chain(t) => {}
@@ -425,6 +437,22 @@ COMMIT
         // A loop of jumps ends.
         saved.rules.push(SavedRule { chain: "ufw-reject-forward".into(), spec: vec!["-j".into(), "FORWARD".into()] });
         assert!(!saved.may_drop("FORWARD", "CNI-FORWARD"));
+    }
+
+    #[test]
+    fn a_drop_of_invalid_packets_only_drops_no_container_traffic() {
+        let kube = |rule: &str| {
+            Saved::parse(&format!(
+                "*filter\n:FORWARD ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n\
+                 -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
+                 -A KUBE-FORWARD {rule}\nCOMMIT\n"
+            ))
+        };
+        assert!(!kube("-m conntrack --ctstate INVALID -j DROP").may_drop("FORWARD", "CNI-FORWARD"));
+        assert!(!kube("-m state --state INVALID -j DROP").may_drop("FORWARD", "CNI-FORWARD"));
+        assert!(kube("-m conntrack ! --ctstate INVALID -j DROP").may_drop("FORWARD", "CNI-FORWARD"));
+        assert!(kube("-m conntrack --ctstate INVALID,NEW -j DROP").may_drop("FORWARD", "CNI-FORWARD"));
+        assert!(kube("-j DROP").may_drop("FORWARD", "CNI-FORWARD"));
     }
 
     #[test]

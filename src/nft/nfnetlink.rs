@@ -58,6 +58,9 @@ const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_MATCH_NAME: u16 = 1;
+const NFTA_MATCH_REV: u16 = 2;
+const NFTA_MATCH_INFO: u16 = 3;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -216,6 +219,9 @@ pub struct WireExpr {
     pub verdict: Option<i32>,
     /// The chain of a jump or goto verdict.
     pub chain: Option<String>,
+    /// An xt match (iptables-nft) of exactly conntrack's INVALID state:
+    /// `-m conntrack --ctstate INVALID` or `-m state --state INVALID`.
+    pub invalid_only: bool,
 }
 
 /// A rule as the kernel lists it: what foreign.rs needs to know of it.
@@ -433,10 +439,34 @@ fn parse_rule(payload: &[u8]) -> Option<WireRule> {
                 .and_then(|d| find_attr(d, NFTA_DATA_VERDICT));
             let verdict = verdict_attr.and_then(|v| be_u32_attr(v, NFTA_VERDICT_CODE)).map(|c| c as i32);
             let chain = verdict_attr.and_then(|v| str_attr(v, NFTA_VERDICT_CHAIN));
-            Some(WireExpr { name, verdict, chain })
+            let invalid_only = name == "match" && find_attr(e, NFTA_EXPR_DATA).is_some_and(matches_invalid_only);
+            Some(WireExpr { name, verdict, chain, invalid_only })
         })
         .collect();
     Some(WireRule { handle, comment, exprs })
+}
+
+/// Whether an xt match's attributes are a `state` or `conntrack` match of
+/// exactly the INVALID state (xt_state_info; xt_conntrack_mtinfo1..3,
+/// whose flags sit at the same offsets: match_flags at 146, invert_flags at
+/// 148, state_mask at 150, a u8 in revision 1).
+fn matches_invalid_only(data: &[u8]) -> bool {
+    const INVALID: u16 = 1; // XT_STATE_INVALID, XT_CONNTRACK_STATE_INVALID
+    const STATE_FLAG: u16 = 1; // XT_CONNTRACK_STATE
+    let Some(info) = find_attr(data, NFTA_MATCH_INFO) else { return false };
+    let u16_at = |at: usize| info.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    match str_attr(data, NFTA_MATCH_NAME).as_deref() {
+        Some("state") => {
+            info.get(..4).is_some_and(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) == u32::from(INVALID))
+        }
+        Some("conntrack") => {
+            let revision = be_u32_attr(data, NFTA_MATCH_REV).unwrap_or(0);
+            let state = if revision == 1 { info.get(150).map(|b| u16::from(*b)) } else { u16_at(150) };
+            let (Some(flags), Some(invert)) = (u16_at(146), u16_at(148)) else { return false };
+            (1..=3).contains(&revision) && flags & STATE_FLAG != 0 && invert & STATE_FLAG == 0 && state == Some(INVALID)
+        }
+        _ => false,
+    }
 }
 
 /// The errno of an NLMSG_ERROR payload (0 for an ACK).
@@ -899,6 +929,34 @@ mod tests {
         assert_eq!(rule.comment.as_deref(), Some("n c1 eth0"));
         let exprs: Vec<(&str, Option<i32>)> = rule.exprs.iter().map(|e| (e.name.as_str(), e.verdict)).collect();
         assert_eq!(exprs, [("counter", None), ("immediate", Some(0))]);
+    }
+
+    /// An xt match expression's data, as the kernel dumps it.
+    fn xt_match(name: &str, revision: u32, info: &[u8]) -> Vec<u8> {
+        let mut m = Msg::new(NFT_MSG_GETRULE, 0, 1, FAMILY_INET, 0);
+        m.attr_str(NFTA_MATCH_NAME, name);
+        m.attr(NFTA_MATCH_REV, &revision.to_be_bytes());
+        m.attr(NFTA_MATCH_INFO, info);
+        replies(&m.finish())[0].payload[4..].to_vec()
+    }
+
+    #[test]
+    fn xt_matches_of_invalid_packets_only() {
+        // xt_conntrack_mtinfo3 as iptables 1.8 sends `--ctstate INVALID`.
+        let conntrack = |flags: u16, invert: u16, state: u16| {
+            let mut info = vec![0u8; 164];
+            info[146..148].copy_from_slice(&flags.to_ne_bytes());
+            info[148..150].copy_from_slice(&invert.to_ne_bytes());
+            info[150..152].copy_from_slice(&state.to_ne_bytes());
+            xt_match("conntrack", 3, &info)
+        };
+        assert!(matches_invalid_only(&conntrack(1, 0, 1)));
+        assert!(!matches_invalid_only(&conntrack(1, 1, 1)), "! --ctstate INVALID");
+        assert!(!matches_invalid_only(&conntrack(1, 0, 1 | 8)), "INVALID,NEW");
+        assert!(!matches_invalid_only(&conntrack(0, 0, 0)), "no state match");
+        assert!(matches_invalid_only(&xt_match("state", 0, &1u32.to_ne_bytes())));
+        assert!(!matches_invalid_only(&xt_match("state", 0, &2u32.to_ne_bytes())));
+        assert!(!matches_invalid_only(&xt_match("comment", 0, &[0; 256])));
     }
 
     #[test]
