@@ -6,7 +6,7 @@
 # package drops /etc/cni/net.d/87-podman-bridge.conflist: no test reads
 # that directory, and the image test runs its containers without a network.
 set -eu
-want="iproute2 nftables containernetworking-plugins conntrack dnsmasq-base busybox-static qemu-system-x86 linux-image-amd64 cpio kmod iptables firewalld dbus-daemon dbus-bin python3-yaml"
+want="iproute2 nftables containernetworking-plugins conntrack dnsmasq-base busybox-static qemu-system-x86 linux-image-amd64 cpio kmod iptables firewalld dbus-daemon dbus-bin python3-yaml iputils-ping"
 case "${1:-}" in
 --image) want="$want podman runc" ;;
 "") ;;
