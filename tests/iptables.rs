@@ -86,6 +86,11 @@ impl Node {
     /// The same with more environment (CAP_ARGS, PATH), for a netns path
     /// that may be gone.
     fn cnitool_with(&self, cni_path: &str, verb: &str, netns: &str, env: &[(&str, String)]) -> Value {
+        self.cnitool_logged(cni_path, verb, netns, env).0
+    }
+
+    /// The same, with the plugins' debug log.
+    fn cnitool_logged(&self, cni_path: &str, verb: &str, netns: &str, env: &[(&str, String)]) -> (Value, String) {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.host.name])
             .arg(plugin_dir().join("cnitool"))
@@ -105,7 +110,7 @@ impl Node {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        (serde_json::from_slice(&out.stdout).unwrap_or(Value::Null), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Rewrites the network's config with another cniVersion (GC needs
@@ -355,26 +360,28 @@ fn reference_add_cnibox_teardown(main: &str, plugins: Value, legacy: bool, how: 
     let reference_tool = if legacy { "iptables-legacy" } else { "iptables-nft" };
     assert!(node.save(reference_tool, "nat").contains("10.251.0.2/32"), "{what}: not in {reference_tool}");
     let netns = pod.path();
-    match how {
-        Teardown::Del => {
-            node.cnitool_with(&cni_path(), "del", &netns, &env);
-        }
+    let log = match how {
+        Teardown::Del => node.cnitool_logged(&cni_path(), "del", &netns, &env).1,
         Teardown::DelNetnsGone => {
             drop(pod);
-            node.cnitool_with(&cni_path(), "del", &netns, &env);
+            node.cnitool_logged(&cni_path(), "del", &netns, &env).1
         }
         Teardown::GcCached => {
             drop(pod);
             node.set_cni_version("1.1.0");
-            node.cnitool_with(&cni_path(), "gc", "", &env);
+            node.cnitool_logged(&cni_path(), "gc", "", &env).1
         }
         Teardown::Gc => {
             drop(pod);
             sh(&format!("rm -rf {}/results", node.cache.path().display()));
             node.set_cni_version("1.1.0");
-            node.cnitool_with(&cni_path(), "gc", "", &env);
+            node.cnitool_logged(&cni_path(), "gc", "", &env).1
         }
-    }
+    };
+    // The kernel's chain names showed the reference's legacy chains, so
+    // they were listed (a check of the count that
+    // legacy_tables_without_the_reference_cost_no_save expects to be 0).
+    assert!(!legacy || iptables_execs(&log, "legacy-save") > 0, "{what}: no iptables-legacy-save:\n{log}");
     assert_nothing_of_the_container(&packet_filter_state(&node), &what);
     node
 }
@@ -430,6 +437,30 @@ fn reference_firewall_accepts_are_taken_over() {
     // them by address (prevResult); GC by the address the container's
     // masquerade jump names.
     each_teardown("bridge", firewall_chain());
+}
+
+/// A node that never ran the reference, whose legacy nat and filter tables
+/// are loaded (dockerd on iptables-legacy) with chains of their own: DEL of
+/// bridge (ipMasq) + portmap + firewall lists no legacy table, as the
+/// chains it looks for are not among the kernel's chain names.
+#[test]
+#[cfg_attr(built_without_root, ignore = "needs root")]
+fn legacy_tables_without_the_reference_cost_no_save() {
+    require_root();
+    let node = Node::new(json!([{"type": "portmap", "capabilities": {"portMappings": true}}, {"type": "firewall"}]));
+    for tool in ["iptables-legacy", "ip6tables-legacy"] {
+        node.host.exec(&format!("{tool} -w -t nat -N CNI-TEST-1"));
+        node.host.exec(&format!("{tool} -w -t filter -N CNI-TEST-2"));
+    }
+    let env = [("CAP_ARGS", cap_args())];
+    let pod = no_dad(Netns::new("itc"));
+    node.cnitool_with(&cni_path(), "add", &pod.path(), &env);
+    let (_, log) = node.cnitool_logged(&cni_path(), "del", &pod.path(), &env);
+    assert_eq!(iptables_execs(&log, "legacy-save"), 0, "{log}");
+    for tool in ["iptables-legacy", "ip6tables-legacy"] {
+        assert!(node.save(tool, "nat").contains(":CNI-TEST-1"), "{tool}: foreign chain removed");
+        assert!(node.save(tool, "filter").contains(":CNI-TEST-2"), "{tool}: foreign chain removed");
+    }
 }
 
 /// The first 16 hex digits of the SHA-512 of `s` (the reference's

@@ -22,7 +22,9 @@
 //! Only an iptables whose FORWARD may drop gets them (iptables-nft and
 //! iptables-legacy, IPv4 and IPv6 each decide for themselves); a node
 //! without iptables pays one nfnetlink request and one /proc read per
-//! address family. DEL removes the container's accepts and leaves
+//! address family, and a loaded legacy filter table two getsockopts for
+//! its chain names (xtables.rs), so that DEL lists it only when it holds
+//! CNI-FORWARD. DEL removes the container's accepts and leaves
 //! CNI-FORWARD and its jumps, as the reference does.
 
 use std::collections::BTreeSet;
@@ -163,12 +165,10 @@ pub fn open(nft: &mut dyn Backend, ips: &[IpAddr], admin_chain: &str) -> Result<
     Ok(opened)
 }
 
-/// Whether `ipt` may hold the reference's CNI-FORWARD (cheaply: no exec).
+/// Whether `ipt` may hold the reference's CNI-FORWARD (cheaply: no exec;
+/// for iptables-legacy one read of the filter table's chain names).
 fn may_hold_forward_chain(nft: &mut dyn Backend, ipt: Iptables) -> bool {
-    match ipt.flavor {
-        Flavor::Nft => ipt.present(nft, TABLE, FORWARD_CHAIN),
-        Flavor::Legacy => ipt.present(nft, TABLE, "FORWARD"),
-    }
+    ipt.present(nft, TABLE, FORWARD_CHAIN)
 }
 
 /// DEL and GC: removes the accepts for `ips` from every iptables that has

@@ -6,9 +6,11 @@
 //!
 //! Tables are read with `iptables-save -t <table>` (one exec, parsed here)
 //! and changed with `iptables-restore -w --noflush` (one exec and one kernel
-//! commit, however many rules). Before exec'ing anything, `present` asks the
-//! kernel cheaply whether the table is there at all: nfnetlink for
-//! iptables-nft, /proc/net/ip*_tables_names for legacy.
+//! commit, however many rules). Before exec'ing anything, `present` and
+//! `holds_any` ask the kernel cheaply whether the table holds the chains a
+//! caller needs: nfnetlink for iptables-nft; for legacy
+//! /proc/thread-self/net/ip*_tables_names, then the table's chain names
+//! (xtables.rs).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,6 +19,7 @@ use nftables::types::NfFamily;
 
 use super::backend::Backend;
 use super::error::{Error, ErrorKind, Result};
+use super::xtables;
 
 /// Where iptables keeps its rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,27 +77,39 @@ impl Iptables {
         }
     }
 
-    /// Whether `table` exists, without exec'ing anything. iptables-nft
-    /// creates a table's chains when it first uses them, so for it `chain`
-    /// is asked for too (legacy tables always hold their built-in chains;
-    /// `chain` is then not checked).
+    /// Whether `table` exists and holds `chain`, without exec'ing anything.
+    /// For iptables-legacy an empty `chain` asks for the table only.
+    pub fn present(&self, nft: &mut dyn Backend, table: &str, chain: &str) -> bool {
+        self.holds_any(nft, table, &[chain])
+    }
+
+    /// Whether `table` exists and holds one of `chains`, without exec'ing
+    /// anything: a chain lookup each for iptables-nft (a failed lookup
+    /// counts as absent), one read of the table's chains for legacy
+    /// (xtables.rs; chains the kernel would not give count as present: the
+    /// caller's listing decides).
     ///
-    /// The lookup goes through the caller's backend, on the socket its other
+    /// The lookups go through the caller's backend, on the socket its other
     /// requests use: a socket of its own would be one more close, and a
     /// netfilter socket's close after a deletion waits for a grace period.
-    pub fn present(&self, nft: &mut dyn Backend, table: &str, chain: &str) -> bool {
+    pub fn holds_any<S: AsRef<str>>(&self, nft: &mut dyn Backend, table: &str, chains: &[S]) -> bool {
         match self.flavor {
-            Flavor::Nft => match nft.has_chain(self.nft_family(), table, chain) {
+            Flavor::Nft => chains.iter().any(|chain| match nft.has_chain(self.nft_family(), table, chain.as_ref()) {
                 Ok(found) => found,
                 Err(e) => {
-                    log::debug!("{self}: cannot ask for {table} {chain}: {e}");
+                    log::debug!("{self}: cannot ask for {table} {}: {e}", chain.as_ref());
                     false
                 }
+            }),
+            Flavor::Legacy if chains.iter().any(|c| c.as_ref().is_empty()) => xtables::listed(self.v6, table),
+            Flavor::Legacy => match xtables::chains(self.v6, table) {
+                Ok(Some(names)) => chains.iter().any(|c| names.contains(c.as_ref())),
+                Ok(None) => false,
+                Err(e) => {
+                    log::debug!("{self}: cannot read the chains of {table}: {e}");
+                    true
+                }
             },
-            Flavor::Legacy => {
-                let names = if self.v6 { "/proc/net/ip6_tables_names" } else { "/proc/net/ip_tables_names" };
-                std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|l| l == table))
-            }
         }
     }
 
@@ -131,6 +146,8 @@ impl Iptables {
 
     fn run(&self, tool: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
         let binary = self.binary(tool);
+        // The tests count these lines (as they count nft's).
+        log::debug!("{binary} {}", args.join(" "));
         let mut child = Command::new(&binary)
             .args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })

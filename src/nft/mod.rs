@@ -22,6 +22,7 @@ pub mod owner;
 pub mod reference;
 pub mod schema;
 pub mod takeover;
+pub mod xtables;
 
 pub use backend::{Backend, Found};
 pub use element::{Data, Element, ElementOp, Key};

@@ -11,7 +11,6 @@
 //!   container ID), portmap's rules in `ip`/`ip6 cni_hostport` (comment: the
 //!   container ID).
 //!
-//!
 //! GC learns from the same state which address a stale container had: its
 //! masquerade jump or rule names its network, its ID and its address, its
 //! DNAT chain the address it translates to. With those go the rest of what
@@ -23,7 +22,10 @@
 //! runtime forgot.
 //!
 //! A node that never ran the reference pays one nfnetlink request per
-//! place (no exec, no listing), and a /proc read for iptables-legacy.
+//! place (no exec, no listing), and a /proc read for iptables-legacy (and,
+//! where a legacy nat table is loaded, two getsockopts for its chain
+//! names: xtables.rs). GC looks for the entry chains, which are built-in
+//! (POSTROUTING) or shared, so it lists any nat table that has them.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -35,7 +37,7 @@ use serde_json::Value;
 use super::backend::Backend;
 use super::cni_forward;
 use super::error::Result;
-use super::iptables::{Flavor, Iptables, Saved, SavedRule, Script};
+use super::iptables::{Iptables, Saved, SavedRule, Script};
 use super::listing::ListedRule;
 use super::owned;
 use super::owner::Owner;
@@ -90,17 +92,15 @@ pub fn removal(saved: &Saved, doomed: &[String]) -> Script {
     script
 }
 
-/// Whether `ipt`'s nat table may hold one of `chains` (cheaply: no exec).
+/// Whether `ipt`'s nat table may hold one of `chains` (cheaply: no exec;
+/// for iptables-legacy one read of the table's chain names).
 fn may_hold(nft: &mut dyn Backend, ipt: Iptables, chains: &[String]) -> bool {
-    match ipt.flavor {
-        Flavor::Nft => chains.iter().any(|c| ipt.present(nft, NAT, c)),
-        Flavor::Legacy => ipt.present(nft, NAT, ""),
-    }
+    ipt.holds_any(nft, NAT, chains)
 }
 
 /// Removes the nat chains `pick` chooses from a listing, in every iptables
-/// that `looks` says may hold some: one listing and at most one commit
-/// each. Best effort: returns the first error.
+/// of `candidates` (those that may hold some): one listing and at most one
+/// commit each. Best effort: returns the first error.
 fn remove_nat_chains(candidates: &[Iptables], pick: impl Fn(&Saved) -> Vec<String>) -> Result<()> {
     let mut first_error = None;
     for &ipt in candidates {

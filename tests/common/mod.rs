@@ -282,6 +282,13 @@ pub fn nft_execs(stderr: &str) -> (usize, usize, usize) {
     (committed, tried, list)
 }
 
+/// iptables executions of one tool in a call's debug log (CNIBOX_LOG=debug),
+/// IPv4's and IPv6's: `tool` is e.g. "legacy-save" or "nft-restore".
+pub fn iptables_execs(stderr: &str, tool: &str) -> usize {
+    let (v4, v6) = (format!("] iptables-{tool} "), format!("] ip6tables-{tool} "));
+    stderr.lines().filter(|l| l.contains(&v4) || l.contains(&v6)).count()
+}
+
 /// From a plugin's debug log: (nfnetlink batches committed, element lookups).
 pub fn nfnl_calls(stderr: &str) -> (usize, usize) {
     let committed = stderr.lines().filter(|l| l.contains("nfnetlink batch committed")).count();

@@ -212,8 +212,9 @@ impl Layout<'_> {
     }
 
     /// The iptables of one family to write to: the flavour whose nat table
-    /// holds the external chain, else iptables-nft, or iptables-legacy on a
-    /// node whose nat table only it has.
+    /// holds the external chain (iptables-nft's first), else iptables-nft.
+    /// With markMasqBit the probe is PREROUTING: iptables-legacy then only
+    /// on a node whose nat table only it has.
     fn iptables_for(&self, nft: &mut dyn Backend, v6: bool) -> Result<Iptables, CniError> {
         let nft_flavor = Iptables { flavor: Flavor::Nft, v6 };
         let legacy = Iptables { flavor: Flavor::Legacy, v6 };
@@ -224,7 +225,7 @@ impl Layout<'_> {
         if nft_flavor.present(nft, NAT, probe) {
             return Ok(nft_flavor);
         }
-        if legacy.present(nft, NAT, "") {
+        if legacy.present(nft, NAT, probe) {
             return Ok(legacy);
         }
         match self.mark {
