@@ -133,6 +133,12 @@ pub fn masq_comment_container(comment: &str) -> Option<&str> {
     comment.rsplit_once(", id: ").map(|(_, id)| id)
 }
 
+/// Whether an nftables ipMasq comment was cut to nftables' limit (so that
+/// the container ID at its end may be only the ID's start).
+pub fn masq_comment_is_cut(comment: &str) -> bool {
+    comment.len() >= NFT_COMMENT_MAX
+}
+
 /// The table of newer reference releases' nftables portmap (families ip
 /// and ip6): its per-container rules carry the bare container ID as comment.
 pub const HOSTPORT_TABLE: &str = "cni_hostport";

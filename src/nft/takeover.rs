@@ -164,10 +164,26 @@ fn rule_address(word: &str) -> Option<IpAddr> {
 #[derive(Debug, Default)]
 struct StaleContainers {
     ids: BTreeSet<String>,
+    /// The starts of IDs a cut comment gave (long network names leave an
+    /// nftables ipMasq comment no room for the whole ID).
+    id_starts: BTreeSet<String>,
     ips: BTreeSet<IpAddr>,
 }
 
+/// The shortest start of a container ID that still names one container
+/// (runtimes' IDs are 64 hex digits): a shorter one is not used.
+const MIN_ID_START: usize = 32;
+
 impl StaleContainers {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.id_starts.is_empty()
+    }
+
+    /// Whether a container ID (a `cni_hostport` rule's comment) is one of them.
+    fn holds(&self, id: &str) -> bool {
+        self.ids.contains(id) || self.id_starts.iter().any(|start| id.starts_with(start.as_str()))
+    }
+
     /// From iptables: a masquerade jump's source, a DNAT chain's destinations.
     fn note_jumps(&mut self, saved: &Saved, kind: Kind, jumps: &[(&SavedRule, String)]) {
         for (jump, id) in jumps {
@@ -190,8 +206,14 @@ impl StaleContainers {
     /// From nftables: the masquerade rules removed (comment, `ip saddr`).
     fn note_masq_rules(&mut self, rules: &[ListedRule]) {
         for rule in rules {
-            let id = rule.comment.as_deref().and_then(reference::masq_comment_container);
-            self.ids.extend(id.map(str::to_string));
+            let Some(comment) = rule.comment.as_deref() else { continue };
+            if let Some(id) = reference::masq_comment_container(comment) {
+                if !reference::masq_comment_is_cut(comment) {
+                    self.ids.insert(id.to_string());
+                } else if id.len() >= MIN_ID_START {
+                    self.id_starts.insert(id.to_string());
+                }
+            }
             self.ips.extend(matched_address(&rule.expr, "saddr"));
         }
     }
@@ -302,13 +324,13 @@ pub fn remove_stale(nft: &mut dyn Backend, kind: Kind, network: &str, valid: &[O
 /// accepts of their addresses (unless cnibox's firewall holds one) and its
 /// nftables portmap's rules. Best effort: returns the first error.
 fn remove_the_rest(nft: &mut dyn Backend, stale: &StaleContainers) -> Result<()> {
-    if stale.ids.is_empty() {
+    if stale.is_empty() {
         return Ok(());
     }
-    log::info!("the reference's state of stale containers {:?} (addresses {:?})", stale.ids, stale.ips);
+    log::info!("the reference's state of stale containers {stale:?}");
     let ips: Vec<IpAddr> = stale.ips.iter().copied().collect();
     let accepts = cni_forward::close_unheld(nft, &ips);
-    let ports = remove_nft_rules(nft, Kind::Portmap, &|c| stale.ids.contains(c));
+    let ports = remove_nft_rules(nft, Kind::Portmap, &|c| stale.holds(c));
     accepts.and(ports.map(drop))
 }
 
@@ -447,8 +469,19 @@ mod tests {
             expr,
         };
         let mut stale = StaleContainers::default();
-        stale.note_masq_rules(&[rule]);
-        assert!(stale.ids.contains("c9") && stale.ips.len() == 1);
+        stale.note_masq_rules(&[rule.clone()]);
+        assert!(stale.holds("c9") && !stale.holds("c99") && stale.ips.len() == 1);
+        // A long network name cuts the comment, and with it the ID: its start names the container.
+        let id = "0123456789abcdef".repeat(4);
+        let cut = ListedRule { comment: Some(reference::masq_comment(&"n".repeat(20), "eth0", &id)), ..rule.clone() };
+        let mut stale = StaleContainers::default();
+        stale.note_masq_rules(&[cut]);
+        assert!(stale.holds(&id) && !stale.holds(&"f".repeat(64)));
+        // Cut so far that the start could be anyone's: not used.
+        let short = ListedRule { comment: Some(reference::masq_comment(&"n".repeat(80), "eth0", &id)), ..rule };
+        let mut stale = StaleContainers::default();
+        stale.note_masq_rules(&[short]);
+        assert!(stale.is_empty());
     }
 
     #[test]
