@@ -469,7 +469,7 @@ mod tests {
             expr,
         };
         let mut stale = StaleContainers::default();
-        stale.note_masq_rules(&[rule.clone()]);
+        stale.note_masq_rules(std::slice::from_ref(&rule));
         assert!(stale.holds("c9") && !stale.holds("c99") && stale.ips.len() == 1);
         // A long network name cuts the comment, and with it the ID: its start names the container.
         let id = "0123456789abcdef".repeat(4);
