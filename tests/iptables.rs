@@ -380,7 +380,7 @@ fn reference_add_cnibox_teardown(main: &str, plugins: Value, legacy: bool, how: 
     };
     // The kernel's chain names showed the reference's legacy chains, so
     // they were listed (a check of the count that
-    // legacy_tables_without_the_reference_cost_no_save expects to be 0).
+    // iptables_without_the_reference_costs_no_save expects to be 0).
     assert!(!legacy || iptables_execs(&log, "legacy-save") > 0, "{what}: no iptables-legacy-save:\n{log}");
     assert_nothing_of_the_container(&packet_filter_state(&node), &what);
     node
@@ -440,23 +440,34 @@ fn reference_firewall_accepts_are_taken_over() {
 }
 
 /// A node that never ran the reference, whose legacy nat and filter tables
-/// are loaded (dockerd on iptables-legacy) with chains of their own: DEL of
-/// bridge (ipMasq) + portmap + firewall lists no legacy table, as the
-/// chains it looks for are not among the kernel's chain names.
+/// are loaded (dockerd on iptables-legacy) with chains of their own, and
+/// whose iptables-nft nat holds dockerd's: DEL of bridge (ipMasq), portmap
+/// and firewall lists no legacy table, as the chains it looks for are not
+/// among the kernel's chain names, and GC lists no nat table at all, as
+/// none holds a chain named as the reference's per-container chains are.
 #[test]
 #[cfg_attr(built_without_root, ignore = "needs root")]
-fn legacy_tables_without_the_reference_cost_no_save() {
+fn iptables_without_the_reference_costs_no_save() {
     require_root();
     let node = Node::new(json!([{"type": "portmap", "capabilities": {"portMappings": true}}, {"type": "firewall"}]));
     for tool in ["iptables-legacy", "ip6tables-legacy"] {
         node.host.exec(&format!("{tool} -w -t nat -N CNI-TEST-1"));
         node.host.exec(&format!("{tool} -w -t filter -N CNI-TEST-2"));
     }
+    // And iptables-nft's nat as dockerd writes it: its chains, POSTROUTING's masquerade.
+    for tool in ["iptables-nft", "ip6tables-nft"] {
+        node.host.exec(&format!("{tool} -w -t nat -N DOCKER"));
+        node.host.exec(&format!("{tool} -w -t nat -A POSTROUTING -o eth9 -j MASQUERADE"));
+    }
     let env = [("CAP_ARGS", cap_args())];
     let pod = no_dad(Netns::new("itc"));
     node.cnitool_with(&cni_path(), "add", &pod.path(), &env);
     let (_, log) = node.cnitool_logged(&cni_path(), "del", &pod.path(), &env);
     assert_eq!(iptables_execs(&log, "legacy-save"), 0, "{log}");
+    // GC, which knows no container's chain names, lists no nat table either.
+    node.set_cni_version("1.1.0");
+    let (_, log) = node.cnitool_logged(&cni_path(), "gc", "", &env);
+    assert_eq!(iptables_execs(&log, "legacy-save") + iptables_execs(&log, "nft-save"), 0, "{log}");
     for tool in ["iptables-legacy", "ip6tables-legacy"] {
         assert!(node.save(tool, "nat").contains(":CNI-TEST-1"), "{tool}: foreign chain removed");
         assert!(node.save(tool, "filter").contains(":CNI-TEST-2"), "{tool}: foreign chain removed");

@@ -74,6 +74,8 @@ pub trait Backend {
     /// The base chains of every ip, ip6 and inet table: one cheap
     /// listing, whoever owns the tables.
     fn base_chains(&mut self) -> Result<Vec<BaseChain>>;
+    /// The names of `table`'s chains, base or not (none when it is missing).
+    fn chain_names(&mut self, family: NfFamily, table: &str) -> Result<Vec<String>>;
     /// The rules of one chain, in order (none when it is gone).
     fn chain_rules(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<Vec<RuleSummary>>;
 }
@@ -221,6 +223,10 @@ impl Backend for System {
         let chains: Vec<BaseChain> = self.nfnl()?.base_chains()?.into_iter().filter_map(base_chain).collect();
         self.base_chains = Some(chains.clone());
         Ok(chains)
+    }
+
+    fn chain_names(&mut self, family: NfFamily, table: &str) -> Result<Vec<String>> {
+        self.nfnl()?.chain_names(nfgen_family(family), table)
     }
 
     fn chain_rules(&mut self, family: NfFamily, table: &str, chain: &str) -> Result<Vec<RuleSummary>> {

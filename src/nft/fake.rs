@@ -307,6 +307,11 @@ impl Backend for Fake {
         Ok(())
     }
 
+    fn chain_names(&mut self, family: NfFamily, table: &str) -> Result<Vec<String>> {
+        let t = self.tables.get(&(family_str(family).to_string(), table.to_string()));
+        Ok(t.map(|t| t.chains.keys().cloned().collect()).unwrap_or_default())
+    }
+
     fn base_chains(&mut self) -> Result<Vec<BaseChain>> {
         self.calls.push(Call::ListChains);
         let mut out = Vec::new();

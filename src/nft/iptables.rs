@@ -12,6 +12,7 @@
 //! /proc/thread-self/net/ip*_tables_names, then the table's chain names
 //! (xtables.rs).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -111,6 +112,19 @@ impl Iptables {
                 }
             },
         }
+    }
+
+    /// The names of `table`'s chains, without exec'ing anything (empty when
+    /// the table is missing); None when they cannot be read (then only a
+    /// listing tells).
+    pub fn chain_names(&self, nft: &mut dyn Backend, table: &str) -> Option<BTreeSet<String>> {
+        let names = match self.flavor {
+            Flavor::Nft => {
+                nft.chain_names(self.nft_family(), table).map(|n| n.into_iter().collect()).map_err(|e| e.to_string())
+            }
+            Flavor::Legacy => xtables::chains(self.v6, table).map(Option::unwrap_or_default).map_err(|e| e.to_string()),
+        };
+        names.map_err(|e| log::debug!("{self}: cannot read the chains of {table}: {e}")).ok()
     }
 
     /// `table` as iptables-save prints it.

@@ -424,6 +424,12 @@ fn parse_chain(payload: &[u8]) -> Option<WireChain> {
     })
 }
 
+/// The name of a NEWCHAIN message's chain, when it is one of `table`'s.
+fn chain_name_in(payload: &[u8], table: &str) -> Option<String> {
+    let attrs = payload.get(4..)?;
+    (str_attr(attrs, NFTA_CHAIN_TABLE)? == table).then(|| str_attr(attrs, NFTA_CHAIN_NAME)).flatten()
+}
+
 /// A NEWRULE message of a dump.
 fn parse_rule(payload: &[u8]) -> Option<WireRule> {
     let attrs = payload.get(4..)?;
@@ -670,6 +676,13 @@ impl Nfnl {
         Ok(self.dump(NFT_MSG_GETCHAIN, 0, &[], "chains")?.iter().filter_map(|p| parse_chain(p)).collect())
     }
 
+    /// The names of every chain of `table` (nfgenmsg `family`), base or
+    /// not: one dump of the family's chains.
+    pub fn chain_names(&mut self, family: u8, table: &str) -> Result<Vec<String>> {
+        let chains = self.dump(NFT_MSG_GETCHAIN, family, &[], "chain names")?;
+        Ok(chains.iter().filter_map(|p| chain_name_in(p, table)).collect())
+    }
+
     /// The rules of one chain, in order.
     pub fn rules(&mut self, family: u8, table: &str, chain: &str) -> Result<Vec<WireRule>> {
         let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)];
@@ -899,7 +912,11 @@ mod tests {
         let mut m = Msg::new(NFT_MSG_GETCHAIN, 0, 1, FAMILY_INET, 0);
         m.attr_str(NFTA_CHAIN_TABLE, "filter");
         m.attr_str(NFTA_CHAIN_NAME, "mine");
-        assert_eq!(parse_chain(replies(&m.finish())[0].payload), None);
+        let msg = m.finish();
+        assert_eq!(parse_chain(replies(&msg)[0].payload), None);
+        // Its name is listed with its table's.
+        assert_eq!(chain_name_in(replies(&msg)[0].payload, "filter").as_deref(), Some("mine"));
+        assert_eq!(chain_name_in(replies(&msg)[0].payload, "nat"), None);
 
         // NEWRULE: `counter drop` with a comment, as the kernel dumps it.
         let mut m = Msg::new(NFT_MSG_GETRULE, 0, 1, FAMILY_INET, 0);

@@ -29,6 +29,16 @@ pub fn chain_name(network: &str, container_id: &str, prefix: &str) -> String {
     sha512::name_with_prefix(CHAIN_LEN, &format!("CNI-{prefix}"), &format!("{network}{container_id}"))
 }
 
+/// Whether `name` has the shape of a `chain_name(.., .., prefix)`: `CNI-`,
+/// the prefix, then hex digits to 28 bytes.
+pub fn is_chain_name(name: &str, prefix: &str) -> bool {
+    name.len() == CHAIN_LEN
+        && name
+            .strip_prefix("CNI-")
+            .and_then(|rest| rest.strip_prefix(prefix))
+            .is_some_and(|hash| hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+}
+
 /// The comment the reference puts on a container's rules:
 /// `name: "<network>" id: "<containerID>"` (Go's `%q` quoting).
 pub fn comment(network: &str, container_id: &str) -> String {
@@ -246,6 +256,11 @@ mod tests {
         assert!(name.starts_with("CNI-30f8de359c7f"), "{name}");
         let dn = chain_name("net1", "abc", "DN-");
         assert!(dn.starts_with("CNI-DN-30f8de359c7f") && dn.len() == 28, "{dn}");
+        assert!(is_chain_name(&name, "") && is_chain_name(&dn, "DN-"));
+        assert!(!is_chain_name(&dn, "") && !is_chain_name(&name, "DN-"));
+        for shared in ["CNI-FORWARD", "CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-ADMIN"] {
+            assert!(!is_chain_name(shared, "") && !is_chain_name(shared, "DN-"), "{shared}");
+        }
     }
 
     #[test]

@@ -24,8 +24,10 @@
 //! A node that never ran the reference pays one nfnetlink request per
 //! place (no exec, no listing), and a /proc read for iptables-legacy (and,
 //! where a legacy nat table is loaded, two getsockopts for its chain
-//! names: xtables.rs). GC looks for the entry chains, which are built-in
-//! (POSTROUTING) or shared, so it lists any nat table that has them.
+//! names: xtables.rs). GC, which does not know the containers' names,
+//! reads the nat tables' chain names (one nfnetlink dump, or the legacy
+//! getsockopts) and lists only a table holding a chain named as the
+//! reference names its per-container chains.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -74,6 +76,19 @@ impl Kind {
     fn chains_of(self, network: &str, container_id: &str) -> Vec<String> {
         self.chain_prefixes().iter().map(|p| chain_name(network, container_id, p)).collect()
     }
+
+    /// Whether `chain` is named as one of its per-container chains are.
+    fn is_container_chain(self, chain: &str) -> bool {
+        self.chain_prefixes().iter().any(|p| reference::is_chain_name(chain, p))
+    }
+}
+
+/// The iptables whose nat table may hold per-container chains of `kinds`
+/// (of any container), told by the table's chain names, read without an
+/// exec; in doubt, it may.
+fn with_container_chains(nft: &mut dyn Backend, kinds: &[Kind]) -> Vec<Iptables> {
+    let holds = |names: &BTreeSet<String>| names.iter().any(|n| kinds.iter().any(|k| k.is_container_chain(n)));
+    Iptables::ALL.into_iter().filter(|ipt| ipt.chain_names(nft, NAT).is_none_or(|names| holds(&names))).collect()
 }
 
 /// The deletion of `doomed` nat chains (those `saved` holds): every rule
@@ -298,8 +313,7 @@ pub fn remove(nft: &mut dyn Backend, kind: Kind, owner: &Owner) -> Result<()> {
 /// no network: they go only with a container found stale so.
 pub fn remove_stale(nft: &mut dyn Backend, kind: Kind, network: &str, valid: &[Owner]) -> Result<()> {
     let valid_id = |id: &str| valid.iter().any(|o| o.container_id == id);
-    let entry = [kind.entry_chain().to_string()];
-    let candidates = holders(nft, &entry);
+    let candidates = with_container_chains(nft, &[kind]);
     let stale = RefCell::new(StaleContainers::default());
     let iptables = remove_nat_chains(&candidates, |saved| {
         let jumps = stale_jumps(saved, kind, network, &valid_id);
@@ -346,12 +360,7 @@ pub struct Leftover {
 /// it (the doctor decides which containers are gone).
 pub fn leftovers(nft: &mut dyn Backend) -> Result<Vec<Leftover>> {
     let mut out = Vec::new();
-    for ipt in Iptables::ALL {
-        let entries: Vec<String> =
-            [Kind::Masquerade, Kind::Portmap].iter().map(|k| k.entry_chain().to_string()).collect();
-        if !may_hold(nft, ipt, &entries) {
-            continue;
-        }
+    for ipt in with_container_chains(nft, &[Kind::Masquerade, Kind::Portmap]) {
         let saved = match ipt.save(NAT) {
             Ok(saved) => saved,
             Err(e) if e.is_unsupported() => continue,
