@@ -35,7 +35,7 @@ use nftables::types::NfFamily;
 use super::backend::Backend;
 use super::error::Result;
 use super::iptables::{Flavor, Iptables, Saved, Script};
-use super::reference::{admin_jump, forward_accepts, forward_jump, host, FORWARD_CHAIN};
+use super::reference::{self, admin_jump, forward_accepts, forward_jump, host, FORWARD_CHAIN};
 
 /// cnibox's own firewall table (applets/firewall.rs): the addresses in its
 /// sets are those of the attachments its firewall serves.
@@ -229,7 +229,7 @@ pub fn accepted_addresses(nft: &mut dyn Backend) -> Result<Vec<(Iptables, IpAddr
         let mut ips = BTreeSet::new();
         for rule in saved.rules_of(FORWARD_CHAIN).filter(|r| r.target() == Some("ACCEPT")) {
             let address = rule.value_of("-s").or_else(|| rule.value_of("-d"));
-            ips.extend(address.and_then(|a| a.split('/').next()?.parse::<IpAddr>().ok()));
+            ips.extend(address.and_then(reference::rule_address));
         }
         out.extend(ips.into_iter().map(|ip| (ipt, ip)));
     }

@@ -219,6 +219,20 @@ pub fn host(ip: IpAddr) -> String {
     format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 })
 }
 
+/// An address as an iptables rule names it: `10.0.0.5/32`, `10.0.0.5:80`,
+/// `[fd00::5]:80`, `fd00::5/128`.
+pub fn rule_address(word: &str) -> Option<IpAddr> {
+    let host = word.split('/').next()?;
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.rsplit_once(':')?.0,
+    };
+    host.parse().ok()
+}
+
 /// A rule's words, owned (as Script and Saved hold them).
 pub fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
@@ -299,6 +313,18 @@ mod tests {
             "-m comment --comment CNI portfwd masquerade mark -j MARK --set-xmark 0x2000/0x2000"
         );
         assert_eq!(mark_masq_rule(0).join(" "), "-m mark --mark 0x1/0x1 -j MASQUERADE");
+    }
+
+    #[test]
+    fn addresses_as_rules_name_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(rule_address("10.0.0.5/32"), ip("10.0.0.5"));
+        assert_eq!(rule_address("10.0.0.5:80"), ip("10.0.0.5"));
+        assert_eq!(rule_address("10.0.0.5:80-90"), ip("10.0.0.5"));
+        assert_eq!(rule_address("[fd00::5]:80"), ip("fd00::5"));
+        assert_eq!(rule_address("fd00::5/128"), ip("fd00::5"));
+        assert_eq!(rule_address("fd00::5"), ip("fd00::5"));
+        assert_eq!(rule_address("LOCAL"), None);
     }
 
     #[test]

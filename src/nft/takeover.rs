@@ -160,20 +160,6 @@ fn targets(jumps: &[(&SavedRule, String)]) -> Vec<String> {
     chains.into_iter().collect()
 }
 
-/// An address as an iptables rule names it: `10.0.0.5/32`, `10.0.0.5:80`,
-/// `[fd00::5]:80`, `fd00::5/128`.
-fn rule_address(word: &str) -> Option<IpAddr> {
-    let host = word.split('/').next()?;
-    if let Ok(ip) = host.parse() {
-        return Some(ip);
-    }
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => host.rsplit_once(':')?.0,
-    };
-    host.parse().ok()
-}
-
 /// The containers GC found stale in the reference's state, and the
 /// addresses that state names for them.
 #[derive(Debug, Default)]
@@ -204,13 +190,13 @@ impl StaleContainers {
         for (jump, id) in jumps {
             self.ids.insert(id.clone());
             let addresses: Vec<IpAddr> = match kind {
-                Kind::Masquerade => jump.value_of("-s").and_then(rule_address).into_iter().collect(),
+                Kind::Masquerade => jump.value_of("-s").and_then(reference::rule_address).into_iter().collect(),
                 Kind::Portmap => {
                     let chain = jump.target().unwrap_or_default();
                     saved
                         .rules_of(chain)
                         .filter_map(|r| r.value_of("--to-destination"))
-                        .filter_map(rule_address)
+                        .filter_map(reference::rule_address)
                         .collect()
                 }
             };
@@ -447,18 +433,6 @@ mod tests {
             assert_eq!(stale.ids.into_iter().collect::<Vec<_>>(), ["c2"], "{kind:?}");
             assert_eq!(stale.ips.into_iter().collect::<Vec<_>>(), ["10.0.0.5".parse::<IpAddr>().unwrap()]);
         }
-    }
-
-    #[test]
-    fn addresses_as_rules_name_them() {
-        let ip = |s: &str| s.parse::<IpAddr>().ok();
-        assert_eq!(rule_address("10.0.0.5/32"), ip("10.0.0.5"));
-        assert_eq!(rule_address("10.0.0.5:80"), ip("10.0.0.5"));
-        assert_eq!(rule_address("10.0.0.5:80-90"), ip("10.0.0.5"));
-        assert_eq!(rule_address("[fd00::5]:80"), ip("fd00::5"));
-        assert_eq!(rule_address("fd00::5/128"), ip("fd00::5"));
-        assert_eq!(rule_address("fd00::5"), ip("fd00::5"));
-        assert_eq!(rule_address("LOCAL"), None);
     }
 
     #[test]
