@@ -79,16 +79,15 @@ impl Iptables {
     }
 
     /// Whether `table` exists and holds `chain`, without exec'ing anything.
-    /// For iptables-legacy an empty `chain` asks for the table only.
     pub fn present(&self, nft: &mut dyn Backend, table: &str, chain: &str) -> bool {
         self.holds_any(nft, table, &[chain])
     }
 
     /// Whether `table` exists and holds one of `chains`, without exec'ing
     /// anything: a chain lookup each for iptables-nft (a failed lookup
-    /// counts as absent), one read of the table's chains for legacy
-    /// (xtables.rs; chains the kernel would not give count as present: the
-    /// caller's listing decides).
+    /// counts as absent), one read of the table's chain names for legacy
+    /// (names that cannot be read count as present: the caller's listing
+    /// decides).
     ///
     /// The lookups go through the caller's backend, on the socket its other
     /// requests use: a socket of its own would be one more close, and a
@@ -102,15 +101,9 @@ impl Iptables {
                     false
                 }
             }),
-            Flavor::Legacy if chains.iter().any(|c| c.as_ref().is_empty()) => xtables::listed(self.v6, table),
-            Flavor::Legacy => match xtables::chains(self.v6, table) {
-                Ok(Some(names)) => chains.iter().any(|c| names.contains(c.as_ref())),
-                Ok(None) => false,
-                Err(e) => {
-                    log::debug!("{self}: cannot read the chains of {table}: {e}");
-                    true
-                }
-            },
+            Flavor::Legacy => {
+                self.chain_names(nft, table).is_none_or(|names| chains.iter().any(|c| names.contains(c.as_ref())))
+            }
         }
     }
 

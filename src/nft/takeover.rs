@@ -107,12 +107,6 @@ pub fn removal(saved: &Saved, doomed: &[String]) -> Script {
     script
 }
 
-/// Whether `ipt`'s nat table may hold one of `chains` (cheaply: no exec;
-/// for iptables-legacy one read of the table's chain names).
-fn may_hold(nft: &mut dyn Backend, ipt: Iptables, chains: &[String]) -> bool {
-    ipt.holds_any(nft, NAT, chains)
-}
-
 /// Removes the nat chains `pick` chooses from a listing, in every iptables
 /// of `candidates` (those that may hold some): one listing and at most one
 /// commit each. Best effort: returns the first error.
@@ -277,9 +271,10 @@ fn nft_owned(kind: Kind, owner: &Owner, comment: &str) -> bool {
     }
 }
 
-/// The iptables that may hold one of `chains`.
+/// The iptables whose nat table may hold one of `chains` (cheaply: no
+/// exec; for iptables-legacy one read of the table's chain names).
 fn holders(nft: &mut dyn Backend, chains: &[String]) -> Vec<Iptables> {
-    Iptables::ALL.into_iter().filter(|ipt| may_hold(nft, *ipt, chains)).collect()
+    Iptables::ALL.into_iter().filter(|ipt| ipt.holds_any(nft, NAT, chains)).collect()
 }
 
 /// DEL: removes what the reference made of `kind` for `owner`.

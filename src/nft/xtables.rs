@@ -62,7 +62,7 @@ const IP6T_ENTRY: Layout = Layout { entry_len: 168, target_offset: 140, next_off
 
 /// Whether the kernel has legacy `table` (IPv6's when `v6`) in the calling
 /// thread's netns (the one a raw socket and an exec'd iptables would see).
-pub fn listed(v6: bool, table: &str) -> bool {
+fn listed(v6: bool, table: &str) -> bool {
     let names = if v6 { "ip6_tables_names" } else { "ip_tables_names" };
     std::fs::read_to_string(format!("/proc/thread-self/net/{names}")).is_ok_and(|s| s.lines().any(|l| l == table))
 }
